@@ -1,0 +1,380 @@
+//! The audit log: append-only, hash-chained, per organisation.
+//!
+//! Every task start and end, every note, every call an employee made or tried
+//! (allowed, denied, rate-limited, rejected, gated) and every result is an
+//! [`Entry`]. Each entry carries the hash of the one before it; the log's head
+//! (last sequence number and hash) is stored beside the entries in the same
+//! atomic write. [`AuditLog::verify`] recomputes the chain and reports edited,
+//! deleted, reordered or truncated entries.
+//!
+//! This module must never store a secret: callers pass argument *summaries*,
+//! never tokens or file contents. An append that fails is an error the caller
+//! must treat as "the action does not happen".
+
+use std::fmt::Write as _;
+use std::sync::Mutex;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::store::{OrgStore, StoreError};
+
+const AREA: &str = "audit";
+const HEAD_KEY: &[u8] = b"head";
+const ENTRY_PREFIX: &[u8] = b"e/";
+/// The `prev` of the first entry.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// What kind of event an entry records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// A task was started.
+    TaskStart,
+    /// A task ended (`result` says how).
+    TaskEnd,
+    /// The employee explained itself.
+    Note,
+    /// A call was allowed and is about to reach the provider (the intent).
+    Intent,
+    /// The provider answered a call whose intent was recorded.
+    Result,
+    /// A call was refused before it reached any provider.
+    Refusal,
+}
+
+/// The decision the mediator took on a call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Decision {
+    /// The grant allows it.
+    Allowed,
+    /// The grant does not allow it, or it is gated with no approval path.
+    Denied,
+    /// Over a rate or call limit.
+    RateLimited,
+    /// The request was malformed.
+    Rejected,
+}
+
+/// What the caller fills in; the log adds sequence, time, org and hashes.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Record {
+    /// The employee (or `host` for the host's own entries).
+    pub employee: String,
+    /// The task id.
+    pub task: String,
+    /// The interface (`mail`, `chat`, ...) or empty for task entries.
+    pub interface: String,
+    /// The granted scope, e.g. `label:INBOX`.
+    pub scope: String,
+    /// The action (`read`, `post`, ...) or the method called.
+    pub action: String,
+    /// A readable summary of the arguments. Never secrets or file contents.
+    pub args: String,
+    /// The employee's plain-English reason.
+    pub reason: String,
+    /// The mediator's decision, if this entry is about a call.
+    pub decision: Option<Decision>,
+    /// What happened.
+    pub result: String,
+    /// The sequence number of the intent this entry completes.
+    pub intent: Option<u64>,
+    /// The inverse operation, for rollback, if there is one.
+    pub inverse: Option<serde_json::Value>,
+}
+
+/// One entry of the chain.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Entry {
+    /// 1, 2, 3, ... without gaps.
+    pub seq: u64,
+    /// Hash of the previous entry ([`GENESIS`] for the first).
+    pub prev: String,
+    /// When it was appended.
+    pub time: DateTime<Utc>,
+    /// The organisation.
+    pub org: String,
+    /// The entry kind.
+    pub kind: Kind,
+    /// The recorded facts.
+    #[serde(flatten)]
+    pub record: Record,
+    /// SHA-256 over everything above, hex.
+    pub hash: String,
+}
+
+impl Entry {
+    fn compute_hash(&self) -> String {
+        #[derive(Serialize)]
+        struct Hashed<'a> {
+            seq: u64,
+            prev: &'a str,
+            time: &'a DateTime<Utc>,
+            org: &'a str,
+            kind: Kind,
+            record: &'a Record,
+        }
+        let canonical = serde_json::to_vec(&Hashed {
+            seq: self.seq,
+            prev: &self.prev,
+            time: &self.time,
+            org: &self.org,
+            kind: self.kind,
+            record: &self.record,
+        })
+        .unwrap_or_default();
+        hex::encode(Sha256::digest(&canonical))
+    }
+
+    /// One readable line: what was done, by whom, and why.
+    pub fn render(&self) -> String {
+        let r = &self.record;
+        let mut line = format!(
+            "#{:<4} {} {} task {}",
+            self.seq,
+            self.time.to_rfc3339_opts(SecondsFormat::Secs, true),
+            r.employee,
+            short(&r.task)
+        );
+        let what = match self.kind {
+            Kind::TaskStart => format!("started: {}", r.args),
+            Kind::TaskEnd => format!("ended: {}", r.result),
+            Kind::Note => format!("note: {}", r.reason),
+            Kind::Intent | Kind::Refusal | Kind::Result => {
+                let mut s = format!("{} {} {}", r.interface, r.scope, r.action);
+                if !r.args.is_empty() {
+                    let _ = write!(s, "({})", r.args);
+                }
+                match self.kind {
+                    Kind::Intent => s.push_str(" -> allowed"),
+                    Kind::Refusal => {
+                        let d = match r.decision {
+                            Some(Decision::Denied) => "DENIED",
+                            Some(Decision::RateLimited) => "RATE-LIMITED",
+                            Some(Decision::Rejected) => "REJECTED",
+                            _ => "REFUSED",
+                        };
+                        let _ = write!(s, " -> {d}: {}", r.result);
+                    }
+                    _ => {
+                        let _ = write!(s, " -> {}", r.result);
+                        if let Some(i) = r.intent {
+                            let _ = write!(s, " (intent #{i})");
+                        }
+                    }
+                }
+                s
+            }
+        };
+        line.push_str(": ");
+        line.push_str(&what);
+        if !r.reason.is_empty() && self.kind != Kind::Note && self.kind != Kind::Result {
+            let _ = write!(line, "\n      why: \"{}\"", r.reason);
+        }
+        line
+    }
+}
+
+fn short(id: &str) -> &str {
+    id.get(..8).unwrap_or(id)
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+struct Head {
+    seq: u64,
+    hash: String,
+}
+
+/// An append failed: the caller must not go on with the action.
+#[derive(Debug, thiserror::Error)]
+#[error("audit log unavailable: {0}")]
+pub struct AuditError(#[from] pub StoreError);
+
+/// What `verify` found.
+#[derive(Debug, Serialize)]
+pub struct Verification {
+    /// Entries checked.
+    pub entries: u64,
+    /// Hash of the last entry (the head), to keep elsewhere and compare later.
+    pub head: String,
+    /// Every problem found, in log order. Empty means intact.
+    pub problems: Vec<String>,
+}
+
+impl Verification {
+    /// Whether the chain is intact.
+    pub fn is_intact(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// One organisation's audit log.
+pub struct AuditLog {
+    store: OrgStore,
+    append_lock: Mutex<()>,
+}
+
+impl AuditLog {
+    /// The log of `store`'s organisation.
+    pub fn new(store: OrgStore) -> AuditLog {
+        AuditLog {
+            store,
+            append_lock: Mutex::new(()),
+        }
+    }
+
+    fn entry_key(seq: u64) -> Vec<u8> {
+        let mut k = ENTRY_PREFIX.to_vec();
+        k.extend_from_slice(&seq.to_be_bytes());
+        k
+    }
+
+    /// Append a record durably; returns the entry as stored.
+    pub fn append(&self, kind: Kind, record: Record) -> Result<Entry, AuditError> {
+        let _guard = self.append_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let head: Head = self.store.get_json(AREA, HEAD_KEY)?.unwrap_or(Head {
+            seq: 0,
+            hash: GENESIS.to_string(),
+        });
+        let mut entry = Entry {
+            seq: head.seq + 1,
+            prev: head.hash,
+            time: Utc::now(),
+            org: self.store.org().to_string(),
+            kind,
+            record,
+            hash: String::new(),
+        };
+        entry.hash = entry.compute_hash();
+        let new_head = Head {
+            seq: entry.seq,
+            hash: entry.hash.clone(),
+        };
+        self.store.write(
+            AREA,
+            vec![
+                (Self::entry_key(entry.seq), Some(to_json(&entry)?)),
+                (HEAD_KEY.to_vec(), Some(to_json(&new_head)?)),
+            ],
+        )?;
+        Ok(entry)
+    }
+
+    /// All entries in order.
+    pub fn entries(&self) -> Result<Vec<Entry>, StoreError> {
+        self.store.scan_json(AREA, ENTRY_PREFIX)
+    }
+
+    /// Recompute the chain. `expected_head`, if given, is a head hash recorded
+    /// earlier outside this store (catches truncation together with a rewritten head).
+    pub fn verify(&self, expected_head: Option<&str>) -> Result<Verification, StoreError> {
+        let mut problems = Vec::new();
+        let mut prev_hash = GENESIS.to_string();
+        let mut expected_seq = 1u64;
+        let mut count = 0u64;
+        let mut seen_hashes = Vec::new();
+        for (key, value) in self.store.scan(AREA, ENTRY_PREFIX)? {
+            count += 1;
+            let key_seq = key
+                .get(ENTRY_PREFIX.len()..)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(u64::from_be_bytes);
+            let entry: Entry = match serde_json::from_slice(&value) {
+                Ok(e) => e,
+                Err(e) => {
+                    problems.push(format!(
+                        "entry at position {count} is unreadable ({e}): edited"
+                    ));
+                    expected_seq += 1;
+                    prev_hash = String::new();
+                    continue;
+                }
+            };
+            if key_seq != Some(entry.seq) {
+                problems.push(format!(
+                    "entry #{} is stored at the place of another entry: moved or reordered",
+                    entry.seq
+                ));
+            }
+            if entry.seq != expected_seq {
+                if entry.seq > expected_seq {
+                    problems.push(format!(
+                        "entries #{expected_seq}..#{} are missing: deleted",
+                        entry.seq - 1
+                    ));
+                } else {
+                    problems.push(format!(
+                        "entry #{} appears after #{}: reordered",
+                        entry.seq,
+                        expected_seq - 1
+                    ));
+                }
+            }
+            if entry.compute_hash() != entry.hash {
+                problems.push(format!(
+                    "entry #{} does not match its hash: edited",
+                    entry.seq
+                ));
+            }
+            if !prev_hash.is_empty() && entry.prev != prev_hash {
+                problems.push(format!(
+                    "entry #{} does not follow the entry before it: chain broken",
+                    entry.seq
+                ));
+            }
+            if entry.org != self.store.org() {
+                problems.push(format!(
+                    "entry #{} belongs to org {:?}: moved between orgs",
+                    entry.seq, entry.org
+                ));
+            }
+            expected_seq = entry.seq + 1;
+            seen_hashes.push(entry.hash.clone());
+            prev_hash = entry.hash;
+        }
+        let last_seq = expected_seq - 1;
+        let head_hash = if count == 0 {
+            GENESIS.to_string()
+        } else {
+            prev_hash.clone()
+        };
+        match self.store.get_json::<Head>(AREA, HEAD_KEY)? {
+            Some(head) => {
+                if head.seq > last_seq {
+                    problems.push(format!(
+                        "the log ends at #{last_seq} but its head says #{}: entries after #{last_seq} were truncated",
+                        head.seq
+                    ));
+                } else if head.seq < last_seq || head.hash != head_hash {
+                    problems.push(format!(
+                        "the head (#{}) does not match the last entry (#{last_seq}): edited",
+                        head.seq
+                    ));
+                }
+            }
+            None if count > 0 => problems.push("the head record is missing: edited".to_string()),
+            None => {}
+        }
+        if let Some(expected) = expected_head {
+            // Entries appended since the head was recorded are fine; a head
+            // that is no longer in the chain means it was cut or rewritten.
+            if expected != head_hash && !seen_hashes.iter().any(|h| h == expected) {
+                problems.push(format!(
+                    "the expected head {} is not in the log: truncated or rewritten",
+                    short(expected)
+                ));
+            }
+        }
+        Ok(Verification {
+            entries: count,
+            head: head_hash,
+            problems,
+        })
+    }
+}
+
+fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>, AuditError> {
+    serde_json::to_vec(value).map_err(|e| AuditError(StoreError::Io(e.to_string())))
+}

@@ -1,0 +1,439 @@
+//! The `clancy` command line: argument definitions (clap derive) and the
+//! commands, each a thin call into the library.
+//!
+//! Exit codes: 0 success; 1 the task failed or a check found problems (the
+//! command itself worked); 2 bad input or an unusable data dir.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::audit::Entry;
+use crate::host::{DataDirMode, Host};
+use crate::manifest::Manifest;
+use crate::providers::money;
+use crate::runtime::TaskEnd;
+
+/// Clancy runs digital employees as sandboxed WebAssembly components.
+#[derive(Parser, Debug)]
+#[command(name = "clancy", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Debug)]
+struct Global {
+    /// Where Clancy keeps its store and files [default: the user's data dir]/clancy.
+    #[arg(long, global = true, env = "CLANCY_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// The organisation whose data to use.
+    #[arg(long, global = true, default_value = "default", value_name = "ORG")]
+    org: String,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run one task with an employee against the sandbox workspace.
+    Run {
+        /// The employee's manifest (employee.toml).
+        manifest: PathBuf,
+        /// What the employee should do, in plain language.
+        #[arg(long)]
+        task: String,
+        /// Use this component instead of the one the manifest names.
+        #[arg(long, value_name = "WASM")]
+        component: Option<PathBuf>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate a manifest and its component's imports against its grants.
+    Check {
+        /// The employee's manifest (employee.toml).
+        manifest: PathBuf,
+        /// Check this component instead of the one the manifest names.
+        #[arg(long, value_name = "WASM")]
+        component: Option<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read and verify the audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Manage the local sandbox workspace.
+    #[command(subcommand)]
+    Sandbox(SandboxCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum AuditCommand {
+    /// Show the log, one entry per line with the employee's reason.
+    Log {
+        /// Only this employee's entries.
+        #[arg(long)]
+        employee: Option<String>,
+        /// Only this task's entries (a full id or its first characters).
+        #[arg(long)]
+        task: Option<String>,
+        /// JSON Lines, one entry per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Recompute the hash chain; exit 1 if anything was edited, deleted, reordered or truncated.
+    Verify {
+        /// A head hash recorded earlier; verify that it is still in the chain.
+        #[arg(long, value_name = "HASH")]
+        expect_head: Option<String>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SandboxCommand {
+    /// Fill the sandbox workspace with its seed data.
+    Seed {
+        /// Replace existing sandbox data with the seed data.
+        #[arg(long)]
+        reset: bool,
+    },
+    /// Show what is in the sandbox workspace.
+    Show {
+        /// Which part to show.
+        #[arg(value_enum, default_value = "all")]
+        what: Part,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq)]
+enum Part {
+    All,
+    Mail,
+    Chat,
+    Crm,
+    Calendar,
+    Ledger,
+}
+
+/// Parse arguments, run the command, map the result to an exit code.
+pub fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CLANCY_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn data_dir(global: &Global) -> Result<PathBuf> {
+    match &global.data_dir {
+        Some(d) => Ok(d.clone()),
+        None => Ok(dirs::data_dir()
+            .context("no user data dir on this system; pass --data-dir")?
+            .join("clancy")),
+    }
+}
+
+fn open(global: &Global, mode: DataDirMode) -> Result<Host> {
+    Ok(Host::open(&data_dir(global)?, &global.org, mode)?)
+}
+
+fn load_manifest(path: &Path, component: &Option<PathBuf>) -> Result<Manifest> {
+    let mut manifest = Manifest::load(path)?;
+    if let Some(c) = component {
+        manifest.component = c.clone();
+    }
+    Ok(manifest)
+}
+
+/// Run a parsed command line.
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    let global = &cli.global;
+    let mut out = std::io::stdout().lock();
+    match cli.command {
+        Command::Run {
+            manifest,
+            task,
+            component,
+            json,
+        } => {
+            let manifest = load_manifest(&manifest, &component)?;
+            let host = open(global, DataDirMode::Create)?;
+            let employee = host.load(manifest)?;
+            let result = employee.run(&task)?;
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&result)?)?;
+            } else {
+                writeln!(
+                    out,
+                    "task {} ({})",
+                    result.task_id,
+                    employee.manifest().name
+                )?;
+                for line in result.guest_output.lines() {
+                    writeln!(out, "  guest | {line}")?;
+                }
+                match &result.end {
+                    TaskEnd::Completed { summary } => writeln!(out, "completed: {summary}")?,
+                    TaskEnd::Failed { error } => writeln!(out, "FAILED: {error}")?,
+                    TaskEnd::Trapped { reason } => writeln!(out, "STOPPED: {reason}")?,
+                }
+                writeln!(
+                    out,
+                    "see what it did and why: clancy audit log --task {}",
+                    &result.task_id[..8]
+                )?;
+            }
+            Ok(match result.end {
+                TaskEnd::Completed { .. } => ExitCode::SUCCESS,
+                _ => ExitCode::from(1),
+            })
+        }
+        Command::Check {
+            manifest,
+            component,
+            json,
+        } => {
+            let manifest = load_manifest(&manifest, &component)?;
+            let host = open(global, DataDirMode::Create)?;
+            let report = host.check(manifest)?;
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+            } else {
+                let m = &report.manifest;
+                writeln!(out, "employee {} ({})", m.name, m.component.display())?;
+                for g in &m.grants {
+                    let actions: Vec<&str> = g.actions.iter().map(String::as_str).collect();
+                    writeln!(
+                        out,
+                        "  grant {} {} [{}] approval {:?}",
+                        g.integration,
+                        g.scope,
+                        actions.join(", "),
+                        g.approval
+                    )?;
+                }
+                writeln!(out, "  imports: {}", report.imports.join(", "))?;
+                for p in &report.problems {
+                    writeln!(out, "  REFUSED: {p}")?;
+                }
+                if report.problems.is_empty() {
+                    writeln!(out, "ok: imports are within the grants")?;
+                }
+            }
+            Ok(if report.problems.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::Audit(AuditCommand::Log {
+            employee,
+            task,
+            json,
+        }) => {
+            let host = open(global, DataDirMode::Existing)?;
+            let entries: Vec<Entry> = host
+                .audit()
+                .entries()?
+                .into_iter()
+                .filter(|e| employee.as_ref().is_none_or(|n| &e.record.employee == n))
+                .filter(|e| {
+                    task.as_ref()
+                        .is_none_or(|t| e.record.task.starts_with(t.as_str()))
+                })
+                .collect();
+            for e in &entries {
+                if json {
+                    writeln!(out, "{}", serde_json::to_string(e)?)?;
+                } else {
+                    writeln!(out, "{}", e.render())?;
+                }
+            }
+            if entries.is_empty() && !json {
+                writeln!(out, "no audit entries match")?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit(AuditCommand::Verify { expect_head, json }) => {
+            let host = open(global, DataDirMode::Existing)?;
+            let v = host.audit().verify(expect_head.as_deref())?;
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+            } else if v.is_intact() {
+                writeln!(
+                    out,
+                    "audit log intact: {} entries, head {}",
+                    v.entries, v.head
+                )?;
+            } else {
+                writeln!(
+                    out,
+                    "AUDIT LOG TAMPERED: {} problem(s) in {} entries",
+                    v.problems.len(),
+                    v.entries
+                )?;
+                for p in &v.problems {
+                    writeln!(out, "  {p}")?;
+                }
+            }
+            Ok(if v.is_intact() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::Sandbox(SandboxCommand::Seed { reset }) => {
+            let host = open(global, DataDirMode::Create)?;
+            if host.sandbox().is_seeded()? && !reset {
+                anyhow::bail!(
+                    "the sandbox workspace already has data; pass --reset to replace it with the seed data"
+                );
+            }
+            host.sandbox().seed()?;
+            writeln!(
+                out,
+                "sandbox workspace seeded in {}",
+                host.data_dir().display()
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sandbox(SandboxCommand::Show { what, json }) => {
+            let host = open(global, DataDirMode::Existing)?;
+            show_sandbox(&host, what, json, &mut out)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn show_sandbox(host: &Host, what: Part, json: bool, out: &mut impl std::io::Write) -> Result<()> {
+    let s = host.sandbox();
+    let want = |p: Part| what == Part::All || what == p;
+    if json {
+        let mut doc = serde_json::Map::new();
+        if want(Part::Mail) {
+            doc.insert("mail".into(), serde_json::to_value(s.all_mail()?)?);
+        }
+        if want(Part::Chat) {
+            doc.insert("chat".into(), serde_json::to_value(s.all_chat()?)?);
+        }
+        if want(Part::Crm) {
+            doc.insert("contacts".into(), serde_json::to_value(s.all_contacts()?)?);
+            doc.insert("deals".into(), serde_json::to_value(s.all_deals()?)?);
+        }
+        if want(Part::Calendar) {
+            doc.insert("events".into(), serde_json::to_value(s.all_events()?)?);
+        }
+        if want(Part::Ledger) {
+            doc.insert("invoices".into(), serde_json::to_value(s.all_invoices()?)?);
+            doc.insert(
+                "expense_reports".into(),
+                serde_json::to_value(s.all_expense_reports()?)?,
+            );
+        }
+        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+        return Ok(());
+    }
+    if want(Part::Mail) {
+        writeln!(out, "== mail")?;
+        for m in s.all_mail()? {
+            writeln!(
+                out,
+                "  {} [{}] {} <- {}: {}",
+                m.id,
+                m.labels.join(","),
+                m.received_at,
+                m.from,
+                m.subject
+            )?;
+        }
+    }
+    if want(Part::Chat) {
+        writeln!(out, "== chat")?;
+        for (channel, messages) in s.all_chat()? {
+            writeln!(out, "  {channel}")?;
+            for m in messages {
+                writeln!(out, "    {} {}: {}", m.posted_at, m.author, m.text)?;
+            }
+        }
+    }
+    if want(Part::Crm) {
+        writeln!(out, "== crm")?;
+        for c in s.all_contacts()? {
+            writeln!(out, "  {} {} <{}> {}", c.id, c.name, c.email, c.company)?;
+        }
+        for d in s.all_deals()? {
+            writeln!(
+                out,
+                "  {} {} [{}] {}",
+                d.id,
+                d.name,
+                d.stage,
+                money(d.amount_cents)
+            )?;
+        }
+    }
+    if want(Part::Calendar) {
+        writeln!(out, "== calendar")?;
+        for e in s.all_events()? {
+            writeln!(
+                out,
+                "  {} {} - {} {} ({})",
+                e.id,
+                e.start,
+                e.end,
+                e.title,
+                e.attendees.join(", ")
+            )?;
+        }
+    }
+    if want(Part::Ledger) {
+        writeln!(out, "== ledger")?;
+        for i in s.all_invoices()? {
+            writeln!(
+                out,
+                "  {} {} {} {} [{}] due {}",
+                i.id,
+                i.customer,
+                money(i.amount_cents),
+                i.currency,
+                i.status,
+                i.due_on
+            )?;
+        }
+        for r in s.all_expense_reports()? {
+            let total: i64 = r.report.lines.iter().map(|l| l.amount_cents).sum();
+            writeln!(
+                out,
+                "  expense report {} {:?} [{}] {} {}, {} lines",
+                r.id,
+                r.report.title,
+                r.status,
+                money(total),
+                r.report.currency,
+                r.report.lines.len()
+            )?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,215 @@
+//! The host façade: one organisation's data dir, store, audit log, providers
+//! and runtime, wired together. The CLI and the tests drive Clancy through it.
+//!
+//! The data dir is opened once with ambient authority (as a cap-std `Dir`);
+//! everything under it is reached through that `Dir`, except the sled store,
+//! which sled opens by path inside it.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use cap_std::fs::Dir;
+
+use crate::audit::AuditLog;
+use crate::manifest::Manifest;
+use crate::mediator::Mediator;
+use crate::providers::Providers;
+use crate::providers::files::Folders;
+use crate::providers::sandbox::Sandbox;
+use crate::runtime::{LoadError, LoadedEmployee, Runtime, imports};
+use crate::store::{OrgStore, SledStore, Store, StoreError, valid_org};
+
+/// Opening the host or loading an employee failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// The data dir is missing or unusable.
+    #[error("{0}")]
+    DataDir(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The engine could not be built.
+    #[error("cannot start the WebAssembly engine: {0}")]
+    Engine(String),
+    /// The employee could not be loaded.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+}
+
+/// Whether opening may create the data dir.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DataDirMode {
+    /// Create it (and seed the sandbox) if missing.
+    Create,
+    /// It must exist already.
+    Existing,
+}
+
+/// What `check` found about an employee.
+#[derive(Debug, serde::Serialize)]
+pub struct CheckReport {
+    /// The validated manifest.
+    pub manifest: Manifest,
+    /// Every import of the component.
+    pub imports: Vec<String>,
+    /// Refused imports; empty means the employee may run.
+    pub problems: Vec<String>,
+}
+
+/// One organisation's Clancy host.
+pub struct Host {
+    data_dir: PathBuf,
+    data: Dir,
+    store: Arc<dyn Store>,
+    org: OrgStore,
+    audit: Arc<AuditLog>,
+    sandbox: Sandbox,
+    runtime: OnceLock<Runtime>,
+}
+
+impl Host {
+    /// Open the data dir for `org` with the embedded sled store.
+    pub fn open(data_dir: &Path, org: &str, mode: DataDirMode) -> Result<Host, HostError> {
+        let data = open_data_dir(data_dir, mode)?;
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(&data_dir.join("store"))?);
+        Host::with_store(data_dir, data, org, store)
+    }
+
+    /// Open with a given store (tests use this to inject failures).
+    pub fn open_with_store(
+        data_dir: &Path,
+        org: &str,
+        store: Arc<dyn Store>,
+    ) -> Result<Host, HostError> {
+        let data = open_data_dir(data_dir, DataDirMode::Create)?;
+        Host::with_store(data_dir, data, org, store)
+    }
+
+    fn with_store(
+        data_dir: &Path,
+        data: Dir,
+        org: &str,
+        store: Arc<dyn Store>,
+    ) -> Result<Host, HostError> {
+        if !valid_org(org) {
+            return Err(HostError::DataDir(format!(
+                "invalid org name {org:?} (expected 1-64 lowercase letters, digits or '-')"
+            )));
+        }
+        let org_store = OrgStore::new(store.clone(), org);
+        Ok(Host {
+            data_dir: data_dir.to_path_buf(),
+            data,
+            audit: Arc::new(AuditLog::new(org_store.clone())),
+            sandbox: Sandbox::new(org_store.clone()),
+            org: org_store,
+            store,
+            runtime: OnceLock::new(),
+        })
+    }
+
+    /// The data dir.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// The organisation.
+    pub fn org(&self) -> &str {
+        self.org.org()
+    }
+
+    /// The underlying store (shared by all orgs).
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// This org's audit log.
+    pub fn audit(&self) -> &Arc<AuditLog> {
+        &self.audit
+    }
+
+    /// This org's sandbox workspace.
+    pub fn sandbox(&self) -> &Sandbox {
+        &self.sandbox
+    }
+
+    /// The engine, built on first use.
+    pub fn runtime(&self) -> Result<&Runtime, HostError> {
+        if let Some(r) = self.runtime.get() {
+            return Ok(r);
+        }
+        let runtime = Runtime::new().map_err(|e| HostError::Engine(e.to_string()))?;
+        Ok(self.runtime.get_or_init(|| runtime))
+    }
+
+    /// The providers of this org: the sandbox workspace for every service,
+    /// and this org's folders under `files/<org>/` in the data dir.
+    pub fn providers(&self) -> Result<Providers, HostError> {
+        let sandbox = Arc::new(self.sandbox.clone());
+        let root = format!("files/{}", self.org());
+        let io = |e: std::io::Error| {
+            HostError::DataDir(format!("cannot open {root} in the data dir: {e}"))
+        };
+        self.data.create_dir_all(&root).map_err(io)?;
+        let files = Folders::new(self.data.open_dir(&root).map_err(io)?);
+        Ok(Providers {
+            mail: sandbox.clone(),
+            chat: sandbox.clone(),
+            crm: sandbox.clone(),
+            calendar: sandbox.clone(),
+            ledger: sandbox,
+            files: Arc::new(files),
+        })
+    }
+
+    /// Validate an employee without running it: its manifest (already parsed)
+    /// and its component's imports against its grants.
+    pub fn check(&self, manifest: Manifest) -> Result<CheckReport, HostError> {
+        let (_component, imports) = self.runtime()?.compile(&manifest)?;
+        let problems = imports::check_imports(&manifest, &imports);
+        Ok(CheckReport {
+            manifest,
+            imports,
+            problems,
+        })
+    }
+
+    /// Load an employee, ready to run tasks. Seeds the sandbox on first use.
+    pub fn load(&self, manifest: Manifest) -> Result<LoadedEmployee, HostError> {
+        self.sandbox.ensure_seeded()?;
+        let mediator = Arc::new(Mediator::new(
+            &manifest,
+            self.audit.clone(),
+            self.providers()?,
+        ));
+        Ok(self.runtime()?.load(manifest, mediator)?)
+    }
+}
+
+fn open_data_dir(path: &Path, mode: DataDirMode) -> Result<Dir, HostError> {
+    if !path.exists() {
+        match mode {
+            DataDirMode::Existing => {
+                return Err(HostError::DataDir(format!(
+                    "no Clancy data dir at {} (run `clancy sandbox seed` or `clancy run` first, or pass --data-dir)",
+                    path.display()
+                )));
+            }
+            DataDirMode::Create => std::fs::create_dir_all(path).map_err(|e| {
+                HostError::DataDir(format!(
+                    "cannot create the data dir {}: {e}",
+                    path.display()
+                ))
+            })?,
+        }
+    }
+    if !path.is_dir() {
+        return Err(HostError::DataDir(format!(
+            "the data dir {} is not a directory",
+            path.display()
+        )));
+    }
+    Dir::open_ambient_dir(path, cap_std::ambient_authority()).map_err(|e| {
+        HostError::DataDir(format!("cannot open the data dir {}: {e}", path.display()))
+    })
+}

@@ -1,0 +1,605 @@
+//! The employee manifest (`employee.toml`): which component to run, what it
+//! is granted, and its limits.
+//!
+//! This module owns parsing and validation. It is strict: unknown keys,
+//! unknown integrations or actions, malformed or duplicate scopes are errors
+//! that name the file and line. It must never guess what an operator meant;
+//! a grant that is not written down does not exist.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// Upper bound for `limits.memory_mb` (the engine's pooling allocator reserves this much per slot).
+pub const MAX_MEMORY_MB: u32 = 512;
+/// Upper bound for `limits.time_ms`.
+pub const MAX_TIME_MS: u64 = 10 * 60 * 1000;
+
+/// A manifest error, already rendered as `file:line: what is wrong`.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ManifestError(String);
+
+/// The capability interfaces of the `clancy:employee` contract.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Interface {
+    /// `clancy:employee/mail`
+    Mail,
+    /// `clancy:employee/chat`
+    Chat,
+    /// `clancy:employee/crm`
+    Crm,
+    /// `clancy:employee/calendar`
+    Calendar,
+    /// `clancy:employee/ledger`
+    Ledger,
+    /// `clancy:employee/files`
+    Files,
+}
+
+impl Interface {
+    /// All capability interfaces.
+    pub const ALL: [Interface; 6] = [
+        Interface::Mail,
+        Interface::Chat,
+        Interface::Crm,
+        Interface::Calendar,
+        Interface::Ledger,
+        Interface::Files,
+    ];
+
+    /// The WIT interface name, without package or version.
+    pub fn wit_name(self) -> &'static str {
+        match self {
+            Interface::Mail => "mail",
+            Interface::Chat => "chat",
+            Interface::Crm => "crm",
+            Interface::Calendar => "calendar",
+            Interface::Ledger => "ledger",
+            Interface::Files => "files",
+        }
+    }
+}
+
+impl fmt::Display for Interface {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.wit_name())
+    }
+}
+
+/// A service an employee can be granted. Each maps to one interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Integration {
+    /// Gmail (mail interface), scope `label:NAME`.
+    Gmail,
+    /// Slack (chat interface), scope `channel:#name`.
+    Slack,
+    /// HubSpot (crm interface), scope `portal:NAME`.
+    Hubspot,
+    /// Google Calendar (calendar interface), scope `calendar:NAME`.
+    GoogleCalendar,
+    /// QuickBooks Online (ledger interface), scope `company:NAME`.
+    Quickbooks,
+    /// A local folder (files interface), scope `folder:NAME`.
+    Files,
+}
+
+impl Integration {
+    const ALL: [Integration; 6] = [
+        Integration::Gmail,
+        Integration::Slack,
+        Integration::Hubspot,
+        Integration::GoogleCalendar,
+        Integration::Quickbooks,
+        Integration::Files,
+    ];
+
+    /// The name used in `employee.toml`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Integration::Gmail => "gmail",
+            Integration::Slack => "slack",
+            Integration::Hubspot => "hubspot",
+            Integration::GoogleCalendar => "google-calendar",
+            Integration::Quickbooks => "quickbooks",
+            Integration::Files => "files",
+        }
+    }
+
+    /// The contract interface this integration is reached through.
+    pub fn interface(self) -> Interface {
+        match self {
+            Integration::Gmail => Interface::Mail,
+            Integration::Slack => Interface::Chat,
+            Integration::Hubspot => Interface::Crm,
+            Integration::GoogleCalendar => Interface::Calendar,
+            Integration::Quickbooks => Interface::Ledger,
+            Integration::Files => Interface::Files,
+        }
+    }
+
+    /// The actions a grant of this integration may list.
+    pub fn actions(self) -> &'static [&'static str] {
+        match self {
+            Integration::Gmail => &["read", "send"],
+            Integration::Slack => &["read", "post"],
+            Integration::Hubspot => &["read", "update-deals"],
+            Integration::GoogleCalendar => &["read", "create-events", "send-invites"],
+            Integration::Quickbooks => &["read-invoices", "create-expense-reports"],
+            Integration::Files => &["list", "read", "write"],
+        }
+    }
+
+    /// The prefix every scope of this integration starts with.
+    pub fn scope_kind(self) -> &'static str {
+        match self {
+            Integration::Gmail => "label",
+            Integration::Slack => "channel",
+            Integration::Hubspot => "portal",
+            Integration::GoogleCalendar => "calendar",
+            Integration::Quickbooks => "company",
+            Integration::Files => "folder",
+        }
+    }
+
+    fn parse(name: &str) -> Option<Integration> {
+        Integration::ALL.into_iter().find(|i| i.name() == name)
+    }
+}
+
+impl fmt::Display for Integration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Whether a write needs a human's approval before it runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ApprovalPolicy {
+    /// Writes run as soon as the grant allows them.
+    None,
+    /// Every write of this grant waits for a human.
+    Required,
+}
+
+/// One thing an employee may reach: an integration, one scope in it, and the
+/// actions it may take there.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Grant {
+    /// The service.
+    pub integration: Integration,
+    /// The full scope as written, e.g. `label:INBOX`.
+    pub scope: String,
+    /// Allowed actions (each one of [`Integration::actions`]).
+    pub actions: BTreeSet<String>,
+    /// Approval policy for this grant's writes.
+    pub approval: ApprovalPolicy,
+    /// Optional per-grant rate limit, in addition to the employee's.
+    pub calls_per_minute: Option<u32>,
+}
+
+impl Grant {
+    /// The part of the scope after `kind:`.
+    pub fn scope_value(&self) -> &str {
+        self.scope.split_once(':').map(|(_, v)| v).unwrap_or("")
+    }
+
+    /// Whether this grant allows `action`.
+    pub fn allows(&self, action: &str) -> bool {
+        self.actions.contains(action)
+    }
+}
+
+/// Resource limits for each task.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Limits {
+    /// Linear memory cap per task, in MiB.
+    pub memory_mb: u32,
+    /// Wall-clock cap per task, in milliseconds.
+    pub time_ms: u64,
+    /// Calls to integrations per minute, across the employee.
+    pub calls_per_minute: u32,
+    /// Calls to the host (integrations and notes) per task.
+    pub max_calls: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_mb: 64,
+            time_ms: 5000,
+            calls_per_minute: 120,
+            max_calls: 1000,
+        }
+    }
+}
+
+/// A validated manifest.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Manifest {
+    /// The employee's name (lowercase letters, digits, `-`).
+    pub name: String,
+    /// The component, resolved against the manifest's directory.
+    pub component: PathBuf,
+    /// What the employee may reach.
+    pub grants: Vec<Grant>,
+    /// Per-task limits.
+    pub limits: Limits,
+}
+
+impl Manifest {
+    /// Grants that reach `interface`.
+    pub fn grants_for(&self, interface: Interface) -> impl Iterator<Item = (usize, &Grant)> {
+        self.grants
+            .iter()
+            .enumerate()
+            .filter(move |(_, g)| g.integration.interface() == interface)
+    }
+
+    /// Whether any grant reaches `interface`.
+    pub fn grants_interface(&self, interface: Interface) -> bool {
+        self.grants_for(interface).next().is_some()
+    }
+
+    /// Read and validate a manifest file.
+    pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
+        let text = std::fs::read(path)
+            .map_err(|e| ManifestError(format!("{}: cannot read manifest: {e}", path.display())))?;
+        let text = String::from_utf8(text).map_err(|_| {
+            ManifestError(format!("{}: manifest is not UTF-8 text", path.display()))
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Manifest::parse(&text, &path.display().to_string(), base)
+    }
+
+    /// Parse manifest text; `file` names it in errors and `base` resolves the component path.
+    pub fn parse(text: &str, file: &str, base: &Path) -> Result<Manifest, ManifestError> {
+        let at = |span: Range<usize>, msg: String| {
+            ManifestError(format!("{file}:{}: {msg}", line_of(text, span.start)))
+        };
+        let raw: RawManifest = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(1);
+            ManifestError(format!("{file}:{line}: {}", e.message().trim_end()))
+        })?;
+
+        let name = raw.name.as_ref();
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        {
+            return Err(at(
+                raw.name.span(),
+                format!("invalid name {name:?} (expected 1-64 lowercase letters, digits or '-')"),
+            ));
+        }
+        if raw.component.as_ref().trim().is_empty() {
+            return Err(at(raw.component.span(), "component path is empty".into()));
+        }
+        let component = base.join(raw.component.as_ref());
+
+        let mut grants: Vec<Grant> = Vec::new();
+        for g in raw.grant {
+            let integration = Integration::parse(g.integration.as_ref()).ok_or_else(|| {
+                at(
+                    g.integration.span(),
+                    format!(
+                        "unknown integration {:?} (expected one of: {})",
+                        g.integration.as_ref(),
+                        Integration::ALL.map(|i| i.name()).join(", ")
+                    ),
+                )
+            })?;
+            let scope = g.scope.as_ref().trim().to_string();
+            let kind = integration.scope_kind();
+            let value = match scope.split_once(':') {
+                Some((k, v)) if k == kind => v,
+                _ => {
+                    return Err(at(
+                        g.scope.span(),
+                        format!("scope {scope:?} for {integration} must look like \"{kind}:NAME\""),
+                    ));
+                }
+            };
+            if let Err(why) = validate_scope_value(integration, value) {
+                return Err(at(
+                    g.scope.span(),
+                    format!("scope {scope:?} for {integration}: {why}"),
+                ));
+            }
+            if grants
+                .iter()
+                .any(|other| other.integration == integration && other.scope == scope)
+            {
+                return Err(at(
+                    g.scope.span(),
+                    format!(
+                        "duplicate grant for {integration} {scope:?}; merge the actions into one grant"
+                    ),
+                ));
+            }
+            if g.actions.as_ref().is_empty() {
+                return Err(at(
+                    g.actions.span(),
+                    format!("grant for {integration} {scope:?} lists no actions"),
+                ));
+            }
+            let mut actions = BTreeSet::new();
+            for action in g.actions.as_ref() {
+                if !integration.actions().contains(&action.as_ref().as_str()) {
+                    return Err(at(
+                        action.span(),
+                        format!(
+                            "unknown action {:?} for {integration} (expected one of: {})",
+                            action.as_ref(),
+                            integration.actions().join(", ")
+                        ),
+                    ));
+                }
+                actions.insert(action.as_ref().clone());
+            }
+            let approval = match g.approval.as_ref().map(|a| (a.as_ref().as_str(), a.span())) {
+                None | Some(("none", _)) => ApprovalPolicy::None,
+                Some(("required", _)) => ApprovalPolicy::Required,
+                Some((other, span)) => {
+                    return Err(at(
+                        span,
+                        format!(
+                            "unknown approval policy {other:?} (expected \"none\" or \"required\")"
+                        ),
+                    ));
+                }
+            };
+            let calls_per_minute = match g.calls_per_minute {
+                Some(n) if *n.as_ref() == 0 => {
+                    return Err(at(n.span(), "calls_per_minute must be at least 1".into()));
+                }
+                other => other.map(|n| n.into_inner()),
+            };
+            grants.push(Grant {
+                integration,
+                scope,
+                actions,
+                approval,
+                calls_per_minute,
+            });
+        }
+
+        let mut limits = Limits::default();
+        if let Some(raw_limits) = raw.limits {
+            if let Some(m) = raw_limits.memory_mb {
+                if *m.as_ref() == 0 || *m.as_ref() > MAX_MEMORY_MB {
+                    return Err(at(
+                        m.span(),
+                        format!("memory_mb must be between 1 and {MAX_MEMORY_MB}"),
+                    ));
+                }
+                limits.memory_mb = m.into_inner();
+            }
+            if let Some(t) = raw_limits.time_ms {
+                if *t.as_ref() == 0 || *t.as_ref() > MAX_TIME_MS {
+                    return Err(at(
+                        t.span(),
+                        format!("time_ms must be between 1 and {MAX_TIME_MS}"),
+                    ));
+                }
+                limits.time_ms = t.into_inner();
+            }
+            if let Some(c) = raw_limits.calls_per_minute {
+                if *c.as_ref() == 0 {
+                    return Err(at(c.span(), "calls_per_minute must be at least 1".into()));
+                }
+                limits.calls_per_minute = c.into_inner();
+            }
+            if let Some(c) = raw_limits.max_calls {
+                if *c.as_ref() == 0 {
+                    return Err(at(c.span(), "max_calls must be at least 1".into()));
+                }
+                limits.max_calls = c.into_inner();
+            }
+        }
+
+        Ok(Manifest {
+            name: name.clone(),
+            component,
+            grants,
+            limits,
+        })
+    }
+}
+
+fn validate_scope_value(integration: Integration, value: &str) -> Result<(), &'static str> {
+    if value.trim().is_empty() {
+        return Err("the scope is empty");
+    }
+    if value.len() > 128 || value.chars().any(|c| c.is_control()) {
+        return Err("the scope must be at most 128 printable characters");
+    }
+    match integration {
+        Integration::Slack if !value.starts_with('#') || value.len() < 2 => {
+            Err("a channel starts with '#'")
+        }
+        Integration::Slack
+        | Integration::Hubspot
+        | Integration::GoogleCalendar
+        | Integration::Quickbooks
+            if value.contains('/') =>
+        {
+            Err("this scope cannot contain '/'")
+        }
+        Integration::Files => {
+            let ok = value.split('/').all(|part| {
+                !part.is_empty()
+                    && part != "."
+                    && part != ".."
+                    && part
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            });
+            if ok {
+                Ok(())
+            } else {
+                Err(
+                    "a folder is a relative path of plain names (letters, digits, '-', '_', '.'), without '..'",
+                )
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    name: Spanned<String>,
+    component: Spanned<String>,
+    #[serde(default)]
+    grant: Vec<RawGrant>,
+    limits: Option<RawLimits>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGrant {
+    integration: Spanned<String>,
+    scope: Spanned<String>,
+    actions: Spanned<Vec<Spanned<String>>>,
+    approval: Option<Spanned<String>>,
+    calls_per_minute: Option<Spanned<u32>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    memory_mb: Option<Spanned<u32>>,
+    time_ms: Option<Spanned<u64>>,
+    calls_per_minute: Option<Spanned<u32>>,
+    max_calls: Option<Spanned<u32>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Manifest, ManifestError> {
+        Manifest::parse(text, "employee.toml", Path::new("/m"))
+    }
+
+    const GOOD: &str = r##"name = "customer-service"
+component = "cs.wasm"
+
+[[grant]]
+integration = "gmail"
+scope = "label:INBOX"
+actions = ["read"]
+
+[[grant]]
+integration = "slack"
+scope = "channel:#support"
+actions = ["post"]
+approval = "none"
+
+[limits]
+memory_mb = 32
+"##;
+
+    #[test]
+    fn a_good_manifest_parses_with_defaults_and_resolved_component() -> anyhow::Result<()> {
+        let m = parse(GOOD)?;
+        assert_eq!(m.name, "customer-service");
+        assert_eq!(m.component, Path::new("/m/cs.wasm"));
+        assert_eq!(m.grants.len(), 2);
+        assert!(m.grants[0].allows("read") && !m.grants[0].allows("send"));
+        assert_eq!(m.limits.memory_mb, 32);
+        assert_eq!(m.limits.time_ms, Limits::default().time_ms);
+        assert!(m.grants_interface(Interface::Chat) && !m.grants_interface(Interface::Crm));
+        Ok(())
+    }
+
+    fn err(text: &str) -> String {
+        match parse(text) {
+            Ok(_) => panic!("expected an error for:\n{text}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn an_unknown_action_names_the_line_and_the_choices() {
+        let text = GOOD.replace(r#"actions = ["post"]"#, r#"actions = ["delete"]"#);
+        assert_eq!(
+            err(&text),
+            r#"employee.toml:12: unknown action "delete" for slack (expected one of: read, post)"#
+        );
+    }
+
+    #[test]
+    fn unknown_keys_integrations_and_empty_scopes_are_errors_with_lines() {
+        let e = err(&GOOD.replace("approval = \"none\"", "aproval = \"none\""));
+        assert!(
+            e.starts_with("employee.toml:13: ") && e.contains("aproval"),
+            "{e}"
+        );
+        let e = err(&GOOD.replace("\"gmail\"", "\"outlook\""));
+        assert!(
+            e.starts_with("employee.toml:5: unknown integration \"outlook\""),
+            "{e}"
+        );
+        let e = err(&GOOD.replace("label:INBOX", "label:"));
+        assert!(
+            e.starts_with("employee.toml:6: ") && e.contains("empty"),
+            "{e}"
+        );
+        let e = err(&GOOD.replace("label:INBOX", "channel:#x"));
+        assert!(e.contains("must look like \"label:NAME\""), "{e}");
+        let e = err(&GOOD.replace("memory_mb = 32", "memory_mb = 100000"));
+        assert!(e.starts_with("employee.toml:16: memory_mb"), "{e}");
+        let e = err(&GOOD.replace("[limits]", "[limits]\nthreads = 4"));
+        assert!(
+            e.starts_with("employee.toml:16: ") && e.contains("threads"),
+            "{e}"
+        );
+        let e = err("name = 3");
+        assert!(e.starts_with("employee.toml:1: "), "{e}");
+    }
+
+    #[test]
+    fn folder_scopes_cannot_climb_out() {
+        for bad in ["folder:..", "folder:a/../b", "folder:/etc", "folder:a//b"] {
+            let text = format!(
+                "name = \"a\"\ncomponent = \"a.wasm\"\n[[grant]]\nintegration = \"files\"\nscope = \"{bad}\"\nactions = [\"read\"]\n"
+            );
+            let e = err(&text);
+            assert!(e.starts_with("employee.toml:5: "), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn duplicate_grants_and_empty_actions_are_refused() {
+        let dup = format!(
+            "{GOOD}\n[[grant]]\nintegration = \"gmail\"\nscope = \"label:INBOX\"\nactions = [\"send\"]\n"
+        );
+        assert!(err(&dup).contains("duplicate grant"));
+        assert!(
+            err(&GOOD.replace(r#"actions = ["read"]"#, "actions = []"))
+                .contains("lists no actions")
+        );
+    }
+}

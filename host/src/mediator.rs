@@ -1,0 +1,260 @@
+//! The mediator: the single place where a guest's request becomes a side effect.
+//!
+//! Order, for every integration call: grant check (scope + action) → argument
+//! checks → rate limit (employee, then grant) → approval policy → durable
+//! audit *intent* → provider → audit *result*. Anything refused is audited as
+//! a refusal and never reaches a provider. If the intent cannot be written,
+//! the call does not happen (fail closed).
+//!
+//! The mediator never hands a provider's credentials or internals to the
+//! guest; errors it returns are plain sentences safe to show anyone.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+
+use crate::audit::{AuditLog, Decision, Kind, Record};
+use crate::manifest::{ApprovalPolicy, Grant, Manifest};
+use crate::providers::{Operation, Providers, Response};
+use crate::runtime::bindings::CallError;
+
+/// Largest total size of a call's guest-supplied arguments.
+pub const MAX_ARGUMENT_BYTES: usize = 256 * 1024;
+/// Largest reason or note, in bytes.
+pub const MAX_REASON_BYTES: usize = 4 * 1024;
+
+/// The mediator of one employee (rate limits persist across its tasks).
+pub struct Mediator {
+    employee: String,
+    grants: Vec<Grant>,
+    audit: Arc<AuditLog>,
+    providers: Providers,
+    employee_limit: DefaultDirectRateLimiter,
+    grant_limits: Vec<Option<DefaultDirectRateLimiter>>,
+}
+
+fn limiter(per_minute: u32) -> DefaultDirectRateLimiter {
+    RateLimiter::direct(Quota::per_minute(
+        NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN),
+    ))
+}
+
+impl Mediator {
+    /// The mediator for `manifest`'s employee.
+    pub fn new(manifest: &Manifest, audit: Arc<AuditLog>, providers: Providers) -> Mediator {
+        Mediator {
+            employee: manifest.name.clone(),
+            grants: manifest.grants.clone(),
+            audit,
+            providers,
+            employee_limit: limiter(manifest.limits.calls_per_minute),
+            grant_limits: manifest
+                .grants
+                .iter()
+                .map(|g| g.calls_per_minute.map(limiter))
+                .collect(),
+        }
+    }
+
+    /// The employee's name.
+    pub fn employee(&self) -> &str {
+        &self.employee
+    }
+
+    /// The grant behind a handle.
+    pub fn grant(&self, index: usize) -> Option<&Grant> {
+        self.grants.get(index)
+    }
+
+    /// Indexes of the grants that reach `interface`.
+    pub fn grants_for(
+        &self,
+        interface: crate::manifest::Interface,
+    ) -> impl Iterator<Item = usize> + '_ {
+        self.grants
+            .iter()
+            .enumerate()
+            .filter(move |(_, g)| g.integration.interface() == interface)
+            .map(|(i, _)| i)
+    }
+
+    /// The audit log this mediator writes to.
+    pub fn audit(&self) -> &AuditLog {
+        &self.audit
+    }
+
+    fn record(&self, task: &str, grant: Option<&Grant>, op: &Operation, reason: &str) -> Record {
+        Record {
+            employee: self.employee.clone(),
+            task: task.to_string(),
+            interface: op.interface().to_string(),
+            scope: grant.map(|g| g.scope.clone()).unwrap_or_default(),
+            action: op.method().to_string(),
+            args: op.summary(),
+            reason: truncate(reason, MAX_REASON_BYTES),
+            ..Record::default()
+        }
+    }
+
+    fn refuse(&self, mut record: Record, decision: Decision, error: CallError) -> CallError {
+        record.decision = Some(decision);
+        record.result = describe(&error);
+        if let Err(e) = self.audit.append(Kind::Refusal, record) {
+            // Nothing happened, so the refusal stands; the operator must hear of the gap.
+            tracing::error!(employee = %self.employee, "could not audit a refusal: {e}");
+        }
+        error
+    }
+
+    /// Mediate one call made through the handle of grant `grant_index`.
+    pub fn call(
+        &self,
+        task: &str,
+        grant_index: usize,
+        op: Operation,
+        reason: &str,
+    ) -> Result<Response, CallError> {
+        let grant = self
+            .grants
+            .get(grant_index)
+            .filter(|g| g.integration.interface() == op.interface());
+        let record = self.record(task, grant, &op, reason);
+        let Some(grant) = grant else {
+            let e = CallError::Denied(format!(
+                "this handle does not reach the {} interface",
+                op.interface()
+            ));
+            return Err(self.refuse(record, Decision::Denied, e));
+        };
+        if !grant.allows(op.action()) {
+            let e = CallError::Denied(format!(
+                "{} is not granted \"{}\" on {} {} (granted: {})",
+                self.employee,
+                op.action(),
+                grant.integration,
+                grant.scope,
+                grant.actions.iter().cloned().collect::<Vec<_>>().join(", ")
+            ));
+            return Err(self.refuse(record, Decision::Denied, e));
+        }
+        if op.argument_bytes() > MAX_ARGUMENT_BYTES {
+            let e = CallError::Rejected(format!(
+                "arguments of {} bytes exceed the limit of {MAX_ARGUMENT_BYTES} bytes",
+                op.argument_bytes()
+            ));
+            return Err(self.refuse(record, Decision::Rejected, e));
+        }
+        if reason.len() > MAX_REASON_BYTES {
+            let e = CallError::Rejected(format!(
+                "the reason exceeds {MAX_REASON_BYTES} bytes; keep it to a few sentences"
+            ));
+            return Err(self.refuse(record, Decision::Rejected, e));
+        }
+        if op.is_write() && reason.trim().is_empty() {
+            let e = CallError::Rejected("a write needs a plain-English reason".into());
+            return Err(self.refuse(record, Decision::Rejected, e));
+        }
+        let limiters =
+            std::iter::once(&self.employee_limit).chain(self.grant_limits[grant_index].as_ref());
+        for limiter in limiters {
+            if let Err(not_until) = limiter.check() {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                let secs = u32::try_from(wait.as_secs().saturating_add(1)).unwrap_or(u32::MAX);
+                return Err(self.refuse(
+                    record,
+                    Decision::RateLimited,
+                    CallError::RateLimited(secs),
+                ));
+            }
+        }
+        if op.is_write() && grant.approval == ApprovalPolicy::Required {
+            let e = CallError::Denied(format!(
+                "\"{}\" on {} {} requires approval, and approval gates are not configured on this host; the action was not taken",
+                op.action(),
+                grant.integration,
+                grant.scope
+            ));
+            return Err(self.refuse(record, Decision::Denied, e));
+        }
+
+        let mut intent_record = record.clone();
+        intent_record.decision = Some(Decision::Allowed);
+        let intent = match self.audit.append(Kind::Intent, intent_record) {
+            Ok(entry) => entry,
+            Err(e) => {
+                tracing::error!(employee = %self.employee, "audit intent failed, call not made: {e}");
+                return Err(CallError::Failed(
+                    "the audit log is unavailable, so the action was not taken".into(),
+                ));
+            }
+        };
+
+        let result = self
+            .providers
+            .execute(grant.scope_value(), &self.employee, &op);
+
+        let mut result_record = record;
+        result_record.decision = Some(Decision::Allowed);
+        result_record.intent = Some(intent.seq);
+        let outcome = match result {
+            Ok(response) => {
+                result_record.result = response.summary();
+                if let Response::Done(done) = &response {
+                    result_record.inverse = done
+                        .inverse
+                        .as_ref()
+                        .and_then(|i| serde_json::to_value(i).ok());
+                }
+                Ok(response)
+            }
+            Err(e) => {
+                let error = crate::providers::to_call_error(e);
+                result_record.result = describe(&error);
+                Err(error)
+            }
+        };
+        if let Err(e) = self.audit.append(Kind::Result, result_record) {
+            // The call already happened; its intent is on record. Flag loudly.
+            tracing::error!(employee = %self.employee, intent = intent.seq, "could not audit a call's result: {e}");
+        }
+        outcome
+    }
+
+    /// Record the employee's plain-English note.
+    pub fn note(&self, task: &str, text: &str) {
+        let record = Record {
+            employee: self.employee.clone(),
+            task: task.to_string(),
+            reason: truncate(text, MAX_REASON_BYTES),
+            ..Record::default()
+        };
+        if let Err(e) = self.audit.append(Kind::Note, record) {
+            tracing::error!(employee = %self.employee, "could not audit a note: {e}");
+        }
+    }
+}
+
+/// A one-line description of a call error.
+pub fn describe(error: &CallError) -> String {
+    match error {
+        CallError::Denied(why) => format!("denied: {why}"),
+        CallError::RateLimited(secs) => format!("rate limited: retry in {secs}s"),
+        CallError::Rejected(why) => format!("rejected: {why}"),
+        CallError::Expired => "expired: the connection needs re-authorisation".into(),
+        CallError::Failed(why) => format!("failed: {why}"),
+    }
+}
+
+/// Cut `text` to at most `max` bytes on a character boundary.
+pub fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
+}

@@ -1,0 +1,571 @@
+//! Providers: the code that actually talks to a service.
+//!
+//! One trait per integration, with the same shape: reads return records of
+//! the contract, writes return a [`Done`] carrying the inverse operation where
+//! one exists. Providers are reached only through the mediator, with a scope
+//! the mediator has already checked; they never see the guest, and the guest
+//! never sees them (or their credentials).
+//!
+//! [`Operation`] is the canonical description of one call: what the mediator
+//! audits, what an approval will be bound to, and what the host replays.
+
+pub mod files;
+pub mod sandbox;
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::manifest::Interface;
+use crate::runtime::bindings::{calendar, chat, crm, ledger, mail};
+
+/// A provider failure, mapped by the mediator to the contract's `call-error`.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ProviderError {
+    /// The object asked for does not exist in this scope.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The request is malformed for this service.
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// The connection expired; a human must re-authorise.
+    #[error("the connection expired")]
+    Expired,
+    /// The service failed. Must not contain secrets.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// How to undo a write, if it can be undone.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "undo", rename_all = "kebab-case")]
+pub enum Inverse {
+    /// Delete a posted chat message.
+    DeleteChatMessage {
+        /// Message id.
+        id: String,
+    },
+    /// Put a deal back in the stage it had.
+    SetDealStage {
+        /// Deal id.
+        deal_id: String,
+        /// The stage before the change.
+        stage: String,
+    },
+    /// Cancel a created event.
+    CancelEvent {
+        /// Event id.
+        id: String,
+    },
+    /// Withdraw invitations that were sent.
+    Uninvite {
+        /// Event id.
+        event_id: String,
+        /// The attendees added.
+        attendees: Vec<String>,
+    },
+    /// Void a created expense report.
+    VoidExpenseReport {
+        /// Report id.
+        id: String,
+    },
+}
+
+/// The result of a write.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Done {
+    /// Identifies what was created or changed.
+    pub id: String,
+    /// How to undo it; `None` means irreversible (e.g. a sent mail).
+    pub inverse: Option<Inverse>,
+}
+
+/// The canonical description of one integration call (arguments included).
+/// Each variant's fields are the WIT method's parameters, minus the reason.
+#[allow(missing_docs)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum Operation {
+    /// `mailbox.list`
+    MailList { query: String, limit: u32 },
+    /// `mailbox.read`
+    MailRead { id: String },
+    /// `mailbox.send`
+    MailSend { draft: mail::Draft },
+    /// `channel.read-recent`
+    ChatReadRecent { limit: u32 },
+    /// `channel.post`
+    ChatPost { text: String },
+    /// `portal.find-contacts`
+    CrmFindContacts { query: String },
+    /// `portal.get-contact`
+    CrmGetContact { id: String },
+    /// `portal.list-deals`
+    CrmListDeals { contact_id: Option<String> },
+    /// `portal.update-deal-stage`
+    CrmUpdateDealStage { deal_id: String, stage: String },
+    /// `calendar.list-events`
+    CalendarListEvents { from: String, to: String },
+    /// `calendar.create-event`
+    CalendarCreateEvent { event: calendar::NewEvent },
+    /// `calendar.send-invite`
+    CalendarSendInvite {
+        event_id: String,
+        attendees: Vec<String>,
+    },
+    /// `company.list-invoices`
+    LedgerListInvoices { status: Option<String> },
+    /// `company.create-expense-report`
+    LedgerCreateExpenseReport { report: ledger::ExpenseReport },
+    /// `folder.list`
+    FilesList { path: String },
+    /// `folder.read`
+    FilesRead { path: String },
+    /// `folder.write` (contents are not part of the description's summary)
+    FilesWrite {
+        path: String,
+        #[serde(with = "hex_bytes")]
+        contents: Vec<u8>,
+    },
+}
+
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        hex::decode(text).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Operation {
+    /// The interface this operation belongs to.
+    pub fn interface(&self) -> Interface {
+        use Operation::*;
+        match self {
+            MailList { .. } | MailRead { .. } | MailSend { .. } => Interface::Mail,
+            ChatReadRecent { .. } | ChatPost { .. } => Interface::Chat,
+            CrmFindContacts { .. }
+            | CrmGetContact { .. }
+            | CrmListDeals { .. }
+            | CrmUpdateDealStage { .. } => Interface::Crm,
+            CalendarListEvents { .. } | CalendarCreateEvent { .. } | CalendarSendInvite { .. } => {
+                Interface::Calendar
+            }
+            LedgerListInvoices { .. } | LedgerCreateExpenseReport { .. } => Interface::Ledger,
+            FilesList { .. } | FilesRead { .. } | FilesWrite { .. } => Interface::Files,
+        }
+    }
+
+    /// The grant action this operation needs (see `Integration::actions`).
+    pub fn action(&self) -> &'static str {
+        use Operation::*;
+        match self {
+            MailList { .. } | MailRead { .. } => "read",
+            MailSend { .. } => "send",
+            ChatReadRecent { .. } => "read",
+            ChatPost { .. } => "post",
+            CrmFindContacts { .. } | CrmGetContact { .. } | CrmListDeals { .. } => "read",
+            CrmUpdateDealStage { .. } => "update-deals",
+            CalendarListEvents { .. } => "read",
+            CalendarCreateEvent { .. } => "create-events",
+            CalendarSendInvite { .. } => "send-invites",
+            LedgerListInvoices { .. } => "read-invoices",
+            LedgerCreateExpenseReport { .. } => "create-expense-reports",
+            FilesList { .. } => "list",
+            FilesRead { .. } => "read",
+            FilesWrite { .. } => "write",
+        }
+    }
+
+    /// The contract method, for the audit log.
+    pub fn method(&self) -> &'static str {
+        use Operation::*;
+        match self {
+            MailList { .. } => "list",
+            MailRead { .. } => "read",
+            MailSend { .. } => "send",
+            ChatReadRecent { .. } => "read-recent",
+            ChatPost { .. } => "post",
+            CrmFindContacts { .. } => "find-contacts",
+            CrmGetContact { .. } => "get-contact",
+            CrmListDeals { .. } => "list-deals",
+            CrmUpdateDealStage { .. } => "update-deal-stage",
+            CalendarListEvents { .. } => "list-events",
+            CalendarCreateEvent { .. } => "create-event",
+            CalendarSendInvite { .. } => "send-invite",
+            LedgerListInvoices { .. } => "list-invoices",
+            LedgerCreateExpenseReport { .. } => "create-expense-report",
+            FilesList { .. } => "list",
+            FilesRead { .. } => "read",
+            FilesWrite { .. } => "write",
+        }
+    }
+
+    /// Whether the operation changes anything.
+    pub fn is_write(&self) -> bool {
+        use Operation::*;
+        matches!(
+            self,
+            MailSend { .. }
+                | ChatPost { .. }
+                | CrmUpdateDealStage { .. }
+                | CalendarCreateEvent { .. }
+                | CalendarSendInvite { .. }
+                | LedgerCreateExpenseReport { .. }
+                | FilesWrite { .. }
+        )
+    }
+
+    /// Bytes of guest-supplied data in the arguments (for the size cap).
+    pub fn argument_bytes(&self) -> usize {
+        use Operation::*;
+        match self {
+            MailList { query, .. } | CrmFindContacts { query } => query.len(),
+            MailRead { id } | CrmGetContact { id } => id.len(),
+            MailSend { draft } => {
+                draft.to.iter().map(String::len).sum::<usize>()
+                    + draft.subject.len()
+                    + draft.body.len()
+                    + draft.in_reply_to.as_ref().map_or(0, String::len)
+            }
+            ChatReadRecent { .. } => 0,
+            ChatPost { text } => text.len(),
+            CrmListDeals { contact_id } => contact_id.as_ref().map_or(0, String::len),
+            CrmUpdateDealStage { deal_id, stage } => deal_id.len() + stage.len(),
+            CalendarListEvents { from, to } => from.len() + to.len(),
+            CalendarCreateEvent { event } => {
+                event.title.len() + event.start.len() + event.end.len() + event.description.len()
+            }
+            CalendarSendInvite {
+                event_id,
+                attendees,
+            } => event_id.len() + attendees.iter().map(String::len).sum::<usize>(),
+            LedgerListInvoices { status } => status.as_ref().map_or(0, String::len),
+            LedgerCreateExpenseReport { report } => {
+                report.title.len()
+                    + report.currency.len()
+                    + report
+                        .lines
+                        .iter()
+                        .map(|l| l.description.len() + l.category.len() + l.receipt_ref.len() + 8)
+                        .sum::<usize>()
+            }
+            FilesList { path } | FilesRead { path } => path.len(),
+            FilesWrite { path, contents } => path.len() + contents.len(),
+        }
+    }
+
+    /// A readable, secret-free summary of the arguments for the audit log.
+    /// Long texts are cut; file contents are reduced to their size.
+    pub fn summary(&self) -> String {
+        use Operation::*;
+        match self {
+            MailList { query, limit } => format!("query {}, limit {limit}", quote(query)),
+            MailRead { id } => format!("id {}", quote(id)),
+            MailSend { draft } => format!(
+                "to {}, subject {}, body {} chars",
+                quote(&draft.to.join(", ")),
+                quote(&draft.subject),
+                draft.body.chars().count()
+            ),
+            ChatReadRecent { limit } => format!("limit {limit}"),
+            ChatPost { text } => format!("text {}", quote(text)),
+            CrmFindContacts { query } => format!("query {}", quote(query)),
+            CrmGetContact { id } => format!("id {}", quote(id)),
+            CrmListDeals { contact_id } => match contact_id {
+                Some(c) => format!("contact {}", quote(c)),
+                None => "all".into(),
+            },
+            CrmUpdateDealStage { deal_id, stage } => {
+                format!("deal {}, stage {}", quote(deal_id), quote(stage))
+            }
+            CalendarListEvents { from, to } => format!("from {} to {}", quote(from), quote(to)),
+            CalendarCreateEvent { event } => {
+                format!(
+                    "title {}, {} - {}",
+                    quote(&event.title),
+                    quote(&event.start),
+                    quote(&event.end)
+                )
+            }
+            CalendarSendInvite {
+                event_id,
+                attendees,
+            } => {
+                format!(
+                    "event {}, attendees {}",
+                    quote(event_id),
+                    quote(&attendees.join(", "))
+                )
+            }
+            LedgerListInvoices { status } => match status {
+                Some(s) => format!("status {}", quote(s)),
+                None => "all".into(),
+            },
+            LedgerCreateExpenseReport { report } => format!(
+                "title {}, {} lines, total {} {}",
+                quote(&report.title),
+                report.lines.len(),
+                money(report.lines.iter().map(|l| l.amount_cents).sum()),
+                report.currency
+            ),
+            FilesList { path } | FilesRead { path } => format!("path {}", quote(path)),
+            FilesWrite { path, contents } => {
+                format!("path {}, {} bytes", quote(path), contents.len())
+            }
+        }
+    }
+}
+
+/// Format cents as `12.34`.
+pub fn money(cents: i64) -> String {
+    let sign = if cents < 0 { "-" } else { "" };
+    let c = cents.unsigned_abs();
+    format!("{sign}{}.{:02}", c / 100, c % 100)
+}
+
+fn quote(text: &str) -> String {
+    const MAX: usize = 80;
+    let clean: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if clean.chars().count() > MAX {
+        format!(
+            "{:?}",
+            format!("{}...", clean.chars().take(MAX).collect::<String>())
+        )
+    } else {
+        format!("{clean:?}")
+    }
+}
+
+/// What a provider returned.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Response {
+    /// Mail messages.
+    Messages(Vec<mail::Message>),
+    /// One mail message.
+    Message(mail::Message),
+    /// Chat messages.
+    ChatMessages(Vec<chat::ChatMessage>),
+    /// CRM contacts.
+    Contacts(Vec<crm::Contact>),
+    /// One CRM contact.
+    Contact(crm::Contact),
+    /// CRM deals.
+    Deals(Vec<crm::Deal>),
+    /// Calendar events.
+    Events(Vec<calendar::Event>),
+    /// Invoices.
+    Invoices(Vec<ledger::Invoice>),
+    /// Directory entry names.
+    Names(Vec<String>),
+    /// File contents.
+    Bytes(Vec<u8>),
+    /// A write happened.
+    Done(Done),
+}
+
+impl Response {
+    /// A short description for the audit log (counts, ids; never contents).
+    pub fn summary(&self) -> String {
+        match self {
+            Response::Messages(v) => format!("{} messages", v.len()),
+            Response::Message(m) => format!("message {}", m.id),
+            Response::ChatMessages(v) => format!("{} chat messages", v.len()),
+            Response::Contacts(v) => format!("{} contacts", v.len()),
+            Response::Contact(c) => format!("contact {}", c.id),
+            Response::Deals(v) => format!("{} deals", v.len()),
+            Response::Events(v) => format!("{} events", v.len()),
+            Response::Invoices(v) => format!("{} invoices", v.len()),
+            Response::Names(v) => format!("{} entries", v.len()),
+            Response::Bytes(b) => format!("{} bytes", b.len()),
+            Response::Done(d) => match d.inverse {
+                Some(_) => format!("done: {}", d.id),
+                None => format!("done: {} (irreversible)", d.id),
+            },
+        }
+    }
+}
+
+/// Mail (Gmail and the sandbox). `label` is the granted scope's value.
+pub trait MailProvider: Send + Sync {
+    /// Messages under `label` matching `query`, newest first.
+    fn list(
+        &self,
+        label: &str,
+        query: &str,
+        limit: u32,
+    ) -> Result<Vec<mail::Message>, ProviderError>;
+    /// One message, only if it carries `label`.
+    fn read(&self, label: &str, id: &str) -> Result<mail::Message, ProviderError>;
+    /// Send a mail (irreversible).
+    fn send(&self, label: &str, draft: &mail::Draft) -> Result<Done, ProviderError>;
+}
+
+/// Chat (Slack and the sandbox). `channel` is the granted scope's value.
+pub trait ChatProvider: Send + Sync {
+    /// The newest `limit` messages, oldest first.
+    fn read_recent(
+        &self,
+        channel: &str,
+        limit: u32,
+    ) -> Result<Vec<chat::ChatMessage>, ProviderError>;
+    /// Post a message.
+    fn post(&self, channel: &str, author: &str, text: &str) -> Result<Done, ProviderError>;
+}
+
+/// CRM (HubSpot and the sandbox). `portal` is the granted scope's value.
+pub trait CrmProvider: Send + Sync {
+    /// Contacts matching `query`.
+    fn find_contacts(&self, portal: &str, query: &str) -> Result<Vec<crm::Contact>, ProviderError>;
+    /// One contact.
+    fn get_contact(&self, portal: &str, id: &str) -> Result<crm::Contact, ProviderError>;
+    /// Deals, optionally of one contact.
+    fn list_deals(
+        &self,
+        portal: &str,
+        contact_id: Option<&str>,
+    ) -> Result<Vec<crm::Deal>, ProviderError>;
+    /// Move a deal to `stage`.
+    fn update_deal_stage(
+        &self,
+        portal: &str,
+        deal_id: &str,
+        stage: &str,
+    ) -> Result<Done, ProviderError>;
+}
+
+/// Calendar (Google Calendar and the sandbox). `calendar` is the scope's value.
+pub trait CalendarProvider: Send + Sync {
+    /// Events overlapping `[from, to)`.
+    fn list_events(
+        &self,
+        calendar: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<Vec<calendar::Event>, ProviderError>;
+    /// Create an event.
+    fn create_event(
+        &self,
+        calendar: &str,
+        event: &calendar::NewEvent,
+    ) -> Result<Done, ProviderError>;
+    /// Invite attendees to an event.
+    fn send_invite(
+        &self,
+        calendar: &str,
+        event_id: &str,
+        attendees: &[String],
+    ) -> Result<Done, ProviderError>;
+}
+
+/// Books (QuickBooks Online and the sandbox). `company` is the scope's value.
+pub trait LedgerProvider: Send + Sync {
+    /// Invoices, optionally with one status.
+    fn list_invoices(
+        &self,
+        company: &str,
+        status: Option<&str>,
+    ) -> Result<Vec<ledger::Invoice>, ProviderError>;
+    /// Create an expense report.
+    fn create_expense_report(
+        &self,
+        company: &str,
+        report: &ledger::ExpenseReport,
+    ) -> Result<Done, ProviderError>;
+}
+
+/// Files in one granted folder. `folder` is the scope's value.
+pub trait FilesProvider: Send + Sync {
+    /// Entry names in a directory of the folder.
+    fn list(&self, folder: &str, path: &str) -> Result<Vec<String>, ProviderError>;
+    /// A file's contents.
+    fn read(&self, folder: &str, path: &str) -> Result<Vec<u8>, ProviderError>;
+    /// Create or replace a file.
+    fn write(&self, folder: &str, path: &str, contents: &[u8]) -> Result<Done, ProviderError>;
+}
+
+/// The provider of each integration for one organisation.
+#[derive(Clone)]
+pub struct Providers {
+    /// Mail.
+    pub mail: Arc<dyn MailProvider>,
+    /// Chat.
+    pub chat: Arc<dyn ChatProvider>,
+    /// CRM.
+    pub crm: Arc<dyn CrmProvider>,
+    /// Calendar.
+    pub calendar: Arc<dyn CalendarProvider>,
+    /// Ledger.
+    pub ledger: Arc<dyn LedgerProvider>,
+    /// Files.
+    pub files: Arc<dyn FilesProvider>,
+}
+
+impl Providers {
+    /// Run `op` against the provider of its interface in `scope` (the scope's value).
+    /// `actor` is who a chat post is attributed to.
+    pub fn execute(
+        &self,
+        scope: &str,
+        actor: &str,
+        op: &Operation,
+    ) -> Result<Response, ProviderError> {
+        use Operation::*;
+        Ok(match op {
+            MailList { query, limit } => Response::Messages(self.mail.list(scope, query, *limit)?),
+            MailRead { id } => Response::Message(self.mail.read(scope, id)?),
+            MailSend { draft } => Response::Done(self.mail.send(scope, draft)?),
+            ChatReadRecent { limit } => {
+                Response::ChatMessages(self.chat.read_recent(scope, *limit)?)
+            }
+            ChatPost { text } => Response::Done(self.chat.post(scope, actor, text)?),
+            CrmFindContacts { query } => Response::Contacts(self.crm.find_contacts(scope, query)?),
+            CrmGetContact { id } => Response::Contact(self.crm.get_contact(scope, id)?),
+            CrmListDeals { contact_id } => {
+                Response::Deals(self.crm.list_deals(scope, contact_id.as_deref())?)
+            }
+            CrmUpdateDealStage { deal_id, stage } => {
+                Response::Done(self.crm.update_deal_stage(scope, deal_id, stage)?)
+            }
+            CalendarListEvents { from, to } => {
+                Response::Events(self.calendar.list_events(scope, from, to)?)
+            }
+            CalendarCreateEvent { event } => {
+                Response::Done(self.calendar.create_event(scope, event)?)
+            }
+            CalendarSendInvite {
+                event_id,
+                attendees,
+            } => Response::Done(self.calendar.send_invite(scope, event_id, attendees)?),
+            LedgerListInvoices { status } => {
+                Response::Invoices(self.ledger.list_invoices(scope, status.as_deref())?)
+            }
+            LedgerCreateExpenseReport { report } => {
+                Response::Done(self.ledger.create_expense_report(scope, report)?)
+            }
+            FilesList { path } => Response::Names(self.files.list(scope, path)?),
+            FilesRead { path } => Response::Bytes(self.files.read(scope, path)?),
+            FilesWrite { path, contents } => {
+                Response::Done(self.files.write(scope, path, contents)?)
+            }
+        })
+    }
+}
+
+/// Map a provider failure to the contract's error.
+pub fn to_call_error(e: ProviderError) -> crate::runtime::bindings::CallError {
+    use crate::runtime::bindings::CallError;
+    match e {
+        ProviderError::NotFound(why) | ProviderError::Invalid(why) => CallError::Rejected(why),
+        ProviderError::Expired => CallError::Expired,
+        ProviderError::Failed(why) => CallError::Failed(why),
+    }
+}

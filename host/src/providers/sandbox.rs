@@ -1,0 +1,879 @@
+//! The sandbox workspace: a local, sled-backed stand-in for every service.
+//!
+//! It is the embedded default, used for demos, dry runs and tests. It holds
+//! mail with labels, chat channels, CRM contacts and deals, calendars,
+//! invoices and expense reports for one organisation, seeded with realistic
+//! data on first use. It implements the same provider traits as the real
+//! services and must never reach the network.
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    CalendarProvider, ChatProvider, CrmProvider, Done, Inverse, LedgerProvider, MailProvider,
+    ProviderError,
+};
+use crate::runtime::bindings::{calendar, chat, crm, ledger, mail};
+use crate::store::{OrgStore, StoreError};
+
+const AREA: &str = "sandbox";
+/// Largest `limit` a list call honours.
+const MAX_LIST: u32 = 200;
+
+/// A stored expense report.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoredExpenseReport {
+    /// Report id.
+    pub id: String,
+    /// The company.
+    pub company: String,
+    /// `submitted` or `void`.
+    pub status: String,
+    /// The report.
+    pub report: ledger::ExpenseReport,
+    /// When it was created.
+    pub created_at: String,
+}
+
+/// The sandbox workspace of one organisation.
+#[derive(Clone)]
+pub struct Sandbox {
+    store: OrgStore,
+}
+
+fn failed(e: StoreError) -> ProviderError {
+    ProviderError::Failed(format!("sandbox workspace: {e}"))
+}
+
+fn now() -> String {
+    Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn new_id(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
+}
+
+fn contains(haystack: &str, needle: &str) -> bool {
+    haystack.to_lowercase().contains(&needle.to_lowercase())
+}
+
+fn check_id(id: &str) -> Result<(), ProviderError> {
+    if id.is_empty() || id.len() > 64 || id.contains('/') {
+        return Err(ProviderError::Invalid(format!("{id:?} is not a valid id")));
+    }
+    Ok(())
+}
+
+fn key(parts: &[&str]) -> Vec<u8> {
+    parts.join("/").into_bytes()
+}
+
+impl Sandbox {
+    /// The sandbox of `store`'s organisation.
+    pub fn new(store: OrgStore) -> Sandbox {
+        Sandbox { store }
+    }
+
+    /// Whether the workspace has been seeded.
+    pub fn is_seeded(&self) -> Result<bool, StoreError> {
+        Ok(self.store.get(AREA, b"seeded")?.is_some())
+    }
+
+    /// Seed it if it is empty (first run).
+    pub fn ensure_seeded(&self) -> Result<(), StoreError> {
+        if !self.is_seeded()? {
+            self.seed()?;
+        }
+        Ok(())
+    }
+
+    /// Replace the whole workspace with the seed data, in one atomic write.
+    pub fn seed(&self) -> Result<(), StoreError> {
+        let mut writes: Vec<crate::store::Write> = self
+            .store
+            .scan(AREA, b"")?
+            .into_iter()
+            .map(|(k, _)| (k, None))
+            .collect();
+        let base = Utc::now();
+        for m in seed::mail(base) {
+            writes.push((key(&["mail", &m.id]), Some(json(&m)?)));
+        }
+        for (channel, messages) in seed::chat(base) {
+            writes.push((key(&["channel", channel]), Some(b"{}".to_vec())));
+            for m in messages {
+                writes.push((
+                    key(&["chat", channel, &m.posted_at, &m.id]),
+                    Some(json(&m)?),
+                ));
+            }
+        }
+        for c in seed::contacts() {
+            writes.push((key(&["contact", seed::PORTAL, &c.id]), Some(json(&c)?)));
+        }
+        for d in seed::deals() {
+            writes.push((key(&["deal", seed::PORTAL, &d.id]), Some(json(&d)?)));
+        }
+        for e in seed::events(base) {
+            writes.push((key(&["event", seed::CALENDAR, &e.id]), Some(json(&e)?)));
+        }
+        for i in seed::invoices(base) {
+            writes.push((key(&["invoice", seed::COMPANY, &i.id]), Some(json(&i)?)));
+        }
+        writes.push((b"seeded".to_vec(), Some(now().into_bytes())));
+        self.store.write(AREA, writes)
+    }
+
+    /// All mail (every label), newest first.
+    pub fn all_mail(&self) -> Result<Vec<mail::Message>, StoreError> {
+        let mut all: Vec<mail::Message> = self.store.scan_json(AREA, b"mail/")?;
+        all.sort_by(|a, b| b.received_at.cmp(&a.received_at));
+        Ok(all)
+    }
+
+    /// Every channel with its messages.
+    pub fn all_chat(&self) -> Result<Vec<(String, Vec<chat::ChatMessage>)>, StoreError> {
+        let mut out = Vec::new();
+        for (k, _) in self.store.scan(AREA, b"channel/")? {
+            let name = String::from_utf8_lossy(&k["channel/".len()..]).to_string();
+            let messages = self.store.scan_json(AREA, &key(&["chat", &name, ""]))?;
+            out.push((name, messages));
+        }
+        Ok(out)
+    }
+
+    /// Every contact of every portal.
+    pub fn all_contacts(&self) -> Result<Vec<crm::Contact>, StoreError> {
+        self.store.scan_json(AREA, b"contact/")
+    }
+
+    /// Every deal of every portal.
+    pub fn all_deals(&self) -> Result<Vec<crm::Deal>, StoreError> {
+        self.store.scan_json(AREA, b"deal/")
+    }
+
+    /// Every event of every calendar.
+    pub fn all_events(&self) -> Result<Vec<calendar::Event>, StoreError> {
+        self.store.scan_json(AREA, b"event/")
+    }
+
+    /// Every invoice of every company.
+    pub fn all_invoices(&self) -> Result<Vec<ledger::Invoice>, StoreError> {
+        self.store.scan_json(AREA, b"invoice/")
+    }
+
+    /// Every expense report of every company.
+    pub fn all_expense_reports(&self) -> Result<Vec<StoredExpenseReport>, StoreError> {
+        self.store.scan_json(AREA, b"expense/")
+    }
+
+    fn put<T: Serialize>(&self, k: Vec<u8>, value: &T) -> Result<(), ProviderError> {
+        self.store.put_json(AREA, &k, value).map_err(failed)
+    }
+}
+
+fn json<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|e| StoreError::Io(e.to_string()))
+}
+
+impl MailProvider for Sandbox {
+    fn list(
+        &self,
+        label: &str,
+        query: &str,
+        limit: u32,
+    ) -> Result<Vec<mail::Message>, ProviderError> {
+        let all = self.all_mail().map_err(failed)?;
+        Ok(all
+            .into_iter()
+            .filter(|m| m.labels.iter().any(|l| l == label))
+            .filter(|m| {
+                query.is_empty()
+                    || contains(&m.from, query)
+                    || contains(&m.subject, query)
+                    || contains(&m.body, query)
+            })
+            .take(limit.min(MAX_LIST) as usize)
+            .collect())
+    }
+
+    fn read(&self, label: &str, id: &str) -> Result<mail::Message, ProviderError> {
+        check_id(id)?;
+        match self
+            .store
+            .get_json::<mail::Message>(AREA, &key(&["mail", id]))
+            .map_err(failed)?
+        {
+            // A message outside the granted label is as invisible as a missing one.
+            Some(m) if m.labels.iter().any(|l| l == label) => Ok(m),
+            _ => Err(ProviderError::NotFound(format!(
+                "no message {id:?} under label {label:?}"
+            ))),
+        }
+    }
+
+    fn send(&self, _label: &str, draft: &mail::Draft) -> Result<Done, ProviderError> {
+        if draft.to.is_empty() || draft.to.iter().any(|a| !a.contains('@')) {
+            return Err(ProviderError::Invalid(
+                "every recipient must be an email address".into(),
+            ));
+        }
+        let message = mail::Message {
+            id: new_id("m"),
+            from: seed::OWN_ADDRESS.into(),
+            to: draft.to.clone(),
+            subject: draft.subject.clone(),
+            body: draft.body.clone(),
+            labels: vec!["SENT".into()],
+            received_at: now(),
+        };
+        self.put(key(&["mail", &message.id]), &message)?;
+        Ok(Done {
+            id: message.id,
+            inverse: None,
+        })
+    }
+}
+
+impl ChatProvider for Sandbox {
+    fn read_recent(
+        &self,
+        channel: &str,
+        limit: u32,
+    ) -> Result<Vec<chat::ChatMessage>, ProviderError> {
+        self.require_channel(channel)?;
+        let all: Vec<chat::ChatMessage> = self
+            .store
+            .scan_json(AREA, &key(&["chat", channel, ""]))
+            .map_err(failed)?;
+        let n = limit.min(MAX_LIST) as usize;
+        Ok(all[all.len().saturating_sub(n)..].to_vec())
+    }
+
+    fn post(&self, channel: &str, author: &str, text: &str) -> Result<Done, ProviderError> {
+        self.require_channel(channel)?;
+        if text.trim().is_empty() {
+            return Err(ProviderError::Invalid("the message is empty".into()));
+        }
+        let message = chat::ChatMessage {
+            id: new_id("c"),
+            author: author.into(),
+            text: text.into(),
+            posted_at: now(),
+        };
+        self.put(
+            key(&["chat", channel, &message.posted_at, &message.id]),
+            &message,
+        )?;
+        Ok(Done {
+            id: message.id.clone(),
+            inverse: Some(Inverse::DeleteChatMessage { id: message.id }),
+        })
+    }
+}
+
+impl Sandbox {
+    fn require_channel(&self, channel: &str) -> Result<(), ProviderError> {
+        match self
+            .store
+            .get(AREA, &key(&["channel", channel]))
+            .map_err(failed)?
+        {
+            Some(_) => Ok(()),
+            None => Err(ProviderError::NotFound(format!(
+                "channel {channel:?} does not exist"
+            ))),
+        }
+    }
+}
+
+impl CrmProvider for Sandbox {
+    fn find_contacts(&self, portal: &str, query: &str) -> Result<Vec<crm::Contact>, ProviderError> {
+        let all: Vec<crm::Contact> = self
+            .store
+            .scan_json(AREA, &key(&["contact", portal, ""]))
+            .map_err(failed)?;
+        Ok(all
+            .into_iter()
+            .filter(|c| {
+                query.is_empty()
+                    || contains(&c.name, query)
+                    || contains(&c.email, query)
+                    || contains(&c.company, query)
+            })
+            .collect())
+    }
+
+    fn get_contact(&self, portal: &str, id: &str) -> Result<crm::Contact, ProviderError> {
+        check_id(id)?;
+        self.store
+            .get_json(AREA, &key(&["contact", portal, id]))
+            .map_err(failed)?
+            .ok_or_else(|| ProviderError::NotFound(format!("no contact {id:?}")))
+    }
+
+    fn list_deals(
+        &self,
+        portal: &str,
+        contact_id: Option<&str>,
+    ) -> Result<Vec<crm::Deal>, ProviderError> {
+        let all: Vec<crm::Deal> = self
+            .store
+            .scan_json(AREA, &key(&["deal", portal, ""]))
+            .map_err(failed)?;
+        Ok(all
+            .into_iter()
+            .filter(|d| contact_id.is_none_or(|c| d.contact_id == c))
+            .collect())
+    }
+
+    fn update_deal_stage(
+        &self,
+        portal: &str,
+        deal_id: &str,
+        stage: &str,
+    ) -> Result<Done, ProviderError> {
+        check_id(deal_id)?;
+        if !seed::DEAL_STAGES.contains(&stage) {
+            return Err(ProviderError::Invalid(format!(
+                "unknown stage {stage:?} (expected one of: {})",
+                seed::DEAL_STAGES.join(", ")
+            )));
+        }
+        let k = key(&["deal", portal, deal_id]);
+        let mut deal: crm::Deal = self
+            .store
+            .get_json(AREA, &k)
+            .map_err(failed)?
+            .ok_or_else(|| ProviderError::NotFound(format!("no deal {deal_id:?}")))?;
+        let previous = std::mem::replace(&mut deal.stage, stage.to_string());
+        self.put(k, &deal)?;
+        Ok(Done {
+            id: deal.id.clone(),
+            inverse: Some(Inverse::SetDealStage {
+                deal_id: deal.id,
+                stage: previous,
+            }),
+        })
+    }
+}
+
+fn parse_time(what: &str, value: &str) -> Result<DateTime<Utc>, ProviderError> {
+    DateTime::parse_from_rfc3339(value)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| ProviderError::Invalid(format!("{what} {value:?} is not an RFC 3339 time")))
+}
+
+impl CalendarProvider for Sandbox {
+    fn list_events(
+        &self,
+        calendar: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<Vec<calendar::Event>, ProviderError> {
+        let (from, to) = (parse_time("from", from)?, parse_time("to", to)?);
+        let all: Vec<calendar::Event> = self
+            .store
+            .scan_json(AREA, &key(&["event", calendar, ""]))
+            .map_err(failed)?;
+        let mut events: Vec<_> = all
+            .into_iter()
+            .filter(|e| {
+                let (Ok(s), Ok(end)) = (parse_time("", &e.start), parse_time("", &e.end)) else {
+                    return false;
+                };
+                s < to && end > from
+            })
+            .collect();
+        events.sort_by(|a, b| a.start.cmp(&b.start));
+        Ok(events)
+    }
+
+    fn create_event(
+        &self,
+        calendar: &str,
+        event: &calendar::NewEvent,
+    ) -> Result<Done, ProviderError> {
+        let (start, end) = (
+            parse_time("start", &event.start)?,
+            parse_time("end", &event.end)?,
+        );
+        if end <= start {
+            return Err(ProviderError::Invalid(
+                "an event must end after it starts".into(),
+            ));
+        }
+        if event.title.trim().is_empty() {
+            return Err(ProviderError::Invalid("the event has no title".into()));
+        }
+        let stored = calendar::Event {
+            id: new_id("ev"),
+            title: event.title.clone(),
+            start: event.start.clone(),
+            end: event.end.clone(),
+            attendees: vec![],
+            description: event.description.clone(),
+        };
+        self.put(key(&["event", calendar, &stored.id]), &stored)?;
+        Ok(Done {
+            id: stored.id.clone(),
+            inverse: Some(Inverse::CancelEvent { id: stored.id }),
+        })
+    }
+
+    fn send_invite(
+        &self,
+        calendar: &str,
+        event_id: &str,
+        attendees: &[String],
+    ) -> Result<Done, ProviderError> {
+        check_id(event_id)?;
+        if attendees.is_empty() || attendees.iter().any(|a| !a.contains('@')) {
+            return Err(ProviderError::Invalid(
+                "every attendee must be an email address".into(),
+            ));
+        }
+        let k = key(&["event", calendar, event_id]);
+        let mut event: calendar::Event = self
+            .store
+            .get_json(AREA, &k)
+            .map_err(failed)?
+            .ok_or_else(|| {
+                ProviderError::NotFound(format!("no event {event_id:?} in this calendar"))
+            })?;
+        let added: Vec<String> = attendees
+            .iter()
+            .filter(|a| !event.attendees.contains(a))
+            .cloned()
+            .collect();
+        event.attendees.extend(added.iter().cloned());
+        self.put(k, &event)?;
+        Ok(Done {
+            id: event.id.clone(),
+            inverse: Some(Inverse::Uninvite {
+                event_id: event.id,
+                attendees: added,
+            }),
+        })
+    }
+}
+
+impl LedgerProvider for Sandbox {
+    fn list_invoices(
+        &self,
+        company: &str,
+        status: Option<&str>,
+    ) -> Result<Vec<ledger::Invoice>, ProviderError> {
+        let all: Vec<ledger::Invoice> = self
+            .store
+            .scan_json(AREA, &key(&["invoice", company, ""]))
+            .map_err(failed)?;
+        Ok(all
+            .into_iter()
+            .filter(|i| status.is_none_or(|s| i.status == s))
+            .collect())
+    }
+
+    fn create_expense_report(
+        &self,
+        company: &str,
+        report: &ledger::ExpenseReport,
+    ) -> Result<Done, ProviderError> {
+        if report.lines.is_empty() {
+            return Err(ProviderError::Invalid(
+                "an expense report needs at least one line".into(),
+            ));
+        }
+        if report.lines.iter().any(|l| l.amount_cents <= 0) {
+            return Err(ProviderError::Invalid(
+                "every expense line must have a positive amount".into(),
+            ));
+        }
+        if report.currency.len() != 3 {
+            return Err(ProviderError::Invalid(format!(
+                "{:?} is not a currency code",
+                report.currency
+            )));
+        }
+        let stored = StoredExpenseReport {
+            id: new_id("er"),
+            company: company.into(),
+            status: "submitted".into(),
+            report: report.clone(),
+            created_at: now(),
+        };
+        self.put(key(&["expense", company, &stored.id]), &stored)?;
+        Ok(Done {
+            id: stored.id.clone(),
+            inverse: Some(Inverse::VoidExpenseReport { id: stored.id }),
+        })
+    }
+}
+
+/// Seed data: a small company's support inbox, receipts, channels, CRM,
+/// sales calendar and books.
+pub mod seed {
+    use super::*;
+
+    /// The organisation's own mail address.
+    pub const OWN_ADDRESS: &str = "team@northwind.example";
+    /// The sandbox CRM portal.
+    pub const PORTAL: &str = "main";
+    /// The sandbox sales calendar.
+    pub const CALENDAR: &str = "sales";
+    /// The sandbox company books.
+    pub const COMPANY: &str = "northwind";
+    /// CRM deal stages, in order.
+    pub const DEAL_STAGES: &[&str] = &[
+        "lead",
+        "qualified",
+        "demo-scheduled",
+        "proposal",
+        "negotiation",
+        "closed-won",
+        "closed-lost",
+    ];
+
+    fn at(base: DateTime<Utc>, hours_ago: i64) -> String {
+        (base - Duration::hours(hours_ago)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    }
+
+    fn msg(
+        id: &str,
+        from: &str,
+        subject: &str,
+        body: &str,
+        labels: &[&str],
+        t: String,
+    ) -> mail::Message {
+        mail::Message {
+            id: id.into(),
+            from: from.into(),
+            to: vec![OWN_ADDRESS.into()],
+            subject: subject.into(),
+            body: body.into(),
+            labels: labels.iter().map(|l| l.to_string()).collect(),
+            received_at: t,
+        }
+    }
+
+    /// Support mail, receipts, a sales thread and a private HR mail.
+    pub fn mail(base: DateTime<Utc>) -> Vec<mail::Message> {
+        vec![
+            msg(
+                "m-1001",
+                "maria.lopez@brightpath.example",
+                "Invoice INV-2041 charged twice",
+                "Hi, our card was charged twice for invoice INV-2041 this month. Could you refund the duplicate? Thanks, Maria",
+                &["INBOX", "support"],
+                at(base, 2),
+            ),
+            msg(
+                "m-1002",
+                "kenji.sato@harbor-logistics.example",
+                "Cannot log in after password reset",
+                "Since yesterday's password reset none of our dispatchers can log in. This is urgent, our morning shift is blocked.",
+                &["INBOX", "support"],
+                at(base, 5),
+            ),
+            msg(
+                "m-1003",
+                "olivia.grant@fernleaf.example",
+                "Question about the annual plan",
+                "Hello, does the annual plan include the reporting add-on, or is it billed separately?",
+                &["INBOX", "support"],
+                at(base, 20),
+            ),
+            msg(
+                "m-1004",
+                "receipts@railfare.example",
+                "Your receipt: London - Manchester return",
+                "Thank you for travelling with us. Ticket: London Euston - Manchester Piccadilly return. Amount paid: GBP 86.40. Date of travel: last Tuesday.",
+                &["receipts"],
+                at(base, 30),
+            ),
+            msg(
+                "m-1005",
+                "billing@cloudhost.example",
+                "Receipt for your November subscription",
+                "Receipt #CH-88213. Service: CloudHost team plan, November. Amount: GBP 49.00. Paid by card ending 4421.",
+                &["receipts"],
+                at(base, 48),
+            ),
+            msg(
+                "m-1006",
+                "orders@deskpro-supplies.example",
+                "Order confirmation and receipt",
+                "Order DS-5521: 2x ergonomic keyboard. Total charged: GBP 119.98 including VAT.",
+                &["receipts"],
+                at(base, 70),
+            ),
+            msg(
+                "m-1007",
+                "dan.whitfield@acornbank.example",
+                "Re: pricing for 40 seats",
+                "Thanks for the call. We'd like to see a proposal for 40 seats and are keen to move forward this quarter. Could we set up a demo for the team?",
+                &["INBOX", "sales"],
+                at(base, 8),
+            ),
+            msg(
+                "m-1008",
+                "hr@northwind.example",
+                "Confidential: salary review",
+                "Salary review figures attached. Do not forward.",
+                &["INBOX", "hr"],
+                at(base, 12),
+            ),
+        ]
+    }
+
+    fn chat_msg(id: &str, author: &str, text: &str, t: String) -> chat::ChatMessage {
+        chat::ChatMessage {
+            id: id.into(),
+            author: author.into(),
+            text: text.into(),
+            posted_at: t,
+        }
+    }
+
+    /// Channels and their history.
+    pub fn chat(base: DateTime<Utc>) -> Vec<(&'static str, Vec<chat::ChatMessage>)> {
+        vec![
+            (
+                "#support",
+                vec![chat_msg(
+                    "c-2001",
+                    "priya",
+                    "Ticket: Fernleaf asked about SSO last week, resolved.",
+                    at(base, 50),
+                )],
+            ),
+            (
+                "#accounting",
+                vec![chat_msg(
+                    "c-2002",
+                    "tom",
+                    "Reminder: November expenses are due Friday.",
+                    at(base, 26),
+                )],
+            ),
+            (
+                "#sales",
+                vec![chat_msg(
+                    "c-2003",
+                    "alex",
+                    "Acorn Bank call went well, they want a demo.",
+                    at(base, 7),
+                )],
+            ),
+            (
+                "#general",
+                vec![chat_msg(
+                    "c-2004",
+                    "sam",
+                    "Office closed on Monday for maintenance.",
+                    at(base, 40),
+                )],
+            ),
+        ]
+    }
+
+    fn contact(
+        id: &str,
+        name: &str,
+        email: &str,
+        company: &str,
+        phone: &str,
+        notes: &str,
+    ) -> crm::Contact {
+        crm::Contact {
+            id: id.into(),
+            name: name.into(),
+            email: email.into(),
+            company: company.into(),
+            phone: phone.into(),
+            notes: notes.into(),
+        }
+    }
+
+    /// CRM contacts.
+    pub fn contacts() -> Vec<crm::Contact> {
+        vec![
+            contact(
+                "ct-301",
+                "Maria Lopez",
+                "maria.lopez@brightpath.example",
+                "BrightPath Ltd",
+                "+44 20 7946 0101",
+                "Customer since 2023, premium plan.",
+            ),
+            contact(
+                "ct-302",
+                "Kenji Sato",
+                "kenji.sato@harbor-logistics.example",
+                "Harbor Logistics",
+                "+44 161 496 0202",
+                "Key account; 120 seats.",
+            ),
+            contact(
+                "ct-303",
+                "Olivia Grant",
+                "olivia.grant@fernleaf.example",
+                "Fernleaf Studio",
+                "+44 117 496 0303",
+                "Trial ends next month.",
+            ),
+            contact(
+                "ct-304",
+                "Dan Whitfield",
+                "dan.whitfield@acornbank.example",
+                "Acorn Bank",
+                "+44 20 7946 0404",
+                "Evaluating for 40 seats.",
+            ),
+        ]
+    }
+
+    /// CRM deals.
+    pub fn deals() -> Vec<crm::Deal> {
+        let deal = |id: &str, name: &str, contact: &str, stage: &str, cents: i64| crm::Deal {
+            id: id.into(),
+            name: name.into(),
+            contact_id: contact.into(),
+            stage: stage.into(),
+            amount_cents: cents,
+        };
+        vec![
+            deal(
+                "dl-401",
+                "Acorn Bank - 40 seats",
+                "ct-304",
+                "qualified",
+                1_920_000,
+            ),
+            deal(
+                "dl-402",
+                "Fernleaf - annual upgrade",
+                "ct-303",
+                "proposal",
+                360_000,
+            ),
+            deal(
+                "dl-403",
+                "Harbor Logistics - renewal",
+                "ct-302",
+                "negotiation",
+                5_760_000,
+            ),
+        ]
+    }
+
+    /// Events on the sales calendar.
+    pub fn events(base: DateTime<Utc>) -> Vec<calendar::Event> {
+        let day = |d: i64, h: i64| {
+            (base + Duration::days(d) + Duration::hours(h))
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        };
+        vec![
+            calendar::Event {
+                id: "ev-501".into(),
+                title: "Pipeline review".into(),
+                start: day(1, 0),
+                end: day(1, 1),
+                attendees: vec!["alex@northwind.example".into()],
+                description: "Weekly pipeline review.".into(),
+            },
+            calendar::Event {
+                id: "ev-502".into(),
+                title: "Harbor Logistics renewal call".into(),
+                start: day(2, 2),
+                end: day(2, 3),
+                attendees: vec!["kenji.sato@harbor-logistics.example".into()],
+                description: "Renewal terms.".into(),
+            },
+        ]
+    }
+
+    /// Invoices of the company.
+    pub fn invoices(base: DateTime<Utc>) -> Vec<ledger::Invoice> {
+        let date = |d: i64| (base + Duration::days(d)).format("%Y-%m-%d").to_string();
+        let inv = |id: &str, customer: &str, cents: i64, status: &str, issued: i64, due: i64| {
+            ledger::Invoice {
+                id: id.into(),
+                customer: customer.into(),
+                amount_cents: cents,
+                currency: "GBP".into(),
+                status: status.into(),
+                issued_on: date(issued),
+                due_on: date(due),
+            }
+        };
+        vec![
+            inv("INV-2039", "Fernleaf Studio", 30_000, "paid", -60, -30),
+            inv("INV-2040", "Harbor Logistics", 480_000, "overdue", -45, -15),
+            inv("INV-2041", "BrightPath Ltd", 12_900, "paid", -20, 10),
+            inv("INV-2042", "Acorn Bank", 96_000, "open", -3, 27),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{SledStore, Store};
+    use std::sync::Arc;
+
+    fn sandbox() -> anyhow::Result<(tempfile::TempDir, Sandbox)> {
+        let dir = tempfile::tempdir()?;
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path())?);
+        let sandbox = Sandbox::new(OrgStore::new(store, "default"));
+        sandbox.seed()?;
+        Ok((dir, sandbox))
+    }
+
+    #[test]
+    fn mail_outside_the_label_is_invisible() -> anyhow::Result<()> {
+        let (_dir, s) = sandbox()?;
+        let support = MailProvider::list(&s, "support", "", 50)?;
+        assert_eq!(support.len(), 3);
+        assert!(
+            support
+                .iter()
+                .all(|m| m.labels.contains(&"support".to_string()))
+        );
+        assert!(MailProvider::read(&s, "support", "m-1008").is_err());
+        assert_eq!(MailProvider::read(&s, "hr", "m-1008")?.id, "m-1008");
+        Ok(())
+    }
+
+    #[test]
+    fn a_deal_stage_change_returns_the_previous_stage_as_inverse() -> anyhow::Result<()> {
+        let (_dir, s) = sandbox()?;
+        let done = s.update_deal_stage("main", "dl-401", "demo-scheduled")?;
+        assert_eq!(
+            done.inverse,
+            Some(Inverse::SetDealStage {
+                deal_id: "dl-401".into(),
+                stage: "qualified".into()
+            })
+        );
+        assert!(matches!(
+            s.update_deal_stage("main", "dl-401", "won-ish"),
+            Err(ProviderError::Invalid(_))
+        ));
+        Ok(())
+    }
+
+    #[test]
+    fn reseeding_restores_the_initial_workspace() -> anyhow::Result<()> {
+        let (_dir, s) = sandbox()?;
+        s.post("#support", "x", "hello")?;
+        assert_eq!(s.read_recent("#support", 10)?.len(), 2);
+        s.seed()?;
+        assert_eq!(s.read_recent("#support", 10)?.len(), 1);
+        Ok(())
+    }
+}

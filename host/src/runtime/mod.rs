@@ -1,0 +1,418 @@
+//! The runtime: one engine, one pre-linked component per employee, a fresh
+//! store per task.
+//!
+//! Lifecycle, in three steps: link (the linker is built once per engine) →
+//! validate the employee (once per load: imports vs grants, exports vs the
+//! world) → build per-task state (a fresh `Store` with its own limits,
+//! deadline, WASI context and handle table). A store is never reused: after
+//! a task ends, or traps, it is dropped.
+//!
+//! The runtime must never let a trap, limit hit or guest panic take the host
+//! down: each becomes a failed task with an audit record.
+
+pub mod bindings;
+pub mod handles;
+mod host;
+pub mod imports;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
+    StoreLimitsBuilder, Trap,
+};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::manifest::{MAX_MEMORY_MB, Manifest};
+use crate::mediator::Mediator;
+use bindings::{Employee as EmployeeWorld, EmployeePre};
+
+/// How often the epoch advances; wall-time limits are counted in these ticks.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// Largest task instruction, in bytes.
+pub const MAX_INSTRUCTION_BYTES: usize = 64 * 1024;
+/// Guest stdout/stderr kept per task (the rest is dropped).
+const GUEST_OUTPUT_BYTES: usize = 64 * 1024;
+/// Concurrent tasks the engine's pool has room for.
+const POOL_SLOTS: u32 = 32;
+
+/// Loading an employee failed; nothing was instantiated.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The component file could not be read.
+    #[error("cannot read component {path}: {reason}")]
+    Read {
+        /// The component path.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The file is not a valid component.
+    #[error("{path} is not a valid WebAssembly component: {reason}")]
+    Invalid {
+        /// The component path.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The component imports more than it was granted.
+    #[error("{employee} is refused: its component {}", .problems.join("; it "))]
+    Imports {
+        /// The employee.
+        employee: String,
+        /// One message per refused import.
+        problems: Vec<String>,
+    },
+    /// The component does not export the `clancy:employee/employee` world.
+    #[error(
+        "{path} is not a Clancy employee (it must export `run: func(task) -> result<report, string>`): {reason}"
+    )]
+    WrongWorld {
+        /// The component path.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The engine and linker shared by all employees.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<TaskState>,
+    ticker_stop: Arc<AtomicBool>,
+    ticker: Option<JoinHandle<()>>,
+}
+
+impl Runtime {
+    /// Build the engine (pooling allocator, epoch interruption) and the linker.
+    pub fn new() -> wasmtime::Result<Runtime> {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(POOL_SLOTS)
+            .total_core_instances(POOL_SLOTS * 8)
+            .total_memories(POOL_SLOTS * 2)
+            .total_tables(POOL_SLOTS * 8)
+            .max_memories_per_component(2)
+            .max_memory_size(MAX_MEMORY_MB as usize * 1024 * 1024);
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .max_wasm_stack(1024 * 1024)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config)?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        EmployeeWorld::add_to_linker::<TaskState, wasmtime::component::HasSelf<TaskState>>(
+            &mut linker,
+            |s| s,
+        )?;
+
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        let ticker = {
+            let engine = engine.clone();
+            let stop = ticker_stop.clone();
+            std::thread::Builder::new()
+                .name("clancy-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(EPOCH_TICK);
+                        engine.increment_epoch();
+                    }
+                })?
+        };
+        Ok(Runtime {
+            engine,
+            linker,
+            ticker_stop,
+            ticker: Some(ticker),
+        })
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Compile and validate a component for `manifest` (no instantiation).
+    pub fn compile(&self, manifest: &Manifest) -> Result<(Component, Vec<String>), LoadError> {
+        let path = manifest.component.clone();
+        let bytes = std::fs::read(&path).map_err(|e| LoadError::Read {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        if !bytes.starts_with(b"\0asm") {
+            return Err(LoadError::Invalid {
+                path,
+                reason: "the file is not WebAssembly".into(),
+            });
+        }
+        let component =
+            Component::from_binary(&self.engine, &bytes).map_err(|e| LoadError::Invalid {
+                path: path.clone(),
+                reason: first_line(&e),
+            })?;
+        let imports = imports::import_names(&self.engine, &component);
+        Ok((component, imports))
+    }
+
+    /// Load an employee: compile, check imports against grants, pre-link.
+    /// Nothing of the component runs here.
+    pub fn load(
+        &self,
+        manifest: Manifest,
+        mediator: Arc<Mediator>,
+    ) -> Result<LoadedEmployee, LoadError> {
+        let (component, imports) = self.compile(&manifest)?;
+        let problems = imports::check_imports(&manifest, &imports);
+        if !problems.is_empty() {
+            return Err(LoadError::Imports {
+                employee: manifest.name.clone(),
+                problems,
+            });
+        }
+        let path = manifest.component.clone();
+        let wrong_world = |e: wasmtime::Error| LoadError::WrongWorld {
+            path: path.clone(),
+            reason: first_line(&e),
+        };
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(wrong_world)?;
+        let pre = EmployeePre::new(pre).map_err(wrong_world)?;
+        Ok(LoadedEmployee {
+            manifest,
+            pre,
+            mediator,
+        })
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.ticker.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn first_line(e: &wasmtime::Error) -> String {
+    // The chain's outermost message plus its root cause, on one line.
+    let outer = e.to_string();
+    let root = e.chain().last().map(|c| c.to_string()).unwrap_or_default();
+    if root.is_empty() || root == outer {
+        outer
+    } else {
+        format!("{outer}: {root}")
+    }
+}
+
+/// An employee ready to run tasks.
+pub struct LoadedEmployee {
+    manifest: Manifest,
+    pre: EmployeePre<TaskState>,
+    mediator: Arc<Mediator>,
+}
+
+/// How a task ended.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(tag = "status", rename_all = "kebab-case")]
+pub enum TaskEnd {
+    /// `run` returned a report.
+    Completed {
+        /// The employee's summary.
+        summary: String,
+    },
+    /// `run` returned an error.
+    Failed {
+        /// The employee's error.
+        error: String,
+    },
+    /// The guest trapped or hit a limit; its store was discarded.
+    Trapped {
+        /// What happened, for the operator.
+        reason: String,
+    },
+}
+
+/// The result of one task.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TaskResult {
+    /// The task id (also in every audit entry of the task).
+    pub task_id: String,
+    /// How it ended.
+    pub end: TaskEnd,
+    /// What the guest printed to stdout/stderr (capped).
+    pub guest_output: String,
+}
+
+/// Per-task store data. Never outlives its task.
+pub struct TaskState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    mediator: Arc<Mediator>,
+    task_id: String,
+    calls: u32,
+    max_calls: u32,
+}
+
+impl WasiView for TaskState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// A task could not start (nothing ran).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The instruction is unusable.
+    #[error("invalid task: {0}")]
+    Instruction(String),
+    /// The audit log could not record the start; the task does not run.
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
+}
+
+impl LoadedEmployee {
+    /// The manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Run one task in a fresh store.
+    pub fn run(&self, instruction: &str) -> Result<TaskResult, StartError> {
+        if instruction.trim().is_empty() {
+            return Err(StartError::Instruction("the task is empty".into()));
+        }
+        if instruction.len() > MAX_INSTRUCTION_BYTES {
+            return Err(StartError::Instruction(format!(
+                "the task is {} bytes; the limit is {MAX_INSTRUCTION_BYTES} bytes",
+                instruction.len()
+            )));
+        }
+        let task_id = uuid::Uuid::new_v4().to_string();
+        let audit = self.mediator.audit();
+        audit.append(
+            crate::audit::Kind::TaskStart,
+            crate::audit::Record {
+                employee: self.manifest.name.clone(),
+                task: task_id.clone(),
+                args: crate::mediator::truncate(instruction, 500),
+                ..Default::default()
+            },
+        )?;
+
+        let output = MemoryOutputPipe::new(GUEST_OUTPUT_BYTES);
+        let end = self.run_in_fresh_store(&task_id, instruction, &output);
+        let guest_output = String::from_utf8_lossy(&output.contents()).to_string();
+        for line in guest_output.lines() {
+            tracing::info!(employee = %self.manifest.name, task = %task_id, "guest: {line}");
+        }
+        let result = match &end {
+            TaskEnd::Completed { summary } => format!("completed: {summary}"),
+            TaskEnd::Failed { error } => format!("failed: {error}"),
+            TaskEnd::Trapped { reason } => format!("trapped: {reason}"),
+        };
+        let end_record = crate::audit::Record {
+            employee: self.manifest.name.clone(),
+            task: task_id.clone(),
+            result: crate::mediator::truncate(&result, 2000),
+            ..Default::default()
+        };
+        if let Err(e) = audit.append(crate::audit::Kind::TaskEnd, end_record) {
+            tracing::error!(task = %task_id, "could not audit the end of the task: {e}");
+        }
+        Ok(TaskResult {
+            task_id,
+            end,
+            guest_output,
+        })
+    }
+
+    fn run_in_fresh_store(
+        &self,
+        task_id: &str,
+        instruction: &str,
+        output: &MemoryOutputPipe,
+    ) -> TaskEnd {
+        let limits = &self.manifest.limits;
+        let wasi = WasiCtxBuilder::new()
+            .stdout(output.clone())
+            .stderr(output.clone())
+            .build();
+        let state = TaskState {
+            wasi,
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(limits.memory_mb as usize * 1024 * 1024)
+                .table_elements(100_000)
+                .instances(16)
+                .tables(16)
+                .memories(2)
+                .trap_on_grow_failure(true)
+                .build(),
+            mediator: self.mediator.clone(),
+            task_id: task_id.to_string(),
+            calls: 0,
+            max_calls: limits.max_calls,
+        };
+        let mut store = Store::new(self.pre.engine(), state);
+        store.limiter(|s| &mut s.limits);
+        let ticks = limits
+            .time_ms
+            .div_ceil(EPOCH_TICK.as_millis() as u64)
+            .max(1);
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+
+        let task = bindings::Task {
+            id: task_id.to_string(),
+            instruction: instruction.to_string(),
+        };
+        let outcome = self
+            .pre
+            .instantiate(&mut store)
+            .and_then(|employee| employee.call_run(&mut store, &task));
+        match outcome {
+            Ok(Ok(report)) => TaskEnd::Completed {
+                summary: report.summary,
+            },
+            Ok(Err(error)) => TaskEnd::Failed { error },
+            Err(e) => TaskEnd::Trapped {
+                reason: describe_trap(&e, limits.time_ms, limits.memory_mb),
+            },
+        }
+        // `store` is dropped here, with every handle and all guest memory.
+    }
+}
+
+fn describe_trap(e: &wasmtime::Error, time_ms: u64, memory_mb: u32) -> String {
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => format!("the task exceeded its time limit of {time_ms} ms"),
+        Some(Trap::StackOverflow) => "the employee overflowed its stack (runaway recursion)".into(),
+        Some(Trap::UnreachableCodeReached) => {
+            "the employee panicked or aborted (unreachable code reached)".into()
+        }
+        Some(other) => format!("the employee trapped: {other}"),
+        None => {
+            let text = first_line(e);
+            if text.contains("forcing trap when growing memory") {
+                format!("the employee exceeded its memory limit of {memory_mb} MiB")
+            } else {
+                text
+            }
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! Durable storage: a small trait over the embedded default (sled).
+//!
+//! Everything the host keeps (audit log, sandbox workspace) goes through
+//! [`Store`], so a distributed backend can replace sled later. Keys are
+//! namespaced by organisation with [`OrgStore`]; code above this module never
+//! builds a key that could reach another organisation's data.
+//!
+//! Writes are atomic per call and durable (flushed) before they return: a
+//! caller that got `Ok` may act on it.
+
+use std::path::Path;
+use std::sync::Arc;
+
+/// A storage failure. Callers fail closed on it.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The data dir could not be opened (missing, locked by another process, corrupt).
+    #[error("cannot open the data store at {path}: {reason}")]
+    Open {
+        /// The store's directory.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A read or write failed.
+    #[error("storage error: {0}")]
+    Io(String),
+}
+
+/// One key's new value in an atomic write; `None` removes it.
+pub type Write = (Vec<u8>, Option<Vec<u8>>);
+
+/// A key-value store of named areas.
+pub trait Store: Send + Sync {
+    /// The value at `key` in `area`.
+    fn get(&self, area: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Apply all writes to `area` atomically and durably.
+    fn write(&self, area: &str, writes: Vec<Write>) -> Result<(), StoreError>;
+    /// All entries of `area` whose key starts with `prefix`, in key order.
+    fn scan(&self, area: &str, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+}
+
+/// The embedded default: one sled database in the data dir.
+pub struct SledStore {
+    db: sled::Db,
+}
+
+impl SledStore {
+    /// Open (or create) the database at `path`.
+    pub fn open(path: &Path) -> Result<SledStore, StoreError> {
+        let db = sled::Config::new()
+            .path(path)
+            .open()
+            .map_err(|e| StoreError::Open {
+                path: path.display().to_string(),
+                reason: match e {
+                    sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
+                        "it is in use by another clancy process".to_string()
+                    }
+                    other => other.to_string(),
+                },
+            })?;
+        Ok(SledStore { db })
+    }
+
+    fn tree(&self, area: &str) -> Result<sled::Tree, StoreError> {
+        self.db.open_tree(area).map_err(io)
+    }
+}
+
+fn io(e: sled::Error) -> StoreError {
+    StoreError::Io(e.to_string())
+}
+
+impl Store for SledStore {
+    fn get(&self, area: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.tree(area)?.get(key).map_err(io)?.map(|v| v.to_vec()))
+    }
+
+    fn write(&self, area: &str, writes: Vec<Write>) -> Result<(), StoreError> {
+        let tree = self.tree(area)?;
+        let mut batch = sled::Batch::default();
+        for (key, value) in writes {
+            match value {
+                Some(v) => batch.insert(key, v),
+                None => batch.remove(key),
+            }
+        }
+        tree.apply_batch(batch).map_err(io)?;
+        tree.flush().map_err(io)?;
+        Ok(())
+    }
+
+    fn scan(&self, area: &str, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        self.tree(area)?
+            .scan_prefix(prefix)
+            .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(io))
+            .collect()
+    }
+}
+
+/// One organisation's view of a [`Store`]: every key is prefixed with the org.
+#[derive(Clone)]
+pub struct OrgStore {
+    store: Arc<dyn Store>,
+    prefix: Vec<u8>,
+    org: String,
+}
+
+impl OrgStore {
+    /// The view of `org`. Org names never contain `/`, so prefixes cannot overlap.
+    pub fn new(store: Arc<dyn Store>, org: &str) -> OrgStore {
+        let mut prefix = org.as_bytes().to_vec();
+        prefix.push(b'/');
+        OrgStore {
+            store,
+            prefix,
+            org: org.to_string(),
+        }
+    }
+
+    /// The organisation this view belongs to.
+    pub fn org(&self) -> &str {
+        &self.org
+    }
+
+    fn key(&self, key: &[u8]) -> Vec<u8> {
+        let mut k = self.prefix.clone();
+        k.extend_from_slice(key);
+        k
+    }
+
+    /// See [`Store::get`].
+    pub fn get(&self, area: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.store.get(area, &self.key(key))
+    }
+
+    /// See [`Store::write`].
+    pub fn write(&self, area: &str, writes: Vec<Write>) -> Result<(), StoreError> {
+        self.store.write(
+            area,
+            writes.into_iter().map(|(k, v)| (self.key(&k), v)).collect(),
+        )
+    }
+
+    /// See [`Store::scan`]; returned keys have the org prefix removed.
+    pub fn scan(&self, area: &str, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        let n = self.prefix.len();
+        Ok(self
+            .store
+            .scan(area, &self.key(prefix))?
+            .into_iter()
+            .map(|(k, v)| (k[n..].to_vec(), v))
+            .collect())
+    }
+
+    /// Read a JSON value.
+    pub fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        area: &str,
+        key: &[u8],
+    ) -> Result<Option<T>, StoreError> {
+        match self.get(area, key)? {
+            None => Ok(None),
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| StoreError::Io(format!("corrupt record in {area}: {e}"))),
+        }
+    }
+
+    /// All JSON values under `prefix`.
+    pub fn scan_json<T: serde::de::DeserializeOwned>(
+        &self,
+        area: &str,
+        prefix: &[u8],
+    ) -> Result<Vec<T>, StoreError> {
+        self.scan(area, prefix)?
+            .into_iter()
+            .map(|(_, v)| {
+                serde_json::from_slice(&v)
+                    .map_err(|e| StoreError::Io(format!("corrupt record in {area}: {e}")))
+            })
+            .collect()
+    }
+
+    /// Write one JSON value.
+    pub fn put_json<T: serde::Serialize>(
+        &self,
+        area: &str,
+        key: &[u8],
+        value: &T,
+    ) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(value).map_err(|e| StoreError::Io(e.to_string()))?;
+        self.write(area, vec![(key.to_vec(), Some(bytes))])
+    }
+}
+
+/// Validate an organisation name (used in keys and paths).
+pub fn valid_org(org: &str) -> bool {
+    !org.is_empty()
+        && org.len() <= 64
+        && org
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn org_views_never_see_each_others_keys() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path())?);
+        let a = OrgStore::new(store.clone(), "acme");
+        let b = OrgStore::new(store.clone(), "acme-2");
+        a.write("t", vec![(b"k".to_vec(), Some(b"a".to_vec()))])?;
+        b.write("t", vec![(b"k".to_vec(), Some(b"b".to_vec()))])?;
+        assert_eq!(a.get("t", b"k")?, Some(b"a".to_vec()));
+        assert_eq!(a.scan("t", b"")?, vec![(b"k".to_vec(), b"a".to_vec())]);
+        assert_eq!(b.scan("t", b"")?, vec![(b"k".to_vec(), b"b".to_vec())]);
+        assert!(valid_org("acme-2") && !valid_org("a/b") && !valid_org(""));
+        Ok(())
+    }
+}
