@@ -44,8 +44,15 @@ enum Command {
         /// The employee's manifest (employee.toml).
         manifest: PathBuf,
         /// What the employee should do, in plain language.
-        #[arg(long)]
-        task: String,
+        #[arg(
+            long,
+            required_unless_present = "task_file",
+            conflicts_with = "task_file"
+        )]
+        task: Option<String>,
+        /// Read the task from a file (`-` for standard input) instead.
+        #[arg(long, value_name = "FILE")]
+        task_file: Option<PathBuf>,
         /// Use this component instead of the one the manifest names.
         #[arg(long, value_name = "WASM")]
         component: Option<PathBuf>,
@@ -174,9 +181,15 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Run {
             manifest,
             task,
+            task_file,
             component,
             json,
         } => {
+            let task = match (task, task_file) {
+                (Some(task), _) => task,
+                (None, Some(file)) => read_task_file(&file)?,
+                (None, None) => anyhow::bail!("pass --task or --task-file"),
+            };
             let manifest = load_manifest(&manifest, &component)?;
             let host = open(global, DataDirMode::Create)?;
             let employee = host.load(manifest)?;
@@ -324,6 +337,34 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Read a task from a file or stdin, refusing oversized or non-UTF-8 input
+/// before anything is opened.
+fn read_task_file(path: &Path) -> Result<String> {
+    use std::io::Read as _;
+    let limit = crate::runtime::MAX_INSTRUCTION_BYTES as u64;
+    let mut bytes = Vec::new();
+    let reader: Box<dyn std::io::Read> = if path == Path::new("-") {
+        Box::new(std::io::stdin())
+    } else {
+        Box::new(
+            std::fs::File::open(path)
+                .with_context(|| format!("cannot read task file {}", path.display()))?,
+        )
+    };
+    reader
+        .take(limit + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read task file {}", path.display()))?;
+    if bytes.len() as u64 > limit {
+        anyhow::bail!(
+            "invalid task: {} is larger than the limit of {limit} bytes",
+            path.display()
+        );
+    }
+    String::from_utf8(bytes)
+        .map_err(|_| anyhow::anyhow!("invalid task: {} is not UTF-8 text", path.display()))
 }
 
 fn show_sandbox(host: &Host, what: Part, json: bool, out: &mut impl std::io::Write) -> Result<()> {

@@ -10,7 +10,7 @@ use std::sync::{Arc, OnceLock};
 
 use cap_std::fs::Dir;
 
-use crate::audit::AuditLog;
+use crate::audit::{AuditLog, Decision, Kind, Record};
 use crate::manifest::Manifest;
 use crate::mediator::Mediator;
 use crate::providers::Providers;
@@ -182,7 +182,25 @@ impl Host {
             self.audit.clone(),
             self.providers()?,
         ));
-        Ok(self.runtime()?.load(manifest, mediator)?)
+        let employee = manifest.name.clone();
+        match self.runtime()?.load(manifest, mediator) {
+            Ok(loaded) => Ok(loaded),
+            Err(e @ LoadError::Imports { .. }) => {
+                // An attempt to reach beyond the grants is itself worth an audit entry.
+                let record = Record {
+                    employee,
+                    action: "load".into(),
+                    decision: Some(Decision::Denied),
+                    result: e.to_string(),
+                    ..Record::default()
+                };
+                self.audit
+                    .append(Kind::Refusal, record)
+                    .map_err(|a| HostError::Store(a.0))?;
+                Err(e.into())
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 }
 

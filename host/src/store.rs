@@ -30,6 +30,9 @@ pub enum StoreError {
 /// One key's new value in an atomic write; `None` removes it.
 pub type Write = (Vec<u8>, Option<Vec<u8>>);
 
+/// A stored key and its value.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
 /// A key-value store of named areas.
 pub trait Store: Send + Sync {
     /// The value at `key` in `area`.
@@ -37,7 +40,7 @@ pub trait Store: Send + Sync {
     /// Apply all writes to `area` atomically and durably.
     fn write(&self, area: &str, writes: Vec<Write>) -> Result<(), StoreError>;
     /// All entries of `area` whose key starts with `prefix`, in key order.
-    fn scan(&self, area: &str, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    fn scan(&self, area: &str, prefix: &[u8]) -> Result<Vec<Entry>, StoreError>;
 }
 
 /// The embedded default: one sled database in the data dir.
@@ -46,10 +49,13 @@ pub struct SledStore {
 }
 
 impl SledStore {
-    /// Open (or create) the database at `path`.
+    /// Open (or create) the database at `path`. Every write is flushed by
+    /// [`Store::write`] itself, so no background flusher runs (and the file
+    /// lock is released as soon as the store is dropped).
     pub fn open(path: &Path) -> Result<SledStore, StoreError> {
         let db = sled::Config::new()
             .path(path)
+            .flush_every_ms(None)
             .open()
             .map_err(|e| StoreError::Open {
                 path: path.display().to_string(),
@@ -91,7 +97,7 @@ impl Store for SledStore {
         Ok(())
     }
 
-    fn scan(&self, area: &str, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn scan(&self, area: &str, prefix: &[u8]) -> Result<Vec<Entry>, StoreError> {
         self.tree(area)?
             .scan_prefix(prefix)
             .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(io))
@@ -144,7 +150,7 @@ impl OrgStore {
     }
 
     /// See [`Store::scan`]; returned keys have the org prefix removed.
-    pub fn scan(&self, area: &str, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    pub fn scan(&self, area: &str, prefix: &[u8]) -> Result<Vec<Entry>, StoreError> {
         let n = self.prefix.len();
         Ok(self
             .store

@@ -1,1 +1,10 @@
+//! End-to-end tests: real guest components (the example plugins and hostile
+//! guests built by `tests/build.rs`) against the real host, sandbox workspace
+//! and `clancy` binary. One binary with modules links faster than many.
 
+mod audit_log;
+mod cli;
+mod env;
+mod hostile;
+mod isolation;
+mod plugins;

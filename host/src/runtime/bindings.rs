@@ -16,5 +16,5 @@ wasmtime::component::bindgen!({
     additional_derives: [serde::Serialize, serde::Deserialize, PartialEq],
 });
 
-pub use clancy::employee::types::{CallError, Outcome};
-pub use clancy::employee::{calendar, chat, crm, files, ledger, mail};
+pub use self::clancy::employee::types::{CallError, Outcome};
+pub use self::clancy::employee::{calendar, chat, crm, files, ledger, mail};

@@ -402,12 +402,16 @@ fn describe_trap(e: &wasmtime::Error, time_ms: u64, memory_mb: u32) -> String {
     match e.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => format!("the task exceeded its time limit of {time_ms} ms"),
         Some(Trap::StackOverflow) => "the employee overflowed its stack (runaway recursion)".into(),
+        Some(Trap::MemoryOutOfBounds) => {
+            "the employee accessed memory out of bounds (often a runaway recursion overflowing its stack)".into()
+        }
         Some(Trap::UnreachableCodeReached) => {
             "the employee panicked or aborted (unreachable code reached)".into()
         }
         Some(other) => format!("the employee trapped: {other}"),
         None => {
-            let text = first_line(e);
+            // Host-raised traps (call cap, unknown handle, limits): the root cause says it all.
+            let text = e.chain().last().map(|c| c.to_string()).unwrap_or_else(|| e.to_string());
             if text.contains("forcing trap when growing memory") {
                 format!("the employee exceeded its memory limit of {memory_mb} MiB")
             } else {

@@ -1,0 +1,318 @@
+//! The real `clancy` binary: the operator's path end to end, and bad input.
+//! Every bad input gets one clear error line, a non-zero exit, and loses nothing.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use anyhow::Result;
+use clancy_guests::{CUSTOMER_SERVICE, HOSTILE, WRONG_WORLD};
+
+use crate::env::workspace_root;
+
+fn clancy(data: &Path, args: &[&str]) -> Result<Output> {
+    Ok(Command::new(env!("CARGO_BIN_EXE_clancy"))
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .env_remove("CLANCY_DATA_DIR")
+        .output()?)
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+fn customer_service_manifest() -> String {
+    workspace_root()
+        .join("plugins/customer-service/employee.toml")
+        .display()
+        .to_string()
+}
+
+/// Run the customer-service demo into `data`; returns the number of audit lines.
+fn demo(data: &Path) -> Result<usize> {
+    let run = clancy(
+        data,
+        &[
+            "run",
+            &customer_service_manifest(),
+            "--component",
+            CUSTOMER_SERVICE,
+            "--task",
+            "Triage support mail",
+        ],
+    )?;
+    assert!(run.status.success(), "{}{}", stdout(&run), stderr(&run));
+    let log = clancy(data, &["audit", "log", "--json"])?;
+    Ok(stdout(&log).lines().count())
+}
+
+#[test]
+fn an_operator_runs_an_employee_reads_its_reasons_and_verifies_the_log() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let run = clancy(
+        &data,
+        &[
+            "run",
+            &customer_service_manifest(),
+            "--component",
+            CUSTOMER_SERVICE,
+            "--task",
+            "Triage support mail",
+        ],
+    )?;
+    assert!(run.status.success(), "{}{}", stdout(&run), stderr(&run));
+    let out = stdout(&run);
+    assert!(
+        out.contains("completed: filed 3 tickets in channel:#support"),
+        "{out}"
+    );
+
+    let log = clancy(&data, &["audit", "log", "--employee", "customer-service"])?;
+    let text = stdout(&log);
+    assert!(log.status.success());
+    assert!(
+        text.contains("chat channel:#support post(")
+            && text.contains("why: \"Filing a P1 ticket for mail m-1002"),
+        "{text}"
+    );
+    assert!(
+        text.contains("started: Triage support mail") && text.contains("ended: completed"),
+        "{text}"
+    );
+
+    let json = clancy(&data, &["audit", "log", "--json"])?;
+    for line in stdout(&json).lines() {
+        let v: serde_json::Value = serde_json::from_str(line)?;
+        assert!(v["hash"].as_str().is_some_and(|h| h.len() == 64));
+    }
+
+    let verify = clancy(&data, &["audit", "verify"])?;
+    assert!(verify.status.success());
+    assert!(
+        stdout(&verify).starts_with("audit log intact: "),
+        "{}",
+        stdout(&verify)
+    );
+
+    let show = clancy(&data, &["sandbox", "show", "chat"])?;
+    assert!(stdout(&show).contains("[P1] Cannot log in after password reset"));
+    Ok(())
+}
+
+#[test]
+fn check_reports_grants_and_refuses_an_over_reaching_component() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let ok = clancy(
+        &data,
+        &[
+            "check",
+            &customer_service_manifest(),
+            "--component",
+            CUSTOMER_SERVICE,
+        ],
+    )?;
+    assert!(ok.status.success(), "{}{}", stdout(&ok), stderr(&ok));
+    assert!(stdout(&ok).contains("ok: imports are within the grants"));
+
+    let bad = clancy(
+        &data,
+        &[
+            "check",
+            &customer_service_manifest(),
+            "--component",
+            HOSTILE,
+        ],
+    )?;
+    assert_eq!(bad.status.code(), Some(1));
+    let text = stdout(&bad);
+    assert!(
+        text.contains("REFUSED: imports clancy:employee/files@0.1.0"),
+        "{text}"
+    );
+    Ok(())
+}
+
+#[test]
+fn verify_exits_non_zero_and_says_where_after_tampering() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    demo(&data)?;
+    {
+        let store = clancy::store::SledStore::open(&data.join("store"))?;
+        use clancy::store::Store;
+        let mut key = b"default/e/".to_vec();
+        key.extend_from_slice(&2u64.to_be_bytes());
+        let entry = store
+            .get("audit", &key)?
+            .ok_or_else(|| anyhow::anyhow!("no entry 2"))?;
+        let edited = String::from_utf8(entry)?.replace("I will read", "I will NOT read");
+        store.write("audit", vec![(key, Some(edited.into_bytes()))])?;
+    }
+    let verify = clancy(&data, &["audit", "verify"])?;
+    assert_eq!(verify.status.code(), Some(1));
+    let text = stdout(&verify);
+    assert!(
+        text.starts_with("AUDIT LOG TAMPERED")
+            && text.contains("entry #2 does not match its hash: edited"),
+        "{text}"
+    );
+    Ok(())
+}
+
+fn write(dir: &Path, name: &str, contents: &[u8]) -> Result<String> {
+    let path = dir.join(name);
+    std::fs::write(&path, contents)?;
+    Ok(path.display().to_string())
+}
+
+/// Runs `args`, expects exit 2 with one `error:` line containing `needle`.
+fn refused(data: &Path, args: &[&str], needle: &str) -> Result<()> {
+    let o = clancy(data, args)?;
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{args:?}: {}{err}", stdout(&o));
+    assert!(
+        err.starts_with("error: ") && err.contains(needle),
+        "{args:?}: {err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "one error line: {err}");
+    Ok(())
+}
+
+#[test]
+fn bad_input_gets_one_clear_error_and_loses_nothing() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let entries = demo(&data)?;
+    let files = dir.path();
+    let cs = customer_service_manifest();
+
+    let manifest = write(files, "bad.toml", b"name = \"x\"\ncomponent = \"x.wasm\"\n[[grant]]\nintegration = \"slack\"\nscope = \"channel:#a\"\nactions = [\"delete\"]\n")?;
+    refused(
+        &data,
+        &["run", &manifest, "--task", "t"],
+        "bad.toml:6: unknown action \"delete\" for slack (expected one of: read, post)",
+    )?;
+    refused(&data, &["check", &manifest], "bad.toml:6: unknown action")?;
+
+    let not_wasm = write(files, "notes.wasm", b"this is not wasm")?;
+    refused(
+        &data,
+        &["run", &cs, "--component", &not_wasm, "--task", "t"],
+        "is not WebAssembly",
+    )?;
+
+    let bytes = std::fs::read(CUSTOMER_SERVICE)?;
+    let corrupt = write(files, "corrupt.wasm", &bytes[..bytes.len() / 2])?;
+    refused(
+        &data,
+        &["run", &cs, "--component", &corrupt, "--task", "t"],
+        "is not a valid WebAssembly component",
+    )?;
+
+    refused(
+        &data,
+        &["run", &cs, "--component", WRONG_WORLD, "--task", "t"],
+        "is not a Clancy employee",
+    )?;
+    refused(
+        &data,
+        &[
+            "run",
+            &cs,
+            "--component",
+            "/no/such/file.wasm",
+            "--task",
+            "t",
+        ],
+        "cannot read component",
+    )?;
+
+    let long = "x".repeat(100 * 1024);
+    refused(
+        &data,
+        &["run", &cs, "--component", CUSTOMER_SERVICE, "--task", &long],
+        "the limit is 65536 bytes",
+    )?;
+    let megabytes = write(files, "task.txt", &vec![b'x'; 3 * 1024 * 1024])?;
+    refused(
+        &data,
+        &[
+            "run",
+            &cs,
+            "--component",
+            CUSTOMER_SERVICE,
+            "--task-file",
+            &megabytes,
+        ],
+        "larger than the limit of 65536 bytes",
+    )?;
+    let latin1 = write(files, "latin1.txt", b"caf\xe9")?;
+    refused(
+        &data,
+        &[
+            "run",
+            &cs,
+            "--component",
+            CUSTOMER_SERVICE,
+            "--task-file",
+            &latin1,
+        ],
+        "is not UTF-8 text",
+    )?;
+    refused(
+        &data,
+        &["run", &cs, "--component", CUSTOMER_SERVICE, "--task", "  "],
+        "the task is empty",
+    )?;
+    refused(
+        &data,
+        &[
+            "--org",
+            "Evil/Org",
+            "run",
+            &cs,
+            "--component",
+            CUSTOMER_SERVICE,
+            "--task",
+            "t",
+        ],
+        "invalid org name",
+    )?;
+
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let o = Command::new(env!("CARGO_BIN_EXE_clancy"))
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["run", &cs, "--task"])
+            .arg(std::ffi::OsStr::from_bytes(b"caf\xe9"))
+            .output()?;
+        assert_eq!(o.status.code(), Some(2));
+        assert!(stderr(&o).contains("invalid UTF-8"), "{}", stderr(&o));
+    }
+
+    let missing = dir.path().join("nowhere");
+    refused(&missing, &["audit", "log"], "no Clancy data dir at")?;
+    refused(&missing, &["audit", "verify"], "no Clancy data dir at")?;
+    assert!(!missing.exists(), "reading must not create a data dir");
+
+    refused(&data, &["sandbox", "seed"], "pass --reset")?;
+
+    // Nothing was lost or half-written along the way.
+    assert_eq!(
+        stdout(&clancy(&data, &["audit", "log", "--json"])?)
+            .lines()
+            .count(),
+        entries
+    );
+    assert!(clancy(&data, &["audit", "verify"])?.status.success());
+    Ok(())
+}

@@ -1,0 +1,122 @@
+//! `TestEnv`: a temporary data dir with a host, plus helpers.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use clancy::audit::{Entry, Kind};
+use clancy::host::{DataDirMode, Host};
+use clancy::manifest::Manifest;
+use clancy::runtime::{TaskEnd, TaskResult};
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// A temporary data dir with a seeded sandbox and a host for one org.
+pub struct TestEnv {
+    pub dir: tempfile::TempDir,
+    pub host: Host,
+}
+
+impl TestEnv {
+    pub fn new() -> Result<TestEnv> {
+        let dir = tempfile::tempdir()?;
+        let host = Host::open(&dir.path().join("data"), "default", DataDirMode::Create)?;
+        host.sandbox().seed()?;
+        Ok(TestEnv { dir, host })
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// A manifest named `test-employee` for `component` with the grants in `body`.
+    pub fn manifest(component: &str, body: &str) -> Result<Manifest> {
+        let text = format!("name = \"test-employee\"\ncomponent = {component:?}\n{body}");
+        Ok(Manifest::parse(&text, "test.toml", Path::new("/"))?)
+    }
+
+    /// Load `component` with the grants in `body` and run one task.
+    pub fn run(&self, component: &str, body: &str, task: &str) -> Result<TaskResult> {
+        let employee = self.host.load(TestEnv::manifest(component, body)?)?;
+        Ok(employee.run(task)?)
+    }
+
+    /// A plugin's own manifest, pointed at the component built for the tests.
+    pub fn plugin_manifest(plugin: &str, component: &str) -> Result<Manifest> {
+        let mut m = Manifest::load(
+            &workspace_root()
+                .join("plugins")
+                .join(plugin)
+                .join("employee.toml"),
+        )?;
+        m.component = PathBuf::from(component);
+        Ok(m)
+    }
+
+    /// All audit entries.
+    pub fn audit(&self) -> Result<Vec<Entry>> {
+        Ok(self.host.audit().entries()?)
+    }
+
+    /// Audit entries of one task and kind.
+    pub fn audit_of(&self, task: &str, kind: Kind) -> Result<Vec<Entry>> {
+        Ok(self
+            .audit()?
+            .into_iter()
+            .filter(|e| e.record.task == task && e.kind == kind)
+            .collect())
+    }
+
+    /// Messages in a sandbox channel.
+    pub fn channel(&self, name: &str) -> Result<Vec<String>> {
+        let all = self.host.sandbox().all_chat()?;
+        Ok(all
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, m)| m.into_iter().map(|m| m.text).collect())
+            .unwrap_or_default())
+    }
+}
+
+/// The summary of a completed task, or an error saying how it ended.
+pub fn completed(result: &TaskResult) -> Result<&str> {
+    match &result.end {
+        TaskEnd::Completed { summary } => Ok(summary),
+        other => anyhow::bail!("task did not complete: {other:?}"),
+    }
+}
+
+/// The reason of a trapped task, or an error.
+pub fn trapped(result: &TaskResult) -> Result<&str> {
+    match &result.end {
+        TaskEnd::Trapped { reason } => Ok(reason),
+        other => anyhow::bail!("task did not trap: {other:?}"),
+    }
+}
+
+/// Grants for the hostile guest: post to #general, read the support label, one folder.
+pub const HOSTILE_GRANTS: &str = r##"
+[[grant]]
+integration = "slack"
+scope = "channel:#general"
+actions = ["post"]
+
+[[grant]]
+integration = "gmail"
+scope = "label:support"
+actions = ["read"]
+
+[[grant]]
+integration = "files"
+scope = "folder:out"
+actions = ["read", "write", "list"]
+
+[limits]
+time_ms = 1000
+memory_mb = 32
+"##;

