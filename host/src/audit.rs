@@ -170,7 +170,7 @@ impl Entry {
         };
         line.push_str(": ");
         line.push_str(&what);
-        if !r.reason.is_empty() && self.kind != Kind::Note && self.kind != Kind::Result {
+        if !r.reason.is_empty() && self.kind != Kind::Note {
             let _ = write!(line, "\n      why: \"{}\"", r.reason);
         }
         line
@@ -179,6 +179,29 @@ impl Entry {
 
 fn short(id: &str) -> &str {
     id.get(..8).unwrap_or(id)
+}
+
+/// Render entries for reading, one line per action with its reason: an
+/// intent whose result is on record is folded into that result line; an
+/// intent without one (the host stopped in between) is shown and flagged.
+pub fn render_log(entries: &[Entry]) -> Vec<String> {
+    let completed: std::collections::HashSet<u64> =
+        entries.iter().filter_map(|e| e.record.intent).collect();
+    entries
+        .iter()
+        .filter(|e| e.kind != Kind::Intent || !completed.contains(&e.seq))
+        .map(|e| {
+            let mut line = e.render();
+            if e.kind == Kind::Intent {
+                line = line.replacen(
+                    " -> allowed",
+                    " -> allowed, NO RESULT RECORDED (the host stopped during the call)",
+                    1,
+                );
+            }
+            line
+        })
+        .collect()
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

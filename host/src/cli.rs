@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::audit::Entry;
+use crate::audit::{Entry, render_log};
 use crate::host::{DataDirMode, Host};
 use crate::manifest::Manifest;
 use crate::providers::money;
@@ -239,7 +239,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                     let actions: Vec<&str> = g.actions.iter().map(String::as_str).collect();
                     writeln!(
                         out,
-                        "  grant {} {} [{}] approval {:?}",
+                        "  grant {} {} [{}] approval {}",
                         g.integration,
                         g.scope,
                         actions.join(", "),
@@ -276,11 +276,13 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                         .is_none_or(|t| e.record.task.starts_with(t.as_str()))
                 })
                 .collect();
-            for e in &entries {
-                if json {
+            if json {
+                for e in &entries {
                     writeln!(out, "{}", serde_json::to_string(e)?)?;
-                } else {
-                    writeln!(out, "{}", e.render())?;
+                }
+            } else {
+                for line in render_log(&entries) {
+                    writeln!(out, "{line}")?;
                 }
             }
             if entries.is_empty() && !json {
@@ -414,7 +416,13 @@ fn show_sandbox(host: &Host, what: Part, json: bool, out: &mut impl std::io::Wri
         for (channel, messages) in s.all_chat()? {
             writeln!(out, "  {channel}")?;
             for m in messages {
-                writeln!(out, "    {} {}: {}", m.posted_at, m.author, m.text)?;
+                writeln!(
+                    out,
+                    "    {} {}: {}",
+                    m.posted_at,
+                    m.author,
+                    m.text.replace('\n', "\n      ")
+                )?;
             }
         }
     }

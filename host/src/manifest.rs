@@ -171,6 +171,15 @@ pub enum ApprovalPolicy {
     Required,
 }
 
+impl fmt::Display for ApprovalPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ApprovalPolicy::None => "none",
+            ApprovalPolicy::Required => "required",
+        })
+    }
+}
+
 /// One thing an employee may reach: an integration, one scope in it, and the
 /// actions it may take there.
 #[derive(Clone, Debug, serde::Serialize)]

@@ -200,3 +200,38 @@ fn an_action_whose_intent_cannot_be_audited_does_not_happen() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn the_readable_log_folds_intents_into_results_and_flags_an_interrupted_call() -> Result<()> {
+    use clancy::audit::{Decision, Record, render_log};
+    let env = TestEnv::new()?;
+    let log = env.host.audit();
+    let call = Record {
+        employee: "e".into(),
+        task: "t".into(),
+        interface: "chat".into(),
+        scope: "channel:#general".into(),
+        action: "post".into(),
+        reason: "because".into(),
+        decision: Some(Decision::Allowed),
+        ..Record::default()
+    };
+    let done = log.append(Kind::Intent, call.clone())?;
+    log.append(
+        Kind::Result,
+        Record {
+            intent: Some(done.seq),
+            result: "done: c-1".into(),
+            ..call.clone()
+        },
+    )?;
+    log.append(Kind::Intent, call)?;
+    let lines = render_log(&log.entries()?);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(
+        lines[0].contains("post -> done: c-1 (intent #1)") && lines[0].contains("why: \"because\""),
+        "{lines:?}"
+    );
+    assert!(lines[1].contains("NO RESULT RECORDED"), "{lines:?}");
+    Ok(())
+}

@@ -33,8 +33,8 @@ fn customer_service_manifest() -> String {
         .to_string()
 }
 
-/// Run the customer-service demo into `data`; returns the number of audit lines.
-fn demo(data: &Path) -> Result<usize> {
+/// Run the customer-service employee on a support-mail task; returns its stdout.
+fn run_customer_service(data: &Path) -> Result<String> {
     let run = clancy(
         data,
         &[
@@ -47,6 +47,12 @@ fn demo(data: &Path) -> Result<usize> {
         ],
     )?;
     assert!(run.status.success(), "{}{}", stdout(&run), stderr(&run));
+    Ok(stdout(&run))
+}
+
+/// Run the customer-service demo into `data`; returns the number of audit lines.
+fn demo(data: &Path) -> Result<usize> {
+    run_customer_service(data)?;
     let log = clancy(data, &["audit", "log", "--json"])?;
     Ok(stdout(&log).lines().count())
 }
@@ -55,19 +61,7 @@ fn demo(data: &Path) -> Result<usize> {
 fn an_operator_runs_an_employee_reads_its_reasons_and_verifies_the_log() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
-    let run = clancy(
-        &data,
-        &[
-            "run",
-            &customer_service_manifest(),
-            "--component",
-            CUSTOMER_SERVICE,
-            "--task",
-            "Triage support mail",
-        ],
-    )?;
-    assert!(run.status.success(), "{}{}", stdout(&run), stderr(&run));
-    let out = stdout(&run);
+    let out = run_customer_service(&data)?;
     assert!(
         out.contains("completed: filed 3 tickets in channel:#support"),
         "{out}"
@@ -83,6 +77,12 @@ fn an_operator_runs_an_employee_reads_its_reasons_and_verifies_the_log() -> Resu
     );
     assert!(
         text.contains("started: Triage support mail") && text.contains("ended: completed"),
+        "{text}"
+    );
+    // One line per action: each post's intent is folded into its result.
+    assert_eq!(
+        text.matches("chat channel:#support post(").count(),
+        3,
         "{text}"
     );
 
