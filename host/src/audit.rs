@@ -42,6 +42,10 @@ pub enum Kind {
     Result,
     /// A call was refused before it reached any provider.
     Refusal,
+    /// A gated call was stored for a human to decide (`approval` names it).
+    Queued,
+    /// A human (or expiry) decided on a queued call.
+    Decision,
 }
 
 /// The decision the mediator took on a call.
@@ -54,6 +58,8 @@ pub enum Decision {
     Denied,
     /// Over a rate or call limit.
     RateLimited,
+    /// Gated: waits for a human.
+    Gated,
     /// The request was malformed.
     Rejected,
 }
@@ -83,6 +89,10 @@ pub struct Record {
     pub intent: Option<u64>,
     /// The inverse operation, for rollback, if there is one.
     pub inverse: Option<serde_json::Value>,
+    /// The approval request this entry belongs to. (Absent from entries
+    /// without one, so entries written before the field existed hash alike.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<String>,
 }
 
 /// One entry of the chain.
@@ -142,13 +152,21 @@ impl Entry {
             Kind::TaskStart => format!("started: {}", r.args),
             Kind::TaskEnd => format!("ended: {}", r.result),
             Kind::Note => format!("note: {}", r.reason),
-            Kind::Intent | Kind::Refusal | Kind::Result => {
+            Kind::Decision => format!(
+                "decision on {}: {}",
+                r.approval.as_deref().unwrap_or("?"),
+                r.result
+            ),
+            Kind::Intent | Kind::Refusal | Kind::Result | Kind::Queued => {
                 let mut s = format!("{} {} {}", r.interface, r.scope, r.action);
                 if !r.args.is_empty() {
                     let _ = write!(s, "({})", r.args);
                 }
                 match self.kind {
                     Kind::Intent => s.push_str(" -> allowed"),
+                    Kind::Queued => {
+                        let _ = write!(s, " -> QUEUED for approval: {}", r.result);
+                    }
                     Kind::Refusal => {
                         let d = match r.decision {
                             Some(Decision::Denied) => "DENIED",
@@ -163,6 +181,9 @@ impl Entry {
                         if let Some(i) = r.intent {
                             let _ = write!(s, " (intent #{i})");
                         }
+                        if let Some(a) = &r.approval {
+                            let _ = write!(s, " [approved as {a}]");
+                        }
                     }
                 }
                 s
@@ -170,7 +191,7 @@ impl Entry {
         };
         line.push_str(": ");
         line.push_str(&what);
-        if !r.reason.is_empty() && self.kind != Kind::Note {
+        if !r.reason.is_empty() && self.kind != Kind::Note && self.kind != Kind::Decision {
             let _ = write!(line, "\n      why: \"{}\"", r.reason);
         }
         line
@@ -246,6 +267,11 @@ impl AuditLog {
             store,
             append_lock: Mutex::new(()),
         }
+    }
+
+    /// The organisation this log belongs to.
+    pub fn org(&self) -> &str {
+        self.store.org()
     }
 
     fn entry_key(seq: u64) -> Vec<u8> {

@@ -11,8 +11,9 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::approvals::{Approval, Status};
 use crate::audit::{Entry, render_log};
-use crate::host::{DataDirMode, Host};
+use crate::host::{DataDirMode, Host, Verdict};
 use crate::manifest::Manifest;
 use crate::providers::money;
 use crate::runtime::TaskEnd;
@@ -74,9 +75,48 @@ enum Command {
     /// Read and verify the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Review and decide actions waiting for a human.
+    #[command(subcommand)]
+    Approvals(ApprovalsCommand),
     /// Manage the local sandbox workspace.
     #[command(subcommand)]
     Sandbox(SandboxCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum ApprovalsCommand {
+    /// Show pending requests with the employee's reason and a preview of the action.
+    List {
+        /// Only this employee's requests.
+        #[arg(long)]
+        employee: Option<String>,
+        /// Include decided requests.
+        #[arg(long)]
+        all: bool,
+        /// JSON Lines, one request per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve requests; the host executes each approved action once.
+    Approve(Decide),
+    /// Deny requests; they never run.
+    Deny(Decide),
+}
+
+#[derive(Args, Debug)]
+struct Decide {
+    /// Request ids (ap-...).
+    ids: Vec<String>,
+    /// Every pending request matching a filter: comma-separated key=value with
+    /// keys employee, integration, action, task (e.g. "employee=sales-coordinator,action=send").
+    #[arg(long, value_name = "FILTER")]
+    all_matching: Option<String>,
+    /// Who is deciding [default: $USER].
+    #[arg(long = "as", value_name = "NAME")]
+    by: Option<String>,
+    /// A comment kept with the decision.
+    #[arg(long)]
+    comment: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -318,6 +358,12 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 ExitCode::from(1)
             })
         }
+        Command::Approvals(command) => {
+            let host = open(global, DataDirMode::Existing)?;
+            host.expire_overdue()?;
+            host.resume_approved()?;
+            approvals(&host, command, &mut out)
+        }
         Command::Sandbox(SandboxCommand::Seed { reset }) => {
             let host = open(global, DataDirMode::Create)?;
             if host.sandbox().is_seeded()? && !reset {
@@ -339,6 +385,145 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// A parsed `--all-matching` filter.
+struct Filter(Vec<(String, String)>);
+
+impl Filter {
+    fn parse(text: &str) -> Result<Filter> {
+        let mut terms = Vec::new();
+        for term in text.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            let (k, v) = term
+                .split_once('=')
+                .with_context(|| format!("invalid filter term {term:?} (expected key=value)"))?;
+            let k = k.trim();
+            if !["employee", "integration", "action", "task"].contains(&k) {
+                anyhow::bail!(
+                    "invalid filter key {k:?} (expected one of: employee, integration, action, task)"
+                );
+            }
+            terms.push((k.to_string(), v.trim().to_string()));
+        }
+        if terms.is_empty() {
+            anyhow::bail!(
+                "the filter is empty (expected key=value, e.g. employee=sales-coordinator)"
+            );
+        }
+        Ok(Filter(terms))
+    }
+
+    fn matches(&self, a: &Approval) -> bool {
+        let r = &a.request;
+        self.0.iter().all(|(k, v)| match k.as_str() {
+            "employee" => &r.employee == v,
+            "integration" => r.integration.name() == v,
+            "action" => r.operation.action() == v || r.operation.method() == v,
+            "task" => r.task.starts_with(v.as_str()),
+            _ => false,
+        })
+    }
+}
+
+fn approvals(
+    host: &Host,
+    command: ApprovalsCommand,
+    out: &mut impl std::io::Write,
+) -> Result<ExitCode> {
+    let (verdict, decide) = match command {
+        ApprovalsCommand::List {
+            employee,
+            all,
+            json,
+        } => {
+            let list: Vec<Approval> = host
+                .approvals()
+                .list()?
+                .into_iter()
+                .filter(|a| all || a.status == Status::Pending)
+                .filter(|a| employee.as_ref().is_none_or(|e| &a.request.employee == e))
+                .collect();
+            for a in &list {
+                if json {
+                    writeln!(out, "{}", serde_json::to_string(a)?)?;
+                } else {
+                    writeln!(out, "{}", a.preview())?;
+                    if let Some(by) = &a.decided_by {
+                        writeln!(
+                            out,
+                            "  decided by {by}{}",
+                            a.comment
+                                .as_ref()
+                                .map(|c| format!(": {c}"))
+                                .unwrap_or_default()
+                        )?;
+                    }
+                    if let Some(o) = &a.outcome {
+                        writeln!(out, "  outcome: {o}")?;
+                    }
+                }
+            }
+            if list.is_empty() && !json {
+                writeln!(out, "no {}requests", if all { "" } else { "pending " })?;
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        ApprovalsCommand::Approve(d) => (Verdict::Approve, d),
+        ApprovalsCommand::Deny(d) => (Verdict::Deny, d),
+    };
+    let by = match decide
+        .by
+        .or_else(|| std::env::var("USER").ok())
+        .filter(|b| !b.trim().is_empty())
+    {
+        Some(by) => by,
+        None => anyhow::bail!("say who decides with --as NAME"),
+    };
+    let mut ids = decide.ids.clone();
+    if let Some(filter) = &decide.all_matching {
+        let filter = Filter::parse(filter)?;
+        ids.extend(
+            host.approvals()
+                .list()?
+                .into_iter()
+                .filter(|a| a.status == Status::Pending && filter.matches(a))
+                .map(|a| a.id),
+        );
+    }
+    let mut seen = std::collections::HashSet::new();
+    ids.retain(|id| seen.insert(id.clone()));
+    if ids.is_empty() {
+        anyhow::bail!(
+            "no pending request matches (name request ids or --all-matching FILTER; see `clancy approvals list`)"
+        );
+    }
+    // Unknown ids are bad input: refuse before deciding anything.
+    for id in &ids {
+        if host.approvals().get(id)?.is_none() {
+            anyhow::bail!("no approval request {id:?} in this organisation");
+        }
+    }
+    let mut refused = 0;
+    for id in &ids {
+        match host.decide(id, verdict, &by, decide.comment.as_deref()) {
+            Ok(a) => match a.status {
+                Status::Executed | Status::Failed => {
+                    writeln!(out, "{id}: approved; {}", a.outcome.unwrap_or_default())?
+                }
+                Status::Denied => writeln!(out, "{id}: denied")?,
+                other => writeln!(out, "{id}: {other:?}")?,
+            },
+            Err(e) => {
+                refused += 1;
+                writeln!(out, "{id}: REFUSED: {e}")?;
+            }
+        }
+    }
+    Ok(if refused == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// Read a task from a file or stdin, refusing oversized or non-UTF-8 input

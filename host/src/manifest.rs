@@ -75,7 +75,9 @@ impl fmt::Display for Interface {
 }
 
 /// A service an employee can be granted. Each maps to one interface.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Integration {
     /// Gmail (mail interface), scope `label:NAME`.
@@ -138,6 +140,18 @@ impl Integration {
         }
     }
 
+    /// The actions that change something (and so can be gated).
+    pub fn write_actions(self) -> &'static [&'static str] {
+        match self {
+            Integration::Gmail => &["send"],
+            Integration::Slack => &["post"],
+            Integration::Hubspot => &["update-deals"],
+            Integration::GoogleCalendar => &["create-events", "send-invites"],
+            Integration::Quickbooks => &["create-expense-reports"],
+            Integration::Files => &["write"],
+        }
+    }
+
     /// The prefix every scope of this integration starts with.
     pub fn scope_kind(self) -> &'static str {
         match self {
@@ -161,22 +175,162 @@ impl fmt::Display for Integration {
     }
 }
 
-/// Whether a write needs a human's approval before it runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ApprovalPolicy {
-    /// Writes run as soon as the grant allows them.
-    None,
-    /// Every write of this grant waits for a human.
-    Required,
+/// Default hours before an unanswered approval request expires.
+pub const DEFAULT_APPROVAL_HOURS: u32 = 72;
+
+/// When a grant's writes wait for a human. Conditions are OR-ed: a write is
+/// gated if any of them holds. Evaluated by the mediator, never the guest.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ApprovalPolicy {
+    /// Gate every covered write.
+    pub always: bool,
+    /// Gate writes whose amount (an expense report's total) exceeds this, in cents.
+    pub over_amount_cents: Option<i64>,
+    /// Gate mail and invitations to anyone outside this domain.
+    pub outside_domain: Option<String>,
+    /// Gate the first N writes of this grant.
+    pub first: Option<u32>,
+    /// Which write actions the policy covers; empty means all of them.
+    pub actions: BTreeSet<String>,
+    /// Hours before an unanswered request expires (expiry means deny).
+    pub expires_after_hours: u32,
+}
+
+impl ApprovalPolicy {
+    /// No approvals: writes run as soon as the grant allows them.
+    pub fn none() -> ApprovalPolicy {
+        ApprovalPolicy {
+            always: false,
+            over_amount_cents: None,
+            outside_domain: None,
+            first: None,
+            actions: BTreeSet::new(),
+            expires_after_hours: DEFAULT_APPROVAL_HOURS,
+        }
+    }
+
+    /// Every covered write waits for a human.
+    pub fn required() -> ApprovalPolicy {
+        ApprovalPolicy {
+            always: true,
+            ..ApprovalPolicy::none()
+        }
+    }
+
+    /// Whether the policy can gate anything.
+    pub fn is_none(&self) -> bool {
+        !self.always
+            && self.over_amount_cents.is_none()
+            && self.outside_domain.is_none()
+            && self.first.is_none()
+    }
+
+    /// Whether `action` is covered.
+    pub fn covers(&self, action: &str) -> bool {
+        self.actions.is_empty() || self.actions.contains(action)
+    }
+
+    fn parse(value: &toml::Value, integration: Integration) -> Result<ApprovalPolicy, String> {
+        let table = match value {
+            toml::Value::String(s) if s == "none" => return Ok(ApprovalPolicy::none()),
+            toml::Value::String(s) if s == "required" => return Ok(ApprovalPolicy::required()),
+            toml::Value::String(other) => {
+                return Err(format!(
+                    "unknown approval policy {other:?} (expected \"none\", \"required\" or a table such as {{ over_amount = 250.0 }})"
+                ));
+            }
+            toml::Value::Table(t) => t,
+            _ => return Err("approval must be \"none\", \"required\" or a table".into()),
+        };
+        let mut policy = ApprovalPolicy::none();
+        for (key, v) in table {
+            match (key.as_str(), v) {
+                ("required", toml::Value::Boolean(b)) => policy.always = *b,
+                ("over_amount", toml::Value::Float(f)) if *f >= 0.0 && f.is_finite() => {
+                    policy.over_amount_cents = Some((f * 100.0).round() as i64)
+                }
+                ("over_amount", toml::Value::Integer(i)) if *i >= 0 => {
+                    policy.over_amount_cents = Some(i * 100)
+                }
+                ("outside_domain", toml::Value::String(d))
+                    if d.contains('.') && !d.contains('@') =>
+                {
+                    policy.outside_domain = Some(d.to_lowercase())
+                }
+                ("first", toml::Value::Integer(n)) if *n >= 1 && *n <= 1_000_000 => {
+                    policy.first = Some(*n as u32)
+                }
+                ("expires_after_hours", toml::Value::Integer(h)) if (1..=720).contains(h) => {
+                    policy.expires_after_hours = *h as u32
+                }
+                ("actions", toml::Value::Array(list)) => {
+                    for a in list {
+                        let a = a.as_str().ok_or("approval actions must be strings")?;
+                        if !integration.write_actions().contains(&a) {
+                            return Err(format!(
+                                "approval cannot cover {a:?} for {integration} (its writes are: {})",
+                                integration.write_actions().join(", ")
+                            ));
+                        }
+                        policy.actions.insert(a.to_string());
+                    }
+                }
+                (
+                    "required"
+                    | "over_amount"
+                    | "outside_domain"
+                    | "first"
+                    | "expires_after_hours"
+                    | "actions",
+                    _,
+                ) => {
+                    return Err(format!(
+                        "invalid value for approval.{key} (required: true/false; over_amount: a non-negative amount; \
+                         outside_domain: a domain like \"example.com\"; first: 1 or more; expires_after_hours: 1-720; \
+                         actions: a list of write actions)"
+                    ));
+                }
+                (other, _) => {
+                    return Err(format!(
+                        "unknown approval key {other:?} (expected: required, over_amount, outside_domain, first, actions, expires_after_hours)"
+                    ));
+                }
+            }
+        }
+        if policy.is_none() && table.get("required").is_none() {
+            return Err("an approval table needs a condition: required, over_amount, outside_domain or first".into());
+        }
+        Ok(policy)
+    }
 }
 
 impl fmt::Display for ApprovalPolicy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ApprovalPolicy::None => "none",
-            ApprovalPolicy::Required => "required",
-        })
+        if self.is_none() {
+            return f.write_str("none");
+        }
+        let mut when = Vec::new();
+        if self.always {
+            when.push("always".to_string());
+        }
+        if let Some(c) = self.over_amount_cents {
+            when.push(format!("amount over {}.{:02}", c / 100, c % 100));
+        }
+        if let Some(d) = &self.outside_domain {
+            when.push(format!("recipients outside {d}"));
+        }
+        if let Some(n) = self.first {
+            when.push(format!("the first {n} writes"));
+        }
+        write!(f, "required when {}", when.join(" or "))?;
+        if !self.actions.is_empty() {
+            write!(
+                f,
+                " (for {})",
+                self.actions.iter().cloned().collect::<Vec<_>>().join(", ")
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -357,17 +511,10 @@ impl Manifest {
                 }
                 actions.insert(action.as_ref().clone());
             }
-            let approval = match g.approval.as_ref().map(|a| (a.as_ref().as_str(), a.span())) {
-                None | Some(("none", _)) => ApprovalPolicy::None,
-                Some(("required", _)) => ApprovalPolicy::Required,
-                Some((other, span)) => {
-                    return Err(at(
-                        span,
-                        format!(
-                            "unknown approval policy {other:?} (expected \"none\" or \"required\")"
-                        ),
-                    ));
-                }
+            let approval = match &g.approval {
+                None => ApprovalPolicy::none(),
+                Some(a) => ApprovalPolicy::parse(a.as_ref(), integration)
+                    .map_err(|why| at(a.span(), why))?,
             };
             let calls_per_minute = match g.calls_per_minute {
                 Some(n) if *n.as_ref() == 0 => {
@@ -491,7 +638,7 @@ struct RawGrant {
     integration: Spanned<String>,
     scope: Spanned<String>,
     actions: Spanned<Vec<Spanned<String>>>,
-    approval: Option<Spanned<String>>,
+    approval: Option<Spanned<toml::Value>>,
     calls_per_minute: Option<Spanned<u32>>,
 }
 

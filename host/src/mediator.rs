@@ -15,10 +15,12 @@ use std::sync::Arc;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
-use crate::audit::{AuditLog, Decision, Kind, Record};
-use crate::manifest::{ApprovalPolicy, Grant, Manifest};
-use crate::providers::{Operation, Providers, Response};
+use crate::approvals::{ActionRequest, ApprovalQueue, policy_version};
+use crate::audit::{AuditError, AuditLog, Decision, Kind, Record};
+use crate::manifest::{Grant, Manifest};
+use crate::providers::{Operation, Providers, Response, money};
 use crate::runtime::bindings::CallError;
+use crate::store::StoreError;
 
 /// Largest total size of a call's guest-supplied arguments.
 pub const MAX_ARGUMENT_BYTES: usize = 256 * 1024;
@@ -27,10 +29,12 @@ pub const MAX_REASON_BYTES: usize = 4 * 1024;
 
 /// The mediator of one employee (rate limits persist across its tasks).
 pub struct Mediator {
+    org: String,
     employee: String,
     grants: Vec<Grant>,
     audit: Arc<AuditLog>,
     providers: Providers,
+    approvals: Arc<ApprovalQueue>,
     employee_limit: DefaultDirectRateLimiter,
     grant_limits: Vec<Option<DefaultDirectRateLimiter>>,
 }
@@ -43,8 +47,15 @@ fn limiter(per_minute: u32) -> DefaultDirectRateLimiter {
 
 impl Mediator {
     /// The mediator for `manifest`'s employee.
-    pub fn new(manifest: &Manifest, audit: Arc<AuditLog>, providers: Providers) -> Mediator {
+    pub fn new(
+        manifest: &Manifest,
+        audit: Arc<AuditLog>,
+        providers: Providers,
+        approvals: Arc<ApprovalQueue>,
+    ) -> Mediator {
         Mediator {
+            org: audit.org().to_string(),
+            approvals,
             employee: manifest.name.clone(),
             grants: manifest.grants.clone(),
             audit,
@@ -169,20 +180,30 @@ impl Mediator {
                 ));
             }
         }
-        if op.is_write() && grant.approval == ApprovalPolicy::Required {
-            let e = CallError::Denied(format!(
-                "\"{}\" on {} {} requires approval, and approval gates are not configured on this host; the action was not taken",
-                op.action(),
-                grant.integration,
-                grant.scope
-            ));
-            return Err(self.refuse(record, Decision::Denied, e));
+        if op.is_write() {
+            let because = match self.gate(grant, &op) {
+                Ok(because) => because,
+                Err(e) => {
+                    tracing::error!(employee = %self.employee, "cannot evaluate the approval policy: {e}");
+                    return Err(CallError::Failed(
+                        "the approval queue is unavailable, so the action was not taken".into(),
+                    ));
+                }
+            };
+            if let Some(because) = because {
+                return self.enqueue(task, grant, op, reason, because, record);
+            }
         }
 
-        let mut intent_record = record.clone();
-        intent_record.decision = Some(Decision::Allowed);
-        let intent = match self.audit.append(Kind::Intent, intent_record) {
-            Ok(entry) => entry,
+        let executed = match execute_audited(
+            &self.audit,
+            &self.providers,
+            grant.scope_value(),
+            record,
+            &op,
+            None,
+        ) {
+            Ok(result) => result,
             Err(e) => {
                 tracing::error!(employee = %self.employee, "audit intent failed, call not made: {e}");
                 return Err(CallError::Failed(
@@ -190,36 +211,103 @@ impl Mediator {
                 ));
             }
         };
+        if matches!(executed, Ok(Response::Done(_)))
+            && grant.approval.first.is_some()
+            && let Err(e) =
+                self.approvals
+                    .count_write(&self.employee, grant.integration, &grant.scope)
+        {
+            tracing::error!(employee = %self.employee, "could not count a write for the approval policy: {e}");
+        }
+        executed
+    }
 
-        let result = self
-            .providers
-            .execute(grant.scope_value(), &self.employee, &op);
-
-        let mut result_record = record;
-        result_record.decision = Some(Decision::Allowed);
-        result_record.intent = Some(intent.seq);
-        let outcome = match result {
-            Ok(response) => {
-                result_record.result = response.summary();
-                if let Response::Done(done) = &response {
-                    result_record.inverse = done
-                        .inverse
-                        .as_ref()
-                        .and_then(|i| serde_json::to_value(i).ok());
-                }
-                Ok(response)
+    /// Why `grant`'s approval policy gates `op`, if it does.
+    fn gate(&self, grant: &Grant, op: &Operation) -> Result<Option<String>, StoreError> {
+        let policy = &grant.approval;
+        if policy.is_none() || !policy.covers(op.action()) {
+            return Ok(None);
+        }
+        if policy.always {
+            return Ok(Some(format!(
+                "\"{}\" on {} {} always needs approval",
+                op.action(),
+                grant.integration,
+                grant.scope
+            )));
+        }
+        if let (Some(limit), Some(amount)) = (policy.over_amount_cents, op.amount_cents())
+            && amount > limit
+        {
+            return Ok(Some(format!(
+                "the amount {} is over the approval threshold of {}",
+                money(amount),
+                money(limit)
+            )));
+        }
+        if let Some(domain) = &policy.outside_domain {
+            let suffix = format!("@{domain}");
+            let outside: Vec<&str> = op
+                .recipients()
+                .iter()
+                .map(String::as_str)
+                .filter(|r| !r.to_lowercase().ends_with(&suffix))
+                .collect();
+            if !outside.is_empty() {
+                return Ok(Some(format!("{} outside {domain}", outside.join(", "))));
             }
+        }
+        if let Some(n) = policy.first {
+            let done =
+                self.approvals
+                    .writes_done(&self.employee, grant.integration, &grant.scope)?;
+            if done < u64::from(n) {
+                return Ok(Some(format!(
+                    "the first {n} writes of this grant need approval ({done} done so far)"
+                )));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Store a gated call durably and tell the guest it is queued.
+    fn enqueue(
+        &self,
+        task: &str,
+        grant: &Grant,
+        op: Operation,
+        reason: &str,
+        because: String,
+        mut record: Record,
+    ) -> Result<Response, CallError> {
+        let request = ActionRequest {
+            org: self.org.clone(),
+            employee: self.employee.clone(),
+            task: task.to_string(),
+            integration: grant.integration,
+            scope: grant.scope.clone(),
+            operation: op,
+            reason: reason.to_string(),
+            policy_version: policy_version(grant.integration, &grant.scope, &grant.approval),
+        };
+        let expires = grant.approval.expires_after_hours;
+        let approval = match self.approvals.enqueue(request, because, expires) {
+            Ok(a) => a,
             Err(e) => {
-                let error = crate::providers::to_call_error(e);
-                result_record.result = describe(&error);
-                Err(error)
+                tracing::error!(employee = %self.employee, "could not queue a gated call: {e}");
+                return Err(CallError::Failed(
+                    "the approval queue is unavailable, so the action was not taken".into(),
+                ));
             }
         };
-        if let Err(e) = self.audit.append(Kind::Result, result_record) {
-            // The call already happened; its intent is on record. Flag loudly.
-            tracing::error!(employee = %self.employee, intent = intent.seq, "could not audit a call's result: {e}");
+        record.decision = Some(Decision::Gated);
+        record.approval = Some(approval.id.clone());
+        record.result = format!("{} ({})", approval.id, approval.gated_because);
+        if let Err(e) = self.audit.append(Kind::Queued, record) {
+            // The request is stored and approvers will see it; the log must say so too.
+            tracing::error!(employee = %self.employee, approval = %approval.id, "could not audit a queued call: {e}");
         }
-        outcome
+        Ok(Response::Queued(approval.id))
     }
 
     /// Record the employee's plain-English note.
@@ -234,6 +322,51 @@ impl Mediator {
             tracing::error!(employee = %self.employee, "could not audit a note: {e}");
         }
     }
+}
+
+/// Run one allowed call: durable audit intent, then the provider, then the
+/// audit result (with the inverse, for rollback). If the intent cannot be
+/// written the call does not happen. Shared by direct calls and by the host
+/// executing approved actions (which passes the action hash as `key`).
+///
+/// The outer error means the intent could not be written and nothing happened.
+pub fn execute_audited(
+    audit: &AuditLog,
+    providers: &Providers,
+    scope_value: &str,
+    record: Record,
+    op: &Operation,
+    key: Option<&str>,
+) -> Result<Result<Response, CallError>, AuditError> {
+    let mut intent_record = record.clone();
+    intent_record.decision = Some(Decision::Allowed);
+    let intent = audit.append(Kind::Intent, intent_record)?;
+    let result = providers.execute(scope_value, &record.employee, op, key);
+    let mut result_record = record;
+    result_record.decision = Some(Decision::Allowed);
+    result_record.intent = Some(intent.seq);
+    let outcome = match result {
+        Ok(response) => {
+            result_record.result = response.summary();
+            if let Response::Done(done) = &response {
+                result_record.inverse = done
+                    .inverse
+                    .as_ref()
+                    .and_then(|i| serde_json::to_value(i).ok());
+            }
+            Ok(response)
+        }
+        Err(e) => {
+            let error = crate::providers::to_call_error(e);
+            result_record.result = describe(&error);
+            Err(error)
+        }
+    };
+    if let Err(e) = audit.append(Kind::Result, result_record) {
+        // The call already happened; its intent is on record. Flag loudly.
+        tracing::error!(intent = intent.seq, "could not audit a call's result: {e}");
+    }
+    Ok(outcome)
 }
 
 /// A one-line description of a call error.

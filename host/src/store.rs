@@ -41,6 +41,16 @@ pub trait Store: Send + Sync {
     fn write(&self, area: &str, writes: Vec<Write>) -> Result<(), StoreError>;
     /// All entries of `area` whose key starts with `prefix`, in key order.
     fn scan(&self, area: &str, prefix: &[u8]) -> Result<Vec<Entry>, StoreError>;
+    /// Apply `writes` atomically and durably only if `key` currently holds
+    /// `expected` (`None`: absent). Returns whether they were applied; of two
+    /// racing callers expecting the same value, exactly one wins.
+    fn write_if(
+        &self,
+        area: &str,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        writes: Vec<Write>,
+    ) -> Result<bool, StoreError>;
 }
 
 /// The embedded default: one sled database in the data dir.
@@ -103,6 +113,40 @@ impl Store for SledStore {
             .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(io))
             .collect()
     }
+
+    fn write_if(
+        &self,
+        area: &str,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        writes: Vec<Write>,
+    ) -> Result<bool, StoreError> {
+        use sled::transaction::{ConflictableTransactionError, TransactionError};
+        let tree = self.tree(area)?;
+        let applied = tree
+            .transaction(|tx| {
+                let current = tx.get(key)?;
+                if current.as_deref() != expected {
+                    return Ok(false);
+                }
+                for (k, v) in &writes {
+                    match v {
+                        Some(v) => {
+                            tx.insert(k.as_slice(), v.as_slice())?;
+                        }
+                        None => {
+                            tx.remove(k.as_slice())?;
+                        }
+                    }
+                }
+                Ok::<bool, ConflictableTransactionError<()>>(true)
+            })
+            .map_err(|e: TransactionError<()>| {
+                StoreError::Io(format!("transaction failed: {e:?}"))
+            })?;
+        tree.flush().map_err(io)?;
+        Ok(applied)
+    }
 }
 
 /// One organisation's view of a [`Store`]: every key is prefixed with the org.
@@ -158,6 +202,18 @@ impl OrgStore {
             .into_iter()
             .map(|(k, v)| (k[n..].to_vec(), v))
             .collect())
+    }
+
+    /// See [`Store::write_if`].
+    pub fn write_if(
+        &self,
+        area: &str,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        writes: Vec<Write>,
+    ) -> Result<bool, StoreError> {
+        let writes = writes.into_iter().map(|(k, v)| (self.key(&k), v)).collect();
+        self.store.write_if(area, &self.key(key), expected, writes)
     }
 
     /// Read a JSON value.

@@ -161,6 +161,16 @@ impl Store for IntentsFail {
     fn scan(&self, area: &str, prefix: &[u8]) -> Result<Vec<Stored>, StoreError> {
         self.0.scan(area, prefix)
     }
+
+    fn write_if(
+        &self,
+        area: &str,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        writes: Vec<Write>,
+    ) -> Result<bool, StoreError> {
+        self.0.write_if(area, key, expected, writes)
+    }
 }
 
 #[test]

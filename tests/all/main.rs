@@ -2,6 +2,7 @@
 //! guests built by `tests/build.rs`) against the real host, sandbox workspace
 //! and `clancy` binary. One binary with modules links faster than many.
 
+mod approvals;
 mod audit_log;
 mod cli;
 mod env;

@@ -130,7 +130,7 @@ fn accounting_assistant_turns_receipt_mails_into_an_expense_report_and_a_summary
 }
 
 #[test]
-fn sales_coordinator_books_a_demo_and_its_ungated_follow_up_mail_is_refused() -> Result<()> {
+fn sales_coordinator_books_a_demo_and_its_follow_up_mail_waits_for_approval() -> Result<()> {
     let env = TestEnv::new()?;
     let mail_before = env.host.sandbox().all_mail()?.len();
     let employee = env.host.load(TestEnv::plugin_manifest(
@@ -141,7 +141,7 @@ fn sales_coordinator_books_a_demo_and_its_ungated_follow_up_mail_is_refused() ->
     let summary = completed(&result)?;
     assert!(summary.contains("Acorn Bank - 40 seats: demo"), "{summary}");
     assert!(
-        summary.contains("follow-up mails not sent") && summary.contains("requires approval"),
+        summary.contains("follow-up to dan.whitfield@acornbank.example: queued for approval (ap-"),
         "{summary}"
     );
 
@@ -160,12 +160,34 @@ fn sales_coordinator_books_a_demo_and_its_ungated_follow_up_mail_is_refused() ->
         .find(|e| e.title == "Demo: Acorn Bank - 40 seats");
     let demo = demo.ok_or_else(|| anyhow::anyhow!("no demo event"))?;
     assert_eq!(demo.attendees, ["dan.whitfield@acornbank.example"]);
-    // The gated mail never ran.
+    // The gated mail has not run; it waits with its full draft for a human.
     assert_eq!(env.host.sandbox().all_mail()?.len(), mail_before);
-    let refusals = env.audit_of(&result.task_id, Kind::Refusal)?;
-    assert_eq!(refusals.len(), 1);
-    assert_eq!(refusals[0].record.decision, Some(Decision::Denied));
-    assert_eq!(refusals[0].record.action, "send");
+    let queued = env.audit_of(&result.task_id, Kind::Queued)?;
+    assert_eq!(queued.len(), 1);
+    assert_eq!(queued[0].record.decision, Some(Decision::Gated));
+    assert_eq!(queued[0].record.action, "send");
+    let pending = env.host.approvals().list()?;
+    assert_eq!(pending.len(), 1);
+    assert!(
+        pending[0]
+            .preview()
+            .contains("(irreversible: a sent mail cannot be recalled)")
+    );
+    env.host.decide(
+        &pending[0].id,
+        clancy::host::Verdict::Approve,
+        "sales-lead",
+        None,
+    )?;
+    let sent: Vec<_> = env
+        .host
+        .sandbox()
+        .all_mail()?
+        .into_iter()
+        .filter(|m| m.labels == ["SENT"])
+        .collect();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].to, ["dan.whitfield@acornbank.example"]);
     Ok(())
 }
 

@@ -206,6 +206,27 @@ impl Operation {
         }
     }
 
+    /// The money the operation moves, in cents, if it has an amount
+    /// (what `over_amount` approval policies look at).
+    pub fn amount_cents(&self) -> Option<i64> {
+        match self {
+            Operation::LedgerCreateExpenseReport { report } => {
+                Some(report.lines.iter().map(|l| l.amount_cents).sum())
+            }
+            _ => None,
+        }
+    }
+
+    /// The people outside the host the operation reaches (what
+    /// `outside_domain` approval policies look at).
+    pub fn recipients(&self) -> &[String] {
+        match self {
+            Operation::MailSend { draft } => &draft.to,
+            Operation::CalendarSendInvite { attendees, .. } => attendees,
+            _ => &[],
+        }
+    }
+
     /// Whether the operation changes anything.
     pub fn is_write(&self) -> bool {
         use Operation::*;
@@ -370,6 +391,9 @@ pub enum Response {
     Bytes(Vec<u8>),
     /// A write happened.
     Done(Done),
+    /// The write waits for a human (produced by the mediator, never a provider);
+    /// the text is the approval id.
+    Queued(String),
 }
 
 impl Response {
@@ -386,6 +410,7 @@ impl Response {
             Response::Invoices(v) => format!("{} invoices", v.len()),
             Response::Names(v) => format!("{} entries", v.len()),
             Response::Bytes(b) => format!("{} bytes", b.len()),
+            Response::Queued(id) => format!("queued for approval {id}"),
             Response::Done(d) => match d.inverse {
                 Some(_) => format!("done: {}", d.id),
                 None => format!("done: {} (irreversible)", d.id),
@@ -393,6 +418,11 @@ impl Response {
         }
     }
 }
+
+// Every write takes an idempotency `key`: the same key twice performs the
+// write once and returns the first result, where the service can promise
+// that. The host passes the approval's action hash, so an approved action
+// replayed after a crash does not happen twice.
 
 /// Mail (Gmail and the sandbox). `label` is the granted scope's value.
 pub trait MailProvider: Send + Sync {
@@ -406,7 +436,12 @@ pub trait MailProvider: Send + Sync {
     /// One message, only if it carries `label`.
     fn read(&self, label: &str, id: &str) -> Result<mail::Message, ProviderError>;
     /// Send a mail (irreversible).
-    fn send(&self, label: &str, draft: &mail::Draft) -> Result<Done, ProviderError>;
+    fn send(
+        &self,
+        label: &str,
+        draft: &mail::Draft,
+        key: Option<&str>,
+    ) -> Result<Done, ProviderError>;
 }
 
 /// Chat (Slack and the sandbox). `channel` is the granted scope's value.
@@ -418,7 +453,13 @@ pub trait ChatProvider: Send + Sync {
         limit: u32,
     ) -> Result<Vec<chat::ChatMessage>, ProviderError>;
     /// Post a message.
-    fn post(&self, channel: &str, author: &str, text: &str) -> Result<Done, ProviderError>;
+    fn post(
+        &self,
+        channel: &str,
+        author: &str,
+        text: &str,
+        key: Option<&str>,
+    ) -> Result<Done, ProviderError>;
 }
 
 /// CRM (HubSpot and the sandbox). `portal` is the granted scope's value.
@@ -439,6 +480,7 @@ pub trait CrmProvider: Send + Sync {
         portal: &str,
         deal_id: &str,
         stage: &str,
+        key: Option<&str>,
     ) -> Result<Done, ProviderError>;
 }
 
@@ -456,6 +498,7 @@ pub trait CalendarProvider: Send + Sync {
         &self,
         calendar: &str,
         event: &calendar::NewEvent,
+        key: Option<&str>,
     ) -> Result<Done, ProviderError>;
     /// Invite attendees to an event.
     fn send_invite(
@@ -463,6 +506,7 @@ pub trait CalendarProvider: Send + Sync {
         calendar: &str,
         event_id: &str,
         attendees: &[String],
+        key: Option<&str>,
     ) -> Result<Done, ProviderError>;
 }
 
@@ -479,6 +523,7 @@ pub trait LedgerProvider: Send + Sync {
         &self,
         company: &str,
         report: &ledger::ExpenseReport,
+        key: Option<&str>,
     ) -> Result<Done, ProviderError>;
 }
 
@@ -511,45 +556,46 @@ pub struct Providers {
 
 impl Providers {
     /// Run `op` against the provider of its interface in `scope` (the scope's value).
-    /// `actor` is who a chat post is attributed to.
+    /// `actor` is who a chat post is attributed to; `key` makes a write idempotent.
     pub fn execute(
         &self,
         scope: &str,
         actor: &str,
         op: &Operation,
+        key: Option<&str>,
     ) -> Result<Response, ProviderError> {
         use Operation::*;
         Ok(match op {
             MailList { query, limit } => Response::Messages(self.mail.list(scope, query, *limit)?),
             MailRead { id } => Response::Message(self.mail.read(scope, id)?),
-            MailSend { draft } => Response::Done(self.mail.send(scope, draft)?),
+            MailSend { draft } => Response::Done(self.mail.send(scope, draft, key)?),
             ChatReadRecent { limit } => {
                 Response::ChatMessages(self.chat.read_recent(scope, *limit)?)
             }
-            ChatPost { text } => Response::Done(self.chat.post(scope, actor, text)?),
+            ChatPost { text } => Response::Done(self.chat.post(scope, actor, text, key)?),
             CrmFindContacts { query } => Response::Contacts(self.crm.find_contacts(scope, query)?),
             CrmGetContact { id } => Response::Contact(self.crm.get_contact(scope, id)?),
             CrmListDeals { contact_id } => {
                 Response::Deals(self.crm.list_deals(scope, contact_id.as_deref())?)
             }
             CrmUpdateDealStage { deal_id, stage } => {
-                Response::Done(self.crm.update_deal_stage(scope, deal_id, stage)?)
+                Response::Done(self.crm.update_deal_stage(scope, deal_id, stage, key)?)
             }
             CalendarListEvents { from, to } => {
                 Response::Events(self.calendar.list_events(scope, from, to)?)
             }
             CalendarCreateEvent { event } => {
-                Response::Done(self.calendar.create_event(scope, event)?)
+                Response::Done(self.calendar.create_event(scope, event, key)?)
             }
             CalendarSendInvite {
                 event_id,
                 attendees,
-            } => Response::Done(self.calendar.send_invite(scope, event_id, attendees)?),
+            } => Response::Done(self.calendar.send_invite(scope, event_id, attendees, key)?),
             LedgerListInvoices { status } => {
                 Response::Invoices(self.ledger.list_invoices(scope, status.as_deref())?)
             }
             LedgerCreateExpenseReport { report } => {
-                Response::Done(self.ledger.create_expense_report(scope, report)?)
+                Response::Done(self.ledger.create_expense_report(scope, report, key)?)
             }
             FilesList { path } => Response::Names(self.files.list(scope, path)?),
             FilesRead { path } => Response::Bytes(self.files.read(scope, path)?),

@@ -67,7 +67,7 @@ fn check_id(id: &str) -> Result<(), ProviderError> {
     Ok(())
 }
 
-fn key(parts: &[&str]) -> Vec<u8> {
+fn key_of(parts: &[&str]) -> Vec<u8> {
     parts.join("/").into_bytes()
 }
 
@@ -100,28 +100,28 @@ impl Sandbox {
             .collect();
         let base = Utc::now();
         for m in seed::mail(base) {
-            writes.push((key(&["mail", &m.id]), Some(json(&m)?)));
+            writes.push((key_of(&["mail", &m.id]), Some(json(&m)?)));
         }
         for (channel, messages) in seed::chat(base) {
-            writes.push((key(&["channel", channel]), Some(b"{}".to_vec())));
+            writes.push((key_of(&["channel", channel]), Some(b"{}".to_vec())));
             for m in messages {
                 writes.push((
-                    key(&["chat", channel, &m.posted_at, &m.id]),
+                    key_of(&["chat", channel, &m.posted_at, &m.id]),
                     Some(json(&m)?),
                 ));
             }
         }
         for c in seed::contacts() {
-            writes.push((key(&["contact", seed::PORTAL, &c.id]), Some(json(&c)?)));
+            writes.push((key_of(&["contact", seed::PORTAL, &c.id]), Some(json(&c)?)));
         }
         for d in seed::deals() {
-            writes.push((key(&["deal", seed::PORTAL, &d.id]), Some(json(&d)?)));
+            writes.push((key_of(&["deal", seed::PORTAL, &d.id]), Some(json(&d)?)));
         }
         for e in seed::events(base) {
-            writes.push((key(&["event", seed::CALENDAR, &e.id]), Some(json(&e)?)));
+            writes.push((key_of(&["event", seed::CALENDAR, &e.id]), Some(json(&e)?)));
         }
         for i in seed::invoices(base) {
-            writes.push((key(&["invoice", seed::COMPANY, &i.id]), Some(json(&i)?)));
+            writes.push((key_of(&["invoice", seed::COMPANY, &i.id]), Some(json(&i)?)));
         }
         writes.push((b"seeded".to_vec(), Some(now().into_bytes())));
         self.store.write(AREA, writes)
@@ -139,7 +139,7 @@ impl Sandbox {
         let mut out = Vec::new();
         for (k, _) in self.store.scan(AREA, b"channel/")? {
             let name = String::from_utf8_lossy(&k["channel/".len()..]).to_string();
-            let messages = self.store.scan_json(AREA, &key(&["chat", &name, ""]))?;
+            let messages = self.store.scan_json(AREA, &key_of(&["chat", &name, ""]))?;
             out.push((name, messages));
         }
         Ok(out)
@@ -170,9 +170,33 @@ impl Sandbox {
         self.store.scan_json(AREA, b"expense/")
     }
 
-    fn put<T: Serialize>(&self, k: Vec<u8>, value: &T) -> Result<(), ProviderError> {
-        self.store.put_json(AREA, &k, value).map_err(failed)
+    /// The result of an earlier write with this idempotency key, if any.
+    fn replay(&self, key: Option<&str>) -> Result<Option<Done>, ProviderError> {
+        match key {
+            Some(k) => self.store.get_json(AREA, &idem_key(k)).map_err(failed),
+            None => Ok(None),
+        }
     }
+
+    /// Store a written object and, with a key, its result, in one atomic write.
+    fn commit<T: Serialize>(
+        &self,
+        k: Vec<u8>,
+        value: &T,
+        key: Option<&str>,
+        done: Done,
+    ) -> Result<Done, ProviderError> {
+        let mut writes = vec![(k, Some(json(value).map_err(failed)?))];
+        if let Some(key) = key {
+            writes.push((idem_key(key), Some(json(&done).map_err(failed)?)));
+        }
+        self.store.write(AREA, writes).map_err(failed)?;
+        Ok(done)
+    }
+}
+
+fn idem_key(key: &str) -> Vec<u8> {
+    format!("idem/{key}").into_bytes()
 }
 
 fn json<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
@@ -204,7 +228,7 @@ impl MailProvider for Sandbox {
         check_id(id)?;
         match self
             .store
-            .get_json::<mail::Message>(AREA, &key(&["mail", id]))
+            .get_json::<mail::Message>(AREA, &key_of(&["mail", id]))
             .map_err(failed)?
         {
             // A message outside the granted label is as invisible as a missing one.
@@ -215,7 +239,15 @@ impl MailProvider for Sandbox {
         }
     }
 
-    fn send(&self, _label: &str, draft: &mail::Draft) -> Result<Done, ProviderError> {
+    fn send(
+        &self,
+        _label: &str,
+        draft: &mail::Draft,
+        key: Option<&str>,
+    ) -> Result<Done, ProviderError> {
+        if let Some(done) = self.replay(key)? {
+            return Ok(done);
+        }
         if draft.to.is_empty() || draft.to.iter().any(|a| !a.contains('@')) {
             return Err(ProviderError::Invalid(
                 "every recipient must be an email address".into(),
@@ -230,11 +262,11 @@ impl MailProvider for Sandbox {
             labels: vec!["SENT".into()],
             received_at: now(),
         };
-        self.put(key(&["mail", &message.id]), &message)?;
-        Ok(Done {
-            id: message.id,
+        let done = Done {
+            id: message.id.clone(),
             inverse: None,
-        })
+        };
+        self.commit(key_of(&["mail", &message.id]), &message, key, done)
     }
 }
 
@@ -247,13 +279,22 @@ impl ChatProvider for Sandbox {
         self.require_channel(channel)?;
         let all: Vec<chat::ChatMessage> = self
             .store
-            .scan_json(AREA, &key(&["chat", channel, ""]))
+            .scan_json(AREA, &key_of(&["chat", channel, ""]))
             .map_err(failed)?;
         let n = limit.min(MAX_LIST) as usize;
         Ok(all[all.len().saturating_sub(n)..].to_vec())
     }
 
-    fn post(&self, channel: &str, author: &str, text: &str) -> Result<Done, ProviderError> {
+    fn post(
+        &self,
+        channel: &str,
+        author: &str,
+        text: &str,
+        key: Option<&str>,
+    ) -> Result<Done, ProviderError> {
+        if let Some(done) = self.replay(key)? {
+            return Ok(done);
+        }
         self.require_channel(channel)?;
         if text.trim().is_empty() {
             return Err(ProviderError::Invalid("the message is empty".into()));
@@ -264,14 +305,18 @@ impl ChatProvider for Sandbox {
             text: text.into(),
             posted_at: now(),
         };
-        self.put(
-            key(&["chat", channel, &message.posted_at, &message.id]),
-            &message,
-        )?;
-        Ok(Done {
+        let done = Done {
             id: message.id.clone(),
-            inverse: Some(Inverse::DeleteChatMessage { id: message.id }),
-        })
+            inverse: Some(Inverse::DeleteChatMessage {
+                id: message.id.clone(),
+            }),
+        };
+        self.commit(
+            key_of(&["chat", channel, &message.posted_at, &message.id]),
+            &message,
+            key,
+            done,
+        )
     }
 }
 
@@ -279,7 +324,7 @@ impl Sandbox {
     fn require_channel(&self, channel: &str) -> Result<(), ProviderError> {
         match self
             .store
-            .get(AREA, &key(&["channel", channel]))
+            .get(AREA, &key_of(&["channel", channel]))
             .map_err(failed)?
         {
             Some(_) => Ok(()),
@@ -294,7 +339,7 @@ impl CrmProvider for Sandbox {
     fn find_contacts(&self, portal: &str, query: &str) -> Result<Vec<crm::Contact>, ProviderError> {
         let all: Vec<crm::Contact> = self
             .store
-            .scan_json(AREA, &key(&["contact", portal, ""]))
+            .scan_json(AREA, &key_of(&["contact", portal, ""]))
             .map_err(failed)?;
         Ok(all
             .into_iter()
@@ -310,7 +355,7 @@ impl CrmProvider for Sandbox {
     fn get_contact(&self, portal: &str, id: &str) -> Result<crm::Contact, ProviderError> {
         check_id(id)?;
         self.store
-            .get_json(AREA, &key(&["contact", portal, id]))
+            .get_json(AREA, &key_of(&["contact", portal, id]))
             .map_err(failed)?
             .ok_or_else(|| ProviderError::NotFound(format!("no contact {id:?}")))
     }
@@ -322,7 +367,7 @@ impl CrmProvider for Sandbox {
     ) -> Result<Vec<crm::Deal>, ProviderError> {
         let all: Vec<crm::Deal> = self
             .store
-            .scan_json(AREA, &key(&["deal", portal, ""]))
+            .scan_json(AREA, &key_of(&["deal", portal, ""]))
             .map_err(failed)?;
         Ok(all
             .into_iter()
@@ -335,7 +380,11 @@ impl CrmProvider for Sandbox {
         portal: &str,
         deal_id: &str,
         stage: &str,
+        key: Option<&str>,
     ) -> Result<Done, ProviderError> {
+        if let Some(done) = self.replay(key)? {
+            return Ok(done);
+        }
         check_id(deal_id)?;
         if !seed::DEAL_STAGES.contains(&stage) {
             return Err(ProviderError::Invalid(format!(
@@ -343,21 +392,21 @@ impl CrmProvider for Sandbox {
                 seed::DEAL_STAGES.join(", ")
             )));
         }
-        let k = key(&["deal", portal, deal_id]);
+        let k = key_of(&["deal", portal, deal_id]);
         let mut deal: crm::Deal = self
             .store
             .get_json(AREA, &k)
             .map_err(failed)?
             .ok_or_else(|| ProviderError::NotFound(format!("no deal {deal_id:?}")))?;
         let previous = std::mem::replace(&mut deal.stage, stage.to_string());
-        self.put(k, &deal)?;
-        Ok(Done {
+        let done = Done {
             id: deal.id.clone(),
             inverse: Some(Inverse::SetDealStage {
-                deal_id: deal.id,
+                deal_id: deal.id.clone(),
                 stage: previous,
             }),
-        })
+        };
+        self.commit(k, &deal, key, done)
     }
 }
 
@@ -377,7 +426,7 @@ impl CalendarProvider for Sandbox {
         let (from, to) = (parse_time("from", from)?, parse_time("to", to)?);
         let all: Vec<calendar::Event> = self
             .store
-            .scan_json(AREA, &key(&["event", calendar, ""]))
+            .scan_json(AREA, &key_of(&["event", calendar, ""]))
             .map_err(failed)?;
         let mut events: Vec<_> = all
             .into_iter()
@@ -396,7 +445,11 @@ impl CalendarProvider for Sandbox {
         &self,
         calendar: &str,
         event: &calendar::NewEvent,
+        key: Option<&str>,
     ) -> Result<Done, ProviderError> {
+        if let Some(done) = self.replay(key)? {
+            return Ok(done);
+        }
         let (start, end) = (
             parse_time("start", &event.start)?,
             parse_time("end", &event.end)?,
@@ -417,11 +470,13 @@ impl CalendarProvider for Sandbox {
             attendees: vec![],
             description: event.description.clone(),
         };
-        self.put(key(&["event", calendar, &stored.id]), &stored)?;
-        Ok(Done {
+        let done = Done {
             id: stored.id.clone(),
-            inverse: Some(Inverse::CancelEvent { id: stored.id }),
-        })
+            inverse: Some(Inverse::CancelEvent {
+                id: stored.id.clone(),
+            }),
+        };
+        self.commit(key_of(&["event", calendar, &stored.id]), &stored, key, done)
     }
 
     fn send_invite(
@@ -429,14 +484,18 @@ impl CalendarProvider for Sandbox {
         calendar: &str,
         event_id: &str,
         attendees: &[String],
+        key: Option<&str>,
     ) -> Result<Done, ProviderError> {
+        if let Some(done) = self.replay(key)? {
+            return Ok(done);
+        }
         check_id(event_id)?;
         if attendees.is_empty() || attendees.iter().any(|a| !a.contains('@')) {
             return Err(ProviderError::Invalid(
                 "every attendee must be an email address".into(),
             ));
         }
-        let k = key(&["event", calendar, event_id]);
+        let k = key_of(&["event", calendar, event_id]);
         let mut event: calendar::Event = self
             .store
             .get_json(AREA, &k)
@@ -450,14 +509,14 @@ impl CalendarProvider for Sandbox {
             .cloned()
             .collect();
         event.attendees.extend(added.iter().cloned());
-        self.put(k, &event)?;
-        Ok(Done {
+        let done = Done {
             id: event.id.clone(),
             inverse: Some(Inverse::Uninvite {
-                event_id: event.id,
+                event_id: event.id.clone(),
                 attendees: added,
             }),
-        })
+        };
+        self.commit(k, &event, key, done)
     }
 }
 
@@ -469,7 +528,7 @@ impl LedgerProvider for Sandbox {
     ) -> Result<Vec<ledger::Invoice>, ProviderError> {
         let all: Vec<ledger::Invoice> = self
             .store
-            .scan_json(AREA, &key(&["invoice", company, ""]))
+            .scan_json(AREA, &key_of(&["invoice", company, ""]))
             .map_err(failed)?;
         Ok(all
             .into_iter()
@@ -481,7 +540,11 @@ impl LedgerProvider for Sandbox {
         &self,
         company: &str,
         report: &ledger::ExpenseReport,
+        key: Option<&str>,
     ) -> Result<Done, ProviderError> {
+        if let Some(done) = self.replay(key)? {
+            return Ok(done);
+        }
         if report.lines.is_empty() {
             return Err(ProviderError::Invalid(
                 "an expense report needs at least one line".into(),
@@ -505,11 +568,18 @@ impl LedgerProvider for Sandbox {
             report: report.clone(),
             created_at: now(),
         };
-        self.put(key(&["expense", company, &stored.id]), &stored)?;
-        Ok(Done {
+        let done = Done {
             id: stored.id.clone(),
-            inverse: Some(Inverse::VoidExpenseReport { id: stored.id }),
-        })
+            inverse: Some(Inverse::VoidExpenseReport {
+                id: stored.id.clone(),
+            }),
+        };
+        self.commit(
+            key_of(&["expense", company, &stored.id]),
+            &stored,
+            key,
+            done,
+        )
     }
 }
 
@@ -852,7 +922,7 @@ mod tests {
     #[test]
     fn a_deal_stage_change_returns_the_previous_stage_as_inverse() -> anyhow::Result<()> {
         let (_dir, s) = sandbox()?;
-        let done = s.update_deal_stage("main", "dl-401", "demo-scheduled")?;
+        let done = s.update_deal_stage("main", "dl-401", "demo-scheduled", None)?;
         assert_eq!(
             done.inverse,
             Some(Inverse::SetDealStage {
@@ -861,16 +931,40 @@ mod tests {
             })
         );
         assert!(matches!(
-            s.update_deal_stage("main", "dl-401", "won-ish"),
+            s.update_deal_stage("main", "dl-401", "won-ish", None),
             Err(ProviderError::Invalid(_))
         ));
         Ok(())
     }
 
     #[test]
+    fn a_write_replayed_with_its_idempotency_key_happens_once() -> anyhow::Result<()> {
+        let (_dir, s) = sandbox()?;
+        let first = s.post("#support", "x", "only once", Some("k1"))?;
+        let again = s.post("#support", "x", "only once", Some("k1"))?;
+        assert_eq!(first, again);
+        assert_eq!(
+            s.read_recent("#support", 10)?
+                .iter()
+                .filter(|m| m.text == "only once")
+                .count(),
+            1
+        );
+        s.post("#support", "x", "only once", Some("k2"))?;
+        assert_eq!(
+            s.read_recent("#support", 10)?
+                .iter()
+                .filter(|m| m.text == "only once")
+                .count(),
+            2
+        );
+        Ok(())
+    }
+
+    #[test]
     fn reseeding_restores_the_initial_workspace() -> anyhow::Result<()> {
         let (_dir, s) = sandbox()?;
-        s.post("#support", "x", "hello")?;
+        s.post("#support", "x", "hello", None)?;
         assert_eq!(s.read_recent("#support", 10)?.len(), 2);
         s.seed()?;
         assert_eq!(s.read_recent("#support", 10)?.len(), 1);

@@ -74,6 +74,7 @@ macro_rules! written {
     ($result:expr) => {
         match $result? {
             Ok(Response::Done(done)) => Ok(Ok(Outcome::Done(done.id))),
+            Ok(Response::Queued(approval)) => Ok(Ok(Outcome::Queued(approval))),
             Ok(other) => Err(wasmtime::Error::msg(format!(
                 "host bug: unexpected provider response {other:?}"
             ))),

@@ -1,0 +1,306 @@
+//! Approvals: the durable queue of gated actions and the decisions on them.
+//!
+//! A gated call is stored with its full canonical action ([`ActionRequest`]:
+//! org, employee, task, integration, scope, operation with arguments, reason,
+//! policy version) and the hash of that action. The guest gets the approval
+//! id at once and is not kept waiting. A human approves or denies; on
+//! approval the *host* executes exactly that action (see
+//! `Host::decide`), once: every state change is a conditional, durable
+//! write, so of two racing deciders exactly one wins, and a request is
+//! single use.
+//!
+//! This module owns the queue's records and state machine. It never calls a
+//! provider itself.
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::manifest::{ApprovalPolicy, Integration};
+use crate::providers::Operation;
+use crate::store::{OrgStore, StoreError};
+
+const AREA: &str = "approvals";
+
+/// The canonical description of a gated action. Its hash binds an approval.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ActionRequest {
+    /// The organisation.
+    pub org: String,
+    /// The employee that asked.
+    pub employee: String,
+    /// The task it was working on.
+    pub task: String,
+    /// The service.
+    pub integration: Integration,
+    /// The granted scope, e.g. `label:sales`.
+    pub scope: String,
+    /// What exactly to do, arguments included.
+    pub operation: Operation,
+    /// The employee's plain-English reason.
+    pub reason: String,
+    /// The version of the grant's approval policy the request was made under.
+    pub policy_version: String,
+}
+
+impl ActionRequest {
+    /// SHA-256 over the canonical JSON of the request (the idempotency key).
+    pub fn hash(&self) -> String {
+        let canonical = serde_json::to_vec(self).unwrap_or_default();
+        hex::encode(Sha256::digest(&canonical))
+    }
+}
+
+/// The version of a grant's approval policy: a request made under one
+/// version cannot be approved under another.
+pub fn policy_version(integration: Integration, scope: &str, policy: &ApprovalPolicy) -> String {
+    let canonical = serde_json::to_vec(&(integration, scope, policy)).unwrap_or_default();
+    hex::encode(&Sha256::digest(&canonical)[..8])
+}
+
+/// Where a request stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    /// Waiting for a human.
+    Pending,
+    /// Approved; the host is executing it (or will, on restart).
+    Approved,
+    /// Approved and executed.
+    Executed,
+    /// Approved, but the service refused or failed.
+    Failed,
+    /// A human said no.
+    Denied,
+    /// Nobody decided in time; treated as a denial.
+    Expired,
+}
+
+impl Status {
+    /// Whether no further decision can be taken.
+    pub fn is_final(self) -> bool {
+        !matches!(self, Status::Pending | Status::Approved)
+    }
+}
+
+/// One request in the queue.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Approval {
+    /// `ap-…`
+    pub id: String,
+    /// Hash of `request`, fixed when it was queued.
+    pub hash: String,
+    /// The action.
+    pub request: ActionRequest,
+    /// Why the policy gated it.
+    pub gated_because: String,
+    /// When it was queued.
+    pub created_at: DateTime<Utc>,
+    /// When it expires if nobody decides.
+    pub expires_at: DateTime<Utc>,
+    /// Where it stands.
+    pub status: Status,
+    /// Who decided.
+    pub decided_by: Option<String>,
+    /// When.
+    pub decided_at: Option<DateTime<Utc>>,
+    /// The decider's comment.
+    pub comment: Option<String>,
+    /// What executing it produced (or why it failed).
+    pub outcome: Option<String>,
+}
+
+impl Approval {
+    /// A readable preview of the action for the approver, with the reason
+    /// and whether it can be undone.
+    pub fn preview(&self) -> String {
+        use Operation::*;
+        let r = &self.request;
+        let what = match &r.operation {
+            MailSend { draft } => format!(
+                "send mail to {}\n    subject: {}\n    {}\n    (irreversible: a sent mail cannot be recalled)",
+                draft.to.join(", "),
+                draft.subject,
+                draft.body.replace('\n', "\n    ")
+            ),
+            ChatPost { text } => {
+                format!("post to {}:\n    {}", r.scope, text.replace('\n', "\n    "))
+            }
+            CrmUpdateDealStage { deal_id, stage } => {
+                format!("move deal {deal_id} to stage {stage:?}")
+            }
+            CalendarCreateEvent { event } => format!(
+                "create event {:?} on {}, {} - {}\n    {}",
+                event.title, r.scope, event.start, event.end, event.description
+            ),
+            CalendarSendInvite {
+                event_id,
+                attendees,
+            } => {
+                format!("invite {} to event {event_id}", attendees.join(", "))
+            }
+            LedgerCreateExpenseReport { report } => {
+                let total: i64 = report.lines.iter().map(|l| l.amount_cents).sum();
+                let mut s = format!(
+                    "create expense report {:?}: {} {}",
+                    report.title,
+                    report.currency,
+                    crate::providers::money(total)
+                );
+                for l in &report.lines {
+                    s.push_str(&format!(
+                        "\n    - {} [{}] {} ({})",
+                        l.description,
+                        l.category,
+                        crate::providers::money(l.amount_cents),
+                        l.receipt_ref
+                    ));
+                }
+                s
+            }
+            FilesWrite { path, contents } => {
+                format!(
+                    "write {} bytes to {}/{path} (replaces any existing file)",
+                    contents.len(),
+                    r.scope
+                )
+            }
+            other => format!("{} {}", other.method(), other.summary()),
+        };
+        format!(
+            "{id} [{status:?}] {employee} wants to {what}\n  why: \"{reason}\"\n  gated: {because}; expires {expires}",
+            id = self.id,
+            status = self.status,
+            employee = r.employee,
+            reason = r.reason,
+            because = self.gated_because,
+            expires = self
+                .expires_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        )
+    }
+}
+
+/// One organisation's approval queue.
+pub struct ApprovalQueue {
+    store: OrgStore,
+}
+
+fn key(id: &str) -> Vec<u8> {
+    format!("a/{id}").into_bytes()
+}
+
+fn to_json<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(v).map_err(|e| StoreError::Io(e.to_string()))
+}
+
+impl ApprovalQueue {
+    /// The queue of `store`'s organisation.
+    pub fn new(store: OrgStore) -> ApprovalQueue {
+        ApprovalQueue { store }
+    }
+
+    /// Store a gated action durably. The same action asked again (same hash)
+    /// while still pending returns the existing request instead of a new one.
+    pub fn enqueue(
+        &self,
+        request: ActionRequest,
+        because: String,
+        expires_after_hours: u32,
+    ) -> Result<Approval, StoreError> {
+        let hash = request.hash();
+        let hash_key = format!("h/{hash}").into_bytes();
+        if let Some(id) = self.store.get(AREA, &hash_key)?
+            && let Some(existing) = self.get(&String::from_utf8_lossy(&id))?
+            && existing.status == Status::Pending
+        {
+            return Ok(existing);
+        }
+        let now = Utc::now();
+        let approval = Approval {
+            id: format!("ap-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+            hash,
+            request,
+            gated_because: because,
+            created_at: now,
+            expires_at: now + Duration::hours(i64::from(expires_after_hours)),
+            status: Status::Pending,
+            decided_by: None,
+            decided_at: None,
+            comment: None,
+            outcome: None,
+        };
+        self.store.write(
+            AREA,
+            vec![
+                (key(&approval.id), Some(to_json(&approval)?)),
+                (hash_key, Some(approval.id.clone().into_bytes())),
+            ],
+        )?;
+        Ok(approval)
+    }
+
+    /// One request.
+    pub fn get(&self, id: &str) -> Result<Option<Approval>, StoreError> {
+        if id.is_empty() || id.len() > 64 || id.contains('/') {
+            return Ok(None);
+        }
+        self.store.get_json(AREA, &key(id))
+    }
+
+    /// Every request, oldest first.
+    pub fn list(&self) -> Result<Vec<Approval>, StoreError> {
+        let mut all: Vec<Approval> = self.store.scan_json(AREA, b"a/")?;
+        all.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        Ok(all)
+    }
+
+    /// Replace `current` with `next` if nobody changed it since it was read.
+    /// Returns false when another decider got there first.
+    pub fn transition(&self, current: &Approval, next: &Approval) -> Result<bool, StoreError> {
+        let stored = self.store.get(AREA, &key(&current.id))?;
+        let Some(stored) = stored else {
+            return Ok(false);
+        };
+        let as_read: Approval =
+            serde_json::from_slice(&stored).map_err(|e| StoreError::Io(e.to_string()))?;
+        if &as_read != current {
+            return Ok(false);
+        }
+        self.store.write_if(
+            AREA,
+            &key(&current.id),
+            Some(&stored),
+            vec![(key(&next.id), Some(to_json(next)?))],
+        )
+    }
+
+    fn count_key(employee: &str, integration: Integration, scope: &str) -> Vec<u8> {
+        format!("n/{employee}/{integration}/{scope}").into_bytes()
+    }
+
+    /// Writes already executed by `employee` through one grant (for `first = N` policies).
+    pub fn writes_done(
+        &self,
+        employee: &str,
+        integration: Integration,
+        scope: &str,
+    ) -> Result<u64, StoreError> {
+        Ok(self
+            .store
+            .get_json(AREA, &Self::count_key(employee, integration, scope))?
+            .unwrap_or(0))
+    }
+
+    /// Count one more executed write.
+    pub fn count_write(
+        &self,
+        employee: &str,
+        integration: Integration,
+        scope: &str,
+    ) -> Result<(), StoreError> {
+        let n = self.writes_done(employee, integration, scope)? + 1;
+        self.store
+            .put_json(AREA, &Self::count_key(employee, integration, scope), &n)
+    }
+}
