@@ -93,6 +93,9 @@ pub struct Record {
     /// without one, so entries written before the field existed hash alike.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<String>,
+    /// The action (its result entry's sequence number) this entry undoes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undoes: Option<u64>,
 }
 
 /// One entry of the chain.

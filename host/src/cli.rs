@@ -78,6 +78,21 @@ enum Command {
     /// Review and decide actions waiting for a human.
     #[command(subcommand)]
     Approvals(ApprovalsCommand),
+    /// Undo an action (by its number in the audit log) or every write of a task.
+    Undo {
+        /// The action's number in `clancy audit log` (e.g. 42 or #42).
+        #[arg(required_unless_present = "task", conflicts_with = "task")]
+        action: Option<String>,
+        /// Undo every write of this task (full id or its first characters), newest first.
+        #[arg(long)]
+        task: Option<String>,
+        /// Who asks for the undo [default: $USER].
+        #[arg(long = "as", value_name = "NAME")]
+        by: Option<String>,
+        /// Print the reports as JSON Lines.
+        #[arg(long)]
+        json: bool,
+    },
     /// Manage the local sandbox workspace.
     #[command(subcommand)]
     Sandbox(SandboxCommand),
@@ -132,6 +147,12 @@ enum AuditCommand {
         /// JSON Lines, one entry per line.
         #[arg(long)]
         json: bool,
+    },
+    /// A plain-English account of one task: what it was asked, read, did or
+    /// asked to do, what humans decided and what was rolled back.
+    Explain {
+        /// The task id (or its first characters).
+        task: String,
     },
     /// Recompute the hash chain; exit 1 if anything was edited, deleted, reordered or truncated.
     Verify {
@@ -358,6 +379,31 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 ExitCode::from(1)
             })
         }
+        Command::Audit(AuditCommand::Explain { task }) => {
+            let host = open(global, DataDirMode::Existing)?;
+            write!(out, "{}", host.explain(&task)?)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Undo {
+            action,
+            task,
+            by,
+            json,
+        } => {
+            let by = who(by)?;
+            let host = open(global, DataDirMode::Existing)?;
+            let reports = match (action, task) {
+                (Some(action), _) => {
+                    let n: u64 = action.trim_start_matches('#').parse().with_context(|| {
+                        format!("{action:?} is not an action number (see `clancy audit log`)")
+                    })?;
+                    vec![host.undo_action(n, &by)?]
+                }
+                (None, Some(task)) => host.undo_task(&task, &by)?,
+                (None, None) => anyhow::bail!("name an action number or pass --task"),
+            };
+            undo_report(&reports, json, &mut out)
+        }
         Command::Approvals(command) => {
             let host = open(global, DataDirMode::Existing)?;
             host.expire_overdue()?;
@@ -385,6 +431,51 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Who is acting: `--as NAME`, else `$USER`.
+fn who(by: Option<String>) -> Result<String> {
+    match by
+        .or_else(|| std::env::var("USER").ok())
+        .filter(|b| !b.trim().is_empty())
+    {
+        Some(by) => Ok(by),
+        None => anyhow::bail!("say who you are with --as NAME"),
+    }
+}
+
+fn undo_report(
+    reports: &[crate::host::UndoReport],
+    json: bool,
+    out: &mut impl std::io::Write,
+) -> Result<ExitCode> {
+    use crate::host::UndoOutcome;
+    for r in reports {
+        if json {
+            writeln!(out, "{}", serde_json::to_string(r)?)?;
+            continue;
+        }
+        let outcome = match &r.outcome {
+            UndoOutcome::Undone(seq) => format!("undone (#{seq})"),
+            UndoOutcome::AlreadyUndone(seq) => format!("already undone (#{seq})"),
+            UndoOutcome::Irreversible => "COULD NOT UNDO: irreversible".to_string(),
+            UndoOutcome::NothingToUndo(why) => format!("nothing to undo: {why}"),
+            UndoOutcome::NotUndone(why) => format!("COULD NOT UNDO: {why}"),
+        };
+        writeln!(out, "#{} {}: {outcome}", r.action, r.what)?;
+    }
+    if reports.is_empty() && !json {
+        writeln!(out, "the task made no changes, so there is nothing to undo")?;
+    }
+    let failed = reports.iter().filter(|r| !r.is_undone()).count();
+    if failed > 0 && !json {
+        writeln!(out, "{failed} action(s) could not be undone")?;
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// A parsed `--all-matching` filter.
@@ -471,14 +562,7 @@ fn approvals(
         ApprovalsCommand::Approve(d) => (Verdict::Approve, d),
         ApprovalsCommand::Deny(d) => (Verdict::Deny, d),
     };
-    let by = match decide
-        .by
-        .or_else(|| std::env::var("USER").ok())
-        .filter(|b| !b.trim().is_empty())
-    {
-        Some(by) => by,
-        None => anyhow::bail!("say who decides with --as NAME"),
-    };
+    let by = who(decide.by)?;
     let mut ids = decide.ids.clone();
     if let Some(filter) = &decide.all_matching {
         let filter = Filter::parse(filter)?;

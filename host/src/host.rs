@@ -22,6 +22,10 @@ use crate::providers::sandbox::Sandbox;
 use crate::runtime::{LoadError, LoadedEmployee, Runtime, imports};
 use crate::store::{OrgStore, SledStore, Store, StoreError, valid_org};
 
+mod explain;
+mod rollback;
+pub use rollback::{UndoError, UndoOutcome, UndoReport};
+
 /// Opening the host or loading an employee failed.
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
@@ -278,11 +282,41 @@ impl Host {
                 )
             })
             .collect();
-        self.org.put_json(
+        self.org.write(
             "employees",
-            format!("policies/{}", manifest.name).as_bytes(),
-            &versions,
+            vec![
+                (
+                    format!("policies/{}", manifest.name).into_bytes(),
+                    Some(to_json(&versions)?),
+                ),
+                (
+                    format!("manifest/{}", manifest.name).into_bytes(),
+                    Some(to_json(manifest)?),
+                ),
+            ],
         )
+    }
+
+    /// The manifest `employee` was last loaded with.
+    pub fn stored_manifest(&self, employee: &str) -> Result<Option<Manifest>, StoreError> {
+        self.org
+            .get_json("employees", format!("manifest/{employee}").as_bytes())
+    }
+
+    /// A mediator for `employee` as last loaded, for the host's own calls on
+    /// its behalf (undo).
+    fn mediator_for(&self, employee: &str) -> Result<Mediator, HostError> {
+        let manifest = self.stored_manifest(employee)?.ok_or_else(|| {
+            HostError::DataDir(format!(
+                "{employee} has never been loaded in this organisation"
+            ))
+        })?;
+        Ok(Mediator::new(
+            &manifest,
+            self.audit.clone(),
+            self.providers()?,
+            self.approvals.clone(),
+        ))
     }
 
     fn current_policy_version(
@@ -469,6 +503,10 @@ impl Host {
         self.approvals.transition(&approval, &next)?;
         Ok(next)
     }
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|e| StoreError::Io(e.to_string()))
 }
 
 fn policy_key(integration: Integration, scope: &str) -> String {

@@ -336,7 +336,7 @@ impl fmt::Display for ApprovalPolicy {
 
 /// One thing an employee may reach: an integration, one scope in it, and the
 /// actions it may take there.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Grant {
     /// The service.
     pub integration: Integration,
@@ -363,7 +363,7 @@ impl Grant {
 }
 
 /// Resource limits for each task.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Limits {
     /// Linear memory cap per task, in MiB.
     pub memory_mb: u32,
@@ -387,7 +387,7 @@ impl Default for Limits {
 }
 
 /// A validated manifest.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Manifest {
     /// The employee's name (lowercase letters, digits, `-`).
     pub name: String,

@@ -18,7 +18,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use crate::approvals::{ActionRequest, ApprovalQueue, policy_version};
 use crate::audit::{AuditError, AuditLog, Decision, Kind, Record};
 use crate::manifest::{Grant, Manifest};
-use crate::providers::{Operation, Providers, Response, money};
+use crate::providers::{Inverse, Operation, Providers, Response, money};
 use crate::runtime::bindings::CallError;
 use crate::store::StoreError;
 
@@ -167,18 +167,8 @@ impl Mediator {
             let e = CallError::Rejected("a write needs a plain-English reason".into());
             return Err(self.refuse(record, Decision::Rejected, e));
         }
-        let limiters =
-            std::iter::once(&self.employee_limit).chain(self.grant_limits[grant_index].as_ref());
-        for limiter in limiters {
-            if let Err(not_until) = limiter.check() {
-                let wait = not_until.wait_time_from(DefaultClock::default().now());
-                let secs = u32::try_from(wait.as_secs().saturating_add(1)).unwrap_or(u32::MAX);
-                return Err(self.refuse(
-                    record,
-                    Decision::RateLimited,
-                    CallError::RateLimited(secs),
-                ));
-            }
+        if let Err(e) = self.check_rate(grant_index) {
+            return Err(self.refuse(record, Decision::RateLimited, e));
         }
         if op.is_write() {
             let because = match self.gate(grant, &op) {
@@ -308,6 +298,91 @@ impl Mediator {
             tracing::error!(employee = %self.employee, approval = %approval.id, "could not audit a queued call: {e}");
         }
         Ok(Response::Queued(approval.id))
+    }
+
+    /// Undo the write recorded as audit entry `undoes` by running `inverse`
+    /// in `scope`, on the employee's behalf: the employee must still hold
+    /// the grant the write needed, the same rate limits apply, and intent and
+    /// result are audited like any call (the result names `undoes`).
+    /// Returns the audit entry that records the undo.
+    pub fn undo(
+        &self,
+        task: &str,
+        scope: &str,
+        inverse: &Inverse,
+        reason: &str,
+        undoes: u64,
+    ) -> Result<u64, CallError> {
+        let grant_index = self
+            .grants
+            .iter()
+            .position(|g| g.scope == scope && g.integration.interface() == inverse.interface());
+        let record = Record {
+            employee: self.employee.clone(),
+            task: task.to_string(),
+            interface: inverse.interface().to_string(),
+            scope: scope.to_string(),
+            action: inverse.method().to_string(),
+            args: inverse.summary(),
+            reason: truncate(reason, MAX_REASON_BYTES),
+            undoes: Some(undoes),
+            ..Record::default()
+        };
+        let Some(grant_index) = grant_index.filter(|&i| self.grants[i].allows(inverse.action()))
+        else {
+            let e = CallError::Denied(format!(
+                "{} no longer holds \"{}\" on {scope}, so its action cannot be undone through it",
+                self.employee,
+                inverse.action()
+            ));
+            return Err(self.refuse(record, Decision::Denied, e));
+        };
+        if let Err(e) = self.check_rate(grant_index) {
+            return Err(self.refuse(record, Decision::RateLimited, e));
+        }
+        let mut intent_record = record.clone();
+        intent_record.decision = Some(Decision::Allowed);
+        let intent = self.audit.append(Kind::Intent, intent_record).map_err(|e| {
+            tracing::error!(employee = %self.employee, "audit intent failed, undo not made: {e}");
+            CallError::Failed("the audit log is unavailable, so nothing was undone".into())
+        })?;
+        let scope_value = scope.split_once(':').map(|(_, v)| v).unwrap_or("");
+        let result = self.providers.undo(scope_value, inverse);
+        let mut result_record = record;
+        result_record.decision = Some(Decision::Allowed);
+        result_record.intent = Some(intent.seq);
+        let outcome = match result {
+            Ok(()) => {
+                result_record.result = format!("undone: {}", inverse.summary());
+                Ok(())
+            }
+            Err(e) => {
+                let error = crate::providers::to_call_error(e);
+                result_record.result = format!("not undone: {}", describe(&error));
+                Err(error)
+            }
+        };
+        let recorded = match self.audit.append(Kind::Result, result_record) {
+            Ok(entry) => entry.seq,
+            Err(e) => {
+                tracing::error!(intent = intent.seq, "could not audit an undo's result: {e}");
+                intent.seq
+            }
+        };
+        outcome.map(|()| recorded)
+    }
+
+    fn check_rate(&self, grant_index: usize) -> Result<(), CallError> {
+        let limiters =
+            std::iter::once(&self.employee_limit).chain(self.grant_limits[grant_index].as_ref());
+        for limiter in limiters {
+            if let Err(not_until) = limiter.check() {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                let secs = u32::try_from(wait.as_secs().saturating_add(1)).unwrap_or(u32::MAX);
+                return Err(CallError::RateLimited(secs));
+            }
+        }
+        Ok(())
     }
 
     /// Record the employee's plain-English note.

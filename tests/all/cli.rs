@@ -2,29 +2,12 @@
 //! Every bad input gets one clear error line, a non-zero exit, and loses nothing.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use anyhow::Result;
 use clancy_guests::{CUSTOMER_SERVICE, HOSTILE, WRONG_WORLD};
 
-use crate::env::workspace_root;
-
-fn clancy(data: &Path, args: &[&str]) -> Result<Output> {
-    Ok(Command::new(env!("CARGO_BIN_EXE_clancy"))
-        .arg("--data-dir")
-        .arg(data)
-        .args(args)
-        .env_remove("CLANCY_DATA_DIR")
-        .output()?)
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).to_string()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).to_string()
-}
+use crate::env::{clancy, stderr, stdout, workspace_root};
 
 fn customer_service_manifest() -> String {
     workspace_root()

@@ -1,12 +1,33 @@
 //! `TestEnv`: a temporary data dir with a host, plus helpers.
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 use anyhow::Result;
 use clancy::audit::{Entry, Kind};
 use clancy::host::{DataDirMode, Host};
 use clancy::manifest::Manifest;
 use clancy::runtime::{TaskEnd, TaskResult};
+
+/// Run the real `clancy` binary on `data`.
+pub fn clancy(data: &Path, args: &[&str]) -> Result<Output> {
+    Ok(Command::new(env!("CARGO_BIN_EXE_clancy"))
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .env_remove("CLANCY_DATA_DIR")
+        .output()?)
+}
+
+/// A command's standard output.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+/// A command's standard error.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
 
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {

@@ -9,3 +9,4 @@ mod env;
 mod hostile;
 mod isolation;
 mod plugins;
+mod rollback;

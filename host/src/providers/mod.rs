@@ -31,12 +31,19 @@ pub enum ProviderError {
     /// The connection expired; a human must re-authorise.
     #[error("the connection expired")]
     Expired,
+    /// The object changed since the write being undone; undoing would
+    /// clobber someone else's change.
+    #[error("changed since: {0}")]
+    Conflict(String),
     /// The service failed. Must not contain secrets.
     #[error("{0}")]
     Failed(String),
 }
 
-/// How to undo a write, if it can be undone.
+/// How to undo a write, if it can be undone. Each inverse carries `after`,
+/// the fingerprint of the object just after the write: undo refuses when the
+/// object no longer matches it (someone changed it since), so an undo never
+/// clobbers a later edit.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "undo", rename_all = "kebab-case")]
 pub enum Inverse {
@@ -44,6 +51,8 @@ pub enum Inverse {
     DeleteChatMessage {
         /// Message id.
         id: String,
+        /// Fingerprint of the message as posted.
+        after: String,
     },
     /// Put a deal back in the stage it had.
     SetDealStage {
@@ -51,11 +60,15 @@ pub enum Inverse {
         deal_id: String,
         /// The stage before the change.
         stage: String,
+        /// Fingerprint of the deal after the change.
+        after: String,
     },
     /// Cancel a created event.
     CancelEvent {
         /// Event id.
         id: String,
+        /// Fingerprint of the event as created.
+        after: String,
     },
     /// Withdraw invitations that were sent.
     Uninvite {
@@ -63,12 +76,82 @@ pub enum Inverse {
         event_id: String,
         /// The attendees added.
         attendees: Vec<String>,
+        /// Fingerprint of the event after the invitations.
+        after: String,
     },
     /// Void a created expense report.
     VoidExpenseReport {
         /// Report id.
         id: String,
+        /// Fingerprint of the report as created.
+        after: String,
     },
+}
+
+impl Inverse {
+    /// The interface the inverse runs on.
+    pub fn interface(&self) -> Interface {
+        match self {
+            Inverse::DeleteChatMessage { .. } => Interface::Chat,
+            Inverse::SetDealStage { .. } => Interface::Crm,
+            Inverse::CancelEvent { .. } | Inverse::Uninvite { .. } => Interface::Calendar,
+            Inverse::VoidExpenseReport { .. } => Interface::Ledger,
+        }
+    }
+
+    /// The grant action the inverse needs: the same one the write needed.
+    pub fn action(&self) -> &'static str {
+        match self {
+            Inverse::DeleteChatMessage { .. } => "post",
+            Inverse::SetDealStage { .. } => "update-deals",
+            Inverse::CancelEvent { .. } => "create-events",
+            Inverse::Uninvite { .. } => "send-invites",
+            Inverse::VoidExpenseReport { .. } => "create-expense-reports",
+        }
+    }
+
+    /// The method name for the audit log.
+    pub fn method(&self) -> &'static str {
+        match self {
+            Inverse::DeleteChatMessage { .. } => "delete-message",
+            Inverse::SetDealStage { .. } => "update-deal-stage",
+            Inverse::CancelEvent { .. } => "cancel-event",
+            Inverse::Uninvite { .. } => "uninvite",
+            Inverse::VoidExpenseReport { .. } => "void-expense-report",
+        }
+    }
+
+    /// A readable summary of what undoing does.
+    pub fn summary(&self) -> String {
+        match self {
+            Inverse::DeleteChatMessage { id, .. } => format!("delete message {}", quote(id)),
+            Inverse::SetDealStage { deal_id, stage, .. } => {
+                format!(
+                    "move deal {} back to stage {}",
+                    quote(deal_id),
+                    quote(stage)
+                )
+            }
+            Inverse::CancelEvent { id, .. } => format!("cancel event {}", quote(id)),
+            Inverse::Uninvite {
+                event_id,
+                attendees,
+                ..
+            } => format!(
+                "withdraw the invitations of {} to event {}",
+                quote(&attendees.join(", ")),
+                quote(event_id)
+            ),
+            Inverse::VoidExpenseReport { id, .. } => format!("void expense report {}", quote(id)),
+        }
+    }
+}
+
+/// A short, stable fingerprint of an object's state (for undo's conflict check).
+pub fn fingerprint<T: Serialize>(value: &T) -> String {
+    use sha2::{Digest, Sha256};
+    let canonical = serde_json::to_vec(value).unwrap_or_default();
+    hex::encode(&Sha256::digest(&canonical)[..12])
 }
 
 /// The result of a write.
@@ -460,6 +543,8 @@ pub trait ChatProvider: Send + Sync {
         text: &str,
         key: Option<&str>,
     ) -> Result<Done, ProviderError>;
+    /// Undo a post: delete message `id` if it is still as posted (`after`).
+    fn delete_message(&self, channel: &str, id: &str, after: &str) -> Result<(), ProviderError>;
 }
 
 /// CRM (HubSpot and the sandbox). `portal` is the granted scope's value.
@@ -482,6 +567,15 @@ pub trait CrmProvider: Send + Sync {
         stage: &str,
         key: Option<&str>,
     ) -> Result<Done, ProviderError>;
+    /// Undo a stage change: put the deal back in `stage` if it is still as
+    /// the change left it (`after`).
+    fn restore_deal_stage(
+        &self,
+        portal: &str,
+        deal_id: &str,
+        stage: &str,
+        after: &str,
+    ) -> Result<(), ProviderError>;
 }
 
 /// Calendar (Google Calendar and the sandbox). `calendar` is the scope's value.
@@ -508,6 +602,17 @@ pub trait CalendarProvider: Send + Sync {
         attendees: &[String],
         key: Option<&str>,
     ) -> Result<Done, ProviderError>;
+    /// Undo a creation: cancel event `id` if it is still as created (`after`).
+    fn cancel_event(&self, calendar: &str, id: &str, after: &str) -> Result<(), ProviderError>;
+    /// Undo invitations: remove `attendees` if the event is still as the
+    /// invitations left it (`after`).
+    fn uninvite(
+        &self,
+        calendar: &str,
+        event_id: &str,
+        attendees: &[String],
+        after: &str,
+    ) -> Result<(), ProviderError>;
 }
 
 /// Books (QuickBooks Online and the sandbox). `company` is the scope's value.
@@ -525,6 +630,13 @@ pub trait LedgerProvider: Send + Sync {
         report: &ledger::ExpenseReport,
         key: Option<&str>,
     ) -> Result<Done, ProviderError>;
+    /// Undo a report: void it if it is still as created (`after`).
+    fn void_expense_report(
+        &self,
+        company: &str,
+        id: &str,
+        after: &str,
+    ) -> Result<(), ProviderError>;
 }
 
 /// Files in one granted folder. `folder` is the scope's value.
@@ -606,11 +718,36 @@ impl Providers {
     }
 }
 
+impl Providers {
+    /// Run `inverse` in `scope` (the scope's value): undo an earlier write,
+    /// unless the object changed since.
+    pub fn undo(&self, scope: &str, inverse: &Inverse) -> Result<(), ProviderError> {
+        match inverse {
+            Inverse::DeleteChatMessage { id, after } => self.chat.delete_message(scope, id, after),
+            Inverse::SetDealStage {
+                deal_id,
+                stage,
+                after,
+            } => self.crm.restore_deal_stage(scope, deal_id, stage, after),
+            Inverse::CancelEvent { id, after } => self.calendar.cancel_event(scope, id, after),
+            Inverse::Uninvite {
+                event_id,
+                attendees,
+                after,
+            } => self.calendar.uninvite(scope, event_id, attendees, after),
+            Inverse::VoidExpenseReport { id, after } => {
+                self.ledger.void_expense_report(scope, id, after)
+            }
+        }
+    }
+}
+
 /// Map a provider failure to the contract's error.
 pub fn to_call_error(e: ProviderError) -> crate::runtime::bindings::CallError {
     use crate::runtime::bindings::CallError;
     match e {
         ProviderError::NotFound(why) | ProviderError::Invalid(why) => CallError::Rejected(why),
+        ProviderError::Conflict(why) => CallError::Rejected(format!("changed since: {why}")),
         ProviderError::Expired => CallError::Expired,
         ProviderError::Failed(why) => CallError::Failed(why),
     }

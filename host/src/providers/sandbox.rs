@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     CalendarProvider, ChatProvider, CrmProvider, Done, Inverse, LedgerProvider, MailProvider,
-    ProviderError,
+    ProviderError, fingerprint,
 };
 use crate::runtime::bindings::{calendar, chat, crm, ledger, mail};
 use crate::store::{OrgStore, StoreError};
@@ -195,6 +195,47 @@ impl Sandbox {
     }
 }
 
+impl Sandbox {
+    /// Undo a write to the object at `k`: only if it still has fingerprint
+    /// `after`, replace it with what `change` makes of it (`None` deletes it),
+    /// atomically against concurrent changes.
+    fn undo_object<T: Serialize + serde::de::DeserializeOwned>(
+        &self,
+        k: Vec<u8>,
+        what: &str,
+        after: &str,
+        change: impl FnOnce(T) -> Option<T>,
+    ) -> Result<(), ProviderError> {
+        let raw = self
+            .store
+            .get(AREA, &k)
+            .map_err(failed)?
+            .ok_or_else(|| ProviderError::NotFound(format!("{what} no longer exists")))?;
+        let current: T = serde_json::from_slice(&raw)
+            .map_err(|e| ProviderError::Failed(format!("sandbox workspace: {e}")))?;
+        if fingerprint(&current) != after {
+            return Err(ProviderError::Conflict(format!(
+                "{what} was changed after this action; undoing would overwrite that change"
+            )));
+        }
+        let next = change(current)
+            .map(|v| json(&v))
+            .transpose()
+            .map_err(failed)?;
+        let applied = self
+            .store
+            .write_if(AREA, &k, Some(&raw), vec![(k.clone(), next)])
+            .map_err(failed)?;
+        if applied {
+            Ok(())
+        } else {
+            Err(ProviderError::Conflict(format!(
+                "{what} changed while being undone"
+            )))
+        }
+    }
+}
+
 fn idem_key(key: &str) -> Vec<u8> {
     format!("idem/{key}").into_bytes()
 }
@@ -285,6 +326,10 @@ impl ChatProvider for Sandbox {
         Ok(all[all.len().saturating_sub(n)..].to_vec())
     }
 
+    fn delete_message(&self, channel: &str, id: &str, after: &str) -> Result<(), ProviderError> {
+        self.delete_chat_message(channel, id, after)
+    }
+
     fn post(
         &self,
         channel: &str,
@@ -309,6 +354,7 @@ impl ChatProvider for Sandbox {
             id: message.id.clone(),
             inverse: Some(Inverse::DeleteChatMessage {
                 id: message.id.clone(),
+                after: fingerprint(&message),
             }),
         };
         self.commit(
@@ -321,6 +367,27 @@ impl ChatProvider for Sandbox {
 }
 
 impl Sandbox {
+    fn delete_chat_message(
+        &self,
+        channel: &str,
+        id: &str,
+        after: &str,
+    ) -> Result<(), ProviderError> {
+        check_id(id)?;
+        let found = self
+            .store
+            .scan(AREA, &key_of(&["chat", channel, ""]))
+            .map_err(failed)?
+            .into_iter()
+            .find(|(k, _)| k.ends_with(format!("/{id}").as_bytes()));
+        let Some((k, _)) = found else {
+            return Err(ProviderError::NotFound(format!(
+                "message {id:?} no longer exists in {channel}"
+            )));
+        };
+        self.undo_object::<chat::ChatMessage>(k, &format!("message {id}"), after, |_| None)
+    }
+
     fn require_channel(&self, channel: &str) -> Result<(), ProviderError> {
         match self
             .store
@@ -404,9 +471,29 @@ impl CrmProvider for Sandbox {
             inverse: Some(Inverse::SetDealStage {
                 deal_id: deal.id.clone(),
                 stage: previous,
+                after: fingerprint(&deal),
             }),
         };
         self.commit(k, &deal, key, done)
+    }
+
+    fn restore_deal_stage(
+        &self,
+        portal: &str,
+        deal_id: &str,
+        stage: &str,
+        after: &str,
+    ) -> Result<(), ProviderError> {
+        check_id(deal_id)?;
+        self.undo_object::<crm::Deal>(
+            key_of(&["deal", portal, deal_id]),
+            &format!("deal {deal_id}"),
+            after,
+            |mut deal| {
+                deal.stage = stage.to_string();
+                Some(deal)
+            },
+        )
     }
 }
 
@@ -474,6 +561,7 @@ impl CalendarProvider for Sandbox {
             id: stored.id.clone(),
             inverse: Some(Inverse::CancelEvent {
                 id: stored.id.clone(),
+                after: fingerprint(&stored),
             }),
         };
         self.commit(key_of(&["event", calendar, &stored.id]), &stored, key, done)
@@ -514,9 +602,39 @@ impl CalendarProvider for Sandbox {
             inverse: Some(Inverse::Uninvite {
                 event_id: event.id.clone(),
                 attendees: added,
+                after: fingerprint(&event),
             }),
         };
         self.commit(k, &event, key, done)
+    }
+
+    fn cancel_event(&self, calendar: &str, id: &str, after: &str) -> Result<(), ProviderError> {
+        check_id(id)?;
+        self.undo_object::<calendar::Event>(
+            key_of(&["event", calendar, id]),
+            &format!("event {id}"),
+            after,
+            |_| None,
+        )
+    }
+
+    fn uninvite(
+        &self,
+        calendar: &str,
+        event_id: &str,
+        attendees: &[String],
+        after: &str,
+    ) -> Result<(), ProviderError> {
+        check_id(event_id)?;
+        self.undo_object::<calendar::Event>(
+            key_of(&["event", calendar, event_id]),
+            &format!("event {event_id}"),
+            after,
+            |mut event| {
+                event.attendees.retain(|a| !attendees.contains(a));
+                Some(event)
+            },
+        )
     }
 }
 
@@ -572,6 +690,7 @@ impl LedgerProvider for Sandbox {
             id: stored.id.clone(),
             inverse: Some(Inverse::VoidExpenseReport {
                 id: stored.id.clone(),
+                after: fingerprint(&stored),
             }),
         };
         self.commit(
@@ -579,6 +698,24 @@ impl LedgerProvider for Sandbox {
             &stored,
             key,
             done,
+        )
+    }
+
+    fn void_expense_report(
+        &self,
+        company: &str,
+        id: &str,
+        after: &str,
+    ) -> Result<(), ProviderError> {
+        check_id(id)?;
+        self.undo_object::<StoredExpenseReport>(
+            key_of(&["expense", company, id]),
+            &format!("expense report {id}"),
+            after,
+            |mut report| {
+                report.status = "void".into();
+                Some(report)
+            },
         )
     }
 }
@@ -920,16 +1057,31 @@ mod tests {
     }
 
     #[test]
-    fn a_deal_stage_change_returns_the_previous_stage_as_inverse() -> anyhow::Result<()> {
+    fn a_deal_stage_change_can_be_undone_unless_changed_since() -> anyhow::Result<()> {
         let (_dir, s) = sandbox()?;
         let done = s.update_deal_stage("main", "dl-401", "demo-scheduled", None)?;
-        assert_eq!(
-            done.inverse,
-            Some(Inverse::SetDealStage {
-                deal_id: "dl-401".into(),
-                stage: "qualified".into()
-            })
-        );
+        let Some(Inverse::SetDealStage {
+            deal_id,
+            stage,
+            after,
+        }) = done.inverse
+        else {
+            anyhow::bail!("expected a stage inverse, got {:?}", done.inverse);
+        };
+        assert_eq!((deal_id.as_str(), stage.as_str()), ("dl-401", "qualified"));
+        // A human moves the deal on: undoing the employee's change is refused.
+        s.update_deal_stage("main", "dl-401", "proposal", None)?;
+        assert!(matches!(
+            s.restore_deal_stage("main", "dl-401", "qualified", &after),
+            Err(ProviderError::Conflict(_))
+        ));
+        s.update_deal_stage("main", "dl-401", "demo-scheduled", None)?;
+        s.restore_deal_stage("main", "dl-401", "qualified", &after)?;
+        let deal = s
+            .list_deals("main", None)?
+            .into_iter()
+            .find(|d| d.id == "dl-401");
+        assert_eq!(deal.map(|d| d.stage), Some("qualified".to_string()));
         assert!(matches!(
             s.update_deal_stage("main", "dl-401", "won-ish", None),
             Err(ProviderError::Invalid(_))
