@@ -16,7 +16,8 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::manifest::{ApprovalPolicy, Integration};
+use crate::manifest::{ApprovalPolicy, EscalationStep, Integration};
+use crate::operators::Approver;
 use crate::providers::Operation;
 use crate::store::{OrgStore, StoreError};
 
@@ -58,6 +59,44 @@ pub fn policy_version(integration: Integration, scope: &str, policy: &ApprovalPo
     hex::encode(&Sha256::digest(&canonical)[..8])
 }
 
+/// Where the host gets the time from (tests inject a manual clock to drive
+/// expiry and escalation).
+pub trait Clock: Send + Sync {
+    /// Now.
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The system clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// A clock that moves only when told to.
+pub struct ManualClock(std::sync::Mutex<DateTime<Utc>>);
+
+impl ManualClock {
+    /// A clock standing at `start`.
+    pub fn new(start: DateTime<Utc>) -> ManualClock {
+        ManualClock(std::sync::Mutex::new(start))
+    }
+
+    /// Move the clock forward.
+    pub fn advance(&self, by: Duration) {
+        let mut now = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        *now += by;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// Where a request stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -74,6 +113,9 @@ pub enum Status {
     Denied,
     /// Nobody decided in time; treated as a denial.
     Expired,
+    /// An approver edited the action; the edited one (`outcome` names it)
+    /// was approved instead. This one never runs.
+    Edited,
 }
 
 impl Status {
@@ -108,9 +150,36 @@ pub struct Approval {
     pub comment: Option<String>,
     /// What executing it produced (or why it failed).
     pub outcome: Option<String>,
+    /// Who decides, step by step (from the policy); empty: any operator.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub escalation: Vec<EscalationStep>,
+    /// The ladder step the request has reached (0 = the first approver).
+    #[serde(default)]
+    pub step: usize,
+    /// The request this one is an approver's edit of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edited_from: Option<String>,
 }
 
 impl Approval {
+    /// The ladder step due at `now`: `Some(i)` while step `i` runs, `None`
+    /// once the last step ran out (or for requests without a ladder).
+    pub fn step_at(&self, now: DateTime<Utc>) -> Option<usize> {
+        let mut deadline = self.created_at;
+        for (i, step) in self.escalation.iter().enumerate() {
+            deadline += Duration::hours(i64::from(step.hours));
+            if now < deadline {
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    /// Who may decide now (`None`: any operator).
+    pub fn current_approver(&self) -> Option<&Approver> {
+        self.escalation.get(self.step).map(|s| &s.approver)
+    }
+
     /// A readable preview of the action for the approver, with the reason
     /// and whether it can be undone.
     pub fn preview(&self) -> String {
@@ -168,12 +237,16 @@ impl Approval {
             other => format!("{} {}", other.method(), other.summary()),
         };
         format!(
-            "{id} [{status:?}] {employee} wants to {what}\n  why: \"{reason}\"\n  gated: {because}; expires {expires}",
+            "{id} [{status:?}] {employee} wants to {what}\n  why: \"{reason}\"\n  gated: {because}; {who}expires {expires}",
             id = self.id,
             status = self.status,
             employee = r.employee,
             reason = r.reason,
             because = self.gated_because,
+            who = self
+                .current_approver()
+                .map(|a| format!("decided by {a}; "))
+                .unwrap_or_default(),
             expires = self
                 .expires_at
                 .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
@@ -181,9 +254,15 @@ impl Approval {
     }
 }
 
+/// A fresh request id, `ap-` and 12 hex digits.
+pub fn new_id() -> String {
+    format!("ap-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
 /// One organisation's approval queue.
 pub struct ApprovalQueue {
     store: OrgStore,
+    clock: std::sync::Arc<dyn Clock>,
 }
 
 fn key(id: &str) -> Vec<u8> {
@@ -196,8 +275,13 @@ fn to_json<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
 
 impl ApprovalQueue {
     /// The queue of `store`'s organisation.
-    pub fn new(store: OrgStore) -> ApprovalQueue {
-        ApprovalQueue { store }
+    pub fn new(store: OrgStore, clock: std::sync::Arc<dyn Clock>) -> ApprovalQueue {
+        ApprovalQueue { store, clock }
+    }
+
+    /// Now, by the queue's clock.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
     }
 
     /// Store a gated action durably. The same action asked again (same hash)
@@ -206,7 +290,7 @@ impl ApprovalQueue {
         &self,
         request: ActionRequest,
         because: String,
-        expires_after_hours: u32,
+        policy: &ApprovalPolicy,
     ) -> Result<Approval, StoreError> {
         let hash = request.hash();
         let hash_key = format!("h/{hash}").into_bytes();
@@ -216,19 +300,22 @@ impl ApprovalQueue {
         {
             return Ok(existing);
         }
-        let now = Utc::now();
+        let now = self.clock.now();
         let approval = Approval {
-            id: format!("ap-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+            id: new_id(),
             hash,
             request,
             gated_because: because,
             created_at: now,
-            expires_at: now + Duration::hours(i64::from(expires_after_hours)),
+            expires_at: now + Duration::hours(i64::from(policy.expires_after_hours)),
             status: Status::Pending,
             decided_by: None,
             decided_at: None,
             comment: None,
             outcome: None,
+            escalation: policy.escalation.clone(),
+            step: 0,
+            edited_from: None,
         };
         self.store.write(
             AREA,
@@ -272,6 +359,38 @@ impl ApprovalQueue {
             &key(&current.id),
             Some(&stored),
             vec![(key(&next.id), Some(to_json(next)?))],
+        )
+    }
+
+    /// Replace `current` with `superseded` and add `new` (an approver's
+    /// edit) in one conditional write. Returns false when another decider
+    /// got there first.
+    pub fn supersede(
+        &self,
+        current: &Approval,
+        superseded: &Approval,
+        new: &Approval,
+    ) -> Result<bool, StoreError> {
+        let Some(stored) = self.store.get(AREA, &key(&current.id))? else {
+            return Ok(false);
+        };
+        let as_read: Approval =
+            serde_json::from_slice(&stored).map_err(|e| StoreError::Io(e.to_string()))?;
+        if &as_read != current {
+            return Ok(false);
+        }
+        self.store.write_if(
+            AREA,
+            &key(&current.id),
+            Some(&stored),
+            vec![
+                (key(&current.id), Some(to_json(superseded)?)),
+                (key(&new.id), Some(to_json(new)?)),
+                (
+                    format!("h/{}", new.hash).into_bytes(),
+                    Some(new.id.clone().into_bytes()),
+                ),
+            ],
         )
     }
 

@@ -15,6 +15,7 @@ use crate::approvals::{Approval, Status};
 use crate::audit::{Entry, render_log};
 use crate::host::{DataDirMode, Host, Verdict};
 use crate::manifest::Manifest;
+use crate::operators::{Operator, Role};
 use crate::providers::money;
 use crate::runtime::TaskEnd;
 
@@ -78,6 +79,12 @@ enum Command {
     /// Review and decide actions waiting for a human.
     #[command(subcommand)]
     Approvals(ApprovalsCommand),
+    /// The people who decide requests, and their roles.
+    #[command(subcommand)]
+    Operators(OperatorsCommand),
+    /// Webhook notifications: the signing secret and the outbox.
+    #[command(subcommand)]
+    Notify(NotifyCommand),
     /// Undo an action (by its number in the audit log) or every write of a task.
     Undo {
         /// The action's number in `clancy audit log` (e.g. 42 or #42).
@@ -99,6 +106,38 @@ enum Command {
 }
 
 #[derive(Subcommand, Debug)]
+enum OperatorsCommand {
+    /// Add an operator or change their role.
+    Add {
+        /// The name they decide as (`--as NAME`).
+        name: String,
+        /// admin, manager or user.
+        #[arg(long)]
+        role: String,
+    },
+    /// List operators.
+    List {
+        /// JSON Lines.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum NotifyCommand {
+    /// Print the org's webhook signing secret (receivers verify X-Clancy-Signature with it).
+    Secret,
+    /// Show the outbox: what was sent, what waits for a retry, what was given up.
+    List {
+        /// JSON Lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Deliver the notifications that are due now.
+    Deliver,
+}
+
+#[derive(Subcommand, Debug)]
 enum ApprovalsCommand {
     /// Show pending requests with the employee's reason and a preview of the action.
     List {
@@ -116,6 +155,13 @@ enum ApprovalsCommand {
     Approve(Decide),
     /// Deny requests; they never run.
     Deny(Decide),
+    /// Keep running: escalate, expire, resume approved actions and deliver
+    /// notifications on a timer until interrupted.
+    Watch {
+        /// Seconds between rounds.
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        every: u64,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -132,6 +178,10 @@ struct Decide {
     /// A comment kept with the decision.
     #[arg(long)]
     comment: Option<String>,
+    /// Approve an edited action instead: FIELD=VALUE (repeatable), e.g.
+    /// --set body="..." for a mail. The edit gets its own hash and is audited.
+    #[arg(long = "set", value_name = "FIELD=VALUE")]
+    edits: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -255,6 +305,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             let host = open(global, DataDirMode::Create)?;
             let employee = host.load(manifest)?;
             let result = employee.run(&task)?;
+            if let Err(e) = host.deliver_notifications() {
+                tracing::warn!("notifications not delivered now (they stay queued): {e}");
+            }
             if json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&result)?)?;
             } else {
@@ -406,9 +459,85 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Approvals(command) => {
             let host = open(global, DataDirMode::Existing)?;
-            host.expire_overdue()?;
-            host.resume_approved()?;
-            approvals(&host, command, &mut out)
+            housekeeping(&host)?;
+            let code = approvals(&host, command, &mut out)?;
+            housekeeping(&host)?;
+            Ok(code)
+        }
+        Command::Operators(OperatorsCommand::Add { name, role }) => {
+            let role: Role = role.parse().map_err(anyhow::Error::msg)?;
+            let host = open(global, DataDirMode::Create)?;
+            host.operators()
+                .put(&Operator {
+                    name: name.clone(),
+                    role,
+                })
+                .map_err(anyhow::Error::msg)?;
+            writeln!(out, "operator {name} is {role}")?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Operators(OperatorsCommand::List { json }) => {
+            let host = open(global, DataDirMode::Existing)?;
+            let list = host.operators().list()?;
+            for o in &list {
+                if json {
+                    writeln!(out, "{}", serde_json::to_string(o)?)?;
+                } else {
+                    writeln!(out, "{} ({})", o.name, o.role)?;
+                }
+            }
+            if list.is_empty() && !json {
+                writeln!(
+                    out,
+                    "no operators (add one with `clancy operators add NAME --role admin`)"
+                )?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Notify(NotifyCommand::Secret) => {
+            let host = open(global, DataDirMode::Create)?;
+            writeln!(out, "{}", String::from_utf8_lossy(&host.outbox().secret()?))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Notify(NotifyCommand::List { json }) => {
+            let host = open(global, DataDirMode::Existing)?;
+            let list = host.outbox().list()?;
+            for n in &list {
+                if json {
+                    writeln!(out, "{}", serde_json::to_string(n)?)?;
+                } else {
+                    writeln!(
+                        out,
+                        "{} {} about {} -> {}: {:?} after {} attempt(s){}",
+                        n.id,
+                        n.event.name(),
+                        n.approval,
+                        n.url.split('?').next().unwrap_or(""),
+                        n.state,
+                        n.attempts,
+                        n.last_error
+                            .as_ref()
+                            .map(|e| format!(" ({e})"))
+                            .unwrap_or_default()
+                    )?;
+                }
+            }
+            if list.is_empty() && !json {
+                writeln!(out, "no notifications")?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Notify(NotifyCommand::Deliver) => {
+            let host = open(global, DataDirMode::Existing)?;
+            let d = host.deliver_notifications()?;
+            writeln!(
+                out,
+                "delivered {}, retrying later {}, gave up {}",
+                d.delivered.len(),
+                d.retrying.len(),
+                d.gave_up.len()
+            )?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Sandbox(SandboxCommand::Seed { reset }) => {
             let host = open(global, DataDirMode::Create)?;
@@ -431,6 +560,16 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// What every approvals command does first and last: move requests along
+/// their ladders, expire overdue ones, finish approved actions interrupted
+/// by a crash, and deliver due notifications.
+fn housekeeping(host: &Host) -> Result<()> {
+    host.tick()?;
+    host.resume_approved()?;
+    host.deliver_notifications()?;
+    Ok(())
 }
 
 /// Who is acting: `--as NAME`, else `$USER`.
@@ -559,10 +698,54 @@ fn approvals(
             }
             return Ok(ExitCode::SUCCESS);
         }
+        ApprovalsCommand::Watch { every } => loop {
+            let changed = host.tick()?;
+            for a in &changed {
+                writeln!(out, "{}: {:?} (step {})", a.id, a.status, a.step)?;
+            }
+            host.resume_approved()?;
+            host.deliver_notifications()?;
+            out.flush()?;
+            std::thread::sleep(std::time::Duration::from_secs(every));
+        },
         ApprovalsCommand::Approve(d) => (Verdict::Approve, d),
         ApprovalsCommand::Deny(d) => (Verdict::Deny, d),
     };
     let by = who(decide.by)?;
+    if !decide.edits.is_empty() {
+        if verdict != Verdict::Approve || decide.ids.len() != 1 || decide.all_matching.is_some() {
+            anyhow::bail!(
+                "--set edits one request: `clancy approvals approve <id> --set FIELD=VALUE`"
+            );
+        }
+        let mut edits = Vec::new();
+        for e in &decide.edits {
+            let (f, v) = e
+                .split_once('=')
+                .with_context(|| format!("invalid edit {e:?} (expected FIELD=VALUE)"))?;
+            edits.push((f.trim().to_string(), v.to_string()));
+        }
+        let id = &decide.ids[0];
+        if host.approvals().get(id)?.is_none() {
+            anyhow::bail!("no approval request {id:?} in this organisation");
+        }
+        return match host.edit_and_approve(id, &edits, &by, decide.comment.as_deref()) {
+            Ok(a) => {
+                writeln!(
+                    out,
+                    "{id}: edited and approved as {}; {}",
+                    a.id,
+                    a.outcome.unwrap_or_default()
+                )?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e @ crate::host::DecideError::BadEdit { .. }) => Err(e.into()),
+            Err(e) => {
+                writeln!(out, "{id}: REFUSED: {e}")?;
+                Ok(ExitCode::from(1))
+            }
+        };
+    }
     let mut ids = decide.ids.clone();
     if let Some(filter) = &decide.all_matching {
         let filter = Filter::parse(filter)?;

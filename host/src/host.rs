@@ -10,20 +10,22 @@ use std::sync::{Arc, OnceLock};
 
 use cap_std::fs::Dir;
 
-use chrono::Utc;
-
-use crate::approvals::{ActionRequest, Approval, ApprovalQueue, Status, policy_version};
+use crate::approvals::{Approval, ApprovalQueue, Clock, SystemClock};
 use crate::audit::{AuditLog, Decision, Kind, Record};
 use crate::manifest::{Integration, Manifest};
-use crate::mediator::{Mediator, describe, execute_audited};
+use crate::mediator::Mediator;
+use crate::notify::{Delivery, Event, Outbox};
+use crate::operators::Operators;
 use crate::providers::Providers;
 use crate::providers::files::Folders;
 use crate::providers::sandbox::Sandbox;
 use crate::runtime::{LoadError, LoadedEmployee, Runtime, imports};
 use crate::store::{OrgStore, SledStore, Store, StoreError, valid_org};
 
+mod decisions;
 mod explain;
 mod rollback;
+pub use decisions::{DecideError, Verdict};
 pub use rollback::{UndoError, UndoOutcome, UndoReport};
 
 /// Opening the host or loading an employee failed.
@@ -71,6 +73,8 @@ pub struct Host {
     org: OrgStore,
     audit: Arc<AuditLog>,
     approvals: Arc<ApprovalQueue>,
+    outbox: Arc<Outbox>,
+    clock: Arc<dyn Clock>,
     sandbox: Sandbox,
     runtime: OnceLock<Runtime>,
 }
@@ -105,16 +109,83 @@ impl Host {
             )));
         }
         let org_store = OrgStore::new(store.clone(), org);
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         Ok(Host {
             data_dir: data_dir.to_path_buf(),
             data,
             audit: Arc::new(AuditLog::new(org_store.clone())),
-            approvals: Arc::new(ApprovalQueue::new(org_store.clone())),
+            approvals: Arc::new(ApprovalQueue::new(org_store.clone(), clock.clone())),
+            outbox: Arc::new(Outbox::new(org_store.clone())),
+            clock,
             sandbox: Sandbox::new(org_store.clone()),
             org: org_store,
             store,
             runtime: OnceLock::new(),
         })
+    }
+
+    /// Use `clock` for approvals, expiry, escalation and notifications
+    /// (tests drive time with a [`crate::approvals::ManualClock`]). Call it
+    /// before loading employees.
+    pub fn use_clock(&mut self, clock: Arc<dyn Clock>) {
+        self.approvals = Arc::new(ApprovalQueue::new(self.org.clone(), clock.clone()));
+        self.clock = clock;
+    }
+
+    /// Now, by the host's clock.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.clock.now()
+    }
+
+    /// This org's operators (who may decide requests).
+    pub fn operators(&self) -> Operators {
+        Operators::new(self.org.clone())
+    }
+
+    /// This org's notification outbox.
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+
+    /// Queue notifications about `approval` for the targets its employee's
+    /// manifest names. Never fails the caller: a notification that cannot
+    /// be queued is logged.
+    fn notify(&self, event: Event, approval: &Approval) {
+        let targets = match self.stored_manifest(&approval.request.employee) {
+            Ok(Some(m)) => m.notify,
+            Ok(None) => Vec::new(),
+            Err(e) => {
+                tracing::error!(approval = %approval.id, "cannot read notification targets: {e}");
+                Vec::new()
+            }
+        };
+        for target in targets.iter().filter(|t| t.wants(event)) {
+            if let Err(e) = self.outbox.push(target, event, approval, self.now()) {
+                tracing::error!(approval = %approval.id, "could not queue a notification: {e}");
+            }
+        }
+    }
+
+    /// Deliver the notifications that are due; those whose attempts ran out
+    /// are recorded in the audit log.
+    pub fn deliver_notifications(&self) -> Result<Delivery, StoreError> {
+        let delivery = self.outbox.deliver_due(self.now())?;
+        for n in &delivery.gave_up {
+            let record = Record {
+                employee: "host".into(),
+                action: "notify".into(),
+                args: format!("{} about {}", n.event.name(), n.approval),
+                result: format!(
+                    "gave up after {} attempts: {}",
+                    n.attempts,
+                    n.last_error.as_deref().unwrap_or("")
+                ),
+                approval: Some(n.approval.clone()),
+                ..Record::default()
+            };
+            self.audit.append(Kind::Note, record).map_err(|e| e.0)?;
+        }
+        Ok(delivery)
     }
 
     /// The data dir.
@@ -191,6 +262,7 @@ impl Host {
             self.audit.clone(),
             self.providers()?,
             self.approvals.clone(),
+            self.outbox.clone(),
         ));
         let employee = manifest.name.clone();
         self.register_policies(&manifest)?;
@@ -212,296 +284,6 @@ impl Host {
             }
             Err(e) => Err(e.into()),
         }
-    }
-}
-
-/// A human's decision on a queued action.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Verdict {
-    /// Run it (the host executes it, once).
-    Approve,
-    /// Do not run it.
-    Deny,
-}
-
-/// A decision could not be taken; nothing changed.
-#[derive(Debug, thiserror::Error)]
-pub enum DecideError {
-    /// No such request in this organisation.
-    #[error("no approval request {0:?} in this organisation")]
-    Unknown(String),
-    /// The request was decided already (requests are single use).
-    #[error("{id} was already decided ({status}); a request is decided once")]
-    AlreadyDecided {
-        /// The request.
-        id: String,
-        /// Its status.
-        status: String,
-    },
-    /// Nobody decided in time; it is denied.
-    #[error("{0} expired before anyone decided, so it is denied")]
-    Expired(String),
-    /// The stored action no longer matches the hash it was queued with.
-    #[error("{0} no longer matches the action it was queued with; it was not executed")]
-    Tampered(String),
-    /// The employee's approval policy changed since the request was made.
-    #[error(
-        "{id}: the approval policy of {employee} changed since the request was made; it was not executed"
-    )]
-    PolicyChanged {
-        /// The request.
-        id: String,
-        /// The employee.
-        employee: String,
-    },
-    /// Approved, but the audit log could not record the execution; it stays
-    /// approved and runs when the host can write its audit log again.
-    #[error(
-        "{0} is approved but could not be executed now (audit log unavailable); it will run on the next start"
-    )]
-    Deferred(String),
-    /// The store failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-impl Host {
-    /// This org's approval queue.
-    pub fn approvals(&self) -> &ApprovalQueue {
-        &self.approvals
-    }
-
-    fn register_policies(&self, manifest: &Manifest) -> Result<(), StoreError> {
-        let versions: Vec<(String, String)> = manifest
-            .grants
-            .iter()
-            .map(|g| {
-                (
-                    policy_key(g.integration, &g.scope),
-                    policy_version(g.integration, &g.scope, &g.approval),
-                )
-            })
-            .collect();
-        self.org.write(
-            "employees",
-            vec![
-                (
-                    format!("policies/{}", manifest.name).into_bytes(),
-                    Some(to_json(&versions)?),
-                ),
-                (
-                    format!("manifest/{}", manifest.name).into_bytes(),
-                    Some(to_json(manifest)?),
-                ),
-            ],
-        )
-    }
-
-    /// The manifest `employee` was last loaded with.
-    pub fn stored_manifest(&self, employee: &str) -> Result<Option<Manifest>, StoreError> {
-        self.org
-            .get_json("employees", format!("manifest/{employee}").as_bytes())
-    }
-
-    /// A mediator for `employee` as last loaded, for the host's own calls on
-    /// its behalf (undo).
-    fn mediator_for(&self, employee: &str) -> Result<Mediator, HostError> {
-        let manifest = self.stored_manifest(employee)?.ok_or_else(|| {
-            HostError::DataDir(format!(
-                "{employee} has never been loaded in this organisation"
-            ))
-        })?;
-        Ok(Mediator::new(
-            &manifest,
-            self.audit.clone(),
-            self.providers()?,
-            self.approvals.clone(),
-        ))
-    }
-
-    fn current_policy_version(
-        &self,
-        request: &ActionRequest,
-    ) -> Result<Option<String>, StoreError> {
-        let key = format!("policies/{}", request.employee);
-        let versions: Vec<(String, String)> = self
-            .org
-            .get_json("employees", key.as_bytes())?
-            .unwrap_or_default();
-        let wanted = policy_key(request.integration, &request.scope);
-        Ok(versions
-            .into_iter()
-            .find(|(k, _)| *k == wanted)
-            .map(|(_, v)| v))
-    }
-
-    /// Deny every pending request whose time ran out. Returns them.
-    pub fn expire_overdue(&self) -> Result<Vec<Approval>, StoreError> {
-        let now = Utc::now();
-        let mut expired = Vec::new();
-        for a in self.approvals.list()? {
-            if a.status == Status::Pending && a.expires_at <= now {
-                let next = Approval {
-                    status: Status::Expired,
-                    decided_by: Some("expiry".into()),
-                    decided_at: Some(now),
-                    ..a.clone()
-                };
-                if self.approvals.transition(&a, &next)? {
-                    self.audit_decision(&next, "expired unanswered, so denied")?;
-                    expired.push(next);
-                }
-            }
-        }
-        Ok(expired)
-    }
-
-    /// Execute every approved request that has not finished (after a crash). Returns them.
-    pub fn resume_approved(&self) -> Result<Vec<Approval>, DecideError> {
-        let mut resumed = Vec::new();
-        for a in self.approvals.list()? {
-            if a.status == Status::Approved {
-                resumed.push(self.execute_approved(a)?);
-            }
-        }
-        Ok(resumed)
-    }
-
-    fn audit_decision(&self, approval: &Approval, what: &str) -> Result<(), StoreError> {
-        let r = &approval.request;
-        let record = Record {
-            employee: r.employee.clone(),
-            task: r.task.clone(),
-            interface: r.operation.interface().to_string(),
-            scope: r.scope.clone(),
-            action: r.operation.method().to_string(),
-            reason: r.reason.clone(),
-            result: what.to_string(),
-            approval: Some(approval.id.clone()),
-            ..Record::default()
-        };
-        self.audit
-            .append(Kind::Decision, record)
-            .map(|_| ())
-            .map_err(|e| e.0)
-    }
-
-    /// Decide on one pending request. On approval the host executes exactly
-    /// the queued action, once. `by` is who decided.
-    pub fn decide(
-        &self,
-        id: &str,
-        verdict: Verdict,
-        by: &str,
-        comment: Option<&str>,
-    ) -> Result<Approval, DecideError> {
-        let current = self
-            .approvals
-            .get(id)?
-            .ok_or_else(|| DecideError::Unknown(id.to_string()))?;
-        if current.status != Status::Pending {
-            return Err(DecideError::AlreadyDecided {
-                id: id.to_string(),
-                status: format!("{:?}", current.status).to_lowercase(),
-            });
-        }
-        if current.expires_at <= Utc::now() {
-            self.expire_overdue()?;
-            return Err(DecideError::Expired(id.to_string()));
-        }
-        if current.hash != current.request.hash() {
-            return Err(DecideError::Tampered(id.to_string()));
-        }
-        if verdict == Verdict::Approve
-            && self.current_policy_version(&current.request)?.as_deref()
-                != Some(current.request.policy_version.as_str())
-        {
-            return Err(DecideError::PolicyChanged {
-                id: id.to_string(),
-                employee: current.request.employee.clone(),
-            });
-        }
-        let next = Approval {
-            status: if verdict == Verdict::Approve {
-                Status::Approved
-            } else {
-                Status::Denied
-            },
-            decided_by: Some(by.to_string()),
-            decided_at: Some(Utc::now()),
-            comment: comment.map(str::to_string),
-            ..current.clone()
-        };
-        if !self.approvals.transition(&current, &next)? {
-            let status = self
-                .approvals
-                .get(id)?
-                .map(|a| format!("{:?}", a.status).to_lowercase())
-                .unwrap_or_default();
-            return Err(DecideError::AlreadyDecided {
-                id: id.to_string(),
-                status,
-            });
-        }
-        let verb = if verdict == Verdict::Approve {
-            "approved"
-        } else {
-            "denied"
-        };
-        let what = match comment {
-            Some(c) => format!("{verb} by {by}: {c}"),
-            None => format!("{verb} by {by}"),
-        };
-        self.audit_decision(&next, &what)?;
-        match verdict {
-            Verdict::Approve => self.execute_approved(next),
-            Verdict::Deny => Ok(next),
-        }
-    }
-
-    /// Run an approved request through the audited provider path with its
-    /// hash as idempotency key, then record how it went.
-    fn execute_approved(&self, approval: Approval) -> Result<Approval, DecideError> {
-        let r = &approval.request;
-        let record = Record {
-            employee: r.employee.clone(),
-            task: r.task.clone(),
-            interface: r.operation.interface().to_string(),
-            scope: r.scope.clone(),
-            action: r.operation.method().to_string(),
-            args: r.operation.summary(),
-            reason: r.reason.clone(),
-            approval: Some(approval.id.clone()),
-            ..Record::default()
-        };
-        let scope_value = r.scope.split_once(':').map(|(_, v)| v).unwrap_or("");
-        let providers = self
-            .providers()
-            .map_err(|e| DecideError::Store(StoreError::Io(e.to_string())))?;
-        let result = execute_audited(
-            &self.audit,
-            &providers,
-            scope_value,
-            record,
-            &r.operation,
-            Some(&approval.hash),
-        )
-        .map_err(|_| DecideError::Deferred(approval.id.clone()))?;
-        let (status, outcome) = match &result {
-            Ok(response) => (Status::Executed, response.summary()),
-            Err(e) => (Status::Failed, describe(e)),
-        };
-        if status == Status::Executed {
-            self.approvals
-                .count_write(&r.employee, r.integration, &r.scope)?;
-        }
-        let next = Approval {
-            status,
-            outcome: Some(outcome),
-            ..approval.clone()
-        };
-        self.approvals.transition(&approval, &next)?;
-        Ok(next)
     }
 }
 

@@ -12,6 +12,8 @@ pub mod cli;
 pub mod host;
 pub mod manifest;
 pub mod mediator;
+pub mod notify;
+pub mod operators;
 pub mod providers;
 pub mod runtime;
 pub mod store;

@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::operators::Approver;
+
 /// Upper bound for `limits.memory_mb` (the engine's pooling allocator reserves this much per slot).
 pub const MAX_MEMORY_MB: u32 = 512;
 /// Upper bound for `limits.time_ms`.
@@ -193,7 +195,54 @@ pub struct ApprovalPolicy {
     /// Which write actions the policy covers; empty means all of them.
     pub actions: BTreeSet<String>,
     /// Hours before an unanswered request expires (expiry means deny).
+    /// With an escalation ladder, the sum of its steps.
     pub expires_after_hours: u32,
+    /// Who decides, step by step: each step's approver has its hours, then
+    /// the request escalates to the next; after the last, it is denied.
+    /// Empty means any operator may decide.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub escalation: Vec<EscalationStep>,
+}
+
+/// One step of an escalation ladder.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EscalationStep {
+    /// Who may decide during this step (admins always may).
+    pub approver: Approver,
+    /// How long this step lasts.
+    pub hours: u32,
+}
+
+fn parse_ladder(value: &toml::Value) -> Result<Vec<EscalationStep>, String> {
+    const SHAPE: &str = "approval.escalation must be a list of { approver = \"role:manager\" | \"NAME\", hours = 1-720 }";
+    let list = value.as_array().ok_or(SHAPE)?;
+    if list.is_empty() {
+        return Err(SHAPE.into());
+    }
+    list.iter()
+        .map(|step| {
+            let table = step.as_table().ok_or(SHAPE)?;
+            if let Some(k) = table.keys().find(|k| *k != "approver" && *k != "hours") {
+                return Err(format!(
+                    "unknown escalation key {k:?} (expected: approver, hours)"
+                ));
+            }
+            let approver = table
+                .get("approver")
+                .and_then(toml::Value::as_str)
+                .ok_or(SHAPE)?
+                .parse()?;
+            let hours = table
+                .get("hours")
+                .and_then(toml::Value::as_integer)
+                .filter(|h| (1..=720).contains(h))
+                .ok_or(SHAPE)?;
+            Ok(EscalationStep {
+                approver,
+                hours: hours as u32,
+            })
+        })
+        .collect()
 }
 
 impl ApprovalPolicy {
@@ -206,6 +255,7 @@ impl ApprovalPolicy {
             first: None,
             actions: BTreeSet::new(),
             expires_after_hours: DEFAULT_APPROVAL_HOURS,
+            escalation: Vec::new(),
         }
     }
 
@@ -263,6 +313,7 @@ impl ApprovalPolicy {
                 ("expires_after_hours", toml::Value::Integer(h)) if (1..=720).contains(h) => {
                     policy.expires_after_hours = *h as u32
                 }
+                ("escalation", ladder) => policy.escalation = parse_ladder(ladder)?,
                 ("actions", toml::Value::Array(list)) => {
                     for a in list {
                         let a = a.as_str().ok_or("approval actions must be strings")?;
@@ -292,10 +343,20 @@ impl ApprovalPolicy {
                 }
                 (other, _) => {
                     return Err(format!(
-                        "unknown approval key {other:?} (expected: required, over_amount, outside_domain, first, actions, expires_after_hours)"
+                        "unknown approval key {other:?} (expected: required, over_amount, outside_domain, first, actions, expires_after_hours, escalation)"
                     ));
                 }
             }
+        }
+        if !policy.escalation.is_empty() {
+            if table.contains_key("expires_after_hours") {
+                return Err(
+                    "give either approval.escalation or approval.expires_after_hours: \
+                            with a ladder, a request is denied when its last step runs out"
+                        .into(),
+                );
+            }
+            policy.expires_after_hours = policy.escalation.iter().map(|s| s.hours).sum();
         }
         if policy.is_none() && table.get("required").is_none() {
             return Err("an approval table needs a condition: required, over_amount, outside_domain or first".into());
@@ -329,6 +390,14 @@ impl fmt::Display for ApprovalPolicy {
                 " (for {})",
                 self.actions.iter().cloned().collect::<Vec<_>>().join(", ")
             )?;
+        }
+        if !self.escalation.is_empty() {
+            let steps: Vec<String> = self
+                .escalation
+                .iter()
+                .map(|s| format!("{} for {} h", s.approver, s.hours))
+                .collect();
+            write!(f, "; decided by {}, then denied", steps.join(", then "))?;
         }
         Ok(())
     }
@@ -397,6 +466,9 @@ pub struct Manifest {
     pub grants: Vec<Grant>,
     /// Per-task limits.
     pub limits: Limits,
+    /// Where notifications about its approval requests go.
+    #[serde(default)]
+    pub notify: Vec<crate::notify::Target>,
 }
 
 impl Manifest {
@@ -565,11 +637,47 @@ impl Manifest {
             }
         }
 
+        let mut notify = Vec::new();
+        for n in raw.notify {
+            use crate::notify::{Event, Format, Target, validate_url};
+            validate_url(n.url.as_ref()).map_err(|why| at(n.url.span(), why))?;
+            let format = match n.format.as_ref().map(|f| (f.as_ref().as_str(), f.span())) {
+                None | Some(("json", _)) => Format::Json,
+                Some(("slack", _)) => Format::Slack,
+                Some((other, span)) => {
+                    return Err(at(
+                        span,
+                        format!("unknown notify format {other:?} (expected \"json\" or \"slack\")"),
+                    ));
+                }
+            };
+            let mut events = BTreeSet::new();
+            for e in n.events.iter().flatten() {
+                let event = Event::parse(e.as_ref()).ok_or_else(|| {
+                    at(
+                        e.span(),
+                        format!(
+                            "unknown notify event {:?} (expected one of: {})",
+                            e.as_ref(),
+                            Event::ALL.map(Event::name).join(", ")
+                        ),
+                    )
+                })?;
+                events.insert(event);
+            }
+            notify.push(Target {
+                url: n.url.into_inner(),
+                format,
+                events,
+            });
+        }
+
         Ok(Manifest {
             name: name.clone(),
             component,
             grants,
             limits,
+            notify,
         })
     }
 }
@@ -630,6 +738,16 @@ struct RawManifest {
     #[serde(default)]
     grant: Vec<RawGrant>,
     limits: Option<RawLimits>,
+    #[serde(default)]
+    notify: Vec<RawNotify>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNotify {
+    url: Spanned<String>,
+    format: Option<Spanned<String>>,
+    events: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize)]

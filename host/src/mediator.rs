@@ -18,6 +18,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use crate::approvals::{ActionRequest, ApprovalQueue, policy_version};
 use crate::audit::{AuditError, AuditLog, Decision, Kind, Record};
 use crate::manifest::{Grant, Manifest};
+use crate::notify::{Event, Outbox, Target};
 use crate::providers::{Inverse, Operation, Providers, Response, money};
 use crate::runtime::bindings::CallError;
 use crate::store::StoreError;
@@ -35,6 +36,8 @@ pub struct Mediator {
     audit: Arc<AuditLog>,
     providers: Providers,
     approvals: Arc<ApprovalQueue>,
+    outbox: Arc<Outbox>,
+    notify: Vec<Target>,
     employee_limit: DefaultDirectRateLimiter,
     grant_limits: Vec<Option<DefaultDirectRateLimiter>>,
 }
@@ -52,10 +55,13 @@ impl Mediator {
         audit: Arc<AuditLog>,
         providers: Providers,
         approvals: Arc<ApprovalQueue>,
+        outbox: Arc<Outbox>,
     ) -> Mediator {
         Mediator {
             org: audit.org().to_string(),
             approvals,
+            outbox,
+            notify: manifest.notify.clone(),
             employee: manifest.name.clone(),
             grants: manifest.grants.clone(),
             audit,
@@ -280,8 +286,7 @@ impl Mediator {
             reason: reason.to_string(),
             policy_version: policy_version(grant.integration, &grant.scope, &grant.approval),
         };
-        let expires = grant.approval.expires_after_hours;
-        let approval = match self.approvals.enqueue(request, because, expires) {
+        let approval = match self.approvals.enqueue(request, because, &grant.approval) {
             Ok(a) => a,
             Err(e) => {
                 tracing::error!(employee = %self.employee, "could not queue a gated call: {e}");
@@ -296,6 +301,14 @@ impl Mediator {
         if let Err(e) = self.audit.append(Kind::Queued, record) {
             // The request is stored and approvers will see it; the log must say so too.
             tracing::error!(employee = %self.employee, approval = %approval.id, "could not audit a queued call: {e}");
+        }
+        for target in self.notify.iter().filter(|t| t.wants(Event::Requested)) {
+            if let Err(e) =
+                self.outbox
+                    .push(target, Event::Requested, &approval, self.approvals.now())
+            {
+                tracing::error!(approval = %approval.id, "could not queue a notification: {e}");
+            }
         }
         Ok(Response::Queued(approval.id))
     }

@@ -310,6 +310,63 @@ impl Operation {
         }
     }
 
+    /// The fields an approver may edit before approving.
+    pub fn editable_fields(&self) -> &'static [&'static str] {
+        use Operation::*;
+        match self {
+            MailSend { .. } => &["to", "subject", "body"],
+            ChatPost { .. } => &["text"],
+            CrmUpdateDealStage { .. } => &["stage"],
+            CalendarCreateEvent { .. } => &["title", "start", "end", "description"],
+            CalendarSendInvite { .. } => &["attendees"],
+            LedgerCreateExpenseReport { .. } => &["title"],
+            FilesWrite { .. } => &["contents"],
+            _ => &[],
+        }
+    }
+
+    /// The same operation with one field changed by an approver (lists, like
+    /// `to` and `attendees`, are comma-separated).
+    pub fn edited(&self, field: &str, value: &str) -> Result<Operation, String> {
+        use Operation::*;
+        let list = || -> Vec<String> {
+            value
+                .split(',')
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_string)
+                .collect()
+        };
+        let mut op = self.clone();
+        match (&mut op, field) {
+            (MailSend { draft }, "to") => draft.to = list(),
+            (MailSend { draft }, "subject") => draft.subject = value.into(),
+            (MailSend { draft }, "body") => draft.body = value.into(),
+            (ChatPost { text }, "text") => *text = value.into(),
+            (CrmUpdateDealStage { stage, .. }, "stage") => *stage = value.into(),
+            (CalendarCreateEvent { event }, "title") => event.title = value.into(),
+            (CalendarCreateEvent { event }, "start") => event.start = value.into(),
+            (CalendarCreateEvent { event }, "end") => event.end = value.into(),
+            (CalendarCreateEvent { event }, "description") => event.description = value.into(),
+            (CalendarSendInvite { attendees, .. }, "attendees") => *attendees = list(),
+            (LedgerCreateExpenseReport { report }, "title") => report.title = value.into(),
+            (FilesWrite { contents, .. }, "contents") => *contents = value.as_bytes().to_vec(),
+            _ => {
+                let fields = self.editable_fields();
+                return Err(if fields.is_empty() {
+                    format!("{} cannot be edited", self.method())
+                } else {
+                    format!(
+                        "{} has no editable field {field:?} (editable: {})",
+                        self.method(),
+                        fields.join(", ")
+                    )
+                });
+            }
+        }
+        Ok(op)
+    }
+
     /// Whether the operation changes anything.
     pub fn is_write(&self) -> bool {
         use Operation::*;

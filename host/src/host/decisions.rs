@@ -1,0 +1,466 @@
+//! Decisions on queued actions: approve, deny, edit-then-approve, expiry and
+//! escalation, and the host's execution of approved actions (exactly once:
+//! the action hash is the provider's idempotency key).
+
+use crate::approvals::{ActionRequest, Approval, ApprovalQueue, Status, new_id, policy_version};
+use crate::audit::{Kind, Record};
+use crate::manifest::Manifest;
+use crate::mediator::{MAX_ARGUMENT_BYTES, Mediator, describe, execute_audited};
+use crate::operators::Approver;
+use crate::store::StoreError;
+
+use super::{Host, HostError, policy_key, to_json};
+
+/// A human's decision on a queued action.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Run it (the host executes it, once).
+    Approve,
+    /// Do not run it.
+    Deny,
+}
+
+/// A decision could not be taken; nothing changed.
+#[derive(Debug, thiserror::Error)]
+pub enum DecideError {
+    /// No such request in this organisation.
+    #[error("no approval request {0:?} in this organisation")]
+    Unknown(String),
+    /// The request was decided already (requests are single use).
+    #[error("{id} was already decided ({status}); a request is decided once")]
+    AlreadyDecided {
+        /// The request.
+        id: String,
+        /// Its status.
+        status: String,
+    },
+    /// Nobody decided in time; it is denied.
+    #[error("{0} expired before anyone decided, so it is denied")]
+    Expired(String),
+    /// The stored action no longer matches the hash it was queued with.
+    #[error("{0} no longer matches the action it was queued with; it was not executed")]
+    Tampered(String),
+    /// The employee's approval policy changed since the request was made.
+    #[error(
+        "{id}: the approval policy of {employee} changed since the request was made; it was not executed"
+    )]
+    PolicyChanged {
+        /// The request.
+        id: String,
+        /// The employee.
+        employee: String,
+    },
+    /// Approved, but the audit log could not record the execution; it stays
+    /// approved and runs when the host can write its audit log again.
+    #[error(
+        "{0} is approved but could not be executed now (audit log unavailable); it will run on the next start"
+    )]
+    Deferred(String),
+    /// The decider is not an operator of this org, or not the one this
+    /// request is waiting for at its current escalation step.
+    #[error("{by} may not decide {id}: it is waiting for {waiting_for}")]
+    NotAllowed {
+        /// The request.
+        id: String,
+        /// Who tried.
+        by: String,
+        /// Who may decide now.
+        waiting_for: String,
+    },
+    /// An approver's edit is not valid.
+    #[error("{id}: {why}; nothing was changed")]
+    BadEdit {
+        /// The request.
+        id: String,
+        /// Why.
+        why: String,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Host {
+    /// This org's approval queue.
+    pub fn approvals(&self) -> &ApprovalQueue {
+        &self.approvals
+    }
+
+    pub(super) fn register_policies(&self, manifest: &Manifest) -> Result<(), StoreError> {
+        let versions: Vec<(String, String)> = manifest
+            .grants
+            .iter()
+            .map(|g| {
+                (
+                    policy_key(g.integration, &g.scope),
+                    policy_version(g.integration, &g.scope, &g.approval),
+                )
+            })
+            .collect();
+        self.org.write(
+            "employees",
+            vec![
+                (
+                    format!("policies/{}", manifest.name).into_bytes(),
+                    Some(to_json(&versions)?),
+                ),
+                (
+                    format!("manifest/{}", manifest.name).into_bytes(),
+                    Some(to_json(manifest)?),
+                ),
+            ],
+        )
+    }
+
+    /// The manifest `employee` was last loaded with.
+    pub fn stored_manifest(&self, employee: &str) -> Result<Option<Manifest>, StoreError> {
+        self.org
+            .get_json("employees", format!("manifest/{employee}").as_bytes())
+    }
+
+    /// A mediator for `employee` as last loaded, for the host's own calls on
+    /// its behalf (undo).
+    pub(super) fn mediator_for(&self, employee: &str) -> Result<Mediator, HostError> {
+        let manifest = self.stored_manifest(employee)?.ok_or_else(|| {
+            HostError::DataDir(format!(
+                "{employee} has never been loaded in this organisation"
+            ))
+        })?;
+        Ok(Mediator::new(
+            &manifest,
+            self.audit.clone(),
+            self.providers()?,
+            self.approvals.clone(),
+            self.outbox.clone(),
+        ))
+    }
+
+    fn current_policy_version(
+        &self,
+        request: &ActionRequest,
+    ) -> Result<Option<String>, StoreError> {
+        let key = format!("policies/{}", request.employee);
+        let versions: Vec<(String, String)> = self
+            .org
+            .get_json("employees", key.as_bytes())?
+            .unwrap_or_default();
+        let wanted = policy_key(request.integration, &request.scope);
+        Ok(versions
+            .into_iter()
+            .find(|(k, _)| *k == wanted)
+            .map(|(_, v)| v))
+    }
+
+    /// Move every pending request along its escalation ladder and deny those
+    /// whose time ran out. Driven by the clock alone, so it does the same
+    /// whenever it runs (after a restart too). Returns what changed.
+    pub fn tick(&self) -> Result<Vec<Approval>, StoreError> {
+        let now = self.approvals.now();
+        let mut changed = Vec::new();
+        for a in self.approvals.list()? {
+            if a.status != Status::Pending {
+                continue;
+            }
+            if a.expires_at <= now || (!a.escalation.is_empty() && a.step_at(now).is_none()) {
+                let next = Approval {
+                    status: Status::Expired,
+                    decided_by: Some("expiry".into()),
+                    decided_at: Some(now),
+                    ..a.clone()
+                };
+                if self.approvals.transition(&a, &next)? {
+                    let what = if a.escalation.is_empty() {
+                        "expired unanswered, so denied".to_string()
+                    } else {
+                        format!(
+                            "nobody on the escalation ladder decided within {} h, so denied",
+                            a.escalation.iter().map(|s| s.hours).sum::<u32>()
+                        )
+                    };
+                    self.audit_decision(&next, &what)?;
+                    self.notify(crate::notify::Event::Expired, &next);
+                    changed.push(next);
+                }
+                continue;
+            }
+            if let Some(step) = a.step_at(now).filter(|s| *s > a.step) {
+                let next = Approval { step, ..a.clone() };
+                if self.approvals.transition(&a, &next)? {
+                    let from = &a.escalation[a.step];
+                    let what = format!(
+                        "escalated to {}: {} did not decide within {} h",
+                        next.escalation[step].approver, from.approver, from.hours
+                    );
+                    self.audit_decision(&next, &what)?;
+                    self.notify(crate::notify::Event::Escalated, &next);
+                    changed.push(next);
+                }
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Deny every pending request whose time ran out (see [`Host::tick`]). Returns them.
+    pub fn expire_overdue(&self) -> Result<Vec<Approval>, StoreError> {
+        Ok(self
+            .tick()?
+            .into_iter()
+            .filter(|a| a.status == Status::Expired)
+            .collect())
+    }
+
+    /// Execute every approved request that has not finished (after a crash). Returns them.
+    pub fn resume_approved(&self) -> Result<Vec<Approval>, DecideError> {
+        let mut resumed = Vec::new();
+        for a in self.approvals.list()? {
+            if a.status == Status::Approved {
+                resumed.push(self.execute_approved(a)?);
+            }
+        }
+        Ok(resumed)
+    }
+
+    fn audit_decision(&self, approval: &Approval, what: &str) -> Result<(), StoreError> {
+        let r = &approval.request;
+        let record = Record {
+            employee: r.employee.clone(),
+            task: r.task.clone(),
+            interface: r.operation.interface().to_string(),
+            scope: r.scope.clone(),
+            action: r.operation.method().to_string(),
+            reason: r.reason.clone(),
+            result: what.to_string(),
+            approval: Some(approval.id.clone()),
+            ..Record::default()
+        };
+        self.audit
+            .append(Kind::Decision, record)
+            .map(|_| ())
+            .map_err(|e| e.0)
+    }
+
+    /// The pending request `id`, if `by` may decide it now with `verdict`.
+    fn decidable(&self, id: &str, verdict: Verdict, by: &str) -> Result<Approval, DecideError> {
+        self.tick()?;
+        let current = self
+            .approvals
+            .get(id)?
+            .ok_or_else(|| DecideError::Unknown(id.to_string()))?;
+        match current.status {
+            Status::Pending => {}
+            Status::Expired => return Err(DecideError::Expired(id.to_string())),
+            other => {
+                return Err(DecideError::AlreadyDecided {
+                    id: id.to_string(),
+                    status: format!("{other:?}").to_lowercase(),
+                });
+            }
+        }
+        if let Some(approver) = current.current_approver() {
+            let allowed = self
+                .operators()
+                .get(by)?
+                .is_some_and(|op| op.may_decide(approver));
+            if !allowed {
+                return Err(DecideError::NotAllowed {
+                    id: id.to_string(),
+                    by: by.to_string(),
+                    waiting_for: match approver {
+                        Approver::Role(r) => format!("an operator with role {r} (or an admin)"),
+                        Approver::Named(n) => format!("{n} (or an admin)"),
+                    },
+                });
+            }
+        }
+        if current.hash != current.request.hash() {
+            return Err(DecideError::Tampered(id.to_string()));
+        }
+        if verdict == Verdict::Approve
+            && self.current_policy_version(&current.request)?.as_deref()
+                != Some(current.request.policy_version.as_str())
+        {
+            return Err(DecideError::PolicyChanged {
+                id: id.to_string(),
+                employee: current.request.employee.clone(),
+            });
+        }
+        Ok(current)
+    }
+
+    fn lost_race(&self, id: &str) -> Result<DecideError, StoreError> {
+        let status = self
+            .approvals
+            .get(id)?
+            .map(|a| format!("{:?}", a.status).to_lowercase())
+            .unwrap_or_default();
+        Ok(DecideError::AlreadyDecided {
+            id: id.to_string(),
+            status,
+        })
+    }
+
+    /// Decide on one pending request. On approval the host executes exactly
+    /// the queued action, once. `by` is who decided.
+    pub fn decide(
+        &self,
+        id: &str,
+        verdict: Verdict,
+        by: &str,
+        comment: Option<&str>,
+    ) -> Result<Approval, DecideError> {
+        let current = self.decidable(id, verdict, by)?;
+        let now = self.approvals.now();
+        let next = Approval {
+            status: if verdict == Verdict::Approve {
+                Status::Approved
+            } else {
+                Status::Denied
+            },
+            decided_by: Some(by.to_string()),
+            decided_at: Some(now),
+            comment: comment.map(str::to_string),
+            ..current.clone()
+        };
+        if !self.approvals.transition(&current, &next)? {
+            return Err(self.lost_race(id)?);
+        }
+        let verb = if verdict == Verdict::Approve {
+            "approved"
+        } else {
+            "denied"
+        };
+        let what = match comment {
+            Some(c) => format!("{verb} by {by}: {c}"),
+            None => format!("{verb} by {by}"),
+        };
+        self.audit_decision(&next, &what)?;
+        self.notify(crate::notify::Event::Decided, &next);
+        match verdict {
+            Verdict::Approve => self.execute_approved(next),
+            Verdict::Deny => Ok(next),
+        }
+    }
+
+    /// Change fields of a pending request's action (e.g. a mail's body) and
+    /// approve the edited action. The edit is a new request with its own
+    /// hash, approved by `by`; the original is marked edited and never runs.
+    pub fn edit_and_approve(
+        &self,
+        id: &str,
+        edits: &[(String, String)],
+        by: &str,
+        comment: Option<&str>,
+    ) -> Result<Approval, DecideError> {
+        let current = self.decidable(id, Verdict::Approve, by)?;
+        let bad = |why: String| DecideError::BadEdit {
+            id: id.to_string(),
+            why,
+        };
+        if edits.is_empty() {
+            return Err(bad("no edit given".into()));
+        }
+        let mut operation = current.request.operation.clone();
+        for (field, value) in edits {
+            operation = operation.edited(field, value).map_err(bad)?;
+        }
+        if operation.argument_bytes() > MAX_ARGUMENT_BYTES {
+            return Err(bad(format!(
+                "the edited action exceeds {MAX_ARGUMENT_BYTES} bytes"
+            )));
+        }
+        if operation == current.request.operation {
+            return Err(bad("the edit changes nothing; approve it as it is".into()));
+        }
+        let request = ActionRequest {
+            operation,
+            ..current.request.clone()
+        };
+        let now = self.approvals.now();
+        let edited = Approval {
+            id: new_id(),
+            hash: request.hash(),
+            request,
+            status: Status::Approved,
+            decided_by: Some(by.to_string()),
+            decided_at: Some(now),
+            comment: comment.map(str::to_string),
+            edited_from: Some(current.id.clone()),
+            ..current.clone()
+        };
+        let fields: Vec<&str> = edits.iter().map(|(f, _)| f.as_str()).collect();
+        let superseded = Approval {
+            status: Status::Edited,
+            decided_by: Some(by.to_string()),
+            decided_at: Some(now),
+            comment: comment.map(str::to_string),
+            outcome: Some(format!(
+                "edited by {by} ({}) and approved as {}",
+                fields.join(", "),
+                edited.id
+            )),
+            ..current.clone()
+        };
+        if !self.approvals.supersede(&current, &superseded, &edited)? {
+            return Err(self.lost_race(id)?);
+        }
+        let what = format!(
+            "edited by {by} (changed {}) and approved as {}; action hash {} became {}{}",
+            fields.join(", "),
+            edited.id,
+            &current.hash[..12],
+            &edited.hash[..12],
+            comment.map(|c| format!(": {c}")).unwrap_or_default()
+        );
+        self.audit_decision(&superseded, &what)?;
+        self.notify(crate::notify::Event::Decided, &superseded);
+        self.execute_approved(edited)
+    }
+
+    /// Run an approved request through the audited provider path with its
+    /// hash as idempotency key, then record how it went.
+    fn execute_approved(&self, approval: Approval) -> Result<Approval, DecideError> {
+        let r = &approval.request;
+        let record = Record {
+            employee: r.employee.clone(),
+            task: r.task.clone(),
+            interface: r.operation.interface().to_string(),
+            scope: r.scope.clone(),
+            action: r.operation.method().to_string(),
+            args: r.operation.summary(),
+            reason: r.reason.clone(),
+            approval: Some(approval.id.clone()),
+            ..Record::default()
+        };
+        let scope_value = r.scope.split_once(':').map(|(_, v)| v).unwrap_or("");
+        let providers = self
+            .providers()
+            .map_err(|e| DecideError::Store(StoreError::Io(e.to_string())))?;
+        let result = execute_audited(
+            &self.audit,
+            &providers,
+            scope_value,
+            record,
+            &r.operation,
+            Some(&approval.hash),
+        )
+        .map_err(|_| DecideError::Deferred(approval.id.clone()))?;
+        let (status, outcome) = match &result {
+            Ok(response) => (Status::Executed, response.summary()),
+            Err(e) => (Status::Failed, describe(e)),
+        };
+        if status == Status::Executed {
+            self.approvals
+                .count_write(&r.employee, r.integration, &r.scope)?;
+        }
+        let next = Approval {
+            status,
+            outcome: Some(outcome),
+            ..approval.clone()
+        };
+        self.approvals.transition(&approval, &next)?;
+        if status == Status::Failed {
+            self.notify(crate::notify::Event::Failed, &next);
+        }
+        Ok(next)
+    }
+}
