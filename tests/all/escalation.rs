@@ -1,0 +1,238 @@
+//! Who decides: escalation ladders driven by an injected clock (and by the
+//! stored timestamps alone, so they survive restarts), operator roles, and
+//! edit-then-approve.
+
+use std::sync::Arc;
+
+use anyhow::Result;
+use chrono::{Duration, Utc};
+use clancy::approvals::{ManualClock, Status};
+use clancy::audit::Kind;
+use clancy::host::{DataDirMode, DecideError, Host, Verdict};
+use clancy::operators::{Operator, Role};
+use clancy_guests::HOSTILE;
+
+use crate::env::{TestEnv, completed};
+
+const LADDER: &str = r##"
+[[grant]]
+integration = "slack"
+scope = "channel:#general"
+actions = ["post"]
+approval = { required = true, escalation = [ { approver = "role:manager", hours = 4 }, { approver = "ada", hours = 24 } ] }
+
+[[grant]]
+integration = "gmail"
+scope = "label:support"
+actions = ["read"]
+
+[[grant]]
+integration = "files"
+scope = "folder:out"
+actions = ["write"]
+"##;
+
+fn operators(host: &Host) -> Result<()> {
+    for (name, role) in [
+        ("mia", Role::Manager),
+        ("ada", Role::User),
+        ("root", Role::Admin),
+        ("uma", Role::User),
+    ] {
+        host.operators()
+            .put(&Operator {
+                name: name.into(),
+                role,
+            })
+            .map_err(anyhow::Error::msg)?;
+    }
+    Ok(())
+}
+
+fn queue(host: &Host, text: &str) -> Result<String> {
+    let employee = host.load(TestEnv::manifest(HOSTILE, LADDER)?)?;
+    let result = employee.run(&format!("post {text}"))?;
+    let summary = completed(&result)?.to_string();
+    summary
+        .strip_prefix("posted: queued for approval (")
+        .and_then(|s| s.strip_suffix(')'))
+        .map(str::to_string)
+        .ok_or_else(|| anyhow::anyhow!("not queued: {summary}"))
+}
+
+fn clocked_env() -> Result<(TestEnv, Arc<ManualClock>)> {
+    let mut env = TestEnv::new()?;
+    let clock = Arc::new(ManualClock::new(Utc::now()));
+    env.host.use_clock(clock.clone());
+    operators(&env.host)?;
+    Ok((env, clock))
+}
+
+fn not_allowed(r: Result<clancy::approvals::Approval, DecideError>) -> bool {
+    matches!(r, Err(DecideError::NotAllowed { .. }))
+}
+
+#[test]
+fn a_request_escalates_up_its_ladder_on_the_clock_and_only_the_current_approver_decides()
+-> Result<()> {
+    let (env, clock) = clocked_env()?;
+    let id = queue(&env.host, "ladder one")?;
+    let h = &env.host;
+    // Step 1: managers (and admins) decide; a user or a stranger may not.
+    assert!(not_allowed(h.decide(&id, Verdict::Approve, "uma", None)));
+    assert!(not_allowed(h.decide(&id, Verdict::Approve, "eve", None)));
+    clock.advance(Duration::hours(3));
+    assert!(h.tick()?.is_empty(), "still within the manager's 4 hours");
+
+    clock.advance(Duration::hours(2));
+    let changed = h.tick()?;
+    assert_eq!(changed.len(), 1);
+    assert_eq!(changed[0].step, 1);
+    assert!(h.tick()?.is_empty(), "escalating is done once");
+    let escalated = env
+        .audit()?
+        .into_iter()
+        .filter(|e| e.kind == Kind::Decision)
+        .any(|e| e.record.result == "escalated to ada: role:manager did not decide within 4 h");
+    assert!(escalated);
+    // Step 2: the manager may no longer decide; ada (named) may.
+    assert!(not_allowed(h.decide(&id, Verdict::Approve, "mia", None)));
+    assert_eq!(
+        env.channel("#general")?
+            .iter()
+            .filter(|m| *m == "ladder one")
+            .count(),
+        0
+    );
+    let done = h.decide(&id, Verdict::Approve, "ada", Some("fine"))?;
+    assert_eq!(done.status, Status::Executed);
+    assert_eq!(
+        env.channel("#general")?
+            .iter()
+            .filter(|m| *m == "ladder one")
+            .count(),
+        1
+    );
+    Ok(())
+}
+
+#[test]
+fn after_the_last_step_a_request_is_auto_denied_and_never_runs() -> Result<()> {
+    let (env, clock) = clocked_env()?;
+    let id = queue(&env.host, "ladder two")?;
+    clock.advance(Duration::hours(4 + 24));
+    let changed = env.host.tick()?;
+    assert_eq!(changed.len(), 1);
+    assert_eq!(changed[0].status, Status::Expired);
+    assert!(matches!(
+        env.host.decide(&id, Verdict::Approve, "root", None),
+        Err(DecideError::Expired(_))
+    ));
+    assert!(env.channel("#general")?.iter().all(|m| m != "ladder two"));
+    Ok(())
+}
+
+#[test]
+fn an_admin_can_decide_at_any_step() -> Result<()> {
+    let (env, _clock) = clocked_env()?;
+    let id = queue(&env.host, "ladder three")?;
+    let done = env
+        .host
+        .decide(&id, Verdict::Deny, "root", Some("not now"))?;
+    assert_eq!(done.status, Status::Denied);
+    Ok(())
+}
+
+#[test]
+fn escalation_survives_a_restart_because_it_runs_from_stored_time() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let start = Utc::now();
+    let id = {
+        let mut host = Host::open(&data, "default", DataDirMode::Create)?;
+        host.use_clock(Arc::new(ManualClock::new(start)));
+        host.sandbox().seed()?;
+        operators(&host)?;
+        queue(&host, "across restarts")?
+    };
+    // A new host process, five hours later, that never saw the request queued.
+    let mut host = Host::open(&data, "default", DataDirMode::Existing)?;
+    host.use_clock(Arc::new(ManualClock::new(start + Duration::hours(5))));
+    let changed = host.tick()?;
+    assert_eq!(changed.len(), 1);
+    assert_eq!((changed[0].id.as_str(), changed[0].step), (id.as_str(), 1));
+    assert!(not_allowed(host.decide(&id, Verdict::Approve, "mia", None)));
+    Ok(())
+}
+
+#[test]
+fn edit_then_approve_runs_the_edited_action_once_under_a_new_hash() -> Result<()> {
+    let env = TestEnv::new()?;
+    operators(&env.host)?;
+    let id = queue(&env.host, "draft wording")?;
+    let original = env
+        .host
+        .approvals()
+        .get(&id)?
+        .ok_or_else(|| anyhow::anyhow!("gone"))?;
+
+    // Bad edits change nothing.
+    for edits in [
+        vec![("subject", "x")],
+        vec![("text", "draft wording")],
+        vec![],
+    ] {
+        let edits: Vec<(String, String)> = edits
+            .into_iter()
+            .map(|(f, v)| (f.into(), v.into()))
+            .collect();
+        assert!(matches!(
+            env.host.edit_and_approve(&id, &edits, "mia", None),
+            Err(DecideError::BadEdit { .. })
+        ));
+    }
+    assert_eq!(
+        env.host.approvals().get(&id)?.map(|a| a.status),
+        Some(Status::Pending)
+    );
+
+    let edits = [("text".to_string(), "final wording".to_string())];
+    let edited = env
+        .host
+        .edit_and_approve(&id, &edits, "mia", Some("tone"))?;
+    assert_eq!(edited.status, Status::Executed);
+    assert_eq!(edited.edited_from.as_deref(), Some(id.as_str()));
+    assert_ne!(edited.hash, original.hash);
+    assert_eq!(edited.hash, edited.request.hash());
+    let general = env.channel("#general")?;
+    assert_eq!(general.iter().filter(|m| *m == "final wording").count(), 1);
+    assert!(general.iter().all(|m| m != "draft wording"));
+
+    let superseded = env
+        .host
+        .approvals()
+        .get(&id)?
+        .ok_or_else(|| anyhow::anyhow!("gone"))?;
+    assert_eq!(superseded.status, Status::Edited);
+    // The original is used up: no approving it afterwards.
+    assert!(matches!(
+        env.host.decide(&id, Verdict::Approve, "root", None),
+        Err(DecideError::AlreadyDecided { .. })
+    ));
+    let decision = env
+        .audit()?
+        .into_iter()
+        .find(|e| e.kind == Kind::Decision && e.record.approval.as_deref() == Some(id.as_str()))
+        .ok_or_else(|| anyhow::anyhow!("no decision entry"))?;
+    assert!(
+        decision
+            .record
+            .result
+            .starts_with("edited by mia (changed text) and approved as ap-")
+            && decision.record.result.contains(&original.hash[..12])
+            && decision.record.result.contains(&edited.hash[..12]),
+        "{}",
+        decision.record.result
+    );
+    Ok(())
+}

@@ -1,0 +1,257 @@
+//! Notifications: signed webhooks delivered to a real HTTP receiver on
+//! 127.0.0.1 started by the test, with retries and backoff when it fails,
+//! a Slack-compatible payload, and bad webhook URLs refused.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::{Arc, Mutex};
+
+use anyhow::Result;
+use chrono::{Duration, Utc};
+use clancy::approvals::ManualClock;
+use clancy::audit::Kind;
+use clancy::host::Verdict;
+use clancy::notify::{DeliveryState, MAX_ATTEMPTS, sign};
+use clancy_guests::HOSTILE;
+
+use crate::env::{TestEnv, completed};
+
+/// One request the receiver got.
+#[derive(Clone, Debug)]
+struct Received {
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Received {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A webhook receiver on 127.0.0.1 answering each request with the next
+/// status of `script` (then 200), recording what it got.
+struct Receiver {
+    addr: SocketAddr,
+    got: Arc<Mutex<Vec<Received>>>,
+}
+
+impl Receiver {
+    fn start(script: Vec<u16>) -> Result<Receiver> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let record = got.clone();
+        std::thread::spawn(move || {
+            let mut script = script.into_iter();
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let Ok(received) = read_request(&mut stream) else {
+                    continue;
+                };
+                record.lock().map(|mut g| g.push(received)).ok();
+                let status = script.next().unwrap_or(200);
+                let reply = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                let _ = stream.write_all(reply.as_bytes());
+            }
+        });
+        Ok(Receiver { addr, got })
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/hooks/clancy", self.addr)
+    }
+
+    fn received(&self) -> Vec<Received> {
+        self.got.lock().map(|g| g.clone()).unwrap_or_default()
+    }
+}
+
+fn read_request(stream: &mut std::net::TcpStream) -> std::io::Result<Received> {
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let mut headers = Vec::new();
+    loop {
+        line.clear();
+        reader.read_line(&mut line)?;
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = l.split_once(':') {
+            headers.push((k.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    let len: usize = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; len];
+    reader.read_exact(&mut body)?;
+    Ok(Received {
+        headers,
+        body: String::from_utf8_lossy(&body).to_string(),
+    })
+}
+
+fn grants(url: &str) -> String {
+    format!(
+        r##"
+[[grant]]
+integration = "slack"
+scope = "channel:#general"
+actions = ["post"]
+approval = "required"
+
+[[grant]]
+integration = "gmail"
+scope = "label:support"
+actions = ["read"]
+
+[[grant]]
+integration = "files"
+scope = "folder:out"
+actions = ["write"]
+
+[[notify]]
+url = "{url}"
+format = "slack"
+"##
+    )
+}
+
+fn clocked_env() -> Result<(TestEnv, Arc<ManualClock>)> {
+    let mut env = TestEnv::new()?;
+    let clock = Arc::new(ManualClock::new(Utc::now()));
+    env.host.use_clock(clock.clone());
+    Ok((env, clock))
+}
+
+fn queue_post(env: &TestEnv, url: &str, text: &str) -> Result<String> {
+    let result = env.run(HOSTILE, &grants(url), &format!("post {text}"))?;
+    let summary = completed(&result)?;
+    summary
+        .strip_prefix("posted: queued for approval (")
+        .and_then(|s| s.strip_suffix(')'))
+        .map(str::to_string)
+        .ok_or_else(|| anyhow::anyhow!("not queued: {summary}"))
+}
+
+#[test]
+fn a_failing_receiver_gets_signed_retries_with_backoff_until_it_recovers() -> Result<()> {
+    let receiver = Receiver::start(vec![500, 503])?;
+    let (env, clock) = clocked_env()?;
+    let id = queue_post(&env, &receiver.url(), "notify me")?;
+
+    let first = env.host.deliver_notifications()?;
+    assert_eq!((first.delivered.len(), first.retrying.len()), (0, 1));
+    // Not due again before the backoff has passed.
+    assert_eq!(env.host.deliver_notifications()?.retrying.len(), 0);
+    assert_eq!(receiver.received().len(), 1);
+    clock.advance(Duration::seconds(2));
+    assert_eq!(env.host.deliver_notifications()?.retrying.len(), 1);
+    clock.advance(Duration::seconds(3));
+    assert!(
+        env.host.deliver_notifications()?.delivered.is_empty(),
+        "4 s backoff"
+    );
+    clock.advance(Duration::seconds(1));
+    assert_eq!(env.host.deliver_notifications()?.delivered.len(), 1);
+
+    let got = receiver.received();
+    assert_eq!(got.len(), 3, "two failures, then delivered");
+    let secret = env.host.outbox().secret()?;
+    for r in &got {
+        let ts: i64 = r.header("X-Clancy-Timestamp").unwrap_or("").parse()?;
+        assert_eq!(
+            r.header("X-Clancy-Signature"),
+            Some(sign(&secret, ts, &r.body).as_str()),
+            "every attempt is signed over its timestamp and body"
+        );
+        assert_eq!(r.header("X-Clancy-Event"), Some("requested"));
+        assert_eq!(r.body, got[0].body, "the same payload each time");
+    }
+    assert_ne!(
+        got[0].header("X-Clancy-Signature"),
+        Some(sign(b"another secret", 0, &got[0].body).as_str())
+    );
+    // Slack-compatible incoming-webhook payload: text and blocks.
+    let payload: serde_json::Value = serde_json::from_str(&got[0].body)?;
+    let text = payload["text"].as_str().unwrap_or("");
+    assert!(text.contains("test-employee asks for approval") && text.contains(&id));
+    assert!(payload["blocks"].as_array().is_some_and(|b| !b.is_empty()));
+    assert!(payload.to_string().contains("notify me"));
+
+    // The decision is notified too.
+    env.host.decide(&id, Verdict::Deny, "mia", Some("no"))?;
+    assert_eq!(env.host.deliver_notifications()?.delivered.len(), 1);
+    let last = receiver
+        .received()
+        .pop()
+        .ok_or_else(|| anyhow::anyhow!("nothing"))?;
+    assert_eq!(last.header("X-Clancy-Event"), Some("decided"));
+    assert!(last.body.contains("mia denied test-employee's request"));
+    Ok(())
+}
+
+#[test]
+fn a_receiver_that_never_answers_is_given_up_after_the_last_attempt_and_audited() -> Result<()> {
+    // A port with nothing listening.
+    let url = {
+        let l = TcpListener::bind("127.0.0.1:0")?;
+        format!("http://{}/hook", l.local_addr()?)
+    };
+    let (env, clock) = clocked_env()?;
+    let id = queue_post(&env, &url, "nobody listens")?;
+    let mut gave_up = Vec::new();
+    for _ in 0..MAX_ATTEMPTS {
+        gave_up.extend(env.host.deliver_notifications()?.gave_up);
+        clock.advance(Duration::hours(2));
+    }
+    assert_eq!(gave_up.len(), 1);
+    assert_eq!(gave_up[0].attempts, MAX_ATTEMPTS);
+    let outbox = env.host.outbox().list()?;
+    assert_eq!(outbox[0].state, DeliveryState::GaveUp);
+    let audited = env.audit()?.into_iter().any(|e| {
+        e.kind == Kind::Note
+            && e.record.approval.as_deref() == Some(id.as_str())
+            && e.record.result.starts_with("gave up after 8 attempts")
+    });
+    assert!(audited);
+    // The request itself is untouched: still waiting for a human.
+    assert_eq!(env.host.approvals().list()?.len(), 1);
+    Ok(())
+}
+
+#[test]
+fn webhook_urls_that_are_not_https_or_not_allowed_are_refused_with_the_line() -> Result<()> {
+    for (url, message) in [
+        ("ftp://hooks.example/x", "is not an http(s) URL"),
+        (
+            "http://hooks.example/x",
+            "plain http is only allowed to this machine",
+        ),
+        ("https://user:pw@hooks.example/x", "carries credentials"),
+        ("not a url", "is not a valid URL"),
+    ] {
+        let err = TestEnv::manifest(HOSTILE, &grants(url))
+            .err()
+            .ok_or_else(|| anyhow::anyhow!("{url} accepted"))?;
+        let text = err.to_string();
+        assert!(text.starts_with("test.toml:"), "{text}");
+        assert!(text.contains(message), "{url}: {text}");
+    }
+    let bad_event = grants("https://hooks.example/x") + "events = [\"sometimes\"]\n";
+    let err = TestEnv::manifest(HOSTILE, &bad_event)
+        .err()
+        .map(|e| e.to_string());
+    assert!(err.is_some_and(|e| e.contains("unknown notify event \"sometimes\"")));
+    Ok(())
+}
