@@ -324,6 +324,7 @@ impl ApprovalQueue {
                 (hash_key, Some(approval.id.clone().into_bytes())),
             ],
         )?;
+        crate::pause_point("enqueue:after-store");
         Ok(approval)
     }
 

@@ -17,3 +17,21 @@ pub mod operators;
 pub mod providers;
 pub mod runtime;
 pub mod store;
+
+/// A crash-test hook: when the environment variable `CLANCY_TEST_PAUSE_AT`
+/// names this point, the process says so on stderr and stops here forever,
+/// so a test can kill it with SIGKILL at exactly this step. Without the
+/// variable it does nothing.
+pub fn pause_point(name: &str) {
+    static WANTED: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let wanted = WANTED.get_or_init(|| std::env::var("CLANCY_TEST_PAUSE_AT").ok());
+    if wanted.as_deref() == Some(name) {
+        use std::io::Write as _;
+        let mut err = std::io::stderr();
+        let _ = writeln!(err, "clancy: paused at {name}");
+        let _ = err.flush();
+        loop {
+            std::thread::park();
+        }
+    }
+}

@@ -429,7 +429,9 @@ pub fn execute_audited(
     let mut intent_record = record.clone();
     intent_record.decision = Some(Decision::Allowed);
     let intent = audit.append(Kind::Intent, intent_record)?;
+    crate::pause_point("execute:after-intent");
     let result = providers.execute(scope_value, &record.employee, op, key);
+    crate::pause_point("execute:after-provider");
     let mut result_record = record;
     result_record.decision = Some(Decision::Allowed);
     result_record.intent = Some(intent.seq);

@@ -3,8 +3,11 @@
 //! and `clancy` binary. One binary with modules links faster than many.
 
 mod approvals;
+mod approvals_cli;
 mod audit_log;
 mod cli;
+mod crash;
+mod crash_recovery;
 mod env;
 mod escalation;
 mod hostile;

@@ -321,9 +321,11 @@ impl Host {
             comment: comment.map(str::to_string),
             ..current.clone()
         };
+        crate::pause_point("decide:before-transition");
         if !self.approvals.transition(&current, &next)? {
             return Err(self.lost_race(id)?);
         }
+        crate::pause_point("decide:after-transition");
         let verb = if verdict == Verdict::Approve {
             "approved"
         } else {
@@ -452,6 +454,7 @@ impl Host {
             self.approvals
                 .count_write(&r.employee, r.integration, &r.scope)?;
         }
+        crate::pause_point("execute:after-result");
         let next = Approval {
             status,
             outcome: Some(outcome),
