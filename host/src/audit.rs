@@ -46,6 +46,9 @@ pub enum Kind {
     Queued,
     /// A human (or expiry) decided on a queued call.
     Decision,
+    /// The employee's `on-decision` was called about a decision (`approval`
+    /// names it; `result` says how the callback ended).
+    Reaction,
 }
 
 /// The decision the mediator took on a call.
@@ -155,6 +158,7 @@ impl Entry {
             Kind::TaskStart => format!("started: {}", r.args),
             Kind::TaskEnd => format!("ended: {}", r.result),
             Kind::Note => format!("note: {}", r.reason),
+            Kind::Reaction => format!("on-decision({}) -> {}", r.args, r.result),
             Kind::Decision => format!(
                 "decision on {}: {}",
                 r.approval.as_deref().unwrap_or("?"),

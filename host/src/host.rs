@@ -5,8 +5,9 @@
 //! everything under it is reached through that `Dir`, except the sled store,
 //! which sled opens by path inside it.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use cap_std::fs::Dir;
 
@@ -77,6 +78,8 @@ pub struct Host {
     clock: Arc<dyn Clock>,
     sandbox: Sandbox,
     runtime: OnceLock<Runtime>,
+    /// Employees loaded to hear decisions, by name, with the manifest they were loaded from.
+    reactors: Mutex<HashMap<String, (String, Arc<LoadedEmployee>)>>,
 }
 
 impl Host {
@@ -121,6 +124,7 @@ impl Host {
             org: org_store,
             store,
             runtime: OnceLock::new(),
+            reactors: Mutex::new(HashMap::new()),
         })
     }
 

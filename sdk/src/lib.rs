@@ -45,7 +45,7 @@
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../wit",
-        world: "clancy:employee/employee",
+        world: "clancy:employee/employee-with-decisions",
         pub_export_macro: true,
         default_bindings_module: "clancy_sdk::bindings",
         generate_all,
@@ -54,7 +54,7 @@ pub mod bindings {
 
 use std::fmt;
 
-pub use bindings::clancy::employee::types::{CallError, Outcome, Report, Task};
+pub use bindings::clancy::employee::types::{CallError, Decision, Outcome, Report, Task};
 
 /// Mail: one handle per granted mailbox label. See [`mail::mailboxes`].
 pub mod mail {
@@ -100,6 +100,15 @@ pub fn note(text: &str) {
 pub trait Employee {
     /// Do the task. Return a short report, or an error the operator will see.
     fn run(task: Task) -> Result<Report, String>;
+
+    /// Hear what became of an action that returned `queued(approval_id)`:
+    /// executed, failed, denied or expired. Runs in a fresh instance (keep
+    /// no state in memory between calls); its calls are audited under the
+    /// task that queued the action. The default does nothing.
+    fn on_decision(approval_id: String, decision: Decision) -> Result<(), String> {
+        let _ = (approval_id, decision);
+        Ok(())
+    }
 }
 
 impl CallError {
@@ -127,7 +136,8 @@ impl fmt::Display for Outcome {
     }
 }
 
-/// Export a type implementing [`Employee`] as this component's `run`.
+/// Export a type implementing [`Employee`] as this component's `run` and
+/// `on-decision`.
 #[macro_export]
 macro_rules! export {
     ($employee:ty) => {
@@ -137,6 +147,13 @@ macro_rules! export {
         impl $crate::bindings::Guest for __ClancyEmployeeExport {
             fn run(task: $crate::Task) -> ::core::result::Result<$crate::Report, ::std::string::String> {
                 <$employee as $crate::Employee>::run(task)
+            }
+
+            fn on_decision(
+                approval_id: ::std::string::String,
+                decision: $crate::Decision,
+            ) -> ::core::result::Result<(), ::std::string::String> {
+                <$employee as $crate::Employee>::on_decision(approval_id, decision)
             }
         }
 

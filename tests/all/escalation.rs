@@ -236,3 +236,70 @@ fn edit_then_approve_runs_the_edited_action_once_under_a_new_hash() -> Result<()
     );
     Ok(())
 }
+
+/// The notes the employee wrote from `on-decision`, in order.
+fn heard(env: &TestEnv) -> Result<Vec<String>> {
+    Ok(env
+        .audit()?
+        .into_iter()
+        .filter(|e| e.kind == Kind::Note && e.record.reason.starts_with("heard: "))
+        .map(|e| e.record.reason)
+        .collect())
+}
+
+#[test]
+fn the_employee_hears_every_decision_in_a_fresh_instance_under_its_task() -> Result<()> {
+    let (env, clock) = clocked_env()?;
+    let approved = queue(&env.host, "hear approve")?;
+    let denied = queue(&env.host, "hear deny")?;
+    let edited = queue(&env.host, "hear edit")?;
+    let expired = queue(&env.host, "hear expiry")?;
+    let done = env.host.decide(&approved, Verdict::Approve, "mia", None)?;
+    env.host
+        .decide(&denied, Verdict::Deny, "mia", Some("wrong channel"))?;
+    env.host.edit_and_approve(
+        &edited,
+        &[("text".to_string(), "heard, edited".to_string())],
+        "mia",
+        None,
+    )?;
+    clock.advance(Duration::hours(29));
+    env.host.tick()?;
+
+    let notes = heard(&env)?;
+    assert_eq!(
+        notes,
+        [
+            format!(
+                "heard: {approved} executed ({})",
+                done.outcome.unwrap_or_default()
+            ),
+            format!("heard: {denied} denied (mia: wrong channel)"),
+            notes[2].clone(),
+            format!("heard: {expired} expired"),
+        ]
+    );
+    // An edited request is reported under the id the employee was given.
+    assert!(notes[2].starts_with(&format!("heard: {edited} executed (done: ")));
+    // Each callback is audited under the task that queued the action.
+    let approval = env
+        .host
+        .approvals()
+        .get(&approved)?
+        .ok_or_else(|| anyhow::anyhow!("gone"))?;
+    let reaction = env
+        .audit()?
+        .into_iter()
+        .find(|e| {
+            e.kind == Kind::Reaction && e.record.approval.as_deref() == Some(approved.as_str())
+        })
+        .ok_or_else(|| anyhow::anyhow!("no reaction entry"))?;
+    assert_eq!(reaction.record.task, approval.request.task);
+    assert_eq!(reaction.record.result, "returned");
+    let explained = env.host.explain(&approval.request.task)?;
+    assert!(
+        explained.contains("the employee heard of it: on-decision("),
+        "{explained}"
+    );
+    Ok(())
+}

@@ -7,7 +7,10 @@ use crate::audit::{Kind, Record};
 use crate::manifest::Manifest;
 use crate::mediator::{MAX_ARGUMENT_BYTES, Mediator, describe, execute_audited};
 use crate::operators::Approver;
+use crate::runtime::bindings::clancy::employee::types::Decision;
+use crate::runtime::{LoadedEmployee, TaskEnd};
 use crate::store::StoreError;
+use std::sync::Arc;
 
 use super::{Host, HostError, policy_key, to_json};
 
@@ -179,6 +182,7 @@ impl Host {
                     };
                     self.audit_decision(&next, &what)?;
                     self.notify(crate::notify::Event::Expired, &next);
+                    self.react(&next.id, &next);
                     changed.push(next);
                 }
                 continue;
@@ -214,10 +218,79 @@ impl Host {
         let mut resumed = Vec::new();
         for a in self.approvals.list()? {
             if a.status == Status::Approved {
-                resumed.push(self.execute_approved(a)?);
+                let done = self.execute_approved(a)?;
+                self.react(done.edited_from.as_deref().unwrap_or(&done.id), &done);
+                resumed.push(done);
             }
         }
         Ok(resumed)
+    }
+
+    /// The employee, loaded from its stored manifest, to hear a decision.
+    fn reactor(&self, employee: &str) -> Result<Arc<LoadedEmployee>, String> {
+        let manifest = self
+            .stored_manifest(employee)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("{employee} has never been loaded here"))?;
+        let fingerprint = serde_json::to_string(&manifest).unwrap_or_default();
+        let mut cache = self.reactors.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((f, loaded)) = cache.get(employee)
+            && *f == fingerprint
+        {
+            return Ok(loaded.clone());
+        }
+        let loaded = Arc::new(self.load(manifest).map_err(|e| e.to_string())?);
+        cache.insert(employee.to_string(), (fingerprint, loaded.clone()));
+        Ok(loaded)
+    }
+
+    /// Tell the employee what became of its request `guest_id` (the id it
+    /// was given; for an edited request, the original's), if it listens.
+    /// Never changes the decision; how the callback ended is audited.
+    fn react(&self, guest_id: &str, approval: &Approval) {
+        let decision = match approval.status {
+            Status::Executed => Decision::Executed(approval.outcome.clone().unwrap_or_default()),
+            Status::Failed => Decision::Failed(approval.outcome.clone().unwrap_or_default()),
+            Status::Denied => Decision::Denied(format!(
+                "{}{}",
+                approval.decided_by.as_deref().unwrap_or("someone"),
+                approval
+                    .comment
+                    .as_ref()
+                    .map(|c| format!(": {c}"))
+                    .unwrap_or_default()
+            )),
+            Status::Expired => Decision::Expired,
+            Status::Pending | Status::Approved | Status::Edited => return,
+        };
+        let r = &approval.request;
+        let result = match self.reactor(&r.employee) {
+            Ok(employee) => match employee.on_decision(&r.task, guest_id, &decision) {
+                None => return,
+                Some(TaskEnd::Completed { .. }) => "returned".to_string(),
+                Some(TaskEnd::Failed { error }) => format!("failed: {error}"),
+                Some(TaskEnd::Trapped { reason }) => format!("stopped: {reason}"),
+            },
+            Err(e) => format!("could not be called: {e}"),
+        };
+        let heard = match &decision {
+            Decision::Executed(_) => "executed",
+            Decision::Failed(_) => "failed",
+            Decision::Denied(_) => "denied",
+            Decision::Expired => "expired",
+        };
+        let record = Record {
+            employee: r.employee.clone(),
+            task: r.task.clone(),
+            action: "on-decision".into(),
+            args: format!("{guest_id}, {heard}"),
+            result,
+            approval: Some(approval.id.clone()),
+            ..Record::default()
+        };
+        if let Err(e) = self.audit.append(Kind::Reaction, record) {
+            tracing::error!(approval = %approval.id, "could not audit on-decision: {e}");
+        }
     }
 
     fn audit_decision(&self, approval: &Approval, what: &str) -> Result<(), StoreError> {
@@ -337,10 +410,12 @@ impl Host {
         };
         self.audit_decision(&next, &what)?;
         self.notify(crate::notify::Event::Decided, &next);
-        match verdict {
-            Verdict::Approve => self.execute_approved(next),
-            Verdict::Deny => Ok(next),
-        }
+        let done = match verdict {
+            Verdict::Approve => self.execute_approved(next)?,
+            Verdict::Deny => next,
+        };
+        self.react(id, &done);
+        Ok(done)
     }
 
     /// Change fields of a pending request's action (e.g. a mail's body) and
@@ -415,7 +490,9 @@ impl Host {
         );
         self.audit_decision(&superseded, &what)?;
         self.notify(crate::notify::Event::Decided, &superseded);
-        self.execute_approved(edited)
+        let done = self.execute_approved(edited)?;
+        self.react(id, &done);
+        Ok(done)
     }
 
     /// Run an approved request through the audited provider path with its

@@ -58,9 +58,13 @@ impl Host {
                 employee = r.employee.clone();
             }
             match e.kind {
-                Kind::TaskStart => asked_for = Some(r.args.clone()),
-                Kind::TaskEnd => ending = Some(r.result.clone()),
+                Kind::TaskStart => asked_for = asked_for.or(Some(r.args.clone())),
+                Kind::TaskEnd => ending = ending.or(Some(r.result.clone())),
                 Kind::Note => notes.push(format!("  - \"{}\"", r.reason)),
+                Kind::Reaction => decided.push(format!(
+                    "  - the employee heard of it: on-decision({}) -> {}",
+                    r.args, r.result
+                )),
                 Kind::Intent if !completed.contains(&e.seq) => unfinished.push(format!(
                     "  - #{} {}: the host stopped before its result was recorded",
                     e.seq,

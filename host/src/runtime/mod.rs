@@ -341,12 +341,50 @@ impl LoadedEmployee {
         })
     }
 
-    fn run_in_fresh_store(
+    /// Tell the employee what became of its queued action `approval_id`,
+    /// in a fresh instance with the same grants and limits, if its
+    /// component exports `on-decision` (components of the plain `employee`
+    /// world do not, and are not called). Calls it makes are audited under
+    /// `task_id`, the task that queued the action. Returns how it ended, or
+    /// `None` when there was nothing to call.
+    pub fn on_decision(
         &self,
         task_id: &str,
-        instruction: &str,
-        output: &MemoryOutputPipe,
-    ) -> TaskEnd {
+        approval_id: &str,
+        decision: &bindings::clancy::employee::types::Decision,
+    ) -> Option<TaskEnd> {
+        let output = MemoryOutputPipe::new(GUEST_OUTPUT_BYTES);
+        let mut store = self.fresh_store(task_id, &output);
+        let time_ms = self.manifest.limits.time_ms;
+        let memory_mb = self.manifest.limits.memory_mb;
+        let trapped = |e: wasmtime::Error| TaskEnd::Trapped {
+            reason: describe_trap(&e, time_ms, memory_mb),
+        };
+        let instance = match self.pre.instance_pre().instantiate(&mut store) {
+            Ok(i) => i,
+            Err(e) => return Some(trapped(e)),
+        };
+        let func = instance
+            .get_typed_func::<(&str, &bindings::clancy::employee::types::Decision), (Result<(), String>,)>(
+                &mut store,
+                "on-decision",
+            )
+            .ok()?;
+        let end = match func.call(&mut store, (approval_id, decision)) {
+            Ok((Ok(()),)) => TaskEnd::Completed {
+                summary: "on-decision returned".into(),
+            },
+            Ok((Err(error),)) => TaskEnd::Failed { error },
+            Err(e) => trapped(e),
+        };
+        for line in String::from_utf8_lossy(&output.contents()).lines() {
+            tracing::info!(employee = %self.manifest.name, task = %task_id, "guest: {line}");
+        }
+        Some(end)
+    }
+
+    /// A fresh store for one task, with the employee's limits and deadline.
+    fn fresh_store(&self, task_id: &str, output: &MemoryOutputPipe) -> Store<TaskState> {
         let limits = &self.manifest.limits;
         let wasi = WasiCtxBuilder::new()
             .stdout(output.clone())
@@ -376,6 +414,17 @@ impl LoadedEmployee {
             .max(1);
         store.set_epoch_deadline(ticks);
         store.epoch_deadline_trap();
+        store
+    }
+
+    fn run_in_fresh_store(
+        &self,
+        task_id: &str,
+        instruction: &str,
+        output: &MemoryOutputPipe,
+    ) -> TaskEnd {
+        let limits = &self.manifest.limits;
+        let mut store = self.fresh_store(task_id, output);
 
         let task = bindings::Task {
             id: task_id.to_string(),

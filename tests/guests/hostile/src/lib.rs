@@ -1,7 +1,7 @@
 //! Hostile (and a few friendly) behaviours, chosen by the task instruction.
 //! Each tries something the host must stop; the tests assert it failed and
 //! that nothing happened.
-use clancy_sdk::{CallError, Employee, Report, Task, chat, files, mail, note};
+use clancy_sdk::{CallError, Decision, Employee, Report, Task, chat, files, mail, note};
 
 struct Hostile;
 
@@ -161,6 +161,19 @@ impl Employee for Hostile {
             }
             other => Err(format!("unknown command {other:?}")),
         }
+    }
+
+    /// Say what it heard, so the tests can see the callback ran (and what
+    /// it was told).
+    fn on_decision(approval_id: String, decision: Decision) -> Result<(), String> {
+        let heard = match &decision {
+            Decision::Executed(what) => format!("executed ({what})"),
+            Decision::Failed(why) => format!("failed ({why})"),
+            Decision::Denied(who) => format!("denied ({who})"),
+            Decision::Expired => "expired".to_string(),
+        };
+        note(&format!("heard: {approval_id} {heard}"));
+        Ok(())
     }
 }
 
