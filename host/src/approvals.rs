@@ -59,6 +59,30 @@ pub fn policy_version(integration: Integration, scope: &str, policy: &ApprovalPo
     hex::encode(&Sha256::digest(&canonical)[..8])
 }
 
+/// The policy versions of every grant of an employee, keyed
+/// `integration/scope` (what the host registers when it loads an employee).
+pub fn grant_versions(grants: &[crate::manifest::Grant]) -> Vec<(String, String)> {
+    grants
+        .iter()
+        .map(|g| {
+            (
+                format!("{}/{}", g.integration, g.scope),
+                policy_version(g.integration, &g.scope, &g.approval),
+            )
+        })
+        .collect()
+}
+
+/// The policy version a widening is requested under: all of the employee's
+/// grants, so a widening asked for under other grants cannot be approved.
+pub fn elevation_policy_version(versions: &[(String, String)]) -> String {
+    let canonical = serde_json::to_vec(versions).unwrap_or_default();
+    format!(
+        "elevation:{}",
+        hex::encode(&Sha256::digest(&canonical)[..8])
+    )
+}
+
 /// Where the host gets the time from (tests inject a manual clock to drive
 /// expiry and escalation).
 pub trait Clock: Send + Sync {
@@ -234,6 +258,15 @@ impl Approval {
                     r.scope
                 )
             }
+            Elevate {
+                integration,
+                scope,
+                actions,
+                minutes,
+            } => format!(
+                "widen its grants: {} on {integration} {scope} for {minutes} minutes (then it expires on its own)",
+                actions.join(", ")
+            ),
             other => format!("{} {}", other.method(), other.summary()),
         };
         format!(
@@ -251,6 +284,35 @@ impl Approval {
                 .expires_at
                 .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         )
+    }
+}
+
+/// An approved, time-boxed widening of an employee's grants.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Elevation {
+    /// The request that granted it.
+    pub approval: String,
+    /// The employee.
+    pub employee: String,
+    /// The service.
+    pub integration: Integration,
+    /// The scope widened to (or widened on).
+    pub scope: String,
+    /// The actions added.
+    pub actions: Vec<String>,
+    /// From when.
+    pub starts_at: DateTime<Utc>,
+    /// Until when.
+    pub expires_at: DateTime<Utc>,
+    /// Whether its end has been recorded in the audit log.
+    #[serde(default)]
+    pub ended: bool,
+}
+
+impl Elevation {
+    /// Whether it is in force at `now`.
+    pub fn active_at(&self, now: DateTime<Utc>) -> bool {
+        self.starts_at <= now && now < self.expires_at
     }
 }
 
@@ -393,6 +455,37 @@ impl ApprovalQueue {
                 ),
             ],
         )
+    }
+
+    fn elevation_key(employee: &str, approval: &str) -> Vec<u8> {
+        format!("e/{employee}/{approval}").into_bytes()
+    }
+
+    /// Record an approved widening (idempotent: keyed by its request).
+    pub fn put_elevation(&self, elevation: &Elevation) -> Result<(), StoreError> {
+        self.store.put_json(
+            AREA,
+            &Self::elevation_key(&elevation.employee, &elevation.approval),
+            elevation,
+        )
+    }
+
+    /// Every widening ever granted to `employee`, oldest first.
+    pub fn elevations(&self, employee: &str) -> Result<Vec<Elevation>, StoreError> {
+        let mut all: Vec<Elevation> = self
+            .store
+            .scan_json(AREA, format!("e/{employee}/").as_bytes())?;
+        all.sort_by(|a, b| {
+            a.starts_at
+                .cmp(&b.starts_at)
+                .then(a.approval.cmp(&b.approval))
+        });
+        Ok(all)
+    }
+
+    /// Every widening of every employee.
+    pub fn all_elevations(&self) -> Result<Vec<Elevation>, StoreError> {
+        self.store.scan_json(AREA, b"e/")
     }
 
     fn count_key(employee: &str, integration: Integration, scope: &str) -> Vec<u8> {

@@ -157,6 +157,9 @@ impl Entry {
         let what = match self.kind {
             Kind::TaskStart => format!("started: {}", r.args),
             Kind::TaskEnd => format!("ended: {}", r.result),
+            Kind::Note if r.reason.is_empty() => {
+                format!("host: {} {} -> {}", r.action, r.args, r.result)
+            }
             Kind::Note => format!("note: {}", r.reason),
             Kind::Reaction => format!("on-decision({}) -> {}", r.args, r.result),
             Kind::Decision => format!(

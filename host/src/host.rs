@@ -13,7 +13,7 @@ use cap_std::fs::Dir;
 
 use crate::approvals::{Approval, ApprovalQueue, Clock, SystemClock};
 use crate::audit::{AuditLog, Decision, Kind, Record};
-use crate::manifest::{Integration, Manifest};
+use crate::manifest::Manifest;
 use crate::mediator::Mediator;
 use crate::notify::{Delivery, Event, Outbox};
 use crate::operators::Operators;
@@ -293,10 +293,6 @@ impl Host {
 
 fn to_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(value).map_err(|e| StoreError::Io(e.to_string()))
-}
-
-fn policy_key(integration: Integration, scope: &str) -> String {
-    format!("{integration}/{scope}")
 }
 
 fn open_data_dir(path: &Path, mode: DataDirMode) -> Result<Dir, HostError> {

@@ -166,7 +166,8 @@ impl Integration {
         }
     }
 
-    fn parse(name: &str) -> Option<Integration> {
+    /// The integration named `name` in manifests.
+    pub fn parse(name: &str) -> Option<Integration> {
         Integration::ALL.into_iter().find(|i| i.name() == name)
     }
 }
@@ -682,7 +683,8 @@ impl Manifest {
     }
 }
 
-fn validate_scope_value(integration: Integration, value: &str) -> Result<(), &'static str> {
+/// Check the value part of a scope (after `kind:`) for `integration`.
+pub fn validate_scope_value(integration: Integration, value: &str) -> Result<(), &'static str> {
     if value.trim().is_empty() {
         return Err("the scope is empty");
     }

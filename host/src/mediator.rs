@@ -15,11 +15,14 @@ use std::sync::Arc;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
-use crate::approvals::{ActionRequest, ApprovalQueue, policy_version};
+use crate::approvals::{
+    ActionRequest, ApprovalQueue, Elevation, elevation_policy_version, grant_versions,
+    policy_version,
+};
 use crate::audit::{AuditError, AuditLog, Decision, Kind, Record};
-use crate::manifest::{Grant, Manifest};
+use crate::manifest::{ApprovalPolicy, Grant, Integration, Manifest};
 use crate::notify::{Event, Outbox, Target};
-use crate::providers::{Inverse, Operation, Providers, Response, money};
+use crate::providers::{Inverse, MAX_ELEVATION_MINUTES, Operation, Providers, Response, money};
 use crate::runtime::bindings::CallError;
 use crate::store::StoreError;
 
@@ -27,6 +30,12 @@ use crate::store::StoreError;
 pub const MAX_ARGUMENT_BYTES: usize = 256 * 1024;
 /// Largest reason or note, in bytes.
 pub const MAX_REASON_BYTES: usize = 4 * 1024;
+
+/// Why a call waits for a human, and under which policy version.
+struct Gated {
+    because: String,
+    policy_version: String,
+}
 
 /// The mediator of one employee (rate limits persist across its tasks).
 pub struct Mediator {
@@ -38,6 +47,7 @@ pub struct Mediator {
     approvals: Arc<ApprovalQueue>,
     outbox: Arc<Outbox>,
     notify: Vec<Target>,
+    elevations: std::sync::RwLock<Vec<Elevation>>,
     employee_limit: DefaultDirectRateLimiter,
     grant_limits: Vec<Option<DefaultDirectRateLimiter>>,
 }
@@ -62,6 +72,7 @@ impl Mediator {
             approvals,
             outbox,
             notify: manifest.notify.clone(),
+            elevations: std::sync::RwLock::new(Vec::new()),
             employee: manifest.name.clone(),
             grants: manifest.grants.clone(),
             audit,
@@ -80,21 +91,77 @@ impl Mediator {
         &self.employee
     }
 
-    /// The grant behind a handle.
-    pub fn grant(&self, index: usize) -> Option<&Grant> {
-        self.grants.get(index)
+    /// Load widenings approved since the last call (at each task start).
+    /// The list only grows, so handle indexes stay valid during a task.
+    pub fn refresh_elevations(&self) {
+        let stored = match self.approvals.elevations(&self.employee) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!(employee = %self.employee, "cannot read widenings: {e}");
+                return;
+            }
+        };
+        let mut known = self.elevations.write().unwrap_or_else(|p| p.into_inner());
+        for e in stored {
+            if !known.iter().any(|k| k.approval == e.approval) {
+                known.push(e);
+            }
+        }
     }
 
-    /// Indexes of the grants that reach `interface`.
-    pub fn grants_for(
-        &self,
-        interface: crate::manifest::Interface,
-    ) -> impl Iterator<Item = usize> + '_ {
-        self.grants
-            .iter()
-            .enumerate()
-            .filter(move |(_, g)| g.integration.interface() == interface)
-            .map(|(i, _)| i)
+    /// The grant behind a handle, as in force now: its manifest grant plus
+    /// any active widening of the same scope, or a widened-to scope (whose
+    /// actions are empty once every widening of it expired).
+    pub fn grant(&self, index: usize) -> Option<Grant> {
+        let now = self.approvals.now();
+        let elevations = self.elevations.read().unwrap_or_else(|p| p.into_inner());
+        let mut grant = match self.grants.get(index) {
+            Some(g) => g.clone(),
+            None => {
+                let e = elevations.get(index - self.grants.len())?;
+                let base = self.grants.iter().find(|g| g.integration == e.integration);
+                Grant {
+                    integration: e.integration,
+                    scope: e.scope.clone(),
+                    actions: Default::default(),
+                    approval: base.map_or_else(ApprovalPolicy::none, |b| b.approval.clone()),
+                    calls_per_minute: None,
+                }
+            }
+        };
+        for e in elevations.iter().filter(|e| {
+            e.active_at(now) && e.integration == grant.integration && e.scope == grant.scope
+        }) {
+            grant.actions.extend(e.actions.iter().cloned());
+        }
+        Some(grant)
+    }
+
+    /// Indexes of the grants that reach `interface`: the manifest's, then
+    /// one per scope widened to and still in force.
+    pub fn grants_for(&self, interface: crate::manifest::Interface) -> Vec<usize> {
+        let now = self.approvals.now();
+        let mut indexes: Vec<usize> = (0..self.grants.len())
+            .filter(|&i| self.grants[i].integration.interface() == interface)
+            .collect();
+        let elevations = self.elevations.read().unwrap_or_else(|p| p.into_inner());
+        let mut seen: Vec<(crate::manifest::Integration, &str)> = Vec::new();
+        for (j, e) in elevations.iter().enumerate() {
+            let new_scope = !self
+                .grants
+                .iter()
+                .any(|g| g.integration == e.integration && g.scope == e.scope);
+            let key = (e.integration, e.scope.as_str());
+            if new_scope
+                && e.active_at(now)
+                && e.integration.interface() == interface
+                && !seen.contains(&key)
+            {
+                seen.push(key);
+                indexes.push(self.grants.len() + j);
+            }
+        }
+        indexes
     }
 
     /// The audit log this mediator writes to.
@@ -134,17 +201,23 @@ impl Mediator {
         reason: &str,
     ) -> Result<Response, CallError> {
         let grant = self
-            .grants
-            .get(grant_index)
+            .grant(grant_index)
             .filter(|g| g.integration.interface() == op.interface());
-        let record = self.record(task, grant, &op, reason);
-        let Some(grant) = grant else {
+        let record = self.record(task, grant.as_ref(), &op, reason);
+        let Some(grant) = grant.as_ref() else {
             let e = CallError::Denied(format!(
                 "this handle does not reach the {} interface",
                 op.interface()
             ));
             return Err(self.refuse(record, Decision::Denied, e));
         };
+        if grant.actions.is_empty() {
+            let e = CallError::Denied(format!(
+                "the temporary grant on {} {} has expired",
+                grant.integration, grant.scope
+            ));
+            return Err(self.refuse(record, Decision::Denied, e));
+        }
         if !grant.allows(op.action()) {
             let e = CallError::Denied(format!(
                 "{} is not granted \"{}\" on {} {} (granted: {})",
@@ -187,7 +260,13 @@ impl Mediator {
                 }
             };
             if let Some(because) = because {
-                return self.enqueue(task, grant, op, reason, because, record);
+                let policy_version =
+                    policy_version(grant.integration, &grant.scope, &grant.approval);
+                let gated = Gated {
+                    because,
+                    policy_version,
+                };
+                return self.enqueue(task, grant, op, reason, gated, record);
             }
         }
 
@@ -273,9 +352,13 @@ impl Mediator {
         grant: &Grant,
         op: Operation,
         reason: &str,
-        because: String,
+        gated: Gated,
         mut record: Record,
     ) -> Result<Response, CallError> {
+        let Gated {
+            because,
+            policy_version,
+        } = gated;
         let request = ActionRequest {
             org: self.org.clone(),
             employee: self.employee.clone(),
@@ -284,7 +367,7 @@ impl Mediator {
             scope: grant.scope.clone(),
             operation: op,
             reason: reason.to_string(),
-            policy_version: policy_version(grant.integration, &grant.scope, &grant.approval),
+            policy_version,
         };
         let approval = match self.approvals.enqueue(request, because, &grant.approval) {
             Ok(a) => a,
@@ -386,8 +469,8 @@ impl Mediator {
     }
 
     fn check_rate(&self, grant_index: usize) -> Result<(), CallError> {
-        let limiters =
-            std::iter::once(&self.employee_limit).chain(self.grant_limits[grant_index].as_ref());
+        let limiters = std::iter::once(&self.employee_limit)
+            .chain(self.grant_limits.get(grant_index).and_then(Option::as_ref));
         for limiter in limiters {
             if let Err(not_until) = limiter.check() {
                 let wait = not_until.wait_time_from(DefaultClock::default().now());
@@ -396,6 +479,131 @@ impl Mediator {
             }
         }
         Ok(())
+    }
+
+    /// An employee asks for a time-boxed widening of its grants on an
+    /// integration it already holds a grant on. Checked like a call, then
+    /// always queued for a human (with the ladder of its existing grant on
+    /// that integration); the host records it only on approval.
+    pub fn request_elevation(
+        &self,
+        task: &str,
+        integration: &str,
+        scope: &str,
+        actions: Vec<String>,
+        minutes: u32,
+        reason: &str,
+    ) -> Result<Response, CallError> {
+        let parsed = Integration::parse(integration);
+        let op = Operation::Elevate {
+            integration: parsed.unwrap_or(Integration::Files),
+            scope: truncate(scope, 200),
+            actions: actions.iter().take(16).map(|a| truncate(a, 64)).collect(),
+            minutes,
+        };
+        let mut record = Record {
+            employee: self.employee.clone(),
+            task: task.to_string(),
+            interface: parsed.map_or("elevation".into(), |i| i.interface().to_string()),
+            scope: truncate(scope, 200),
+            action: op.method().to_string(),
+            args: op.summary(),
+            reason: truncate(reason, MAX_REASON_BYTES),
+            ..Record::default()
+        };
+        let rejected = |record: Record, why: String| {
+            Err(self.refuse(record, Decision::Rejected, CallError::Rejected(why)))
+        };
+        let Some(integration) = parsed else {
+            record.args = format!("integration {integration:?}");
+            return rejected(record, format!("unknown integration {integration:?}"));
+        };
+        let Some(base_index) = self
+            .grants
+            .iter()
+            .position(|g| g.integration == integration)
+        else {
+            let e = CallError::Denied(format!(
+                "{} holds no {integration} grant; a widening can only extend an integration it already has",
+                self.employee
+            ));
+            return Err(self.refuse(record, Decision::Denied, e));
+        };
+        let kind = integration.scope_kind();
+        let valid_scope = scope
+            .split_once(':')
+            .filter(|(k, _)| *k == kind)
+            .map(|(_, v)| crate::manifest::validate_scope_value(integration, v));
+        match valid_scope {
+            Some(Ok(())) => {}
+            Some(Err(why)) => return rejected(record, format!("scope {scope:?}: {why}")),
+            None => {
+                return rejected(
+                    record,
+                    format!("scope {scope:?} for {integration} must look like \"{kind}:NAME\""),
+                );
+            }
+        }
+        if actions.is_empty()
+            || actions
+                .iter()
+                .any(|a| !integration.actions().contains(&a.as_str()))
+        {
+            return rejected(
+                record,
+                format!(
+                    "actions must be some of: {}",
+                    integration.actions().join(", ")
+                ),
+            );
+        }
+        if !(1..=MAX_ELEVATION_MINUTES).contains(&minutes) {
+            return rejected(
+                record,
+                format!("minutes must be from 1 to {MAX_ELEVATION_MINUTES}"),
+            );
+        }
+        if reason.trim().is_empty() || reason.len() > MAX_REASON_BYTES {
+            return rejected(
+                record,
+                "a widening needs a plain-English reason of at most 4 KiB".into(),
+            );
+        }
+        let held: std::collections::BTreeSet<String> = (0..self.grants.len())
+            .chain(self.grants_for(integration.interface()))
+            .filter_map(|i| self.grant(i))
+            .filter(|g| g.integration == integration && g.scope == scope)
+            .flat_map(|g| g.actions)
+            .collect();
+        if actions.iter().all(|a| held.contains(a)) {
+            return rejected(
+                record,
+                format!(
+                    "{} already holds {} on {scope}",
+                    self.employee,
+                    actions.join(", ")
+                ),
+            );
+        }
+        if let Err(e) = self.check_rate(base_index) {
+            return Err(self.refuse(record, Decision::RateLimited, e));
+        }
+        let base = &self.grants[base_index];
+        let pseudo = Grant {
+            integration,
+            scope: scope.to_string(),
+            actions: Default::default(),
+            approval: ApprovalPolicy {
+                always: true,
+                ..base.approval.clone()
+            },
+            calls_per_minute: None,
+        };
+        let gated = Gated {
+            because: "widening a grant always needs approval".to_string(),
+            policy_version: elevation_policy_version(&grant_versions(&self.grants)),
+        };
+        self.enqueue(task, &pseudo, op, reason, gated, record)
     }
 
     /// Record the employee's plain-English note.

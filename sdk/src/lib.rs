@@ -88,6 +88,11 @@ pub mod files {
     pub use crate::bindings::clancy::employee::files::{Folder, folders};
 }
 
+/// Ask a human for a time-boxed widening of a grant. See [`elevation::request`].
+pub mod elevation {
+    pub use crate::bindings::clancy::employee::elevation::request;
+}
+
 /// Record a plain-English note in the audit log: why the employee is about to
 /// do what it does. Notes are free and never rate-limited below the task's
 /// call cap.

@@ -8,6 +8,7 @@ mod audit_log;
 mod cli;
 mod crash;
 mod crash_recovery;
+mod elevation;
 mod env;
 mod escalation;
 mod hostile;

@@ -2,17 +2,21 @@
 //! escalation, and the host's execution of approved actions (exactly once:
 //! the action hash is the provider's idempotency key).
 
-use crate::approvals::{ActionRequest, Approval, ApprovalQueue, Status, new_id, policy_version};
+use crate::approvals::{
+    ActionRequest, Approval, ApprovalQueue, Elevation, Status, elevation_policy_version,
+    grant_versions, new_id,
+};
 use crate::audit::{Kind, Record};
 use crate::manifest::Manifest;
 use crate::mediator::{MAX_ARGUMENT_BYTES, Mediator, describe, execute_audited};
 use crate::operators::Approver;
+use crate::providers::Operation;
 use crate::runtime::bindings::clancy::employee::types::Decision;
 use crate::runtime::{LoadedEmployee, TaskEnd};
 use crate::store::StoreError;
 use std::sync::Arc;
 
-use super::{Host, HostError, policy_key, to_json};
+use super::{Host, HostError, to_json};
 
 /// A human's decision on a queued action.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,16 +94,7 @@ impl Host {
     }
 
     pub(super) fn register_policies(&self, manifest: &Manifest) -> Result<(), StoreError> {
-        let versions: Vec<(String, String)> = manifest
-            .grants
-            .iter()
-            .map(|g| {
-                (
-                    policy_key(g.integration, &g.scope),
-                    policy_version(g.integration, &g.scope, &g.approval),
-                )
-            })
-            .collect();
+        let versions = grant_versions(&manifest.grants);
         self.org.write(
             "employees",
             vec![
@@ -147,7 +142,10 @@ impl Host {
             .org
             .get_json("employees", key.as_bytes())?
             .unwrap_or_default();
-        let wanted = policy_key(request.integration, &request.scope);
+        if matches!(request.operation, Operation::Elevate { .. }) {
+            return Ok(Some(elevation_policy_version(&versions)));
+        }
+        let wanted = format!("{}/{}", request.integration, request.scope);
         Ok(versions
             .into_iter()
             .find(|(k, _)| *k == wanted)
@@ -158,6 +156,7 @@ impl Host {
     /// whose time ran out. Driven by the clock alone, so it does the same
     /// whenever it runs (after a restart too). Returns what changed.
     pub fn tick(&self) -> Result<Vec<Approval>, StoreError> {
+        self.end_elevations()?;
         let now = self.approvals.now();
         let mut changed = Vec::new();
         for a in self.approvals.list()? {
@@ -224,6 +223,102 @@ impl Host {
             }
         }
         Ok(resumed)
+    }
+
+    /// Record an approved widening: it starts when it was approved and ends
+    /// on its own `minutes` later. Audited like an action (intent, result).
+    fn grant_elevation(&self, approval: Approval) -> Result<Approval, DecideError> {
+        let r = &approval.request;
+        let Operation::Elevate {
+            integration,
+            scope,
+            actions,
+            minutes,
+        } = &r.operation
+        else {
+            return Err(DecideError::Store(StoreError::Io(
+                "host bug: not a widening".into(),
+            )));
+        };
+        let starts_at = approval.decided_at.unwrap_or_else(|| self.now());
+        let elevation = Elevation {
+            approval: approval.id.clone(),
+            employee: r.employee.clone(),
+            integration: *integration,
+            scope: scope.clone(),
+            actions: actions.clone(),
+            starts_at,
+            expires_at: starts_at + chrono::Duration::minutes(i64::from(*minutes)),
+            ended: false,
+        };
+        let record = Record {
+            employee: r.employee.clone(),
+            task: r.task.clone(),
+            interface: r.operation.interface().to_string(),
+            scope: scope.clone(),
+            action: r.operation.method().to_string(),
+            args: r.operation.summary(),
+            reason: r.reason.clone(),
+            approval: Some(approval.id.clone()),
+            decision: Some(crate::audit::Decision::Allowed),
+            ..Record::default()
+        };
+        let intent = self
+            .audit
+            .append(Kind::Intent, record.clone())
+            .map_err(|_| DecideError::Deferred(approval.id.clone()))?;
+        crate::pause_point("execute:after-intent");
+        self.approvals.put_elevation(&elevation)?;
+        let outcome = format!(
+            "granted: {} on {integration} {scope} until {}",
+            actions.join(", "),
+            elevation
+                .expires_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        );
+        let result = Record {
+            result: outcome.clone(),
+            intent: Some(intent.seq),
+            ..record
+        };
+        if let Err(e) = self.audit.append(Kind::Result, result) {
+            tracing::error!(approval = %approval.id, "could not audit a granted widening: {e}");
+        }
+        let next = Approval {
+            status: Status::Executed,
+            outcome: Some(outcome),
+            ..approval.clone()
+        };
+        self.approvals.transition(&approval, &next)?;
+        Ok(next)
+    }
+
+    /// Record in the audit log the end of every widening that ran out.
+    fn end_elevations(&self) -> Result<(), StoreError> {
+        let now = self.now();
+        for e in self.approvals.all_elevations()? {
+            if e.ended || e.expires_at > now {
+                continue;
+            }
+            let record = Record {
+                employee: e.employee.clone(),
+                interface: e.integration.interface().to_string(),
+                scope: e.scope.clone(),
+                action: "elevation-ended".into(),
+                args: format!("{} on {} {}", e.actions.join(", "), e.integration, e.scope),
+                result: format!(
+                    "the temporary grant ended at {}",
+                    e.expires_at
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                ),
+                approval: Some(e.approval.clone()),
+                ..Record::default()
+            };
+            self.audit.append(Kind::Note, record).map_err(|e| e.0)?;
+            self.approvals
+                .put_elevation(&Elevation { ended: true, ..e })?;
+        }
+        Ok(())
     }
 
     /// The employee, loaded from its stored manifest, to hear a decision.
@@ -498,6 +593,9 @@ impl Host {
     /// Run an approved request through the audited provider path with its
     /// hash as idempotency key, then record how it went.
     fn execute_approved(&self, approval: Approval) -> Result<Approval, DecideError> {
+        if let Operation::Elevate { .. } = approval.request.operation {
+            return self.grant_elevation(approval);
+        }
         let r = &approval.request;
         let record = Record {
             employee: r.employee.clone(),

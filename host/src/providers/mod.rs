@@ -210,6 +210,14 @@ pub enum Operation {
         #[serde(with = "hex_bytes")]
         contents: Vec<u8>,
     },
+    /// `elevation.request`: a time-boxed widening of a grant. Never reaches
+    /// a provider; on approval the host records the widening.
+    Elevate {
+        integration: crate::manifest::Integration,
+        scope: String,
+        actions: Vec<String>,
+        minutes: u32,
+    },
 }
 
 mod hex_bytes {
@@ -241,6 +249,7 @@ impl Operation {
             }
             LedgerListInvoices { .. } | LedgerCreateExpenseReport { .. } => Interface::Ledger,
             FilesList { .. } | FilesRead { .. } | FilesWrite { .. } => Interface::Files,
+            Elevate { integration, .. } => integration.interface(),
         }
     }
 
@@ -262,6 +271,7 @@ impl Operation {
             FilesList { .. } => "list",
             FilesRead { .. } => "read",
             FilesWrite { .. } => "write",
+            Elevate { .. } => "elevate",
         }
     }
 
@@ -286,6 +296,7 @@ impl Operation {
             FilesList { .. } => "list",
             FilesRead { .. } => "read",
             FilesWrite { .. } => "write",
+            Elevate { .. } => "request-elevation",
         }
     }
 
@@ -321,6 +332,7 @@ impl Operation {
             CalendarSendInvite { .. } => &["attendees"],
             LedgerCreateExpenseReport { .. } => &["title"],
             FilesWrite { .. } => &["contents"],
+            Elevate { .. } => &["minutes"],
             _ => &[],
         }
     }
@@ -351,6 +363,16 @@ impl Operation {
             (CalendarSendInvite { attendees, .. }, "attendees") => *attendees = list(),
             (LedgerCreateExpenseReport { report }, "title") => report.title = value.into(),
             (FilesWrite { contents, .. }, "contents") => *contents = value.as_bytes().to_vec(),
+            (Elevate { minutes, .. }, "minutes") => {
+                *minutes = value
+                    .trim()
+                    .parse()
+                    .ok()
+                    .filter(|m| (1..=MAX_ELEVATION_MINUTES).contains(m))
+                    .ok_or_else(|| {
+                        format!("minutes must be a number from 1 to {MAX_ELEVATION_MINUTES}")
+                    })?
+            }
             _ => {
                 let fields = self.editable_fields();
                 return Err(if fields.is_empty() {
@@ -379,6 +401,7 @@ impl Operation {
                 | CalendarSendInvite { .. }
                 | LedgerCreateExpenseReport { .. }
                 | FilesWrite { .. }
+                | Elevate { .. }
         )
     }
 
@@ -418,6 +441,9 @@ impl Operation {
             }
             FilesList { path } | FilesRead { path } => path.len(),
             FilesWrite { path, contents } => path.len() + contents.len(),
+            Elevate { scope, actions, .. } => {
+                scope.len() + actions.iter().map(String::len).sum::<usize>()
+            }
         }
     }
 
@@ -479,9 +505,22 @@ impl Operation {
             FilesWrite { path, contents } => {
                 format!("path {}, {} bytes", quote(path), contents.len())
             }
+            Elevate {
+                integration,
+                scope,
+                actions,
+                minutes,
+            } => format!(
+                "{} on {integration} {} for {minutes} min",
+                quote(&actions.join(", ")),
+                quote(scope)
+            ),
         }
     }
 }
+
+/// The longest widening an employee may ask for: one day.
+pub const MAX_ELEVATION_MINUTES: u32 = 24 * 60;
 
 /// Format cents as `12.34`.
 pub fn money(cents: i64) -> String {
@@ -770,6 +809,11 @@ impl Providers {
             FilesRead { path } => Response::Bytes(self.files.read(scope, path)?),
             FilesWrite { path, contents } => {
                 Response::Done(self.files.write(scope, path, contents)?)
+            }
+            Elevate { .. } => {
+                return Err(ProviderError::Invalid(
+                    "a widening is granted by the host, not a service".into(),
+                ));
             }
         })
     }

@@ -4,7 +4,7 @@
 use wasmtime::component::Resource;
 
 use super::TaskState;
-use super::bindings::clancy::employee::{explain, types};
+use super::bindings::clancy::employee::{elevation, explain, types};
 use super::bindings::{CallError, Outcome, calendar, chat, crm, files, ledger, mail};
 use super::handles::{
     CalendarHandle, ChannelHandle, CompanyHandle, FolderHandle, MailboxHandle, PortalHandle,
@@ -43,7 +43,7 @@ impl TaskState {
         make: fn(usize) -> T,
     ) -> wasmtime::Result<Vec<Resource<T>>> {
         self.count_call()?;
-        let grants: Vec<usize> = self.mediator.grants_for(interface).collect();
+        let grants = self.mediator.grants_for(interface);
         grants
             .into_iter()
             .map(|g| Ok(self.table.push(make(g))?))
@@ -90,6 +90,28 @@ impl explain::Host for TaskState {
         self.count_call()?;
         self.mediator.note(&self.task_id, &text);
         Ok(())
+    }
+}
+
+impl elevation::Host for TaskState {
+    fn request(
+        &mut self,
+        integration: String,
+        scope: String,
+        actions: Vec<String>,
+        minutes: u32,
+        reason: String,
+    ) -> CallResult<Outcome> {
+        self.count_call()?;
+        let result = self.mediator.request_elevation(
+            &self.task_id,
+            &integration,
+            &scope,
+            actions,
+            minutes,
+            &reason,
+        );
+        written!(Ok::<_, wasmtime::Error>(result))
     }
 }
 

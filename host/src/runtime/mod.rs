@@ -314,6 +314,7 @@ impl LoadedEmployee {
             },
         )?;
 
+        self.mediator.refresh_elevations();
         let output = MemoryOutputPipe::new(GUEST_OUTPUT_BYTES);
         let end = self.run_in_fresh_store(&task_id, instruction, &output);
         let guest_output = String::from_utf8_lossy(&output.contents()).to_string();
@@ -353,6 +354,7 @@ impl LoadedEmployee {
         approval_id: &str,
         decision: &bindings::clancy::employee::types::Decision,
     ) -> Option<TaskEnd> {
+        self.mediator.refresh_elevations();
         let output = MemoryOutputPipe::new(GUEST_OUTPUT_BYTES);
         let mut store = self.fresh_store(task_id, &output);
         let time_ms = self.manifest.limits.time_ms;

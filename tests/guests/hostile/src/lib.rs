@@ -155,6 +155,40 @@ impl Employee for Hostile {
                     .map_err(|e| e.describe())?;
                 report(format!("wrote {path}"))
             }
+            "elevate" => {
+                // elevate <integration> <scope> <action,action> <minutes>
+                let parts: Vec<&str> = arg.split(' ').collect();
+                let [integration, scope, actions, minutes] = parts[..] else {
+                    return Err("elevate <integration> <scope> <actions> <minutes>".into());
+                };
+                let actions: Vec<String> = actions.split(',').map(str::to_string).collect();
+                let minutes = minutes.parse().map_err(|_| "minutes must be a number")?;
+                match clancy_sdk::elevation::request(
+                    integration,
+                    scope,
+                    &actions,
+                    minutes,
+                    "The operator asked me to post there for a while.",
+                ) {
+                    Ok(o) => report(format!("elevation: {o}")),
+                    Err(e) => report(format!("elevation refused: {}", e.describe())),
+                }
+            }
+            "post-to" => {
+                // post-to <scope> <text>: post through the handle named <scope>
+                let (scope, text) = arg.split_once(' ').unwrap_or((arg, "hello"));
+                let names: Vec<String> = chat::channels().iter().map(|c| c.name()).collect();
+                let Some(channel) = chat::channels().into_iter().find(|c| c.name() == scope) else {
+                    return report(format!(
+                        "no handle for {scope} (have: {})",
+                        names.join(", ")
+                    ));
+                };
+                match channel.post(text, "The task asked for this post.") {
+                    Ok(o) => report(format!("posted: {o}")),
+                    Err(e) => report(format!("refused: {}", e.describe())),
+                }
+            }
             "print" => {
                 println!("hello from the guest: {arg}");
                 report("printed".into())
