@@ -253,7 +253,7 @@ impl Approval {
             }
             FilesWrite { path, contents } => {
                 format!(
-                    "write {} bytes to {}/{path} (replaces any existing file)",
+                    "write {} bytes to {}/{path}\n    (irreversible: it replaces any existing file, which cannot be restored)",
                     contents.len(),
                     r.scope
                 )

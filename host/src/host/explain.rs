@@ -16,6 +16,7 @@ const WRITES: &[&str] = &[
     "send-invite",
     "create-expense-report",
     "write",
+    "request-elevation",
 ];
 
 fn call(e: &Entry) -> String {
