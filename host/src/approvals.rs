@@ -408,21 +408,7 @@ impl ApprovalQueue {
     /// Replace `current` with `next` if nobody changed it since it was read.
     /// Returns false when another decider got there first.
     pub fn transition(&self, current: &Approval, next: &Approval) -> Result<bool, StoreError> {
-        let stored = self.store.get(AREA, &key(&current.id))?;
-        let Some(stored) = stored else {
-            return Ok(false);
-        };
-        let as_read: Approval =
-            serde_json::from_slice(&stored).map_err(|e| StoreError::Io(e.to_string()))?;
-        if &as_read != current {
-            return Ok(false);
-        }
-        self.store.write_if(
-            AREA,
-            &key(&current.id),
-            Some(&stored),
-            vec![(key(&next.id), Some(to_json(next)?))],
-        )
+        self.write_if_unchanged(current, vec![(key(&next.id), Some(to_json(next)?))])
     }
 
     /// Replace `current` with `superseded` and add `new` (an approver's
@@ -434,18 +420,8 @@ impl ApprovalQueue {
         superseded: &Approval,
         new: &Approval,
     ) -> Result<bool, StoreError> {
-        let Some(stored) = self.store.get(AREA, &key(&current.id))? else {
-            return Ok(false);
-        };
-        let as_read: Approval =
-            serde_json::from_slice(&stored).map_err(|e| StoreError::Io(e.to_string()))?;
-        if &as_read != current {
-            return Ok(false);
-        }
-        self.store.write_if(
-            AREA,
-            &key(&current.id),
-            Some(&stored),
+        self.write_if_unchanged(
+            current,
             vec![
                 (key(&current.id), Some(to_json(superseded)?)),
                 (key(&new.id), Some(to_json(new)?)),
@@ -455,6 +431,24 @@ impl ApprovalQueue {
                 ),
             ],
         )
+    }
+
+    /// Apply `writes` atomically, only if `current` is still stored as it was read.
+    fn write_if_unchanged(
+        &self,
+        current: &Approval,
+        writes: Vec<crate::store::Write>,
+    ) -> Result<bool, StoreError> {
+        let Some(stored) = self.store.get(AREA, &key(&current.id))? else {
+            return Ok(false);
+        };
+        let as_read: Approval =
+            serde_json::from_slice(&stored).map_err(|e| StoreError::Io(e.to_string()))?;
+        if &as_read != current {
+            return Ok(false);
+        }
+        self.store
+            .write_if(AREA, &key(&current.id), Some(&stored), writes)
     }
 
     fn elevation_key(employee: &str, approval: &str) -> Vec<u8> {

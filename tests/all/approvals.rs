@@ -11,7 +11,7 @@ use clancy::host::{DecideError, Verdict};
 use clancy::manifest::ApprovalPolicy;
 use clancy_guests::{ACCOUNTING_ASSISTANT, HOSTILE};
 
-use crate::env::{TestEnv, completed};
+use crate::env::{TestEnv, completed, queued_id};
 
 const GATED_POST: &str = r##"
 [[grant]]
@@ -35,12 +35,7 @@ actions = ["write"]
 /// Run the hostile guest's `post` with the gated grant; returns the approval id.
 fn queue_a_post(env: &TestEnv, text: &str) -> Result<String> {
     let result = env.run(HOSTILE, GATED_POST, &format!("post {text}"))?;
-    let summary = completed(&result)?;
-    let id = summary
-        .strip_prefix("posted: queued for approval (")
-        .and_then(|s| s.strip_suffix(')'))
-        .ok_or_else(|| anyhow::anyhow!("not queued: {summary}"))?;
-    Ok(id.to_string())
+    queued_id(completed(&result)?, "posted")
 }
 
 fn posts(env: &TestEnv, text: &str) -> Result<usize> {

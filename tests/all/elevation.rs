@@ -2,53 +2,29 @@
 //! time-boxed widening of a grant; it goes through the approval queue, is in
 //! force only once approved, and ends on its own, audited.
 
-use std::sync::Arc;
-
 use anyhow::Result;
-use chrono::{Duration, Utc};
-use clancy::approvals::{ManualClock, Status};
+use chrono::Duration;
+use clancy::approvals::Status;
 use clancy::audit::Kind;
 use clancy::host::Verdict;
 use clancy_guests::HOSTILE;
 
-use crate::env::{TestEnv, completed};
+use crate::env::{TestEnv, clocked_env, completed, queued_id, with_hostile_imports};
 
 const READ_ONLY_CHAT: &str = r##"
 [[grant]]
 integration = "slack"
 scope = "channel:#general"
 actions = ["read"]
-
-[[grant]]
-integration = "gmail"
-scope = "label:support"
-actions = ["read"]
-
-[[grant]]
-integration = "files"
-scope = "folder:out"
-actions = ["write"]
 "##;
 
-fn clocked_env() -> Result<(TestEnv, Arc<ManualClock>)> {
-    let mut env = TestEnv::new()?;
-    let clock = Arc::new(ManualClock::new(Utc::now()));
-    env.host.use_clock(clock.clone());
-    Ok((env, clock))
-}
-
 fn run(env: &TestEnv, task: &str) -> Result<String> {
-    let result = env.run(HOSTILE, READ_ONLY_CHAT, task)?;
+    let result = env.run(HOSTILE, &with_hostile_imports(READ_ONLY_CHAT), task)?;
     Ok(completed(&result)?.to_string())
 }
 
 fn ask(env: &TestEnv, what: &str) -> Result<String> {
-    let summary = run(env, &format!("elevate {what}"))?;
-    summary
-        .strip_prefix("elevation: queued for approval (")
-        .and_then(|s| s.strip_suffix(')'))
-        .map(str::to_string)
-        .ok_or_else(|| anyhow::anyhow!("not queued: {summary}"))
+    queued_id(&run(env, &format!("elevate {what}"))?, "elevation")
 }
 
 #[test]

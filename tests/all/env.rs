@@ -3,7 +3,11 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use std::sync::Arc;
+
 use anyhow::Result;
+use chrono::Utc;
+use clancy::approvals::ManualClock;
 use clancy::audit::{Entry, Kind};
 use clancy::host::{DataDirMode, Host};
 use clancy::manifest::Manifest;
@@ -102,6 +106,42 @@ impl TestEnv {
             .map(|(_, m)| m.into_iter().map(|m| m.text).collect())
             .unwrap_or_default())
     }
+}
+
+/// A test env whose host runs on a manual clock (for expiry, escalation,
+/// backoff and widenings).
+pub fn clocked_env() -> Result<(TestEnv, Arc<ManualClock>)> {
+    let mut env = TestEnv::new()?;
+    let clock = Arc::new(ManualClock::new(Utc::now()));
+    env.host.use_clock(clock.clone());
+    Ok((env, clock))
+}
+
+/// The approval id in a summary `"<what>: queued for approval (<id>)"`.
+pub fn queued_id(summary: &str, what: &str) -> Result<String> {
+    summary
+        .strip_prefix(&format!("{what}: queued for approval ("))
+        .and_then(|s| s.strip_suffix(')'))
+        .map(str::to_string)
+        .ok_or_else(|| anyhow::anyhow!("not queued: {summary}"))
+}
+
+/// `chat_grant` plus the other grants the hostile guest imports (it reads
+/// mail and writes files), so it loads.
+pub fn with_hostile_imports(chat_grant: &str) -> String {
+    format!(
+        r##"{chat_grant}
+[[grant]]
+integration = "gmail"
+scope = "label:support"
+actions = ["read"]
+
+[[grant]]
+integration = "files"
+scope = "folder:out"
+actions = ["write"]
+"##
+    )
 }
 
 /// The summary of a completed task, or an error saying how it ended.

@@ -12,7 +12,7 @@ use clancy::host::{DataDirMode, DecideError, Host, Verdict};
 use clancy::operators::{Operator, Role};
 use clancy_guests::HOSTILE;
 
-use crate::env::{TestEnv, completed};
+use crate::env::{TestEnv, completed, queued_id, with_hostile_imports};
 
 const LADDER: &str = r##"
 [[grant]]
@@ -20,16 +20,6 @@ integration = "slack"
 scope = "channel:#general"
 actions = ["post"]
 approval = { required = true, escalation = [ { approver = "role:manager", hours = 4 }, { approver = "ada", hours = 24 } ] }
-
-[[grant]]
-integration = "gmail"
-scope = "label:support"
-actions = ["read"]
-
-[[grant]]
-integration = "files"
-scope = "folder:out"
-actions = ["write"]
 "##;
 
 fn operators(host: &Host) -> Result<()> {
@@ -50,20 +40,13 @@ fn operators(host: &Host) -> Result<()> {
 }
 
 fn queue(host: &Host, text: &str) -> Result<String> {
-    let employee = host.load(TestEnv::manifest(HOSTILE, LADDER)?)?;
-    let result = employee.run(&format!("post {text}"))?;
-    let summary = completed(&result)?.to_string();
-    summary
-        .strip_prefix("posted: queued for approval (")
-        .and_then(|s| s.strip_suffix(')'))
-        .map(str::to_string)
-        .ok_or_else(|| anyhow::anyhow!("not queued: {summary}"))
+    let manifest = TestEnv::manifest(HOSTILE, &with_hostile_imports(LADDER))?;
+    let result = host.load(manifest)?.run(&format!("post {text}"))?;
+    queued_id(completed(&result)?, "posted")
 }
 
 fn clocked_env() -> Result<(TestEnv, Arc<ManualClock>)> {
-    let mut env = TestEnv::new()?;
-    let clock = Arc::new(ManualClock::new(Utc::now()));
-    env.host.use_clock(clock.clone());
+    let (env, clock) = crate::env::clocked_env()?;
     operators(&env.host)?;
     Ok((env, clock))
 }

@@ -7,14 +7,13 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
-use chrono::{Duration, Utc};
-use clancy::approvals::ManualClock;
+use chrono::Duration;
 use clancy::audit::Kind;
 use clancy::host::Verdict;
 use clancy::notify::{DeliveryState, MAX_ATTEMPTS, sign};
 use clancy_guests::HOSTILE;
 
-use crate::env::{TestEnv, completed};
+use crate::env::{TestEnv, clocked_env, completed, queued_id, with_hostile_imports};
 
 /// One request the receiver got.
 #[derive(Clone, Debug)]
@@ -102,46 +101,24 @@ fn read_request(stream: &mut std::net::TcpStream) -> std::io::Result<Received> {
 }
 
 fn grants(url: &str) -> String {
-    format!(
+    with_hostile_imports(&format!(
         r##"
+[[notify]]
+url = "{url}"
+format = "slack"
+
 [[grant]]
 integration = "slack"
 scope = "channel:#general"
 actions = ["post"]
 approval = "required"
-
-[[grant]]
-integration = "gmail"
-scope = "label:support"
-actions = ["read"]
-
-[[grant]]
-integration = "files"
-scope = "folder:out"
-actions = ["write"]
-
-[[notify]]
-url = "{url}"
-format = "slack"
 "##
-    )
-}
-
-fn clocked_env() -> Result<(TestEnv, Arc<ManualClock>)> {
-    let mut env = TestEnv::new()?;
-    let clock = Arc::new(ManualClock::new(Utc::now()));
-    env.host.use_clock(clock.clone());
-    Ok((env, clock))
+    ))
 }
 
 fn queue_post(env: &TestEnv, url: &str, text: &str) -> Result<String> {
     let result = env.run(HOSTILE, &grants(url), &format!("post {text}"))?;
-    let summary = completed(&result)?;
-    summary
-        .strip_prefix("posted: queued for approval (")
-        .and_then(|s| s.strip_suffix(')'))
-        .map(str::to_string)
-        .ok_or_else(|| anyhow::anyhow!("not queued: {summary}"))
+    queued_id(completed(&result)?, "posted")
 }
 
 #[test]
@@ -248,7 +225,10 @@ fn webhook_urls_that_are_not_https_or_not_allowed_are_refused_with_the_line() ->
         assert!(text.starts_with("test.toml:"), "{text}");
         assert!(text.contains(message), "{url}: {text}");
     }
-    let bad_event = grants("https://hooks.example/x") + "events = [\"sometimes\"]\n";
+    let bad_event = grants("https://hooks.example/x").replace(
+        "format = \"slack\"",
+        "format = \"slack\"\nevents = [\"sometimes\"]",
+    );
     let err = TestEnv::manifest(HOSTILE, &bad_event)
         .err()
         .map(|e| e.to_string());
