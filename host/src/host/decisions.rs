@@ -252,16 +252,8 @@ impl Host {
             ended: false,
         };
         let record = Record {
-            employee: r.employee.clone(),
-            task: r.task.clone(),
-            interface: r.operation.interface().to_string(),
-            scope: scope.clone(),
-            action: r.operation.method().to_string(),
-            args: r.operation.summary(),
-            reason: r.reason.clone(),
-            approval: Some(approval.id.clone()),
             decision: Some(crate::audit::Decision::Allowed),
-            ..Record::default()
+            ..approval_record(&approval)
         };
         let intent = self
             .audit
@@ -389,17 +381,9 @@ impl Host {
     }
 
     fn audit_decision(&self, approval: &Approval, what: &str) -> Result<(), StoreError> {
-        let r = &approval.request;
         let record = Record {
-            employee: r.employee.clone(),
-            task: r.task.clone(),
-            interface: r.operation.interface().to_string(),
-            scope: r.scope.clone(),
-            action: r.operation.method().to_string(),
-            reason: r.reason.clone(),
             result: what.to_string(),
-            approval: Some(approval.id.clone()),
-            ..Record::default()
+            ..approval_record(approval)
         };
         self.audit
             .append(Kind::Decision, record)
@@ -597,17 +581,7 @@ impl Host {
             return self.grant_elevation(approval);
         }
         let r = &approval.request;
-        let record = Record {
-            employee: r.employee.clone(),
-            task: r.task.clone(),
-            interface: r.operation.interface().to_string(),
-            scope: r.scope.clone(),
-            action: r.operation.method().to_string(),
-            args: r.operation.summary(),
-            reason: r.reason.clone(),
-            approval: Some(approval.id.clone()),
-            ..Record::default()
-        };
+        let record = approval_record(&approval);
         let scope_value = r.scope.split_once(':').map(|(_, v)| v).unwrap_or("");
         let providers = self
             .providers()
@@ -640,5 +614,21 @@ impl Host {
             self.notify(crate::notify::Event::Failed, &next);
         }
         Ok(next)
+    }
+}
+
+/// The audit record of a queued action: who, which task, what, and why.
+fn approval_record(approval: &Approval) -> Record {
+    let r = &approval.request;
+    Record {
+        employee: r.employee.clone(),
+        task: r.task.clone(),
+        interface: r.operation.interface().to_string(),
+        scope: r.scope.clone(),
+        action: r.operation.method().to_string(),
+        args: r.operation.summary(),
+        reason: r.reason.clone(),
+        approval: Some(approval.id.clone()),
+        ..Record::default()
     }
 }
