@@ -409,10 +409,12 @@ impl Mediator {
         reason: &str,
         undoes: u64,
     ) -> Result<u64, CallError> {
+        // The grants in force now: the manifest's and any active widening.
+        self.refresh_elevations();
         let grant_index = self
-            .grants
-            .iter()
-            .position(|g| g.scope == scope && g.integration.interface() == inverse.interface());
+            .grants_for(inverse.interface())
+            .into_iter()
+            .find(|&i| self.grant(i).is_some_and(|g| g.scope == scope));
         let record = Record {
             employee: self.employee.clone(),
             task: task.to_string(),
@@ -424,7 +426,8 @@ impl Mediator {
             undoes: Some(undoes),
             ..Record::default()
         };
-        let Some(grant_index) = grant_index.filter(|&i| self.grants[i].allows(inverse.action()))
+        let Some(grant_index) =
+            grant_index.filter(|&i| self.grant(i).is_some_and(|g| g.allows(inverse.action())))
         else {
             let e = CallError::Denied(format!(
                 "{} no longer holds \"{}\" on {scope}, so its action cannot be undone through it",
@@ -569,8 +572,9 @@ impl Mediator {
                 "a widening needs a plain-English reason of at most 4 KiB".into(),
             );
         }
-        let held: std::collections::BTreeSet<String> = (0..self.grants.len())
-            .chain(self.grants_for(integration.interface()))
+        let held: std::collections::BTreeSet<String> = self
+            .grants_for(integration.interface())
+            .into_iter()
             .filter_map(|i| self.grant(i))
             .filter(|g| g.integration == integration && g.scope == scope)
             .flat_map(|g| g.actions)
