@@ -499,15 +499,27 @@ impl ApprovalQueue {
             .unwrap_or(0))
     }
 
-    /// Count one more executed write.
+    /// Count one more executed write. With `approval`, the write of that
+    /// request is counted once however often its execution is resumed.
     pub fn count_write(
         &self,
         employee: &str,
         integration: Integration,
         scope: &str,
+        approval: Option<&str>,
     ) -> Result<(), StoreError> {
+        let marker = approval.map(|id| format!("c/{id}").into_bytes());
+        if let Some(m) = &marker
+            && self.store.get(AREA, m)?.is_some()
+        {
+            return Ok(());
+        }
         let n = self.writes_done(employee, integration, scope)? + 1;
-        self.store
-            .put_json(AREA, &Self::count_key(employee, integration, scope), &n)
+        let mut writes = vec![(
+            Self::count_key(employee, integration, scope),
+            Some(to_json(&n)?),
+        )];
+        writes.extend(marker.map(|m| (m, Some(b"1".to_vec()))));
+        self.store.write(AREA, writes)
     }
 }

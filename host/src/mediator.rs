@@ -290,7 +290,7 @@ impl Mediator {
             && grant.approval.first.is_some()
             && let Err(e) =
                 self.approvals
-                    .count_write(&self.employee, grant.integration, &grant.scope)
+                    .count_write(&self.employee, grant.integration, &grant.scope, None)
         {
             tracing::error!(employee = %self.employee, "could not count a write for the approval policy: {e}");
         }

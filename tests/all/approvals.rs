@@ -265,6 +265,13 @@ fn an_approved_action_interrupted_mid_execution_runs_once_on_resume() -> Result<
     assert_eq!(resumed.len(), 1);
     assert_eq!(resumed[0].status, Status::Executed);
     assert_eq!(posts(&env, "once only")?, 1);
+    // Its write is counted once too (what `first = N` policies look at).
+    let counted = env.host.approvals().writes_done(
+        "test-employee",
+        clancy::manifest::Integration::Slack,
+        "channel:#general",
+    )?;
+    assert_eq!(counted, 2, "\"resumed\" and \"once only\", each once");
     Ok(())
 }
 
@@ -328,11 +335,7 @@ fn the_first_writes_of_a_new_employee_are_gated_then_run_directly() -> Result<()
         Ok(completed(&env.run(HOSTILE, &grants, &format!("post {text}"))?)?.to_string())
     };
     for i in 0..2 {
-        let summary = run(&format!("trial {i}"))?;
-        let id = summary
-            .trim_start_matches("posted: queued for approval (")
-            .trim_end_matches(')')
-            .to_string();
+        let id = queued_id(&run(&format!("trial {i}"))?, "posted")?;
         env.host.decide(&id, Verdict::Approve, "manager", None)?;
     }
     assert!(run("trusted now")?.starts_with("posted: done"));

@@ -601,7 +601,7 @@ impl Host {
         };
         if status == Status::Executed {
             self.approvals
-                .count_write(&r.employee, r.integration, &r.scope)?;
+                .count_write(&r.employee, r.integration, &r.scope, Some(&approval.id))?;
         }
         crate::pause_point("execute:after-result");
         let next = Approval {
