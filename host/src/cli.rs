@@ -512,7 +512,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                         n.id,
                         n.event.name(),
                         n.approval,
-                        n.url.split('?').next().unwrap_or(""),
+                        crate::notify::origin(&n.url),
                         n.state,
                         n.attempts,
                         n.last_error

@@ -120,6 +120,14 @@ pub fn validate_url(url: &str) -> Result<(), String> {
     }
 }
 
+/// The scheme, host and port of a webhook URL, for display: the path and
+/// query of a webhook (Slack's, for one) are its secret.
+pub fn origin(url: &str) -> String {
+    reqwest::Url::parse(url)
+        .map(|u| format!("{}/…", u.origin().ascii_serialization()))
+        .unwrap_or_else(|_| "(invalid URL)".into())
+}
+
 /// One notification in the outbox.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Notification {
@@ -364,4 +372,32 @@ fn without_url(e: &reqwest::Error) -> String {
         "request failed"
     };
     kind.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_displayed_origin_hides_a_webhooks_secret_path() {
+        let shown = origin("https://hooks.slack.com/services/T000/B000/secret-token");
+        assert_eq!(shown, "https://hooks.slack.com/…");
+        assert!(!shown.contains("secret-token"));
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_an_hour() {
+        let secs: Vec<i64> = (1..=13).map(|a| backoff(a).num_seconds()).collect();
+        assert_eq!(&secs[..5], [2, 4, 8, 16, 32]);
+        assert_eq!(secs[12], MAX_BACKOFF_SECS);
+    }
+
+    #[test]
+    fn signatures_depend_on_secret_timestamp_and_body() {
+        let s = sign(b"k", 1, "body");
+        assert!(s.starts_with("v1=") && s.len() == 3 + 64);
+        assert_ne!(s, sign(b"k2", 1, "body"));
+        assert_ne!(s, sign(b"k", 2, "body"));
+        assert_ne!(s, sign(b"k", 1, "body!"));
+    }
 }
