@@ -13,6 +13,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("uses-filesystem", "uses_filesystem"),
     ("uses-sockets", "uses_sockets"),
     ("wrong-world", "wrong-world"),
+    ("plain-world", "plain_world"),
 ];
 
 fn main() {

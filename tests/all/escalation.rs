@@ -286,3 +286,31 @@ fn the_employee_hears_every_decision_in_a_fresh_instance_under_its_task() -> Res
     );
     Ok(())
 }
+
+#[test]
+fn a_component_of_the_plain_employee_world_is_decided_on_but_never_called_back() -> Result<()> {
+    let env = TestEnv::new()?;
+    let grants = r##"
+[[grant]]
+integration = "slack"
+scope = "channel:#general"
+actions = ["post"]
+approval = "required"
+"##;
+    let result = env.run(clancy_guests::PLAIN_WORLD, grants, "plain hello")?;
+    let id = queued_id(completed(&result)?, "posted")?;
+    let done = env.host.decide(&id, Verdict::Approve, "mia", None)?;
+    assert_eq!(done.status, Status::Executed);
+    assert_eq!(
+        env.channel("#general")?
+            .iter()
+            .filter(|m| *m == "plain hello")
+            .count(),
+        1
+    );
+    assert!(
+        env.audit()?.iter().all(|e| e.kind != Kind::Reaction),
+        "no on-decision export, so no callback"
+    );
+    Ok(())
+}
