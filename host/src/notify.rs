@@ -319,6 +319,7 @@ impl Outbox {
         }
         let secret = self.secret()?;
         let client = reqwest::blocking::Client::builder()
+            .connect_timeout(StdDuration::from_secs(3))
             .timeout(StdDuration::from_secs(10))
             .redirect(reqwest::redirect::Policy::none())
             .build()
