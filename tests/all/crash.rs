@@ -29,16 +29,6 @@ integration = "slack"
 scope = "channel:#general"
 actions = ["post"]
 approval = "required"
-
-[[grant]]
-integration = "gmail"
-scope = "label:support"
-actions = ["read"]
-
-[[grant]]
-integration = "files"
-scope = "folder:out"
-actions = ["write"]
 "##;
 
 /// A data dir with the crash-test employee's manifest.
@@ -53,7 +43,8 @@ impl Scene {
     pub fn new(component: &str) -> Result<Scene> {
         let dir = tempfile::tempdir()?;
         let manifest = dir.path().join("employee.toml");
-        std::fs::write(&manifest, MANIFEST.replace("COMPONENT", component))?;
+        let text = MANIFEST.replace("COMPONENT", component) + clancy_guests::HOSTILE_IMPORT_GRANTS;
+        std::fs::write(&manifest, text)?;
         let data = dir.path().join("data");
         Ok(Scene {
             _dir: dir,

@@ -129,19 +129,7 @@ pub fn queued_id(summary: &str, what: &str) -> Result<String> {
 /// `chat_grant` plus the other grants the hostile guest imports (it reads
 /// mail and writes files), so it loads.
 pub fn with_hostile_imports(chat_grant: &str) -> String {
-    format!(
-        r##"{chat_grant}
-[[grant]]
-integration = "gmail"
-scope = "label:support"
-actions = ["read"]
-
-[[grant]]
-integration = "files"
-scope = "folder:out"
-actions = ["write"]
-"##
-    )
+    format!("{chat_grant}{}", clancy_guests::HOSTILE_IMPORT_GRANTS)
 }
 
 /// The summary of a completed task, or an error saying how it ended.
