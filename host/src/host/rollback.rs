@@ -130,11 +130,12 @@ impl Host {
 
     /// Undo every completed write of a task, newest first.
     pub fn undo_task(&self, task: &str, by: &str) -> Result<Vec<UndoReport>, UndoError> {
+        // Undos are recorded under the task they undo, so the task's own
+        // entries say what was undone already.
         let (_, mine) = self.task_entries(task)?;
-        let entries = self.audit.entries()?;
         let mut reports = Vec::new();
         for entry in mine.iter().rev().filter(|e| is_completed_write(e)) {
-            reports.push(self.undo_entry(entry, &entries, by)?);
+            reports.push(self.undo_entry(entry, &mine, by)?);
         }
         Ok(reports)
     }
