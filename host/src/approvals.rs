@@ -12,11 +12,11 @@
 //! This module owns the queue's records and state machine. It never calls a
 //! provider itself.
 
+use crate::digest::digest;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
-use crate::manifest::{ApprovalPolicy, EscalationStep, Integration};
+use crate::manifest::{ApprovalPolicy, EscalationStep, Grant, Integration};
 use crate::operators::Approver;
 use crate::providers::Operation;
 use crate::store::{OrgStore, StoreError};
@@ -47,16 +47,22 @@ pub struct ActionRequest {
 impl ActionRequest {
     /// SHA-256 over the canonical JSON of the request (the idempotency key).
     pub fn hash(&self) -> String {
-        let canonical = serde_json::to_vec(self).unwrap_or_default();
-        hex::encode(Sha256::digest(&canonical))
+        hex::encode(digest(self))
     }
 }
 
-/// The version of a grant's approval policy: a request made under one
-/// version cannot be approved under another.
-pub fn policy_version(integration: Integration, scope: &str, policy: &ApprovalPolicy) -> String {
-    let canonical = serde_json::to_vec(&(integration, scope, policy)).unwrap_or_default();
-    hex::encode(&Sha256::digest(&canonical)[..8])
+/// The version of a grant: its scope, its actions and its approval policy.
+/// A request made under one version cannot be approved under another (a
+/// narrowed grant voids what it no longer allows; any other change voids
+/// the requests made under the old terms).
+pub fn policy_version(grant: &Grant) -> String {
+    let terms = (
+        grant.integration,
+        &grant.scope,
+        &grant.actions,
+        &grant.approval,
+    );
+    hex::encode(&digest(&terms)[..8])
 }
 
 /// The policy versions of every grant of an employee, keyed
@@ -64,23 +70,14 @@ pub fn policy_version(integration: Integration, scope: &str, policy: &ApprovalPo
 pub fn grant_versions(grants: &[crate::manifest::Grant]) -> Vec<(String, String)> {
     grants
         .iter()
-        .map(|g| {
-            (
-                format!("{}/{}", g.integration, g.scope),
-                policy_version(g.integration, &g.scope, &g.approval),
-            )
-        })
+        .map(|g| (format!("{}/{}", g.integration, g.scope), policy_version(g)))
         .collect()
 }
 
 /// The policy version a widening is requested under: all of the employee's
 /// grants, so a widening asked for under other grants cannot be approved.
 pub fn elevation_policy_version(versions: &[(String, String)]) -> String {
-    let canonical = serde_json::to_vec(versions).unwrap_or_default();
-    format!(
-        "elevation:{}",
-        hex::encode(&Sha256::digest(&canonical)[..8])
-    )
+    format!("elevation:{}", hex::encode(&digest(&versions)[..8]))
 }
 
 /// Where the host gets the time from (tests inject a manual clock to drive
@@ -140,6 +137,9 @@ pub enum Status {
     /// An approver edited the action; the edited one (`outcome` names it)
     /// was approved instead. This one never runs.
     Edited,
+    /// The grant it needs was withdrawn or changed after it was asked for
+    /// (`outcome` says how); it never runs and the employee hears `denied`.
+    Void,
 }
 
 impl Status {
@@ -310,6 +310,18 @@ pub struct Elevation {
 }
 
 impl Elevation {
+    /// What it grants and until when, e.g. `post on slack #random until ...`.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} on {} {} until {}",
+            self.actions.join(", "),
+            self.integration,
+            self.scope,
+            self.expires_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        )
+    }
+
     /// Whether it is in force at `now`.
     pub fn active_at(&self, now: DateTime<Utc>) -> bool {
         self.starts_at <= now && now < self.expires_at

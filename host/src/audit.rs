@@ -16,7 +16,6 @@ use std::sync::Mutex;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::store::{OrgStore, StoreError};
 
@@ -49,6 +48,10 @@ pub enum Kind {
     /// The employee's `on-decision` was called about a decision (`approval`
     /// names it; `result` says how the callback ended).
     Reaction,
+    /// What an employee is changed: it was registered, or its component,
+    /// grants, policies, limits or notification targets changed (`args`
+    /// holds the readable diff, one change per line).
+    Change,
 }
 
 /// The decision the mediator took on a call.
@@ -91,7 +94,7 @@ pub struct Record {
     /// The sequence number of the intent this entry completes.
     pub intent: Option<u64>,
     /// The inverse operation, for rollback, if there is one.
-    pub inverse: Option<serde_json::Value>,
+    pub inverse: Option<crate::providers::Inverse>,
     /// The approval request this entry belongs to. (Absent from entries
     /// without one, so entries written before the field existed hash alike.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -132,16 +135,14 @@ impl Entry {
             kind: Kind,
             record: &'a Record,
         }
-        let canonical = serde_json::to_vec(&Hashed {
+        hex::encode(crate::digest::digest(&Hashed {
             seq: self.seq,
             prev: &self.prev,
             time: &self.time,
             org: &self.org,
             kind: self.kind,
             record: &self.record,
-        })
-        .unwrap_or_default();
-        hex::encode(Sha256::digest(&canonical))
+        }))
     }
 
     /// One readable line: what was done, by whom, and why.
@@ -162,6 +163,11 @@ impl Entry {
             }
             Kind::Note => format!("note: {}", r.reason),
             Kind::Reaction => format!("on-decision({}) -> {}", r.args, r.result),
+            Kind::Change => format!(
+                "{}:\n        {}",
+                r.result,
+                r.args.replace('\n', "\n        ")
+            ),
             Kind::Decision => format!(
                 "decision on {}: {}",
                 r.approval.as_deref().unwrap_or("?"),

@@ -114,6 +114,9 @@ enum OperatorsCommand {
         /// admin, manager or user.
         #[arg(long)]
         role: String,
+        /// The admin adding them (needed once the org has an admin) [default: $USER].
+        #[arg(long = "as", value_name = "ADMIN")]
+        by: Option<String>,
     },
     /// List operators.
     List {
@@ -464,15 +467,16 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             housekeeping(&host)?;
             Ok(code)
         }
-        Command::Operators(OperatorsCommand::Add { name, role }) => {
+        Command::Operators(OperatorsCommand::Add { name, role, by }) => {
             let role: Role = role.parse().map_err(anyhow::Error::msg)?;
             let host = open(global, DataDirMode::Create)?;
-            host.operators()
-                .put(&Operator {
+            host.add_operator(
+                &Operator {
                     name: name.clone(),
                     role,
-                })
-                .map_err(anyhow::Error::msg)?;
+                },
+                who(by).ok().as_deref(),
+            )?;
             writeln!(out, "operator {name} is {role}")?;
             Ok(ExitCode::SUCCESS)
         }
@@ -726,8 +730,9 @@ fn approvals(
             edits.push((f.trim().to_string(), v.to_string()));
         }
         let id = &decide.ids[0];
-        if host.approvals().get(id)?.is_none() {
-            anyhow::bail!("no approval request {id:?} in this organisation");
+        match host.approvals().get(id)? {
+            None => anyhow::bail!("no approval request {id:?} in this organisation"),
+            Some(a) => host.verify_pinned(&a.request.employee)?,
         }
         return match host.edit_and_approve(id, &edits, &by, decide.comment.as_deref()) {
             Ok(a) => {
@@ -739,7 +744,9 @@ fn approvals(
                 )?;
                 Ok(ExitCode::SUCCESS)
             }
-            Err(e @ crate::host::DecideError::BadEdit { .. }) => Err(e.into()),
+            Err(
+                e @ (crate::host::DecideError::BadEdit { .. } | crate::host::DecideError::Host(_)),
+            ) => Err(e.into()),
             Err(e) => {
                 writeln!(out, "{id}: REFUSED: {e}")?;
                 Ok(ExitCode::from(1))
@@ -764,10 +771,12 @@ fn approvals(
             "no pending request matches (name request ids or --all-matching FILTER; see `clancy approvals list`)"
         );
     }
-    // Unknown ids are bad input: refuse before deciding anything.
+    // Unknown ids, or an employee whose pinned component is gone, are bad
+    // input or bad state: refuse before deciding anything.
     for id in &ids {
-        if host.approvals().get(id)?.is_none() {
-            anyhow::bail!("no approval request {id:?} in this organisation");
+        match host.approvals().get(id)? {
+            None => anyhow::bail!("no approval request {id:?} in this organisation"),
+            Some(a) => host.verify_pinned(&a.request.employee)?,
         }
     }
     let mut refused = 0;
@@ -780,6 +789,10 @@ fn approvals(
                 Status::Denied => writeln!(out, "{id}: denied")?,
                 other => writeln!(out, "{id}: {other:?}")?,
             },
+            // The host cannot work on the employee's behalf (its pinned
+            // component is missing, the data dir is unusable): bad state, not
+            // a refusal of this one request.
+            Err(e @ crate::host::DecideError::Host(_)) => return Err(e.into()),
             Err(e) => {
                 refused += 1;
                 writeln!(out, "{id}: REFUSED: {e}")?;

@@ -10,13 +10,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use cap_std::fs::Dir;
+use sha2::Digest as _;
 
 use crate::approvals::{Approval, ApprovalQueue, Clock, SystemClock};
 use crate::audit::{AuditLog, Decision, Kind, Record};
+use crate::limits::Meter;
 use crate::manifest::Manifest;
-use crate::mediator::Mediator;
+use crate::mediator::{Mediator, Wiring};
 use crate::notify::{Delivery, Event, Outbox};
-use crate::operators::Operators;
+use crate::operators::{Operator, Operators, Role};
 use crate::providers::Providers;
 use crate::providers::files::Folders;
 use crate::providers::sandbox::Sandbox;
@@ -25,6 +27,7 @@ use crate::store::{OrgStore, SledStore, Store, StoreError, valid_org};
 
 mod decisions;
 mod explain;
+mod registry;
 mod rollback;
 pub use decisions::{DecideError, Verdict};
 pub use rollback::{UndoError, UndoOutcome, UndoReport};
@@ -44,6 +47,12 @@ pub enum HostError {
     /// The employee could not be loaded.
     #[error(transparent)]
     Load(#[from] LoadError),
+    /// The input is invalid; the text says why.
+    #[error("{0}")]
+    Invalid(String),
+    /// The one acting may not do this; the text says why.
+    #[error("{0}")]
+    NotAllowed(String),
 }
 
 /// Whether opening may create the data dir.
@@ -75,6 +84,7 @@ pub struct Host {
     audit: Arc<AuditLog>,
     approvals: Arc<ApprovalQueue>,
     outbox: Arc<Outbox>,
+    meter: Arc<Meter>,
     clock: Arc<dyn Clock>,
     sandbox: Sandbox,
     runtime: OnceLock<Runtime>,
@@ -119,6 +129,7 @@ impl Host {
             audit: Arc::new(AuditLog::new(org_store.clone())),
             approvals: Arc::new(ApprovalQueue::new(org_store.clone(), clock.clone())),
             outbox: Arc::new(Outbox::new(org_store.clone())),
+            meter: Arc::new(Meter::new(org_store.clone(), clock.clone())),
             clock,
             sandbox: Sandbox::new(org_store.clone()),
             org: org_store,
@@ -133,6 +144,7 @@ impl Host {
     /// before loading employees.
     pub fn use_clock(&mut self, clock: Arc<dyn Clock>) {
         self.approvals = Arc::new(ApprovalQueue::new(self.org.clone(), clock.clone()));
+        self.meter = Arc::new(Meter::new(self.org.clone(), clock.clone()));
         self.clock = clock;
     }
 
@@ -144,6 +156,38 @@ impl Host {
     /// This org's operators (who may decide requests).
     pub fn operators(&self) -> Operators {
         Operators::new(self.org.clone())
+    }
+
+    /// Add an operator (or change their role) on the word of `by`. The
+    /// first operator may be added by anyone (that is how an org gets its
+    /// first admin); once the org has an admin, only an admin may add or
+    /// change operators. Audited.
+    pub fn add_operator(&self, operator: &Operator, by: Option<&str>) -> Result<(), HostError> {
+        let operators = self.operators();
+        let admins: Vec<Operator> = operators
+            .list()?
+            .into_iter()
+            .filter(|o| o.role == Role::Admin)
+            .collect();
+        if !admins.is_empty() && !admins.iter().any(|a| Some(a.name.as_str()) == by) {
+            return Err(HostError::NotAllowed(format!(
+                "{} may not add or change operators: this organisation has an admin, so only an admin may (pass --as ADMIN)",
+                by.unwrap_or("someone unnamed")
+            )));
+        }
+        let by = by.unwrap_or("the first operator's setup");
+        operators.put(operator).map_err(HostError::Invalid)?;
+        let record = Record {
+            employee: "host".into(),
+            action: "operators-add".into(),
+            args: format!("{} as {}", operator.name, operator.role),
+            result: format!("{} is {} (set by {by})", operator.name, operator.role),
+            ..Record::default()
+        };
+        self.audit
+            .append(Kind::Note, record)
+            .map_err(|e| HostError::Store(e.0))?;
+        Ok(())
     }
 
     /// This org's notification outbox.
@@ -236,13 +280,24 @@ impl Host {
         };
         self.data.create_dir_all(&root).map_err(io)?;
         let files = Folders::new(self.data.open_dir(&root).map_err(io)?);
-        Ok(Providers {
-            mail: sandbox.clone(),
-            chat: sandbox.clone(),
-            crm: sandbox.clone(),
-            calendar: sandbox.clone(),
-            ledger: sandbox,
-            files: Arc::new(files),
+        Ok(Providers::new(
+            sandbox.clone(),
+            sandbox.clone(),
+            sandbox.clone(),
+            sandbox.clone(),
+            sandbox,
+            Arc::new(files),
+        ))
+    }
+
+    /// What every mediator of this org is wired to.
+    fn wiring(&self) -> Result<Wiring, HostError> {
+        Ok(Wiring {
+            audit: self.audit.clone(),
+            providers: self.providers()?,
+            approvals: self.approvals.clone(),
+            meter: self.meter.clone(),
+            outbox: self.outbox.clone(),
         })
     }
 
@@ -258,19 +313,29 @@ impl Host {
         })
     }
 
-    /// Load an employee, ready to run tasks. Seeds the sandbox on first use.
-    pub fn load(&self, manifest: Manifest) -> Result<LoadedEmployee, HostError> {
+    /// Load an employee, ready to run tasks, and register it: its component
+    /// is pinned (copied into the data dir under its SHA-256; the host's own
+    /// work on its behalf runs only that copy), its manifest becomes the one
+    /// approvals, undo, on-decision and notifications use, a change of it is
+    /// audited with its diff, and pending requests its grants no longer
+    /// allow become void. A refused load changes nothing stored. Seeds the
+    /// sandbox on first use.
+    pub fn load(&self, mut manifest: Manifest) -> Result<LoadedEmployee, HostError> {
+        let bytes = crate::runtime::read_component(&manifest.component)?;
+        manifest.component_sha256 = Some(hex::encode(sha2::Sha256::digest(&bytes)));
+        let loaded = self.instantiate(manifest, &bytes)?;
+        self.pin(&bytes)?;
+        self.register(loaded.manifest(), loaded.mediator())?;
+        Ok(loaded)
+    }
+
+    /// Compile, check and pre-link an employee from component `bytes`,
+    /// without registering it.
+    fn instantiate(&self, manifest: Manifest, bytes: &[u8]) -> Result<LoadedEmployee, HostError> {
         self.sandbox.ensure_seeded()?;
-        let mediator = Arc::new(Mediator::new(
-            &manifest,
-            self.audit.clone(),
-            self.providers()?,
-            self.approvals.clone(),
-            self.outbox.clone(),
-        ));
+        let mediator = Arc::new(Mediator::new(&manifest, self.wiring()?));
         let employee = manifest.name.clone();
-        self.register_policies(&manifest)?;
-        match self.runtime()?.load(manifest, mediator) {
+        match self.runtime()?.load(manifest, bytes, mediator) {
             Ok(loaded) => Ok(loaded),
             Err(e @ LoadError::Imports { .. }) => {
                 // An attempt to reach beyond the grants is itself worth an audit entry.

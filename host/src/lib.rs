@@ -9,7 +9,9 @@
 pub mod approvals;
 pub mod audit;
 pub mod cli;
+pub mod digest;
 pub mod host;
+pub mod limits;
 pub mod manifest;
 pub mod mediator;
 pub mod notify;

@@ -166,6 +166,18 @@ impl Integration {
         }
     }
 
+    /// The integration reached through `interface` (one per interface).
+    pub fn of(interface: Interface) -> Integration {
+        match interface {
+            Interface::Mail => Integration::Gmail,
+            Interface::Chat => Integration::Slack,
+            Interface::Crm => Integration::Hubspot,
+            Interface::Calendar => Integration::GoogleCalendar,
+            Interface::Ledger => Integration::Quickbooks,
+            Interface::Files => Integration::Files,
+        }
+    }
+
     /// The integration named `name` in manifests.
     pub fn parse(name: &str) -> Option<Integration> {
         Integration::ALL.into_iter().find(|i| i.name() == name)
@@ -406,7 +418,7 @@ impl fmt::Display for ApprovalPolicy {
 
 /// One thing an employee may reach: an integration, one scope in it, and the
 /// actions it may take there.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Grant {
     /// The service.
     pub integration: Integration,
@@ -418,6 +430,9 @@ pub struct Grant {
     pub approval: ApprovalPolicy,
     /// Optional per-grant rate limit, in addition to the employee's.
     pub calls_per_minute: Option<u32>,
+    /// Daily budgets of this grant's writes.
+    #[serde(default)]
+    pub budget: crate::limits::Budget,
 }
 
 impl Grant {
@@ -433,7 +448,7 @@ impl Grant {
 }
 
 /// Resource limits for each task.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Limits {
     /// Linear memory cap per task, in MiB.
     pub memory_mb: u32,
@@ -457,12 +472,16 @@ impl Default for Limits {
 }
 
 /// A validated manifest.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Manifest {
     /// The employee's name (lowercase letters, digits, `-`).
     pub name: String,
     /// The component, resolved against the manifest's directory.
     pub component: PathBuf,
+    /// The SHA-256 of the component as registered: the host keeps that
+    /// copy in its data dir and runs only it on the employee's behalf.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub component_sha256: Option<String>,
     /// What the employee may reach.
     pub grants: Vec<Grant>,
     /// Per-task limits.
@@ -595,12 +614,45 @@ impl Manifest {
                 }
                 other => other.map(|n| n.into_inner()),
             };
+            let mut budget = crate::limits::Budget::default();
+            if let Some(n) = &g.max_writes_per_day {
+                match n.as_ref() {
+                    toml::Value::Integer(i) if (1..=1_000_000).contains(i) => {
+                        budget.max_writes_per_day = Some(*i as u32)
+                    }
+                    _ => {
+                        return Err(at(
+                            n.span(),
+                            "max_writes_per_day must be a whole number from 1 to 1000000".into(),
+                        ));
+                    }
+                }
+            }
+            if let Some(a) = &g.max_amount_per_day {
+                if integration != Integration::Quickbooks {
+                    return Err(at(
+                        a.span(),
+                        format!(
+                            "max_amount_per_day only applies to quickbooks grants, not {integration}"
+                        ),
+                    ));
+                }
+                budget.max_amount_per_day_cents =
+                    Some(positive_amount_cents(a.as_ref()).ok_or_else(|| {
+                        at(
+                            a.span(),
+                            "max_amount_per_day must be an amount above zero, e.g. 500 or 499.99"
+                                .into(),
+                        )
+                    })?);
+            }
             grants.push(Grant {
                 integration,
                 scope,
                 actions,
                 approval,
                 calls_per_minute,
+                budget,
             });
         }
 
@@ -676,6 +728,7 @@ impl Manifest {
         Ok(Manifest {
             name: name.clone(),
             component,
+            component_sha256: None,
             grants,
             limits,
             notify,
@@ -724,6 +777,16 @@ pub fn validate_scope_value(integration: Integration, value: &str) -> Result<(),
     }
 }
 
+/// An amount above zero (`500` or `499.99`) in cents, if the value is one.
+fn positive_amount_cents(value: &toml::Value) -> Option<i64> {
+    let cents = match value {
+        toml::Value::Integer(i) => i.checked_mul(100)?,
+        toml::Value::Float(f) if f.is_finite() && *f < 1e15 => (f * 100.0).round() as i64,
+        _ => return None,
+    };
+    (cents > 0).then_some(cents)
+}
+
 fn line_of(text: &str, offset: usize) -> usize {
     text.as_bytes()[..offset.min(text.len())]
         .iter()
@@ -760,6 +823,8 @@ struct RawGrant {
     actions: Spanned<Vec<Spanned<String>>>,
     approval: Option<Spanned<toml::Value>>,
     calls_per_minute: Option<Spanned<u32>>,
+    max_writes_per_day: Option<Spanned<toml::Value>>,
+    max_amount_per_day: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Deserialize)]

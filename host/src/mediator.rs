@@ -1,25 +1,28 @@
 //! The mediator: the single place where a guest's request becomes a side effect.
 //!
 //! Order, for every integration call: grant check (scope + action) → argument
-//! checks → rate limit (employee, then grant) → approval policy → durable
-//! audit *intent* → provider → audit *result*. Anything refused is audited as
-//! a refusal and never reaches a provider. If the intent cannot be written,
-//! the call does not happen (fail closed).
+//! checks → rate limits (employee, then grant; persisted) → approval policy →
+//! the **executor**. The executor ([`Mediator::execute`]) is the one door to
+//! the providers: guest calls, approved and resumed actions, undos and
+//! widenings all pass through it. It checks the grant *as in force when it
+//! runs* (manifest grant + active widenings) and the grant's daily budgets,
+//! then writes a durable audit *intent*, calls the provider and audits the
+//! *result*. Providers cannot be reached without a [`Permit`], and only the
+//! executor makes one. Anything refused is audited as a refusal and never
+//! reaches a provider. If the intent cannot be written, nothing happens (fail
+//! closed).
 //!
 //! The mediator never hands a provider's credentials or internals to the
 //! guest; errors it returns are plain sentences safe to show anyone.
 
-use std::num::NonZeroU32;
 use std::sync::Arc;
-
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use crate::approvals::{
     ActionRequest, ApprovalQueue, Elevation, elevation_policy_version, grant_versions,
     policy_version,
 };
 use crate::audit::{AuditError, AuditLog, Decision, Kind, Record};
+use crate::limits::{Bucket, LimitError, Meter};
 use crate::manifest::{ApprovalPolicy, Grant, Integration, Manifest};
 use crate::notify::{Event, Outbox, Target};
 use crate::providers::{Inverse, MAX_ELEVATION_MINUTES, Operation, Providers, Response, money};
@@ -37,52 +40,103 @@ struct Gated {
     policy_version: String,
 }
 
-/// The mediator of one employee (rate limits persist across its tasks).
+/// Proof that the executor checked the grant in force for one scope. Its
+/// field is private to this module, so only the executor can make one, and
+/// providers run nothing without one.
+pub struct Permit {
+    scope_value: String,
+}
+
+impl Permit {
+    /// The granted scope's value (after `kind:`), e.g. `#support`.
+    pub fn scope_value(&self) -> &str {
+        &self.scope_value
+    }
+}
+
+/// What the executor carries out.
+#[derive(Clone, Debug)]
+pub enum Effect {
+    /// An integration call (a guest's, or an approved one).
+    Call(Operation),
+    /// The inverse of an earlier write.
+    Undo(Inverse),
+    /// An approved widening of the employee's grants.
+    Widen(Elevation),
+}
+
+impl Effect {
+    /// The grant action this effect needs.
+    fn action(&self) -> &'static str {
+        match self {
+            Effect::Call(op) => op.action(),
+            Effect::Undo(inverse) => inverse.action(),
+            Effect::Widen(_) => "elevate",
+        }
+    }
+
+    fn is_write(&self) -> bool {
+        match self {
+            Effect::Call(op) => op.is_write(),
+            Effect::Undo(_) | Effect::Widen(_) => false,
+        }
+    }
+}
+
+/// How one pass through the executor ended.
+pub struct Execution {
+    /// What the provider returned, or why nothing happened.
+    pub outcome: Result<Response, CallError>,
+    /// The audit entry that records the result (a refusal's, if refused).
+    pub entry: Option<u64>,
+}
+
+/// The mediator of one employee.
 pub struct Mediator {
     org: String,
     employee: String,
     grants: Vec<Grant>,
+    calls_per_minute: u32,
     audit: Arc<AuditLog>,
     providers: Providers,
     approvals: Arc<ApprovalQueue>,
+    meter: Arc<Meter>,
     outbox: Arc<Outbox>,
     notify: Vec<Target>,
     elevations: std::sync::RwLock<Vec<Elevation>>,
-    employee_limit: DefaultDirectRateLimiter,
-    grant_limits: Vec<Option<DefaultDirectRateLimiter>>,
 }
 
-fn limiter(per_minute: u32) -> DefaultDirectRateLimiter {
-    RateLimiter::direct(Quota::per_minute(
-        NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN),
-    ))
+/// What a mediator is wired to: one organisation's log, providers, queue,
+/// meter and outbox.
+#[derive(Clone)]
+pub struct Wiring {
+    /// The audit log.
+    pub audit: Arc<AuditLog>,
+    /// The providers.
+    pub providers: Providers,
+    /// The approval queue.
+    pub approvals: Arc<ApprovalQueue>,
+    /// Rate limits and budgets.
+    pub meter: Arc<Meter>,
+    /// Notifications.
+    pub outbox: Arc<Outbox>,
 }
 
 impl Mediator {
     /// The mediator for `manifest`'s employee.
-    pub fn new(
-        manifest: &Manifest,
-        audit: Arc<AuditLog>,
-        providers: Providers,
-        approvals: Arc<ApprovalQueue>,
-        outbox: Arc<Outbox>,
-    ) -> Mediator {
+    pub fn new(manifest: &Manifest, wiring: Wiring) -> Mediator {
         Mediator {
-            org: audit.org().to_string(),
-            approvals,
-            outbox,
+            org: wiring.audit.org().to_string(),
+            approvals: wiring.approvals,
+            meter: wiring.meter,
+            outbox: wiring.outbox,
             notify: manifest.notify.clone(),
             elevations: std::sync::RwLock::new(Vec::new()),
             employee: manifest.name.clone(),
             grants: manifest.grants.clone(),
-            audit,
-            providers,
-            employee_limit: limiter(manifest.limits.calls_per_minute),
-            grant_limits: manifest
-                .grants
-                .iter()
-                .map(|g| g.calls_per_minute.map(limiter))
-                .collect(),
+            calls_per_minute: manifest.limits.calls_per_minute,
+            audit: wiring.audit,
+            providers: wiring.providers,
         }
     }
 
@@ -119,14 +173,7 @@ impl Mediator {
             Some(g) => g.clone(),
             None => {
                 let e = elevations.get(index - self.grants.len())?;
-                let base = self.grants.iter().find(|g| g.integration == e.integration);
-                Grant {
-                    integration: e.integration,
-                    scope: e.scope.clone(),
-                    actions: Default::default(),
-                    approval: base.map_or_else(ApprovalPolicy::none, |b| b.approval.clone()),
-                    calls_per_minute: None,
-                }
+                self.widened_terms(e.integration, &e.scope)
             }
         };
         for e in elevations.iter().filter(|e| {
@@ -164,6 +211,84 @@ impl Mediator {
         indexes
     }
 
+    /// The terms of a scope widened to: no actions of its own (widenings
+    /// add them while in force), and the approval policy, rate limit and
+    /// budgets of the employee's grant on the same integration.
+    fn widened_terms(&self, integration: Integration, scope: &str) -> Grant {
+        let base = self.grants.iter().find(|g| g.integration == integration);
+        Grant {
+            integration,
+            scope: scope.to_string(),
+            actions: Default::default(),
+            approval: base.map_or_else(ApprovalPolicy::none, |b| b.approval.clone()),
+            calls_per_minute: base.and_then(|b| b.calls_per_minute),
+            budget: base.map(|b| b.budget).unwrap_or_default(),
+        }
+    }
+
+    /// The grant on `scope` of `integration` as in force now (manifest
+    /// grant plus active widenings), with its handle index.
+    pub fn grant_in_force(&self, integration: Integration, scope: &str) -> Option<(usize, Grant)> {
+        self.grants_for(integration.interface())
+            .into_iter()
+            .filter_map(|i| self.grant(i).map(|g| (i, g)))
+            .find(|(_, g)| g.integration == integration && g.scope == scope)
+    }
+
+    /// The standing terms of a scope (widenings' extra actions left out): what
+    /// a request's policy version is computed from, so a widening never voids
+    /// a pending request, while a changed manifest grant does.
+    fn standing_terms(&self, integration: Integration, scope: &str) -> Option<Grant> {
+        match self
+            .grants
+            .iter()
+            .find(|g| g.integration == integration && g.scope == scope)
+        {
+            Some(g) => Some(g.clone()),
+            None => self
+                .grant_in_force(integration, scope)
+                .map(|_| self.widened_terms(integration, scope)),
+        }
+    }
+
+    /// The policy version `request` would be made under now (`None`: the
+    /// employee holds no such grant any more).
+    pub fn policy_version_now(&self, request: &ActionRequest) -> Option<String> {
+        if let Operation::Elevate { .. } = request.operation {
+            return Some(elevation_policy_version(&grant_versions(&self.grants)));
+        }
+        self.standing_terms(request.integration, &request.scope)
+            .map(|g| policy_version(&g))
+    }
+
+    /// Why the grants in force now do not allow `request`, if they do not.
+    pub fn withdrawn(&self, request: &ActionRequest) -> Option<String> {
+        if let Operation::Elevate { integration, .. } = &request.operation {
+            if !self.grants.iter().any(|g| g.integration == *integration) {
+                return Some(format!(
+                    "{} no longer holds any {integration} grant to widen",
+                    self.employee
+                ));
+            }
+            return None;
+        }
+        let action = request.operation.action();
+        match self.grant_in_force(request.integration, &request.scope) {
+            None => Some(format!(
+                "{} no longer holds a grant on {} {}",
+                self.employee, request.integration, request.scope
+            )),
+            Some((_, g)) if !g.allows(action) => Some(format!(
+                "{} no longer holds \"{action}\" on {} {} (granted now: {})",
+                self.employee,
+                request.integration,
+                request.scope,
+                list_or_nothing(&g.actions)
+            )),
+            Some(_) => None,
+        }
+    }
+
     /// The audit log this mediator writes to.
     pub fn audit(&self) -> &AuditLog {
         &self.audit
@@ -183,13 +308,27 @@ impl Mediator {
     }
 
     fn refuse(&self, mut record: Record, decision: Decision, error: CallError) -> CallError {
-        record.decision = Some(decision);
-        record.result = describe(&error);
-        if let Err(e) = self.audit.append(Kind::Refusal, record) {
-            // Nothing happened, so the refusal stands; the operator must hear of the gap.
-            tracing::error!(employee = %self.employee, "could not audit a refusal: {e}");
-        }
+        self.refuse_recorded(&mut record, decision, &error);
         error
+    }
+
+    /// Audit a refusal; returns its entry.
+    fn refuse_recorded(
+        &self,
+        record: &mut Record,
+        decision: Decision,
+        error: &CallError,
+    ) -> Option<u64> {
+        record.decision = Some(decision);
+        record.result = describe(error);
+        match self.audit.append(Kind::Refusal, record.clone()) {
+            Ok(entry) => Some(entry.seq),
+            Err(e) => {
+                // Nothing happened, so the refusal stands; the operator must hear of the gap.
+                tracing::error!(employee = %self.employee, "could not audit a refusal: {e}");
+                None
+            }
+        }
     }
 
     /// Mediate one call made through the handle of grant `grant_index`.
@@ -225,7 +364,7 @@ impl Mediator {
                 op.action(),
                 grant.integration,
                 grant.scope,
-                grant.actions.iter().cloned().collect::<Vec<_>>().join(", ")
+                list_or_nothing(&grant.actions)
             ));
             return Err(self.refuse(record, Decision::Denied, e));
         }
@@ -246,7 +385,7 @@ impl Mediator {
             let e = CallError::Rejected("a write needs a plain-English reason".into());
             return Err(self.refuse(record, Decision::Rejected, e));
         }
-        if let Err(e) = self.check_rate(grant_index) {
+        if let Err(e) = self.check_rate(Some(grant)) {
             return Err(self.refuse(record, Decision::RateLimited, e));
         }
         if op.is_write() {
@@ -260,8 +399,10 @@ impl Mediator {
                 }
             };
             if let Some(because) = because {
-                let policy_version =
-                    policy_version(grant.integration, &grant.scope, &grant.approval);
+                let policy_version = self
+                    .standing_terms(grant.integration, &grant.scope)
+                    .map(|g| policy_version(&g))
+                    .unwrap_or_default();
                 let gated = Gated {
                     because,
                     policy_version,
@@ -269,32 +410,180 @@ impl Mediator {
                 return self.enqueue(task, grant, op, reason, gated, record);
             }
         }
-
-        let executed = match execute_audited(
-            &self.audit,
-            &self.providers,
-            grant.scope_value(),
-            record,
-            &op,
-            None,
-        ) {
-            Ok(result) => result,
+        let integration = grant.integration;
+        let scope = grant.scope.clone();
+        match self.execute(integration, &scope, Effect::Call(op), record, None) {
+            Ok(execution) => execution.outcome,
             Err(e) => {
                 tracing::error!(employee = %self.employee, "audit intent failed, call not made: {e}");
-                return Err(CallError::Failed(
+                Err(CallError::Failed(
                     "the audit log is unavailable, so the action was not taken".into(),
-                ));
+                ))
+            }
+        }
+    }
+
+    /// The executor: the one door to the providers. Checks `effect` against
+    /// the grant on `scope` of `integration` as in force now (and, for
+    /// writes, the grant's daily budgets), then writes the intent, runs the
+    /// effect and writes its result. `record` names who, which task and
+    /// why; `key` makes a write idempotent (an approval's action hash).
+    ///
+    /// The outer error means the intent could not be written and nothing
+    /// happened. A refusal is an `Err` outcome, audited, with no intent.
+    pub fn execute(
+        &self,
+        integration: Integration,
+        scope: &str,
+        effect: Effect,
+        mut record: Record,
+        key: Option<&str>,
+    ) -> Result<Execution, AuditError> {
+        let refused = |record: &mut Record, decision: Decision, error: CallError| Execution {
+            entry: self.refuse_recorded(record, decision, &error),
+            outcome: Err(error),
+        };
+        let grant = self.grant_in_force(integration, scope).map(|(_, g)| g);
+        let allowed = match (&effect, &grant) {
+            (Effect::Widen(e), _) => self.grants.iter().any(|g| g.integration == e.integration),
+            (_, Some(g)) => g.allows(effect.action()),
+            (_, None) => false,
+        };
+        if !allowed {
+            let why = match &effect {
+                Effect::Widen(e) => format!(
+                    "{} no longer holds any {} grant to widen",
+                    self.employee, e.integration
+                ),
+                _ => format!(
+                    "{} does not hold \"{}\" on {integration} {scope} now (granted: {})",
+                    self.employee,
+                    effect.action(),
+                    grant
+                        .as_ref()
+                        .map_or_else(|| "nothing".to_string(), |g| list_or_nothing(&g.actions))
+                ),
+            };
+            return Ok(refused(
+                &mut record,
+                Decision::Denied,
+                CallError::Denied(why),
+            ));
+        }
+        let reservation = match (&effect, &grant) {
+            (Effect::Call(op), Some(g)) if effect.is_write() => {
+                match self.meter.reserve_write(
+                    &self.employee,
+                    integration,
+                    scope,
+                    &g.budget,
+                    op.amount_cents(),
+                ) {
+                    Ok(r) => r,
+                    Err(LimitError::OverBudget(why)) => {
+                        return Ok(refused(
+                            &mut record,
+                            Decision::Rejected,
+                            CallError::Rejected(why),
+                        ));
+                    }
+                    Err(e) => {
+                        tracing::error!(employee = %self.employee, "cannot read the budget: {e}");
+                        return Ok(refused(
+                            &mut record,
+                            Decision::Rejected,
+                            CallError::Failed(
+                                "the budget cannot be checked now, so the action was not taken"
+                                    .into(),
+                            ),
+                        ));
+                    }
+                }
+            }
+            _ => None,
+        };
+        let mut intent_record = record.clone();
+        intent_record.decision = Some(Decision::Allowed);
+        let intent = match self.audit.append(Kind::Intent, intent_record) {
+            Ok(intent) => intent,
+            Err(e) => {
+                if let Some(r) = reservation {
+                    self.refund(r);
+                }
+                return Err(e);
             }
         };
-        if matches!(executed, Ok(Response::Done(_)))
-            && grant.approval.first.is_some()
-            && let Err(e) =
-                self.approvals
-                    .count_write(&self.employee, grant.integration, &grant.scope, None)
+        crate::pause_point("execute:after-intent");
+        let permit = Permit {
+            scope_value: scope.split_once(':').map(|(_, v)| v).unwrap_or("").into(),
+        };
+        let result = match &effect {
+            Effect::Call(op) => self.providers.execute(&permit, &self.employee, op, key),
+            Effect::Undo(inverse) => self
+                .providers
+                .undo(&permit, inverse)
+                .map(|()| Response::Undone(inverse.summary())),
+            Effect::Widen(elevation) => self
+                .approvals
+                .put_elevation(elevation)
+                .map(|()| Response::Granted(elevation.summary()))
+                .map_err(|e| crate::providers::ProviderError::Failed(e.to_string())),
+        };
+        crate::pause_point("execute:after-provider");
+        record.decision = Some(Decision::Allowed);
+        record.intent = Some(intent.seq);
+        let outcome = match result {
+            Ok(response) => {
+                record.result = response.summary();
+                if let Response::Done(done) = &response {
+                    record.inverse = done.inverse.clone();
+                }
+                Ok(response)
+            }
+            Err(e) => {
+                if let Some(r) = reservation {
+                    self.refund(r);
+                }
+                let error = crate::providers::to_call_error(e);
+                record.result = match &effect {
+                    Effect::Undo(_) => format!("not undone: {}", describe(&error)),
+                    _ => describe(&error),
+                };
+                Err(error)
+            }
+        };
+        // Writes are counted for `first = N` policies: those of grants with
+        // such a policy, and every approved one (once, however often resumed).
+        if matches!(outcome, Ok(Response::Done(_)))
+            && let Some(g) = &grant
+            && (g.approval.first.is_some() || record.approval.is_some())
+            && let Err(e) = self.approvals.count_write(
+                &self.employee,
+                integration,
+                scope,
+                record.approval.as_deref(),
+            )
         {
             tracing::error!(employee = %self.employee, "could not count a write for the approval policy: {e}");
         }
-        executed
+        let entry = match self.audit.append(Kind::Result, record) {
+            Ok(entry) => entry.seq,
+            Err(e) => {
+                // The call already happened; its intent is on record. Flag loudly.
+                tracing::error!(intent = intent.seq, "could not audit a call's result: {e}");
+                intent.seq
+            }
+        };
+        Ok(Execution {
+            outcome,
+            entry: Some(entry),
+        })
+    }
+
+    fn refund(&self, reservation: crate::limits::Reservation) {
+        if let Err(e) = self.meter.refund(reservation) {
+            tracing::error!(employee = %self.employee, "could not give back a budget reservation: {e}");
+        }
     }
 
     /// Why `grant`'s approval policy gates `op`, if it does.
@@ -397,10 +686,11 @@ impl Mediator {
     }
 
     /// Undo the write recorded as audit entry `undoes` by running `inverse`
-    /// in `scope`, on the employee's behalf: the employee must still hold
-    /// the grant the write needed, the same rate limits apply, and intent and
-    /// result are audited like any call (the result names `undoes`).
-    /// Returns the audit entry that records the undo.
+    /// in `scope`, on the employee's behalf, through the executor: the
+    /// employee must still hold the grant the write needed (as in force
+    /// now), the same persisted rate limits apply, and intent and result
+    /// are audited like any call (the result names `undoes`). Returns the
+    /// audit entry that records the undo.
     pub fn undo(
         &self,
         task: &str,
@@ -409,12 +699,6 @@ impl Mediator {
         reason: &str,
         undoes: u64,
     ) -> Result<u64, CallError> {
-        // The grants in force now: the manifest's and any active widening.
-        self.refresh_elevations();
-        let grant_index = self
-            .grants_for(inverse.interface())
-            .into_iter()
-            .find(|&i| self.grant(i).is_some_and(|g| g.scope == scope));
         let record = Record {
             employee: self.employee.clone(),
             task: task.to_string(),
@@ -426,62 +710,52 @@ impl Mediator {
             undoes: Some(undoes),
             ..Record::default()
         };
-        let Some(grant_index) =
-            grant_index.filter(|&i| self.grant(i).is_some_and(|g| g.allows(inverse.action())))
-        else {
-            let e = CallError::Denied(format!(
-                "{} no longer holds \"{}\" on {scope}, so its action cannot be undone through it",
-                self.employee,
-                inverse.action()
-            ));
-            return Err(self.refuse(record, Decision::Denied, e));
-        };
-        if let Err(e) = self.check_rate(grant_index) {
+        let integration = Integration::of(inverse.interface());
+        let grant = self.grant_in_force(integration, scope).map(|(_, g)| g);
+        if let Err(e) = self.check_rate(grant.as_ref()) {
             return Err(self.refuse(record, Decision::RateLimited, e));
         }
-        let mut intent_record = record.clone();
-        intent_record.decision = Some(Decision::Allowed);
-        let intent = self.audit.append(Kind::Intent, intent_record).map_err(|e| {
-            tracing::error!(employee = %self.employee, "audit intent failed, undo not made: {e}");
-            CallError::Failed("the audit log is unavailable, so nothing was undone".into())
-        })?;
-        let scope_value = scope.split_once(':').map(|(_, v)| v).unwrap_or("");
-        let result = self.providers.undo(scope_value, inverse);
-        let mut result_record = record;
-        result_record.decision = Some(Decision::Allowed);
-        result_record.intent = Some(intent.seq);
-        let outcome = match result {
-            Ok(()) => {
-                result_record.result = format!("undone: {}", inverse.summary());
-                Ok(())
-            }
-            Err(e) => {
-                let error = crate::providers::to_call_error(e);
-                result_record.result = format!("not undone: {}", describe(&error));
-                Err(error)
-            }
-        };
-        let recorded = match self.audit.append(Kind::Result, result_record) {
-            Ok(entry) => entry.seq,
-            Err(e) => {
-                tracing::error!(intent = intent.seq, "could not audit an undo's result: {e}");
-                intent.seq
-            }
-        };
-        outcome.map(|()| recorded)
+        let execution = self
+            .execute(
+                integration,
+                scope,
+                Effect::Undo(inverse.clone()),
+                record,
+                None,
+            )
+            .map_err(|e| {
+                tracing::error!(employee = %self.employee, "audit intent failed, undo not made: {e}");
+                CallError::Failed("the audit log is unavailable, so nothing was undone".into())
+            })?;
+        execution
+            .outcome
+            .map(|_| execution.entry.unwrap_or_default())
     }
 
-    fn check_rate(&self, grant_index: usize) -> Result<(), CallError> {
-        let limiters = std::iter::once(&self.employee_limit)
-            .chain(self.grant_limits.get(grant_index).and_then(Option::as_ref));
-        for limiter in limiters {
-            if let Err(not_until) = limiter.check() {
-                let wait = not_until.wait_time_from(DefaultClock::default().now());
-                let secs = u32::try_from(wait.as_secs().saturating_add(1)).unwrap_or(u32::MAX);
-                return Err(CallError::RateLimited(secs));
+    /// Take one call from the employee's bucket and, with `grant`, from the
+    /// grant's (both persisted: they hold across tasks and processes).
+    fn check_rate(&self, grant: Option<&Grant>) -> Result<(), CallError> {
+        let mut buckets = vec![Bucket::employee(&self.employee, self.calls_per_minute)];
+        if let Some(g) = grant
+            && let Some(per_minute) = g.calls_per_minute
+        {
+            buckets.push(Bucket::grant(
+                &self.employee,
+                g.integration,
+                &g.scope,
+                per_minute,
+            ));
+        }
+        match self.meter.take_call(&buckets) {
+            Ok(()) => Ok(()),
+            Err(LimitError::RateLimited(secs)) => Err(CallError::RateLimited(secs)),
+            Err(e) => {
+                tracing::error!(employee = %self.employee, "cannot read the rate limits: {e}");
+                Err(CallError::Failed(
+                    "the rate limits cannot be checked now, so the call was not made".into(),
+                ))
             }
         }
-        Ok(())
     }
 
     /// An employee asks for a time-boxed widening of its grants on an
@@ -521,11 +795,7 @@ impl Mediator {
             record.args = format!("integration {integration:?}");
             return rejected(record, format!("unknown integration {integration:?}"));
         };
-        let Some(base_index) = self
-            .grants
-            .iter()
-            .position(|g| g.integration == integration)
-        else {
+        let Some(base) = self.grants.iter().find(|g| g.integration == integration) else {
             let e = CallError::Denied(format!(
                 "{} holds no {integration} grant; a widening can only extend an integration it already has",
                 self.employee
@@ -573,12 +843,9 @@ impl Mediator {
             );
         }
         let held: std::collections::BTreeSet<String> = self
-            .grants_for(integration.interface())
-            .into_iter()
-            .filter_map(|i| self.grant(i))
-            .filter(|g| g.integration == integration && g.scope == scope)
-            .flat_map(|g| g.actions)
-            .collect();
+            .grant_in_force(integration, scope)
+            .map(|(_, g)| g.actions)
+            .unwrap_or_default();
         if actions.iter().all(|a| held.contains(a)) {
             return rejected(
                 record,
@@ -589,19 +856,15 @@ impl Mediator {
                 ),
             );
         }
-        if let Err(e) = self.check_rate(base_index) {
+        if let Err(e) = self.check_rate(Some(base)) {
             return Err(self.refuse(record, Decision::RateLimited, e));
         }
-        let base = &self.grants[base_index];
         let pseudo = Grant {
-            integration,
-            scope: scope.to_string(),
-            actions: Default::default(),
             approval: ApprovalPolicy {
                 always: true,
                 ..base.approval.clone()
             },
-            calls_per_minute: None,
+            ..self.widened_terms(integration, scope)
         };
         let gated = Gated {
             because: "widening a grant always needs approval".to_string(),
@@ -624,51 +887,12 @@ impl Mediator {
     }
 }
 
-/// Run one allowed call: durable audit intent, then the provider, then the
-/// audit result (with the inverse, for rollback). If the intent cannot be
-/// written the call does not happen. Shared by direct calls and by the host
-/// executing approved actions (which passes the action hash as `key`).
-///
-/// The outer error means the intent could not be written and nothing happened.
-pub fn execute_audited(
-    audit: &AuditLog,
-    providers: &Providers,
-    scope_value: &str,
-    record: Record,
-    op: &Operation,
-    key: Option<&str>,
-) -> Result<Result<Response, CallError>, AuditError> {
-    let mut intent_record = record.clone();
-    intent_record.decision = Some(Decision::Allowed);
-    let intent = audit.append(Kind::Intent, intent_record)?;
-    crate::pause_point("execute:after-intent");
-    let result = providers.execute(scope_value, &record.employee, op, key);
-    crate::pause_point("execute:after-provider");
-    let mut result_record = record;
-    result_record.decision = Some(Decision::Allowed);
-    result_record.intent = Some(intent.seq);
-    let outcome = match result {
-        Ok(response) => {
-            result_record.result = response.summary();
-            if let Response::Done(done) = &response {
-                result_record.inverse = done
-                    .inverse
-                    .as_ref()
-                    .and_then(|i| serde_json::to_value(i).ok());
-            }
-            Ok(response)
-        }
-        Err(e) => {
-            let error = crate::providers::to_call_error(e);
-            result_record.result = describe(&error);
-            Err(error)
-        }
-    };
-    if let Err(e) = audit.append(Kind::Result, result_record) {
-        // The call already happened; its intent is on record. Flag loudly.
-        tracing::error!(intent = intent.seq, "could not audit a call's result: {e}");
+fn list_or_nothing(actions: &std::collections::BTreeSet<String>) -> String {
+    if actions.is_empty() {
+        "nothing".to_string()
+    } else {
+        actions.iter().cloned().collect::<Vec<_>>().join(", ")
     }
-    Ok(outcome)
 }
 
 /// A one-line description of a call error.

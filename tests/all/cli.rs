@@ -130,12 +130,16 @@ fn verify_exits_non_zero_and_says_where_after_tampering() -> Result<()> {
     {
         let store = clancy::store::SledStore::open(&data.join("store"))?;
         use clancy::store::Store;
+        // Entry #3 is the employee's first note (#1 registers it, #2 starts the task).
         let mut key = b"default/e/".to_vec();
-        key.extend_from_slice(&2u64.to_be_bytes());
-        let entry = store
-            .get("audit", &key)?
-            .ok_or_else(|| anyhow::anyhow!("no entry 2"))?;
-        let edited = String::from_utf8(entry)?.replace("I will read", "I will NOT read");
+        key.extend_from_slice(&3u64.to_be_bytes());
+        let entry = String::from_utf8(
+            store
+                .get("audit", &key)?
+                .ok_or_else(|| anyhow::anyhow!("no entry 3"))?,
+        )?;
+        assert!(entry.contains("I will read"), "{entry}");
+        let edited = entry.replace("I will read", "I will NOT read");
         store.write("audit", vec![(key, Some(edited.into_bytes()))])?;
     }
     let verify = clancy(&data, &["audit", "verify"])?;
@@ -143,7 +147,7 @@ fn verify_exits_non_zero_and_says_where_after_tampering() -> Result<()> {
     let text = stdout(&verify);
     assert!(
         text.starts_with("AUDIT LOG TAMPERED")
-            && text.contains("entry #2 does not match its hash: edited"),
+            && text.contains("entry #3 does not match its hash: edited"),
         "{text}"
     );
     Ok(())

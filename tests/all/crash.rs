@@ -46,11 +46,17 @@ impl Scene {
         let text = MANIFEST.replace("COMPONENT", component) + clancy_guests::HOSTILE_IMPORT_GRANTS;
         std::fs::write(&manifest, text)?;
         let data = dir.path().join("data");
-        Ok(Scene {
+        let scene = Scene {
             _dir: dir,
             data,
             manifest,
-        })
+        };
+        // The org's approvers: only registered managers and admins decide.
+        for name in ["mia", "ops"] {
+            let (code, out) = scene.clancy(&["operators", "add", name, "--role", "manager"])?;
+            anyhow::ensure!(code == Some(0), "could not add operator {name}: {out}");
+        }
+        Ok(scene)
     }
 
     fn command(&self, args: &[&str]) -> Command {

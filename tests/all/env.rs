@@ -11,6 +11,7 @@ use clancy::approvals::ManualClock;
 use clancy::audit::{Entry, Kind};
 use clancy::host::{DataDirMode, Host};
 use clancy::manifest::Manifest;
+use clancy::operators::{Operator, Role};
 use clancy::runtime::{TaskEnd, TaskResult};
 
 /// Run the real `clancy` binary on `data`.
@@ -41,6 +42,9 @@ pub fn workspace_root() -> PathBuf {
         .unwrap_or_default()
 }
 
+/// The managers every `TestEnv` org has.
+pub const APPROVERS: [&str; 3] = ["alice", "bob", "mia"];
+
 /// A temporary data dir with a seeded sandbox and a host for one org.
 pub struct TestEnv {
     pub dir: tempfile::TempDir,
@@ -48,10 +52,21 @@ pub struct TestEnv {
 }
 
 impl TestEnv {
+    /// A fresh org with a seeded sandbox and its approvers: `alice`,
+    /// `bob` and `mia`, managers (only registered managers and admins
+    /// decide requests without an escalation ladder).
     pub fn new() -> Result<TestEnv> {
         let dir = tempfile::tempdir()?;
         let host = Host::open(&dir.path().join("data"), "default", DataDirMode::Create)?;
         host.sandbox().seed()?;
+        for name in APPROVERS {
+            host.operators()
+                .put(&Operator {
+                    name: name.to_string(),
+                    role: Role::Manager,
+                })
+                .map_err(anyhow::Error::msg)?;
+        }
         Ok(TestEnv { dir, host })
     }
 

@@ -142,7 +142,7 @@ fn a_sent_mail_is_reported_as_irreversible() -> Result<()> {
     let task = run_plugin(&env, "sales-coordinator", SALES_COORDINATOR, "Book demos")?;
     let pending = env.host.approvals().list()?;
     env.host
-        .decide(&pending[0].id, Verdict::Approve, "sales-lead", None)?;
+        .decide(&pending[0].id, Verdict::Approve, "alice", None)?;
     let reports = env.host.undo_task(&task, "ops-lead")?;
     assert_eq!(outcome_of(&reports, "send")?, &UndoOutcome::Irreversible);
     assert_eq!(

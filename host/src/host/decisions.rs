@@ -2,21 +2,19 @@
 //! escalation, and the host's execution of approved actions (exactly once:
 //! the action hash is the provider's idempotency key).
 
-use crate::approvals::{
-    ActionRequest, Approval, ApprovalQueue, Elevation, Status, elevation_policy_version,
-    grant_versions, new_id,
-};
+use crate::approvals::{ActionRequest, Approval, ApprovalQueue, Elevation, Status, new_id};
 use crate::audit::{Kind, Record};
 use crate::manifest::Manifest;
-use crate::mediator::{MAX_ARGUMENT_BYTES, Mediator, describe, execute_audited};
-use crate::operators::Approver;
+use crate::mediator::{Effect, MAX_ARGUMENT_BYTES, Mediator, describe};
+use crate::operators::{Approver, Role};
 use crate::providers::Operation;
+use crate::runtime::bindings::CallError;
 use crate::runtime::bindings::clancy::employee::types::Decision;
 use crate::runtime::{LoadedEmployee, TaskEnd};
 use crate::store::StoreError;
 use std::sync::Arc;
 
-use super::{Host, HostError, to_json};
+use super::{Host, HostError};
 
 /// A human's decision on a queued action.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,15 +45,14 @@ pub enum DecideError {
     /// The stored action no longer matches the hash it was queued with.
     #[error("{0} no longer matches the action it was queued with; it was not executed")]
     Tampered(String),
-    /// The employee's approval policy changed since the request was made.
-    #[error(
-        "{id}: the approval policy of {employee} changed since the request was made; it was not executed"
-    )]
-    PolicyChanged {
+    /// The grant the request needs was withdrawn or changed since it was
+    /// made (or its stored action no longer matches its hash); it is void.
+    #[error("{id} is void and was not executed: {why}")]
+    Void {
         /// The request.
         id: String,
-        /// The employee.
-        employee: String,
+        /// Why.
+        why: String,
     },
     /// Approved, but the audit log could not record the execution; it stays
     /// approved and runs when the host can write its audit log again.
@@ -85,6 +82,9 @@ pub enum DecideError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The employee cannot be wired up (never loaded, data dir unusable).
+    #[error(transparent)]
+    Host(#[from] HostError),
 }
 
 impl Host {
@@ -93,63 +93,58 @@ impl Host {
         &self.approvals
     }
 
-    pub(super) fn register_policies(&self, manifest: &Manifest) -> Result<(), StoreError> {
-        let versions = grant_versions(&manifest.grants);
-        self.org.write(
-            "employees",
-            vec![
-                (
-                    format!("policies/{}", manifest.name).into_bytes(),
-                    Some(to_json(&versions)?),
-                ),
-                (
-                    format!("manifest/{}", manifest.name).into_bytes(),
-                    Some(to_json(manifest)?),
-                ),
-            ],
-        )
-    }
-
     /// The manifest `employee` was last loaded with.
     pub fn stored_manifest(&self, employee: &str) -> Result<Option<Manifest>, StoreError> {
         self.org
             .get_json("employees", format!("manifest/{employee}").as_bytes())
     }
 
-    /// A mediator for `employee` as last loaded, for the host's own calls on
-    /// its behalf (undo).
+    /// A mediator for `employee` as registered now, with its active
+    /// widenings: what the host's own calls on its behalf (approved and
+    /// resumed actions, undo) go through.
     pub(super) fn mediator_for(&self, employee: &str) -> Result<Mediator, HostError> {
         let manifest = self.stored_manifest(employee)?.ok_or_else(|| {
             HostError::DataDir(format!(
                 "{employee} has never been loaded in this organisation"
             ))
         })?;
-        Ok(Mediator::new(
-            &manifest,
-            self.audit.clone(),
-            self.providers()?,
-            self.approvals.clone(),
-            self.outbox.clone(),
-        ))
+        let mediator = Mediator::new(&manifest, self.wiring()?);
+        mediator.refresh_elevations();
+        Ok(mediator)
     }
 
-    fn current_policy_version(
-        &self,
-        request: &ActionRequest,
-    ) -> Result<Option<String>, StoreError> {
-        let key = format!("policies/{}", request.employee);
-        let versions: Vec<(String, String)> = self
-            .org
-            .get_json("employees", key.as_bytes())?
-            .unwrap_or_default();
-        if matches!(request.operation, Operation::Elevate { .. }) {
-            return Ok(Some(elevation_policy_version(&versions)));
+    /// Void the pending requests of `mediator`'s employee that its grants
+    /// no longer allow, or whose grant's terms changed since they were made.
+    pub(super) fn void_withdrawn(&self, mediator: &Mediator) -> Result<Vec<Approval>, StoreError> {
+        let mut voided = Vec::new();
+        for a in self.approvals.list()? {
+            if a.status != Status::Pending || a.request.employee != mediator.employee() {
+                continue;
+            }
+            if let Some(why) = void_reason(mediator, &a) {
+                voided.extend(self.void(&a, &why)?);
+            }
         }
-        let wanted = format!("{}/{}", request.integration, request.scope);
-        Ok(versions
-            .into_iter()
-            .find(|(k, _)| *k == wanted)
-            .map(|(_, v)| v))
+        Ok(voided)
+    }
+
+    /// Mark `approval` void (it never runs), audit why and tell the
+    /// employee it was denied. `None` if someone else changed it first.
+    fn void(&self, approval: &Approval, why: &str) -> Result<Option<Approval>, StoreError> {
+        let next = Approval {
+            status: Status::Void,
+            decided_by: Some("host".into()),
+            decided_at: Some(self.approvals.now()),
+            outcome: Some(why.to_string()),
+            ..approval.clone()
+        };
+        if !self.approvals.transition(approval, &next)? {
+            return Ok(None);
+        }
+        self.audit_decision(&next, &format!("void: {why}"))?;
+        self.notify(crate::notify::Event::Decided, &next);
+        self.react(next.edited_from.as_deref().unwrap_or(&next.id), &next);
+        Ok(Some(next))
     }
 
     /// Move every pending request along its escalation ladder and deny those
@@ -225,66 +220,6 @@ impl Host {
         Ok(resumed)
     }
 
-    /// Record an approved widening: it starts when it was approved and ends
-    /// on its own `minutes` later. Audited like an action (intent, result).
-    fn grant_elevation(&self, approval: Approval) -> Result<Approval, DecideError> {
-        let r = &approval.request;
-        let Operation::Elevate {
-            integration,
-            scope,
-            actions,
-            minutes,
-        } = &r.operation
-        else {
-            return Err(DecideError::Store(StoreError::Io(
-                "host bug: not a widening".into(),
-            )));
-        };
-        let starts_at = approval.decided_at.unwrap_or_else(|| self.now());
-        let elevation = Elevation {
-            approval: approval.id.clone(),
-            employee: r.employee.clone(),
-            integration: *integration,
-            scope: scope.clone(),
-            actions: actions.clone(),
-            starts_at,
-            expires_at: starts_at + chrono::Duration::minutes(i64::from(*minutes)),
-            ended: false,
-        };
-        let record = Record {
-            decision: Some(crate::audit::Decision::Allowed),
-            ..approval_record(&approval)
-        };
-        let intent = self
-            .audit
-            .append(Kind::Intent, record.clone())
-            .map_err(|_| DecideError::Deferred(approval.id.clone()))?;
-        crate::pause_point("execute:after-intent");
-        self.approvals.put_elevation(&elevation)?;
-        let outcome = format!(
-            "granted: {} on {integration} {scope} until {}",
-            actions.join(", "),
-            elevation
-                .expires_at
-                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-        );
-        let result = Record {
-            result: outcome.clone(),
-            intent: Some(intent.seq),
-            ..record
-        };
-        if let Err(e) = self.audit.append(Kind::Result, result) {
-            tracing::error!(approval = %approval.id, "could not audit a granted widening: {e}");
-        }
-        let next = Approval {
-            status: Status::Executed,
-            outcome: Some(outcome),
-            ..approval.clone()
-        };
-        self.approvals.transition(&approval, &next)?;
-        Ok(next)
-    }
-
     /// Record in the audit log the end of every widening that ran out.
     fn end_elevations(&self) -> Result<(), StoreError> {
         let now = self.now();
@@ -319,14 +254,20 @@ impl Host {
             .stored_manifest(employee)
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("{employee} has never been loaded here"))?;
-        let fingerprint = serde_json::to_string(&manifest).unwrap_or_default();
+        let fingerprint = hex::encode(crate::digest::digest(&manifest));
         let mut cache = self.reactors.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((f, loaded)) = cache.get(employee)
             && *f == fingerprint
         {
             return Ok(loaded.clone());
         }
-        let loaded = Arc::new(self.load(manifest).map_err(|e| e.to_string())?);
+        let bytes = self
+            .pinned_component(&manifest)
+            .map_err(|e| e.to_string())?;
+        let loaded = Arc::new(
+            self.instantiate(manifest, &bytes)
+                .map_err(|e| e.to_string())?,
+        );
         cache.insert(employee.to_string(), (fingerprint, loaded.clone()));
         Ok(loaded)
     }
@@ -348,6 +289,10 @@ impl Host {
                     .unwrap_or_default()
             )),
             Status::Expired => Decision::Expired,
+            Status::Void => Decision::Denied(format!(
+                "void: {}",
+                approval.outcome.as_deref().unwrap_or("its grant changed")
+            )),
             Status::Pending | Status::Approved | Status::Edited => return,
         };
         let r = &approval.request;
@@ -401,6 +346,12 @@ impl Host {
         match current.status {
             Status::Pending => {}
             Status::Expired => return Err(DecideError::Expired(id.to_string())),
+            Status::Void => {
+                return Err(DecideError::Void {
+                    id: id.to_string(),
+                    why: current.outcome.clone().unwrap_or_default(),
+                });
+            }
             other => {
                 return Err(DecideError::AlreadyDecided {
                     id: id.to_string(),
@@ -408,33 +359,39 @@ impl Host {
                 });
             }
         }
-        if let Some(approver) = current.current_approver() {
-            let allowed = self
-                .operators()
-                .get(by)?
-                .is_some_and(|op| op.may_decide(approver));
-            if !allowed {
-                return Err(DecideError::NotAllowed {
-                    id: id.to_string(),
-                    by: by.to_string(),
-                    waiting_for: match approver {
-                        Approver::Role(r) => format!("an operator with role {r} (or an admin)"),
-                        Approver::Named(n) => format!("{n} (or an admin)"),
-                    },
-                });
-            }
+        let operator = self.operators().get(by)?;
+        let approver = current.current_approver();
+        let allowed = match (&operator, approver) {
+            (None, _) => false,
+            (Some(op), Some(approver)) => op.may_decide(approver),
+            (Some(op), None) => op.role >= Role::Manager,
+        };
+        if !allowed {
+            return Err(DecideError::NotAllowed {
+                id: id.to_string(),
+                by: by.to_string(),
+                waiting_for: match approver {
+                    Some(Approver::Role(r)) => format!("an operator with role {r} (or an admin)"),
+                    Some(Approver::Named(n)) => format!("{n} (or an admin)"),
+                    None => "a registered operator with role manager or admin".to_string(),
+                },
+            });
         }
         if current.hash != current.request.hash() {
             return Err(DecideError::Tampered(id.to_string()));
         }
-        if verdict == Verdict::Approve
-            && self.current_policy_version(&current.request)?.as_deref()
-                != Some(current.request.policy_version.as_str())
-        {
-            return Err(DecideError::PolicyChanged {
-                id: id.to_string(),
-                employee: current.request.employee.clone(),
-            });
+        // The employee hears the decision from its pinned component: it must
+        // be there, unchanged, before anything is decided.
+        self.verify_pinned(&current.request.employee)?;
+        if verdict == Verdict::Approve {
+            let mediator = self.mediator_for(&current.request.employee)?;
+            if let Some(why) = void_reason(&mediator, &current) {
+                self.void(&current, &why)?;
+                return Err(DecideError::Void {
+                    id: id.to_string(),
+                    why,
+                });
+            }
         }
         Ok(current)
     }
@@ -574,35 +531,60 @@ impl Host {
         Ok(done)
     }
 
-    /// Run an approved request through the audited provider path with its
-    /// hash as idempotency key, then record how it went.
+    /// Run an approved request through the employee's executor (the grant
+    /// in force now, its hash as idempotency key), then record how it went.
+    /// Before it runs, its hash and policy version are checked again (it
+    /// may be resumed long after it was approved): a request that no longer
+    /// matches, or whose grant was withdrawn, becomes void and never runs.
     fn execute_approved(&self, approval: Approval) -> Result<Approval, DecideError> {
-        if let Operation::Elevate { .. } = approval.request.operation {
-            return self.grant_elevation(approval);
-        }
         let r = &approval.request;
-        let record = approval_record(&approval);
-        let scope_value = r.scope.split_once(':').map(|(_, v)| v).unwrap_or("");
-        let providers = self
-            .providers()
-            .map_err(|e| DecideError::Store(StoreError::Io(e.to_string())))?;
-        let result = execute_audited(
-            &self.audit,
-            &providers,
-            scope_value,
-            record,
-            &r.operation,
-            Some(&approval.hash),
-        )
-        .map_err(|_| DecideError::Deferred(approval.id.clone()))?;
-        let (status, outcome) = match &result {
+        let mediator = self.mediator_for(&r.employee)?;
+        let stale = if approval.hash != r.hash() {
+            Some("its stored action no longer matches the hash it was approved under".to_string())
+        } else {
+            void_reason(&mediator, &approval)
+        };
+        if let Some(why) = stale {
+            return Ok(self.void(&approval, &why)?.unwrap_or(approval));
+        }
+        let effect = match &r.operation {
+            Operation::Elevate {
+                integration,
+                scope,
+                actions,
+                minutes,
+            } => {
+                let starts_at = approval.decided_at.unwrap_or_else(|| self.now());
+                Effect::Widen(Elevation {
+                    approval: approval.id.clone(),
+                    employee: r.employee.clone(),
+                    integration: *integration,
+                    scope: scope.clone(),
+                    actions: actions.clone(),
+                    starts_at,
+                    expires_at: starts_at + chrono::Duration::minutes(i64::from(*minutes)),
+                    ended: false,
+                })
+            }
+            op => Effect::Call(op.clone()),
+        };
+        let execution = mediator
+            .execute(
+                r.integration,
+                &r.scope,
+                effect,
+                approval_record(&approval),
+                Some(&approval.hash),
+            )
+            .map_err(|_| DecideError::Deferred(approval.id.clone()))?;
+        let (status, outcome) = match &execution.outcome {
             Ok(response) => (Status::Executed, response.summary()),
+            // The executor refused: the grant in force no longer allows it.
+            Err(CallError::Denied(why)) => {
+                return Ok(self.void(&approval, why)?.unwrap_or(approval));
+            }
             Err(e) => (Status::Failed, describe(e)),
         };
-        if status == Status::Executed {
-            self.approvals
-                .count_write(&r.employee, r.integration, &r.scope, Some(&approval.id))?;
-        }
         crate::pause_point("execute:after-result");
         let next = Approval {
             status,
@@ -615,6 +597,28 @@ impl Host {
         }
         Ok(next)
     }
+}
+
+/// Why `approval` can no longer be approved under the grants `mediator`
+/// holds now, if it cannot.
+fn void_reason(mediator: &Mediator, approval: &Approval) -> Option<String> {
+    let r = &approval.request;
+    if let Some(why) = mediator.withdrawn(r) {
+        return Some(why);
+    }
+    if mediator.policy_version_now(r).as_deref() == Some(r.policy_version.as_str()) {
+        return None;
+    }
+    Some(match r.operation {
+        Operation::Elevate { .. } => format!(
+            "the grants of {} changed since it asked for this widening",
+            r.employee
+        ),
+        _ => format!(
+            "the terms of {}'s grant on {} {} (its actions or approval policy) changed since this was asked",
+            r.employee, r.integration, r.scope
+        ),
+    })
 }
 
 /// The audit record of a queued action: who, which task, what, and why.

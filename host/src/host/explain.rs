@@ -62,6 +62,8 @@ impl Host {
                 Kind::TaskStart => asked_for = asked_for.or(Some(r.args.clone())),
                 Kind::TaskEnd => ending = ending.or(Some(r.result.clone())),
                 Kind::Note => notes.push(format!("  - \"{}\"", r.reason)),
+                // Changes belong to the employee, not to a task.
+                Kind::Change => {}
                 Kind::Reaction => decided.push(format!(
                     "  - the employee heard of it: on-decision({}) -> {}",
                     r.args, r.result

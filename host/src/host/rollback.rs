@@ -8,7 +8,6 @@
 
 use crate::audit::{Decision, Entry, Kind};
 use crate::mediator::describe;
-use crate::providers::Inverse;
 use crate::store::StoreError;
 
 use super::{Host, HostError};
@@ -171,17 +170,9 @@ impl Host {
         let Some(inverse) = &r.inverse else {
             return Ok(report(UndoOutcome::Irreversible));
         };
-        let inverse: Inverse = match serde_json::from_value(inverse.clone()) {
-            Ok(i) => i,
-            Err(e) => {
-                return Ok(report(UndoOutcome::NotUndone(format!(
-                    "its recorded inverse cannot be read ({e})"
-                ))));
-            }
-        };
         let mediator = self.mediator_for(&r.employee)?;
         let reason = format!("{by} asked to undo #{}", entry.seq);
-        match mediator.undo(&r.task, &r.scope, &inverse, &reason, entry.seq) {
+        match mediator.undo(&r.task, &r.scope, inverse, &reason, entry.seq) {
             Ok(seq) => Ok(report(UndoOutcome::Undone(seq))),
             Err(e) => Ok(report(UndoOutcome::NotUndone(describe(&e)))),
         }

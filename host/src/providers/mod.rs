@@ -17,6 +17,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::manifest::Interface;
+pub use crate::mediator::Permit;
 use crate::runtime::bindings::{calendar, chat, crm, ledger, mail};
 
 /// A provider failure, mapped by the mediator to the contract's `call-error`.
@@ -149,9 +150,7 @@ impl Inverse {
 
 /// A short, stable fingerprint of an object's state (for undo's conflict check).
 pub fn fingerprint<T: Serialize>(value: &T) -> String {
-    use sha2::{Digest, Sha256};
-    let canonical = serde_json::to_vec(value).unwrap_or_default();
-    hex::encode(&Sha256::digest(&canonical)[..12])
+    hex::encode(&crate::digest::digest(value)[..12])
 }
 
 /// The result of a write.
@@ -573,6 +572,11 @@ pub enum Response {
     /// The write waits for a human (produced by the mediator, never a provider);
     /// the text is the approval id.
     Queued(String),
+    /// An earlier write was undone; the text says what undoing did.
+    Undone(String),
+    /// A widening was recorded (by the host, never a provider); the text
+    /// says what and until when.
+    Granted(String),
 }
 
 impl Response {
@@ -590,6 +594,8 @@ impl Response {
             Response::Names(v) => format!("{} entries", v.len()),
             Response::Bytes(b) => format!("{} bytes", b.len()),
             Response::Queued(id) => format!("queued for approval {id}"),
+            Response::Undone(what) => format!("undone: {what}"),
+            Response::Granted(what) => format!("granted: {what}"),
             Response::Done(d) => match d.inverse {
                 Some(_) => format!("done: {}", d.id),
                 None => format!("done: {} (irreversible)", d.id),
@@ -745,34 +751,51 @@ pub trait FilesProvider: Send + Sync {
     fn write(&self, folder: &str, path: &str, contents: &[u8]) -> Result<Done, ProviderError>;
 }
 
-/// The provider of each integration for one organisation.
+/// The provider of each integration for one organisation. Its providers
+/// are private: the only way to reach one is [`Providers::execute`] or
+/// [`Providers::undo`], and both need a [`Permit`], which only the
+/// mediator's executor can make (after checking the grant in force).
 #[derive(Clone)]
 pub struct Providers {
-    /// Mail.
-    pub mail: Arc<dyn MailProvider>,
-    /// Chat.
-    pub chat: Arc<dyn ChatProvider>,
-    /// CRM.
-    pub crm: Arc<dyn CrmProvider>,
-    /// Calendar.
-    pub calendar: Arc<dyn CalendarProvider>,
-    /// Ledger.
-    pub ledger: Arc<dyn LedgerProvider>,
-    /// Files.
-    pub files: Arc<dyn FilesProvider>,
+    mail: Arc<dyn MailProvider>,
+    chat: Arc<dyn ChatProvider>,
+    crm: Arc<dyn CrmProvider>,
+    calendar: Arc<dyn CalendarProvider>,
+    ledger: Arc<dyn LedgerProvider>,
+    files: Arc<dyn FilesProvider>,
 }
 
 impl Providers {
-    /// Run `op` against the provider of its interface in `scope` (the scope's value).
+    /// The providers of one organisation, one per integration.
+    pub fn new(
+        mail: Arc<dyn MailProvider>,
+        chat: Arc<dyn ChatProvider>,
+        crm: Arc<dyn CrmProvider>,
+        calendar: Arc<dyn CalendarProvider>,
+        ledger: Arc<dyn LedgerProvider>,
+        files: Arc<dyn FilesProvider>,
+    ) -> Providers {
+        Providers {
+            mail,
+            chat,
+            crm,
+            calendar,
+            ledger,
+            files,
+        }
+    }
+
+    /// Run `op` against the provider of its interface in the permit's scope.
     /// `actor` is who a chat post is attributed to; `key` makes a write idempotent.
     pub fn execute(
         &self,
-        scope: &str,
+        permit: &Permit,
         actor: &str,
         op: &Operation,
         key: Option<&str>,
     ) -> Result<Response, ProviderError> {
         use Operation::*;
+        let scope = permit.scope_value();
         Ok(match op {
             MailList { query, limit } => Response::Messages(self.mail.list(scope, query, *limit)?),
             MailRead { id } => Response::Message(self.mail.read(scope, id)?),
@@ -817,12 +840,11 @@ impl Providers {
             }
         })
     }
-}
 
-impl Providers {
-    /// Run `inverse` in `scope` (the scope's value): undo an earlier write,
-    /// unless the object changed since.
-    pub fn undo(&self, scope: &str, inverse: &Inverse) -> Result<(), ProviderError> {
+    /// Run `inverse` in the permit's scope: undo an earlier write, unless
+    /// the object changed since.
+    pub fn undo(&self, permit: &Permit, inverse: &Inverse) -> Result<(), ProviderError> {
+        let scope = permit.scope_value();
         match inverse {
             Inverse::DeleteChatMessage { id, after } => self.chat.delete_message(scope, id, after),
             Inverse::SetDealStage {

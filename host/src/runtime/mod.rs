@@ -142,11 +142,17 @@ impl Runtime {
 
     /// Compile and validate a component for `manifest` (no instantiation).
     pub fn compile(&self, manifest: &Manifest) -> Result<(Component, Vec<String>), LoadError> {
-        let path = manifest.component.clone();
-        let bytes = std::fs::read(&path).map_err(|e| LoadError::Read {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
+        let bytes = read_component(&manifest.component)?;
+        self.compile_bytes(&manifest.component, &bytes)
+    }
+
+    /// Compile and validate component `bytes` (`path` names them in errors).
+    pub fn compile_bytes(
+        &self,
+        path: &std::path::Path,
+        bytes: &[u8],
+    ) -> Result<(Component, Vec<String>), LoadError> {
+        let path = path.to_path_buf();
         if !bytes.starts_with(b"\0asm") {
             return Err(LoadError::Invalid {
                 path,
@@ -154,7 +160,7 @@ impl Runtime {
             });
         }
         let component =
-            Component::from_binary(&self.engine, &bytes).map_err(|e| LoadError::Invalid {
+            Component::from_binary(&self.engine, bytes).map_err(|e| LoadError::Invalid {
                 path: path.clone(),
                 reason: first_line(&e),
             })?;
@@ -162,14 +168,15 @@ impl Runtime {
         Ok((component, imports))
     }
 
-    /// Load an employee: compile, check imports against grants, pre-link.
-    /// Nothing of the component runs here.
+    /// Load an employee from component `bytes`: compile, check imports
+    /// against grants, pre-link. Nothing of the component runs here.
     pub fn load(
         &self,
         manifest: Manifest,
+        bytes: &[u8],
         mediator: Arc<Mediator>,
     ) -> Result<LoadedEmployee, LoadError> {
-        let (component, imports) = self.compile(&manifest)?;
+        let (component, imports) = self.compile_bytes(&manifest.component, bytes)?;
         let problems = imports::check_imports(&manifest, &imports);
         if !problems.is_empty() {
             return Err(LoadError::Imports {
@@ -202,6 +209,14 @@ impl Drop for Runtime {
             let _ = t.join();
         }
     }
+}
+
+/// Read a component file.
+pub fn read_component(path: &std::path::Path) -> Result<Vec<u8>, LoadError> {
+    std::fs::read(path).map_err(|e| LoadError::Read {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
 }
 
 fn first_line(e: &wasmtime::Error) -> String {
@@ -289,6 +304,11 @@ impl LoadedEmployee {
     /// The manifest.
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
+    }
+
+    /// The mediator every call of this employee goes through.
+    pub fn mediator(&self) -> &Mediator {
+        &self.mediator
     }
 
     /// Run one task in a fresh store.
