@@ -51,7 +51,8 @@ impl ActionRequest {
     }
 }
 
-/// The version of a grant: its scope, its actions and its approval policy.
+/// The version of a grant: its scope, its actions, its approval policy and
+/// (for mail) the recipient domains it may reach.
 /// A request made under one version cannot be approved under another (a
 /// narrowed grant voids what it no longer allows; any other change voids
 /// the requests made under the old terms).
@@ -61,6 +62,7 @@ pub fn policy_version(grant: &Grant) -> String {
         &grant.scope,
         &grant.actions,
         &grant.approval,
+        &grant.to,
     );
     hex::encode(&digest(&terms)[..8])
 }

@@ -288,6 +288,13 @@ impl ApprovalPolicy {
             && self.first.is_none()
     }
 
+    /// Whether the policy can send a mail to recipients outside the
+    /// grant's domains to a human instead of refusing it: it gates every
+    /// covered write, or it gates recipients outside a domain.
+    pub fn gates_recipients(&self) -> bool {
+        self.always || self.outside_domain.is_some()
+    }
+
     /// Whether `action` is covered.
     pub fn covers(&self, action: &str) -> bool {
         self.actions.is_empty() || self.actions.contains(action)
@@ -433,6 +440,10 @@ pub struct Grant {
     /// Daily budgets of this grant's writes.
     #[serde(default)]
     pub budget: crate::limits::Budget,
+    /// Mail grants: the recipient domains `send` may reach. Empty means the
+    /// organisation's own domain only (the domain of its mailbox).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub to: Vec<String>,
 }
 
 impl Grant {
@@ -646,6 +657,37 @@ impl Manifest {
                         )
                     })?);
             }
+            let mut to = Vec::new();
+            if let Some(list) = &g.to {
+                if integration != Integration::Gmail {
+                    return Err(at(
+                        list.span(),
+                        format!("to only applies to gmail grants, not {integration}"),
+                    ));
+                }
+                if list.as_ref().is_empty() {
+                    return Err(at(
+                        list.span(),
+                        "to lists no domain (leave it out to allow only the organisation's own domain)"
+                            .into(),
+                    ));
+                }
+                for domain in list.as_ref() {
+                    let d = domain.as_ref().trim().to_ascii_lowercase();
+                    if !crate::addresses::valid_domain(&d) {
+                        return Err(at(
+                            domain.span(),
+                            format!(
+                                "to: {:?} is not a domain (expected a name like \"northwind.example\", without '@')",
+                                domain.as_ref()
+                            ),
+                        ));
+                    }
+                    if !to.contains(&d) {
+                        to.push(d);
+                    }
+                }
+            }
             grants.push(Grant {
                 integration,
                 scope,
@@ -653,6 +695,7 @@ impl Manifest {
                 approval,
                 calls_per_minute,
                 budget,
+                to,
             });
         }
 
@@ -825,6 +868,7 @@ struct RawGrant {
     calls_per_minute: Option<Spanned<u32>>,
     max_writes_per_day: Option<Spanned<toml::Value>>,
     max_amount_per_day: Option<Spanned<toml::Value>>,
+    to: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Deserialize)]

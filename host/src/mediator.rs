@@ -104,6 +104,8 @@ pub struct Mediator {
     outbox: Arc<Outbox>,
     notify: Vec<Target>,
     elevations: std::sync::RwLock<Vec<Elevation>>,
+    /// The organisation's own mail domain (where mail grants send by default).
+    org_domain: String,
 }
 
 /// What a mediator is wired to: one organisation's log, providers, queue,
@@ -135,6 +137,8 @@ impl Mediator {
             employee: manifest.name.clone(),
             grants: manifest.grants.clone(),
             calls_per_minute: manifest.limits.calls_per_minute,
+            org_domain: crate::addresses::domain_of(&wiring.providers.mail_sender())
+                .to_ascii_lowercase(),
             audit: wiring.audit,
             providers: wiring.providers,
         }
@@ -223,6 +227,7 @@ impl Mediator {
             approval: base.map_or_else(ApprovalPolicy::none, |b| b.approval.clone()),
             calls_per_minute: base.and_then(|b| b.calls_per_minute),
             budget: base.map(|b| b.budget).unwrap_or_default(),
+            to: base.map(|b| b.to.clone()).unwrap_or_default(),
         }
     }
 
@@ -385,11 +390,42 @@ impl Mediator {
             let e = CallError::Rejected("a write needs a plain-English reason".into());
             return Err(self.refuse(record, Decision::Rejected, e));
         }
+        // Recipients are parsed as real addresses, and the request carries
+        // exactly the addresses that were checked.
+        let op = match op.with_canonical_recipients() {
+            Ok(op) => op,
+            Err(why) => {
+                return Err(self.refuse(record, Decision::Rejected, CallError::Rejected(why)));
+            }
+        };
+        let outside = self.outside_granted_domains(grant, &op);
+        let humans_decide_outside =
+            grant.approval.covers(op.action()) && grant.approval.gates_recipients();
+        if !outside.is_empty() && !humans_decide_outside {
+            let e = CallError::Denied(format!(
+                "{} may send only to {} on {} {}, not to {}",
+                self.employee,
+                self.granted_domains(grant).join(", "),
+                grant.integration,
+                grant.scope,
+                outside.join(", ")
+            ));
+            return Err(self.refuse(record, Decision::Denied, e));
+        }
         if let Err(e) = self.check_rate(Some(grant)) {
             return Err(self.refuse(record, Decision::RateLimited, e));
         }
         if op.is_write() {
-            let because = match self.gate(grant, &op) {
+            let gated = if outside.is_empty() {
+                self.gate(grant, &op)
+            } else {
+                Ok(Some(format!(
+                    "recipients outside the granted domains ({}): {}",
+                    self.granted_domains(grant).join(", "),
+                    outside.join(", ")
+                )))
+            };
+            let because = match gated {
                 Ok(because) => because,
                 Err(e) => {
                     tracing::error!(employee = %self.employee, "cannot evaluate the approval policy: {e}");
@@ -421,6 +457,30 @@ impl Mediator {
                 ))
             }
         }
+    }
+
+    /// The recipient domains a mail grant may send to.
+    fn granted_domains(&self, grant: &Grant) -> Vec<String> {
+        if grant.to.is_empty() {
+            vec![self.org_domain.clone()]
+        } else {
+            grant.to.clone()
+        }
+    }
+
+    /// The recipients of a mail send through `grant` that are outside the
+    /// domains it may reach (always empty for other operations).
+    fn outside_granted_domains(&self, grant: &Grant, op: &Operation) -> Vec<String> {
+        let Operation::MailSend { draft } = op else {
+            return Vec::new();
+        };
+        let domains = self.granted_domains(grant);
+        draft
+            .to
+            .iter()
+            .filter(|r| !domains.iter().any(|d| d == crate::addresses::domain_of(r)))
+            .cloned()
+            .collect()
     }
 
     /// The executor: the one door to the providers. Checks `effect` against
@@ -468,6 +528,17 @@ impl Mediator {
                 &mut record,
                 Decision::Denied,
                 CallError::Denied(why),
+            ));
+        }
+        // Whatever path it came by, a call reaches a provider only with
+        // recipients that parse as plain addresses, exactly as checked.
+        if let Effect::Call(op) = &effect
+            && op.clone().with_canonical_recipients().as_ref() != Ok(op)
+        {
+            return Ok(refused(
+                &mut record,
+                Decision::Rejected,
+                CallError::Rejected("every recipient must be one plain email address".into()),
             ));
         }
         let reservation = match (&effect, &grant) {

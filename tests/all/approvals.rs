@@ -292,7 +292,9 @@ fn mail_outside_the_org_domain_is_gated_and_inside_it_is_not() -> Result<()> {
     assert!(
         queued[0]
             .gated_because
-            .contains("attacker@evil.example outside northwind.example")
+            .contains("outside the granted domains (northwind.example): attacker@evil.example"),
+        "{}",
+        queued[0].gated_because
     );
     Ok(())
 }

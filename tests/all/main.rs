@@ -14,6 +14,7 @@ mod escalation;
 mod hostile;
 mod isolation;
 mod limits;
+mod mail_scope;
 mod notify;
 mod plugins;
 mod registry;

@@ -184,7 +184,8 @@ fn sales_coordinator_books_a_demo_and_its_follow_up_mail_waits_for_approval() ->
         .sandbox()
         .all_mail()?
         .into_iter()
-        .filter(|m| m.labels == ["SENT"])
+        // Filed under the granted label as well as SENT.
+        .filter(|m| m.labels == ["SENT", "sales"])
         .collect();
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].to, ["dan.whitfield@acornbank.example"]);

@@ -150,7 +150,7 @@ fn a_sent_mail_is_reported_as_irreversible() -> Result<()> {
             .sandbox()
             .all_mail()?
             .iter()
-            .filter(|m| m.labels == ["SENT"])
+            .filter(|m| m.labels == ["SENT", "sales"])
             .count(),
         1
     );

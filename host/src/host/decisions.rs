@@ -476,6 +476,7 @@ impl Host {
         for (field, value) in edits {
             operation = operation.edited(field, value).map_err(bad)?;
         }
+        let operation = operation.with_canonical_recipients().map_err(bad)?;
         if operation.argument_bytes() > MAX_ARGUMENT_BYTES {
             return Err(bad(format!(
                 "the edited action exceeds {MAX_ARGUMENT_BYTES} bytes"

@@ -320,6 +320,26 @@ impl Operation {
         }
     }
 
+    /// The same operation with its recipients (mail `to`, invitation
+    /// attendees) parsed as real addresses, one plain address each; or why
+    /// one of them is not an address.
+    pub fn with_canonical_recipients(self) -> Result<Operation, String> {
+        match self {
+            Operation::MailSend { mut draft } => {
+                draft.to = crate::addresses::parse_recipients(&draft.to)?;
+                Ok(Operation::MailSend { draft })
+            }
+            Operation::CalendarSendInvite {
+                event_id,
+                attendees,
+            } => Ok(Operation::CalendarSendInvite {
+                event_id,
+                attendees: crate::addresses::parse_recipients(&attendees)?,
+            }),
+            other => Ok(other),
+        }
+    }
+
     /// The fields an approver may edit before approving.
     pub fn editable_fields(&self) -> &'static [&'static str] {
         use Operation::*;
@@ -611,6 +631,9 @@ impl Response {
 
 /// Mail (Gmail and the sandbox). `label` is the granted scope's value.
 pub trait MailProvider: Send + Sync {
+    /// The address the organisation's mail is sent from (its domain is the
+    /// organisation's own: where mail grants may send by default).
+    fn sender(&self) -> String;
     /// Messages under `label` matching `query`, newest first.
     fn list(
         &self,
@@ -620,7 +643,7 @@ pub trait MailProvider: Send + Sync {
     ) -> Result<Vec<mail::Message>, ProviderError>;
     /// One message, only if it carries `label`.
     fn read(&self, label: &str, id: &str) -> Result<mail::Message, ProviderError>;
-    /// Send a mail (irreversible).
+    /// Send a mail (irreversible), filed under `label` besides SENT.
     fn send(
         &self,
         label: &str,
@@ -783,6 +806,11 @@ impl Providers {
             ledger,
             files,
         }
+    }
+
+    /// The address the organisation's mail is sent from (no side effect).
+    pub fn mail_sender(&self) -> String {
+        self.mail.sender()
     }
 
     /// Run `op` against the provider of its interface in the permit's scope.

@@ -280,9 +280,13 @@ impl MailProvider for Sandbox {
         }
     }
 
+    fn sender(&self) -> String {
+        seed::OWN_ADDRESS.to_string()
+    }
+
     fn send(
         &self,
-        _label: &str,
+        label: &str,
         draft: &mail::Draft,
         key: Option<&str>,
     ) -> Result<Done, ProviderError> {
@@ -300,7 +304,11 @@ impl MailProvider for Sandbox {
             to: draft.to.clone(),
             subject: draft.subject.clone(),
             body: draft.body.clone(),
-            labels: vec!["SENT".into()],
+            labels: if label == "SENT" {
+                vec!["SENT".into()]
+            } else {
+                vec!["SENT".into(), label.to_string()]
+            },
             received_at: now(),
         };
         let done = Done {

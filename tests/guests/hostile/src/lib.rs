@@ -82,6 +82,33 @@ impl Employee for Hostile {
                     Err(e) => report(format!("refused: {}", e.describe())),
                 }
             }
+            "send-to" => {
+                // send-to <recipients>: one `to` entry, exactly as given.
+                let mailbox = mail::mailboxes().into_iter().next().ok_or("no mailbox")?;
+                let draft = mail::Draft {
+                    to: vec![arg.to_string()],
+                    subject: "Hello".into(),
+                    body: "a note".into(),
+                    in_reply_to: None,
+                };
+                match mailbox.send(&draft, "the task asked me to write to them") {
+                    Ok(o) => report(format!("sent: {o}")),
+                    Err(e) => report(format!("refused: {}", e.describe())),
+                }
+            }
+            "list-mail" => {
+                // list-mail <query>: what the mailbox shows, with each message's labels.
+                let mailbox = mail::mailboxes().into_iter().next().ok_or("no mailbox")?;
+                match mailbox.list(arg, 100) {
+                    Ok(list) => report(
+                        list.iter()
+                            .map(|m| format!("{}[{}]", m.id, m.labels.join(",")))
+                            .collect::<Vec<_>>()
+                            .join(" "),
+                    ),
+                    Err(e) => report(format!("refused: {}", e.describe())),
+                }
+            }
             "read-other-label" => {
                 let mailbox = mail::mailboxes().into_iter().next().ok_or("no mailbox")?;
                 match mailbox.read(arg) {
