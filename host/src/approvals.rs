@@ -32,9 +32,9 @@ pub struct ActionRequest {
     pub employee: String,
     /// The task it was working on.
     pub task: String,
-    /// The service.
-    pub integration: Integration,
-    /// The granted scope, e.g. `label:sales`.
+    /// The service (`None` for a question, which reaches none).
+    pub integration: Option<Integration>,
+    /// The granted scope, e.g. `label:sales` (empty for a question).
     pub scope: String,
     /// What exactly to do, arguments included.
     pub operation: Operation,
@@ -142,6 +142,9 @@ pub enum Status {
     /// The grant it needs was withdrawn or changed after it was asked for
     /// (`outcome` says how); it never runs and the employee hears `denied`.
     Void,
+    /// A question the employee asked was answered (`outcome` is the option
+    /// chosen); the employee hears `answered(option)`.
+    Answered,
 }
 
 impl Status {
@@ -268,6 +271,16 @@ impl Approval {
             } => format!(
                 "widen its grants: {} on {integration} {scope} for {minutes} minutes (then it expires on its own)",
                 actions.join(", ")
+            ),
+            Ask { question, options } => format!(
+                "know: {}\n    options: {}\n    (answer with `clancy approvals answer {} <option>`)",
+                question.replace('\n', "\n    "),
+                options
+                    .iter()
+                    .map(|o| format!("{o:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                self.id
             ),
             other => format!("{} {}", other.method(), other.summary()),
         };

@@ -158,6 +158,19 @@ enum ApprovalsCommand {
     Approve(Decide),
     /// Deny requests; they never run.
     Deny(Decide),
+    /// Answer a question an employee asked, with one of the options it offered.
+    Answer {
+        /// The question's id (ap-...).
+        id: String,
+        /// The option chosen, exactly as offered (see `clancy approvals list`).
+        option: String,
+        /// Who is answering [default: $USER].
+        #[arg(long = "as", value_name = "NAME")]
+        by: Option<String>,
+        /// A comment kept with the answer.
+        #[arg(long)]
+        comment: Option<String>,
+    },
     /// Keep running: escalate, expire, resume approved actions and deliver
     /// notifications on a timer until interrupted.
     Watch {
@@ -651,7 +664,7 @@ impl Filter {
         let r = &a.request;
         self.0.iter().all(|(k, v)| match k.as_str() {
             "employee" => &r.employee == v,
-            "integration" => r.integration.name() == v,
+            "integration" => r.integration.is_some_and(|i| i.name() == v),
             "action" => r.operation.action() == v || r.operation.method() == v,
             "task" => r.task.starts_with(v.as_str()),
             _ => false,
@@ -714,6 +727,33 @@ fn approvals(
         },
         ApprovalsCommand::Approve(d) => (Verdict::Approve, d),
         ApprovalsCommand::Deny(d) => (Verdict::Deny, d),
+        ApprovalsCommand::Answer {
+            id,
+            option,
+            by,
+            comment,
+        } => {
+            let by = who(by)?;
+            match host.approvals().get(&id)? {
+                None => anyhow::bail!("no approval request {id:?} in this organisation"),
+                Some(a) => host.verify_pinned(&a.request.employee)?,
+            }
+            return match host.answer(&id, &option, &by, comment.as_deref()) {
+                Ok(_) => {
+                    writeln!(out, "{id}: answered {option:?}")?;
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(
+                    e @ (crate::host::DecideError::BadAnswer { .. }
+                    | crate::host::DecideError::NotAQuestion(_)
+                    | crate::host::DecideError::Host(_)),
+                ) => Err(e.into()),
+                Err(e) => {
+                    writeln!(out, "{id}: REFUSED: {e}")?;
+                    Ok(ExitCode::from(1))
+                }
+            };
+        }
     };
     let by = who(decide.by)?;
     if !decide.edits.is_empty() {

@@ -33,6 +33,15 @@ use crate::store::StoreError;
 pub const MAX_ARGUMENT_BYTES: usize = 256 * 1024;
 /// Largest reason or note, in bytes.
 pub const MAX_REASON_BYTES: usize = 4 * 1024;
+/// Largest question an employee may ask, in bytes.
+pub const MAX_QUESTION_BYTES: usize = 4 * 1024;
+/// Most options a question may offer.
+pub const MAX_OPTIONS: usize = 10;
+/// Largest option, in bytes.
+pub const MAX_OPTION_BYTES: usize = 200;
+
+/// The policy version of a question: asking a human needs no grant.
+const QUESTION_POLICY: &str = "question";
 
 /// Why a call waits for a human, and under which policy version.
 struct Gated {
@@ -259,11 +268,16 @@ impl Mediator {
     /// The policy version `request` would be made under now (`None`: the
     /// employee holds no such grant any more).
     pub fn policy_version_now(&self, request: &ActionRequest) -> Option<String> {
-        if let Operation::Elevate { .. } = request.operation {
-            return Some(elevation_policy_version(&grant_versions(&self.grants)));
+        match (&request.operation, request.integration) {
+            (Operation::Ask { .. }, _) => Some(QUESTION_POLICY.to_string()),
+            (Operation::Elevate { .. }, _) => {
+                Some(elevation_policy_version(&grant_versions(&self.grants)))
+            }
+            (_, Some(integration)) => self
+                .standing_terms(integration, &request.scope)
+                .map(|g| policy_version(&g)),
+            (_, None) => None,
         }
-        self.standing_terms(request.integration, &request.scope)
-            .map(|g| policy_version(&g))
     }
 
     /// Why the grants in force now do not allow `request`, if they do not.
@@ -277,16 +291,21 @@ impl Mediator {
             }
             return None;
         }
+        if let Operation::Ask { .. } = request.operation {
+            return None;
+        }
         let action = request.operation.action();
-        match self.grant_in_force(request.integration, &request.scope) {
+        let Some(integration) = request.integration else {
+            return Some(format!("{action} names no integration"));
+        };
+        match self.grant_in_force(integration, &request.scope) {
             None => Some(format!(
-                "{} no longer holds a grant on {} {}",
-                self.employee, request.integration, request.scope
+                "{} no longer holds a grant on {integration} {}",
+                self.employee, request.scope
             )),
             Some((_, g)) if !g.allows(action) => Some(format!(
-                "{} no longer holds \"{action}\" on {} {} (granted now: {})",
+                "{} no longer holds \"{action}\" on {integration} {} (granted now: {})",
                 self.employee,
-                request.integration,
                 request.scope,
                 list_or_nothing(&g.actions)
             )),
@@ -303,7 +322,7 @@ impl Mediator {
         Record {
             employee: self.employee.clone(),
             task: task.to_string(),
-            interface: op.interface().to_string(),
+            interface: op.interface_name(),
             scope: grant.map(|g| g.scope.clone()).unwrap_or_default(),
             action: op.method().to_string(),
             args: op.summary(),
@@ -346,12 +365,12 @@ impl Mediator {
     ) -> Result<Response, CallError> {
         let grant = self
             .grant(grant_index)
-            .filter(|g| g.integration.interface() == op.interface());
+            .filter(|g| Some(g.integration.interface()) == op.interface());
         let record = self.record(task, grant.as_ref(), &op, reason);
         let Some(grant) = grant.as_ref() else {
             let e = CallError::Denied(format!(
                 "this handle does not reach the {} interface",
-                op.interface()
+                op.interface_name()
             ));
             return Err(self.refuse(record, Decision::Denied, e));
         };
@@ -713,23 +732,31 @@ impl Mediator {
         op: Operation,
         reason: &str,
         gated: Gated,
-        mut record: Record,
+        record: Record,
     ) -> Result<Response, CallError> {
-        let Gated {
-            because,
-            policy_version,
-        } = gated;
         let request = ActionRequest {
             org: self.org.clone(),
             employee: self.employee.clone(),
             task: task.to_string(),
-            integration: grant.integration,
+            integration: Some(grant.integration),
             scope: grant.scope.clone(),
             operation: op,
             reason: reason.to_string(),
-            policy_version,
+            policy_version: gated.policy_version,
         };
-        let approval = match self.approvals.enqueue(request, because, &grant.approval) {
+        self.queue(request, gated.because, &grant.approval, record)
+    }
+
+    /// Store `request` durably for a human, audit and announce it, and
+    /// tell the guest it is queued.
+    fn queue(
+        &self,
+        request: ActionRequest,
+        because: String,
+        policy: &ApprovalPolicy,
+        mut record: Record,
+    ) -> Result<Response, CallError> {
+        let approval = match self.approvals.enqueue(request, because, policy) {
             Ok(a) => a,
             Err(e) => {
                 tracing::error!(employee = %self.employee, "could not queue a gated call: {e}");
@@ -942,6 +969,84 @@ impl Mediator {
             policy_version: elevation_policy_version(&grant_versions(&self.grants)),
         };
         self.enqueue(task, &pseudo, op, reason, gated, record)
+    }
+
+    /// The employee asks a human `question`, offering `options`: queued
+    /// like a gated write (any manager or admin may answer, within the
+    /// default expiry); the answer reaches it through on-decision.
+    pub fn ask(
+        &self,
+        task: &str,
+        question: &str,
+        options: Vec<String>,
+        reason: &str,
+    ) -> Result<Response, CallError> {
+        let op = Operation::Ask {
+            question: truncate(question, MAX_QUESTION_BYTES),
+            options: options
+                .iter()
+                .take(MAX_OPTIONS + 1)
+                .map(|o| truncate(o, MAX_OPTION_BYTES))
+                .collect(),
+        };
+        let record = Record {
+            employee: self.employee.clone(),
+            task: task.to_string(),
+            interface: op.interface_name(),
+            action: op.method().to_string(),
+            args: op.summary(),
+            reason: truncate(reason, MAX_REASON_BYTES),
+            ..Record::default()
+        };
+        let problem = if question.trim().is_empty() || question.len() > MAX_QUESTION_BYTES {
+            Some(format!(
+                "a question needs text of at most {MAX_QUESTION_BYTES} bytes"
+            ))
+        } else if !(2..=MAX_OPTIONS).contains(&options.len()) {
+            Some(format!("offer from 2 to {MAX_OPTIONS} options"))
+        } else if options
+            .iter()
+            .any(|o| o.trim().is_empty() || o.len() > MAX_OPTION_BYTES || o.contains(['\n', '\r']))
+        {
+            Some(format!(
+                "each option is one line of 1 to {MAX_OPTION_BYTES} bytes"
+            ))
+        } else if options
+            .iter()
+            .enumerate()
+            .any(|(i, o)| options[..i].contains(o))
+        {
+            Some("the options must differ from each other".to_string())
+        } else if reason.trim().is_empty() || reason.len() > MAX_REASON_BYTES {
+            Some("a question needs a plain-English reason of at most 4 KiB".to_string())
+        } else {
+            None
+        };
+        if let Some(why) = problem {
+            return Err(self.refuse(record, Decision::Rejected, CallError::Rejected(why)));
+        }
+        if let Err(e) = self.check_rate(None) {
+            return Err(self.refuse(record, Decision::RateLimited, e));
+        }
+        let request = ActionRequest {
+            org: self.org.clone(),
+            employee: self.employee.clone(),
+            task: task.to_string(),
+            integration: None,
+            scope: String::new(),
+            operation: Operation::Ask {
+                question: question.to_string(),
+                options,
+            },
+            reason: reason.to_string(),
+            policy_version: QUESTION_POLICY.to_string(),
+        };
+        self.queue(
+            request,
+            "the employee asks a human".to_string(),
+            &ApprovalPolicy::required(),
+            record,
+        )
     }
 
     /// Record the employee's plain-English note.

@@ -182,6 +182,8 @@ pub fn payload(format: Format, event: Event, approval: &Approval) -> serde_json:
             match approval.status {
                 Status::Denied => "denied",
                 Status::Edited => "edited and approved",
+                Status::Void => "voided (its grant changed)",
+                Status::Answered => "answered",
                 _ => "approved",
             },
             r.employee,

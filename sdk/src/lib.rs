@@ -88,6 +88,13 @@ pub mod files {
     pub use crate::bindings::clancy::employee::files::{Folder, folders};
 }
 
+/// Asking a human when a case fits no rule: [`guidance::ask`] queues a
+/// question with options; the chosen option arrives through
+/// [`Employee::on_decision`] as [`Decision::Answered`].
+pub mod guidance {
+    pub use crate::bindings::clancy::employee::guidance::ask;
+}
+
 /// Ask a human for a time-boxed widening of a grant. See [`elevation::request`].
 pub mod elevation {
     pub use crate::bindings::clancy::employee::elevation::request;

@@ -69,6 +69,11 @@ impl Scene {
         c
     }
 
+    /// The employee's manifest.
+    pub fn manifest_path(&self) -> String {
+        self.manifest.display().to_string()
+    }
+
     /// The data dir.
     pub fn data(&self) -> &std::path::Path {
         &self.data

@@ -11,6 +11,7 @@ mod crash_recovery;
 mod elevation;
 mod env;
 mod escalation;
+mod guidance;
 mod hostile;
 mod isolation;
 mod limits;

@@ -38,6 +38,17 @@ fn customer_service_files_one_ticket_per_support_mail_with_the_crm_customer() ->
             .iter()
             .any(|t| t.starts_with("[P2] Invoice INV-2041"))
     );
+    // The annual-plan question fits no rule: filed for the team to see,
+    // marked for triage, and an operator is asked instead of a guess.
+    let questions = env.host.approvals().list()?;
+    assert_eq!(questions.len(), 1);
+    assert!(
+        tickets.iter().any(|t| t.starts_with(&format!(
+            "[needs triage: asked {}] Question about the annual plan",
+            questions[0].id
+        ))),
+        "{tickets:?}"
+    );
     // The HR mail sits outside the granted label: never read, never filed.
     assert!(!tickets.iter().any(|t| t.contains("salary")));
 
@@ -53,7 +64,7 @@ fn customer_service_files_one_ticket_per_support_mail_with_the_crm_customer() ->
     assert!(
         posts
             .iter()
-            .all(|e| e.record.reason.starts_with("Filing a P")
+            .all(|e| e.record.reason.starts_with("Filing a ")
                 && e.record.scope == "channel:#support")
     );
     assert!(results.iter().all(|e| e.record.intent.is_some()));

@@ -79,6 +79,24 @@ pub enum DecideError {
         /// Why.
         why: String,
     },
+    /// Approving a question: it is answered, not approved.
+    #[error(
+        "{0} is a question: answer it with `clancy approvals answer {0} <option>` (or deny it)"
+    )]
+    Question(String),
+    /// Answering something that is not a question.
+    #[error("{0} is not a question; approve or deny it")]
+    NotAQuestion(String),
+    /// The answer is not one of the options the employee offered.
+    #[error("{id}: {answer:?} is not one of the options ({}); nothing was changed", .options.iter().map(|o| format!("{o:?}")).collect::<Vec<_>>().join(", "))]
+    BadAnswer {
+        /// The question.
+        id: String,
+        /// The answer given.
+        answer: String,
+        /// The options offered.
+        options: Vec<String>,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -289,6 +307,7 @@ impl Host {
                     .unwrap_or_default()
             )),
             Status::Expired => Decision::Expired,
+            Status::Answered => Decision::Answered(approval.outcome.clone().unwrap_or_default()),
             Status::Void => Decision::Denied(format!(
                 "void: {}",
                 approval.outcome.as_deref().unwrap_or("its grant changed")
@@ -310,6 +329,7 @@ impl Host {
             Decision::Failed(_) => "failed",
             Decision::Denied(_) => "denied",
             Decision::Expired => "expired",
+            Decision::Answered(_) => "answered",
         };
         let record = Record {
             employee: r.employee.clone(),
@@ -418,6 +438,10 @@ impl Host {
         comment: Option<&str>,
     ) -> Result<Approval, DecideError> {
         let current = self.decidable(id, verdict, by)?;
+        if verdict == Verdict::Approve && matches!(current.request.operation, Operation::Ask { .. })
+        {
+            return Err(DecideError::Question(id.to_string()));
+        }
         let now = self.approvals.now();
         let next = Approval {
             status: if verdict == Verdict::Approve {
@@ -452,6 +476,47 @@ impl Host {
         };
         self.react(id, &done);
         Ok(done)
+    }
+
+    /// Answer the question `id` with `option` (exactly one of the options
+    /// the employee offered). The employee hears `answered(option)`.
+    pub fn answer(
+        &self,
+        id: &str,
+        option: &str,
+        by: &str,
+        comment: Option<&str>,
+    ) -> Result<Approval, DecideError> {
+        let current = self.decidable(id, Verdict::Deny, by)?;
+        let Operation::Ask { options, .. } = &current.request.operation else {
+            return Err(DecideError::NotAQuestion(id.to_string()));
+        };
+        if !options.iter().any(|o| o == option) {
+            return Err(DecideError::BadAnswer {
+                id: id.to_string(),
+                answer: option.to_string(),
+                options: options.clone(),
+            });
+        }
+        let next = Approval {
+            status: Status::Answered,
+            decided_by: Some(by.to_string()),
+            decided_at: Some(self.approvals.now()),
+            comment: comment.map(str::to_string),
+            outcome: Some(option.to_string()),
+            ..current.clone()
+        };
+        if !self.approvals.transition(&current, &next)? {
+            return Err(self.lost_race(id)?);
+        }
+        let what = match comment {
+            Some(c) => format!("answered by {by}: {option:?} ({c})"),
+            None => format!("answered by {by}: {option:?}"),
+        };
+        self.audit_decision(&next, &what)?;
+        self.notify(crate::notify::Event::Decided, &next);
+        self.react(id, &next);
+        Ok(next)
     }
 
     /// Change fields of a pending request's action (e.g. a mail's body) and
@@ -569,9 +634,15 @@ impl Host {
             }
             op => Effect::Call(op.clone()),
         };
+        let Some(integration) = r.integration else {
+            // Only questions name no integration, and they are answered, never run.
+            return Ok(self
+                .void(&approval, "a question is answered, never executed")?
+                .unwrap_or(approval));
+        };
         let execution = mediator
             .execute(
-                r.integration,
+                integration,
                 &r.scope,
                 effect,
                 approval_record(&approval),
@@ -616,8 +687,8 @@ fn void_reason(mediator: &Mediator, approval: &Approval) -> Option<String> {
             r.employee
         ),
         _ => format!(
-            "the terms of {}'s grant on {} {} (its actions or approval policy) changed since this was asked",
-            r.employee, r.integration, r.scope
+            "the terms of {}'s grant on {} (its actions or approval policy) changed since this was asked",
+            r.employee, r.scope
         ),
     })
 }
@@ -628,7 +699,7 @@ fn approval_record(approval: &Approval) -> Record {
     Record {
         employee: r.employee.clone(),
         task: r.task.clone(),
-        interface: r.operation.interface().to_string(),
+        interface: r.operation.interface_name(),
         scope: r.scope.clone(),
         action: r.operation.method().to_string(),
         args: r.operation.summary(),

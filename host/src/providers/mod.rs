@@ -209,6 +209,13 @@ pub enum Operation {
         #[serde(with = "hex_bytes")]
         contents: Vec<u8>,
     },
+    /// `guidance.ask`: a question for a human, with the options offered.
+    /// Never reaches a provider; an operator's answer goes back to the
+    /// employee through `on-decision`.
+    Ask {
+        question: String,
+        options: Vec<String>,
+    },
     /// `elevation.request`: a time-boxed widening of a grant. Never reaches
     /// a provider; on approval the host records the widening.
     Elevate {
@@ -233,10 +240,11 @@ mod hex_bytes {
 }
 
 impl Operation {
-    /// The interface this operation belongs to.
-    pub fn interface(&self) -> Interface {
+    /// The capability interface this operation belongs to (`None` for a
+    /// question, which reaches no integration).
+    pub fn interface(&self) -> Option<Interface> {
         use Operation::*;
-        match self {
+        Some(match self {
             MailList { .. } | MailRead { .. } | MailSend { .. } => Interface::Mail,
             ChatReadRecent { .. } | ChatPost { .. } => Interface::Chat,
             CrmFindContacts { .. }
@@ -249,7 +257,14 @@ impl Operation {
             LedgerListInvoices { .. } | LedgerCreateExpenseReport { .. } => Interface::Ledger,
             FilesList { .. } | FilesRead { .. } | FilesWrite { .. } => Interface::Files,
             Elevate { integration, .. } => integration.interface(),
-        }
+            Ask { .. } => return None,
+        })
+    }
+
+    /// The interface's name for the audit log (`guidance` for a question).
+    pub fn interface_name(&self) -> String {
+        self.interface()
+            .map_or_else(|| "guidance".to_string(), |i| i.to_string())
     }
 
     /// The grant action this operation needs (see `Integration::actions`).
@@ -271,6 +286,7 @@ impl Operation {
             FilesRead { .. } => "read",
             FilesWrite { .. } => "write",
             Elevate { .. } => "elevate",
+            Ask { .. } => "ask",
         }
     }
 
@@ -296,6 +312,7 @@ impl Operation {
             FilesRead { .. } => "read",
             FilesWrite { .. } => "write",
             Elevate { .. } => "request-elevation",
+            Ask { .. } => "ask",
         }
     }
 
@@ -460,6 +477,9 @@ impl Operation {
             }
             FilesList { path } | FilesRead { path } => path.len(),
             FilesWrite { path, contents } => path.len() + contents.len(),
+            Ask { question, options } => {
+                question.len() + options.iter().map(String::len).sum::<usize>()
+            }
             Elevate { scope, actions, .. } => {
                 scope.len() + actions.iter().map(String::len).sum::<usize>()
             }
@@ -533,6 +553,11 @@ impl Operation {
                 "{} on {integration} {} for {minutes} min",
                 quote(&actions.join(", ")),
                 quote(scope)
+            ),
+            Ask { question, options } => format!(
+                "question {}, options {}",
+                quote(question),
+                quote(&options.join(" | "))
             ),
         }
     }
@@ -861,9 +886,9 @@ impl Providers {
             FilesWrite { path, contents } => {
                 Response::Done(self.files.write(scope, path, contents)?)
             }
-            Elevate { .. } => {
+            Elevate { .. } | Ask { .. } => {
                 return Err(ProviderError::Invalid(
-                    "a widening is granted by the host, not a service".into(),
+                    "widenings and questions are for the host and humans, not a service".into(),
                 ));
             }
         })

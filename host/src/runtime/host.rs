@@ -4,7 +4,7 @@
 use wasmtime::component::Resource;
 
 use super::TaskState;
-use super::bindings::clancy::employee::{elevation, explain, types};
+use super::bindings::clancy::employee::{elevation, explain, guidance, types};
 use super::bindings::{CallError, Outcome, calendar, chat, crm, files, ledger, mail};
 use super::handles::{
     CalendarHandle, ChannelHandle, CompanyHandle, FolderHandle, MailboxHandle, PortalHandle,
@@ -111,6 +111,21 @@ impl elevation::Host for TaskState {
             minutes,
             &reason,
         );
+        written!(Ok::<_, wasmtime::Error>(result))
+    }
+}
+
+impl guidance::Host for TaskState {
+    fn ask(
+        &mut self,
+        question: String,
+        options: Vec<String>,
+        reason: String,
+    ) -> CallResult<Outcome> {
+        self.count_call()?;
+        let result = self
+            .mediator
+            .ask(&self.task_id, &question, options, &reason);
         written!(Ok::<_, wasmtime::Error>(result))
     }
 }

@@ -1,8 +1,9 @@
 //! Import validation: what a component may import, checked before it is
 //! instantiated. Deny by default.
 //!
-//! Allowed: the contract's `types`, `explain` and `elevation` (asking a
-//! human for more reach grants nothing by itself), each capability interface
+//! Allowed: the contract's `types`, `explain`, `elevation` and `guidance`
+//! (asking a human, for more reach or for an answer, grants nothing by
+//! itself), each capability interface
 //! the manifest grants, and the benign, virtualised WASI interfaces that
 //! Rust's std pulls in (stdio into the host's log, an empty environment,
 //! exit, clocks, random). Everything else (filesystem, sockets, HTTP, an
@@ -55,7 +56,7 @@ pub fn check_imports(manifest: &Manifest, imports: &[String]) -> Vec<String> {
             .strip_prefix(PACKAGE)
             .and_then(|s| s.strip_prefix('/'))
         {
-            if iface == "types" || iface == "explain" || iface == "elevation" {
+            if matches!(iface, "types" | "explain" | "elevation" | "guidance") {
                 continue;
             }
             match Interface::ALL.into_iter().find(|i| i.wit_name() == iface) {

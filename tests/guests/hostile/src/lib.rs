@@ -82,6 +82,20 @@ impl Employee for Hostile {
                     Err(e) => report(format!("refused: {}", e.describe())),
                 }
             }
+            "ask" => {
+                // ask <question>|<option>|<option>...
+                let mut parts = arg.split('|');
+                let question = parts.next().unwrap_or_default();
+                let options: Vec<String> = parts.map(str::to_string).collect();
+                match clancy_sdk::guidance::ask(
+                    question,
+                    &options,
+                    "This case fits none of my rules, so I am asking.",
+                ) {
+                    Ok(o) => report(format!("asked: {o}")),
+                    Err(e) => report(format!("refused: {}", e.describe())),
+                }
+            }
             "send-to" => {
                 // send-to <recipients>: one `to` entry, exactly as given.
                 let mailbox = mail::mailboxes().into_iter().next().ok_or("no mailbox")?;
@@ -232,6 +246,7 @@ impl Employee for Hostile {
             Decision::Failed(why) => format!("failed ({why})"),
             Decision::Denied(who) => format!("denied ({who})"),
             Decision::Expired => "expired".to_string(),
+            Decision::Answered(option) => format!("answered ({option})"),
         };
         note(&format!("heard: {approval_id} {heard}"));
         Ok(())
