@@ -12,6 +12,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("hostile", "hostile"),
     ("uses-filesystem", "uses_filesystem"),
     ("uses-sockets", "uses_sockets"),
+    ("uses-http", "uses_http"),
     ("wrong-world", "wrong-world"),
     ("plain-world", "plain_world"),
 ];

@@ -6,7 +6,7 @@ use anyhow::Result;
 use clancy::audit::{Decision, Kind};
 use clancy::host::HostError;
 use clancy::runtime::{LoadError, TaskEnd};
-use clancy_guests::{HOSTILE, USES_FILESYSTEM, USES_SOCKETS};
+use clancy_guests::{HOSTILE, USES_FILESYSTEM, USES_HTTP, USES_SOCKETS};
 
 use crate::env::{HOSTILE_GRANTS, TestEnv, completed, trapped};
 
@@ -144,11 +144,12 @@ fn an_ungranted_import_is_refused_before_instantiation_naming_the_import() -> Re
 }
 
 #[test]
-fn wasi_filesystem_and_socket_imports_are_refused() -> Result<()> {
+fn wasi_filesystem_socket_and_http_imports_are_refused() -> Result<()> {
     let env = TestEnv::new()?;
     for (component, needle) in [
         (USES_FILESYSTEM, "wasi:filesystem/"),
         (USES_SOCKETS, "wasi:sockets/"),
+        (USES_HTTP, "wasi:http/"),
     ] {
         let err = match env.host.load(TestEnv::manifest(component, "")?) {
             Ok(_) => anyhow::bail!("{component} was loaded"),
