@@ -5,7 +5,7 @@
 //! policy version) and the hash of that action. The guest gets the approval
 //! id at once and is not kept waiting. A human approves or denies; on
 //! approval the *host* executes exactly that action (see
-//! `Host::decide`), once: every state change is a conditional, durable
+//! `Org::decide`), once: every state change is a conditional, durable
 //! write, so of two racing deciders exactly one wins, and a request is
 //! single use.
 //!

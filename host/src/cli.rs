@@ -13,9 +13,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::approvals::{Approval, Status};
 use crate::audit::{Entry, render_log};
-use crate::host::{DataDirMode, Host, Verdict};
 use crate::manifest::Manifest;
 use crate::operators::{Operator, Role};
+use crate::org::{DataDirMode, Org, Verdict};
 use crate::providers::money;
 use crate::runtime::TaskEnd;
 
@@ -288,8 +288,8 @@ fn data_dir(global: &Global) -> Result<PathBuf> {
     }
 }
 
-fn open(global: &Global, mode: DataDirMode) -> Result<Host> {
-    Ok(Host::open(&data_dir(global)?, &global.org, mode)?)
+fn open(global: &Global, mode: DataDirMode) -> Result<Org> {
+    Ok(Org::open(&data_dir(global)?, &global.org, mode)?)
 }
 
 fn load_manifest(path: &Path, component: &Option<PathBuf>) -> Result<Manifest> {
@@ -582,7 +582,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
 /// What every approvals command does first and last: move requests along
 /// their ladders, expire overdue ones, finish approved actions interrupted
 /// by a crash, and deliver due notifications.
-fn housekeeping(host: &Host) -> Result<()> {
+fn housekeeping(host: &Org) -> Result<()> {
     host.tick()?;
     host.resume_approved()?;
     host.deliver_notifications()?;
@@ -601,11 +601,11 @@ fn who(by: Option<String>) -> Result<String> {
 }
 
 fn undo_report(
-    reports: &[crate::host::UndoReport],
+    reports: &[crate::org::UndoReport],
     json: bool,
     out: &mut impl std::io::Write,
 ) -> Result<ExitCode> {
-    use crate::host::UndoOutcome;
+    use crate::org::UndoOutcome;
     for r in reports {
         if json {
             writeln!(out, "{}", serde_json::to_string(r)?)?;
@@ -673,7 +673,7 @@ impl Filter {
 }
 
 fn approvals(
-    host: &Host,
+    host: &Org,
     command: ApprovalsCommand,
     out: &mut impl std::io::Write,
 ) -> Result<ExitCode> {
@@ -744,9 +744,9 @@ fn approvals(
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(
-                    e @ (crate::host::DecideError::BadAnswer { .. }
-                    | crate::host::DecideError::NotAQuestion(_)
-                    | crate::host::DecideError::Host(_)),
+                    e @ (crate::org::DecideError::BadAnswer { .. }
+                    | crate::org::DecideError::NotAQuestion(_)
+                    | crate::org::DecideError::Org(_)),
                 ) => Err(e.into()),
                 Err(e) => {
                     writeln!(out, "{id}: REFUSED: {e}")?;
@@ -785,7 +785,7 @@ fn approvals(
                 Ok(ExitCode::SUCCESS)
             }
             Err(
-                e @ (crate::host::DecideError::BadEdit { .. } | crate::host::DecideError::Host(_)),
+                e @ (crate::org::DecideError::BadEdit { .. } | crate::org::DecideError::Org(_)),
             ) => Err(e.into()),
             Err(e) => {
                 writeln!(out, "{id}: REFUSED: {e}")?;
@@ -832,7 +832,7 @@ fn approvals(
             // The host cannot work on the employee's behalf (its pinned
             // component is missing, the data dir is unusable): bad state, not
             // a refusal of this one request.
-            Err(e @ crate::host::DecideError::Host(_)) => return Err(e.into()),
+            Err(e @ crate::org::DecideError::Org(_)) => return Err(e.into()),
             Err(e) => {
                 refused += 1;
                 writeln!(out, "{id}: REFUSED: {e}")?;
@@ -874,7 +874,7 @@ fn read_task_file(path: &Path) -> Result<String> {
         .map_err(|_| anyhow::anyhow!("invalid task: {} is not UTF-8 text", path.display()))
 }
 
-fn show_sandbox(host: &Host, what: Part, json: bool, out: &mut impl std::io::Write) -> Result<()> {
+fn show_sandbox(host: &Org, what: Part, json: bool, out: &mut impl std::io::Write) -> Result<()> {
     let s = host.sandbox();
     let want = |p: Part| what == Part::All || what == p;
     if json {

@@ -1,7 +1,7 @@
 //! Clancy: a host that runs digital employees as sandboxed WebAssembly
 //! components, mediating every call they make to the outside world.
 //!
-//! Start at [`host::Host`] (open a data dir, load an employee, run a task),
+//! Start at [`org::Org`] (open a data dir, load an employee, run a task),
 //! [`manifest`] (what an employee is granted), [`mediator`] (the chokepoint)
 //! and [`audit`] (the tamper-evident log).
 #![deny(missing_docs)]
@@ -11,12 +11,12 @@ pub mod approvals;
 pub mod audit;
 pub mod cli;
 pub mod digest;
-pub mod host;
 pub mod limits;
 pub mod manifest;
 pub mod mediator;
 pub mod notify;
 pub mod operators;
+pub mod org;
 pub mod providers;
 pub mod runtime;
 pub mod store;

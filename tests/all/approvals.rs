@@ -7,8 +7,8 @@ use std::sync::Arc;
 use anyhow::Result;
 use clancy::approvals::{Approval, Status};
 use clancy::audit::{Decision, Kind};
-use clancy::host::{DecideError, Verdict};
 use clancy::manifest::ApprovalPolicy;
+use clancy::org::{DecideError, Verdict};
 use clancy_guests::{ACCOUNTING_ASSISTANT, HOSTILE};
 
 use crate::env::{TestEnv, completed, queued_id};

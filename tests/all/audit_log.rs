@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use clancy::audit::{Entry, Kind};
-use clancy::host::Host;
+use clancy::org::Org;
 use clancy::store::{Entry as Stored, SledStore, Store, StoreError, Write};
 use clancy_guests::HOSTILE;
 
@@ -179,9 +179,9 @@ fn an_action_whose_intent_cannot_be_audited_does_not_happen() -> Result<()> {
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data)?;
     let store: Arc<dyn Store> = Arc::new(IntentsFail(SledStore::open(&data.join("store"))?));
-    let host = Host::open_with_store(&data, "default", store)?;
+    let host = Org::open_with_store(&data, "default", store)?;
     host.sandbox().seed()?;
-    let general = |h: &Host| -> Result<usize> {
+    let general = |h: &Org| -> Result<usize> {
         Ok(h.sandbox()
             .all_chat()?
             .into_iter()

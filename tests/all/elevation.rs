@@ -6,7 +6,7 @@ use anyhow::Result;
 use chrono::Duration;
 use clancy::approvals::Status;
 use clancy::audit::Kind;
-use clancy::host::Verdict;
+use clancy::org::Verdict;
 use clancy_guests::HOSTILE;
 
 use crate::env::{TestEnv, clocked_env, completed, queued_id, with_hostile_imports};

@@ -9,9 +9,9 @@ use anyhow::Result;
 use chrono::Utc;
 use clancy::approvals::ManualClock;
 use clancy::audit::{Entry, Kind};
-use clancy::host::{DataDirMode, Host};
 use clancy::manifest::Manifest;
 use clancy::operators::{Operator, Role};
+use clancy::org::{DataDirMode, Org};
 use clancy::runtime::{TaskEnd, TaskResult};
 
 /// Run the real `clancy` binary on `data`.
@@ -48,7 +48,7 @@ pub const APPROVERS: [&str; 3] = ["alice", "bob", "mia"];
 /// A temporary data dir with a seeded sandbox and a host for one org.
 pub struct TestEnv {
     pub dir: tempfile::TempDir,
-    pub host: Host,
+    pub host: Org,
 }
 
 impl TestEnv {
@@ -57,7 +57,7 @@ impl TestEnv {
     /// decide requests without an escalation ladder).
     pub fn new() -> Result<TestEnv> {
         let dir = tempfile::tempdir()?;
-        let host = Host::open(&dir.path().join("data"), "default", DataDirMode::Create)?;
+        let host = Org::open(&dir.path().join("data"), "default", DataDirMode::Create)?;
         host.sandbox().seed()?;
         for name in APPROVERS {
             host.operators()

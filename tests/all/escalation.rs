@@ -8,8 +8,8 @@ use anyhow::Result;
 use chrono::{Duration, Utc};
 use clancy::approvals::{ManualClock, Status};
 use clancy::audit::Kind;
-use clancy::host::{DataDirMode, DecideError, Host, Verdict};
 use clancy::operators::{Operator, Role};
+use clancy::org::{DataDirMode, DecideError, Org, Verdict};
 use clancy_guests::HOSTILE;
 
 use crate::env::{TestEnv, completed, queued_id, with_hostile_imports};
@@ -22,7 +22,7 @@ actions = ["post"]
 approval = { required = true, escalation = [ { approver = "role:manager", hours = 4 }, { approver = "ada", hours = 24 } ] }
 "##;
 
-fn operators(host: &Host) -> Result<()> {
+fn operators(host: &Org) -> Result<()> {
     for (name, role) in [
         ("mia", Role::Manager),
         ("ada", Role::User),
@@ -39,7 +39,7 @@ fn operators(host: &Host) -> Result<()> {
     Ok(())
 }
 
-fn queue(host: &Host, text: &str) -> Result<String> {
+fn queue(host: &Org, text: &str) -> Result<String> {
     let manifest = TestEnv::manifest(HOSTILE, &with_hostile_imports(LADDER))?;
     let result = host.load(manifest)?.run(&format!("post {text}"))?;
     queued_id(completed(&result)?, "posted")
@@ -132,14 +132,14 @@ fn escalation_survives_a_restart_because_it_runs_from_stored_time() -> Result<()
     let data = dir.path().join("data");
     let start = Utc::now();
     let id = {
-        let mut host = Host::open(&data, "default", DataDirMode::Create)?;
+        let mut host = Org::open(&data, "default", DataDirMode::Create)?;
         host.use_clock(Arc::new(ManualClock::new(start)));
         host.sandbox().seed()?;
         operators(&host)?;
         queue(&host, "across restarts")?
     };
     // A new host process, five hours later, that never saw the request queued.
-    let mut host = Host::open(&data, "default", DataDirMode::Existing)?;
+    let mut host = Org::open(&data, "default", DataDirMode::Existing)?;
     host.use_clock(Arc::new(ManualClock::new(start + Duration::hours(5))));
     let changed = host.tick()?;
     assert_eq!(changed.len(), 1);

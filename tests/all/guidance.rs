@@ -5,7 +5,7 @@
 use anyhow::Result;
 use clancy::approvals::{Approval, Status};
 use clancy::audit::Kind;
-use clancy::host::{DecideError, Verdict};
+use clancy::org::{DecideError, Verdict};
 use clancy_guests::{CUSTOMER_SERVICE, HOSTILE};
 
 use crate::env::{TestEnv, completed, queued_id, with_hostile_imports};

@@ -4,7 +4,7 @@
 
 use anyhow::Result;
 use clancy::audit::{Decision, Kind};
-use clancy::host::HostError;
+use clancy::org::OrgError;
 use clancy::runtime::{LoadError, TaskEnd};
 use clancy_guests::{HOSTILE, USES_FILESYSTEM, USES_HTTP, USES_SOCKETS};
 
@@ -119,7 +119,7 @@ fn an_ungranted_import_is_refused_before_instantiation_naming_the_import() -> Re
         Ok(_) => anyhow::bail!("the employee was loaded"),
         Err(e) => e,
     };
-    let HostError::Load(LoadError::Imports { problems, .. }) = &err else {
+    let OrgError::Load(LoadError::Imports { problems, .. }) = &err else {
         anyhow::bail!("wrong error: {err}")
     };
     let text = problems.join("\n");

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use anyhow::Result;
-use clancy::host::Host;
+use clancy::org::Org;
 use clancy::store::{SledStore, Store};
 use clancy_guests::CUSTOMER_SERVICE;
 
@@ -15,8 +15,8 @@ fn one_orgs_work_and_audit_log_are_invisible_to_another() -> Result<()> {
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data)?;
     let store: Arc<dyn Store> = Arc::new(SledStore::open(&data.join("store"))?);
-    let acme = Host::open_with_store(&data, "acme", store.clone())?;
-    let globex = Host::open_with_store(&data, "globex", store)?;
+    let acme = Org::open_with_store(&data, "acme", store.clone())?;
+    let globex = Org::open_with_store(&data, "globex", store)?;
     acme.sandbox().seed()?;
     globex.sandbox().seed()?;
     let globex_support_before = globex.sandbox().all_chat()?;
@@ -42,7 +42,7 @@ fn one_orgs_work_and_audit_log_are_invisible_to_another() -> Result<()> {
 }
 
 /// Everything one org's sandbox workspace holds, for comparison.
-fn workspace(host: &Host) -> Result<String> {
+fn workspace(host: &Org) -> Result<String> {
     let s = host.sandbox();
     Ok(format!(
         "{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}",
@@ -59,16 +59,16 @@ fn workspace(host: &Host) -> Result<String> {
 #[test]
 fn approvals_operators_outbox_secrets_files_limits_and_every_sandbox_service_stay_in_their_org()
 -> Result<()> {
-    use clancy::host::{DecideError, Verdict};
     use clancy::operators::{Operator, Role};
+    use clancy::org::{DecideError, Verdict};
     use clancy_guests::{ACCOUNTING_ASSISTANT, HOSTILE, SALES_COORDINATOR};
 
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data)?;
     let store: Arc<dyn Store> = Arc::new(SledStore::open(&data.join("store"))?);
-    let acme = Host::open_with_store(&data, "acme", store.clone())?;
-    let globex = Host::open_with_store(&data, "globex", store)?;
+    let acme = Org::open_with_store(&data, "acme", store.clone())?;
+    let globex = Org::open_with_store(&data, "globex", store)?;
     acme.sandbox().seed()?;
     globex.sandbox().seed()?;
     let globex_before = workspace(&globex)?;

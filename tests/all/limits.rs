@@ -5,7 +5,7 @@
 use anyhow::Result;
 use clancy::approvals::Status;
 use clancy::audit::{Decision, Kind};
-use clancy::host::{UndoOutcome, Verdict};
+use clancy::org::{UndoOutcome, Verdict};
 use clancy_guests::{ACCOUNTING_ASSISTANT, HOSTILE};
 
 use crate::env::{TestEnv, clancy, completed, queued_id, stderr, stdout, with_hostile_imports};

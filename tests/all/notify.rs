@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use anyhow::Result;
 use chrono::Duration;
 use clancy::audit::Kind;
-use clancy::host::Verdict;
 use clancy::notify::{DeliveryState, MAX_ATTEMPTS, sign};
+use clancy::org::Verdict;
 use clancy_guests::HOSTILE;
 
 use crate::env::{TestEnv, clocked_env, completed, queued_id, with_hostile_imports};

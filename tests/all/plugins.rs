@@ -184,12 +184,8 @@ fn sales_coordinator_books_a_demo_and_its_follow_up_mail_waits_for_approval() ->
             .preview()
             .contains("(irreversible: a sent mail cannot be recalled)")
     );
-    env.host.decide(
-        &pending[0].id,
-        clancy::host::Verdict::Approve,
-        "alice",
-        None,
-    )?;
+    env.host
+        .decide(&pending[0].id, clancy::org::Verdict::Approve, "alice", None)?;
     let sent: Vec<_> = env
         .host
         .sandbox()

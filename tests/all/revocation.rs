@@ -6,8 +6,8 @@
 use anyhow::Result;
 use clancy::approvals::{Approval, Status};
 use clancy::audit::Kind;
-use clancy::host::{DecideError, Verdict};
 use clancy::operators::{Operator, Role};
+use clancy::org::{DecideError, Verdict};
 use clancy_guests::{HOSTILE, SALES_COORDINATOR};
 
 use crate::env::{TestEnv, completed, queued_id, with_hostile_imports};

@@ -4,7 +4,7 @@
 
 use anyhow::Result;
 use clancy::audit::Kind;
-use clancy::host::{UndoOutcome, UndoReport, Verdict};
+use clancy::org::{UndoOutcome, UndoReport, Verdict};
 use clancy_guests::{ACCOUNTING_ASSISTANT, CUSTOMER_SERVICE, SALES_COORDINATOR};
 
 use crate::env::{TestEnv, clancy, completed, stderr, stdout, workspace_root};

@@ -11,8 +11,8 @@
 //! down: each becomes a failed task with an audit record.
 
 pub mod bindings;
+mod guest_calls;
 pub mod handles;
-mod host;
 pub mod imports;
 
 use std::path::PathBuf;

@@ -10,7 +10,7 @@ use crate::audit::{Decision, Entry, Kind};
 use crate::mediator::describe;
 use crate::store::StoreError;
 
-use super::{Host, HostError};
+use super::{Org, OrgError};
 
 /// An undo could not even be tried.
 #[derive(Debug, thiserror::Error)]
@@ -23,12 +23,12 @@ pub enum UndoError {
     UnknownTask(String),
     /// The host failed.
     #[error(transparent)]
-    Host(#[from] HostError),
+    Org(#[from] OrgError),
 }
 
 impl From<StoreError> for UndoError {
     fn from(e: StoreError) -> Self {
-        UndoError::Host(HostError::Store(e))
+        UndoError::Org(OrgError::Store(e))
     }
 }
 
@@ -77,7 +77,7 @@ fn is_completed_write(e: &Entry) -> bool {
         && e.record.result.starts_with("done: ")
 }
 
-impl Host {
+impl Org {
     /// The full id and entries of the task whose id is or starts with `task`.
     pub fn task_entries(&self, task: &str) -> Result<(String, Vec<Entry>), UndoError> {
         let entries = self.audit.entries()?;
@@ -144,7 +144,7 @@ impl Host {
         entry: &Entry,
         entries: &[Entry],
         by: &str,
-    ) -> Result<UndoReport, HostError> {
+    ) -> Result<UndoReport, OrgError> {
         let r = &entry.record;
         let what = format!("{} {} {}({})", r.interface, r.scope, r.action, r.args);
         let report = |outcome| UndoReport {

@@ -1,5 +1,8 @@
-//! The host façade: one organisation's data dir, store, audit log, providers
-//! and runtime, wired together. The CLI and the tests drive Clancy through it.
+//! The organisation façade: [`Org`] wires one organisation's data dir,
+//! store, audit log, approval queue, meter, outbox, providers, registered
+//! employees and runtime together. The CLI and the tests drive Clancy
+//! through it; it never reaches a provider itself (that is the mediator's
+//! executor's job).
 //!
 //! The data dir is opened once with ambient authority (as a cap-std `Dir`);
 //! everything under it is reached through that `Dir`, except the sled store,
@@ -34,7 +37,7 @@ pub use rollback::{UndoError, UndoOutcome, UndoReport};
 
 /// Opening the host or loading an employee failed.
 #[derive(Debug, thiserror::Error)]
-pub enum HostError {
+pub enum OrgError {
     /// The data dir is missing or unusable.
     #[error("{0}")]
     DataDir(String),
@@ -75,8 +78,8 @@ pub struct CheckReport {
     pub problems: Vec<String>,
 }
 
-/// One organisation's Clancy host.
-pub struct Host {
+/// One organisation, wired: what the CLI (and later the daemon) works on.
+pub struct Org {
     data_dir: PathBuf,
     data: Dir,
     store: Arc<dyn Store>,
@@ -92,12 +95,12 @@ pub struct Host {
     reactors: Mutex<HashMap<String, (String, Arc<LoadedEmployee>)>>,
 }
 
-impl Host {
+impl Org {
     /// Open the data dir for `org` with the embedded sled store.
-    pub fn open(data_dir: &Path, org: &str, mode: DataDirMode) -> Result<Host, HostError> {
+    pub fn open(data_dir: &Path, org: &str, mode: DataDirMode) -> Result<Org, OrgError> {
         let data = open_data_dir(data_dir, mode)?;
         let store: Arc<dyn Store> = Arc::new(SledStore::open(&data_dir.join("store"))?);
-        Host::with_store(data_dir, data, org, store)
+        Org::with_store(data_dir, data, org, store)
     }
 
     /// Open with a given store (tests use this to inject failures).
@@ -105,9 +108,9 @@ impl Host {
         data_dir: &Path,
         org: &str,
         store: Arc<dyn Store>,
-    ) -> Result<Host, HostError> {
+    ) -> Result<Org, OrgError> {
         let data = open_data_dir(data_dir, DataDirMode::Create)?;
-        Host::with_store(data_dir, data, org, store)
+        Org::with_store(data_dir, data, org, store)
     }
 
     fn with_store(
@@ -115,15 +118,15 @@ impl Host {
         data: Dir,
         org: &str,
         store: Arc<dyn Store>,
-    ) -> Result<Host, HostError> {
+    ) -> Result<Org, OrgError> {
         if !valid_org(org) {
-            return Err(HostError::DataDir(format!(
+            return Err(OrgError::DataDir(format!(
                 "invalid org name {org:?} (expected 1-64 lowercase letters, digits or '-')"
             )));
         }
         let org_store = OrgStore::new(store.clone(), org);
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        Ok(Host {
+        Ok(Org {
             data_dir: data_dir.to_path_buf(),
             data,
             audit: Arc::new(AuditLog::new(org_store.clone())),
@@ -162,7 +165,7 @@ impl Host {
     /// first operator may be added by anyone (that is how an org gets its
     /// first admin); once the org has an admin, only an admin may add or
     /// change operators. Audited.
-    pub fn add_operator(&self, operator: &Operator, by: Option<&str>) -> Result<(), HostError> {
+    pub fn add_operator(&self, operator: &Operator, by: Option<&str>) -> Result<(), OrgError> {
         let operators = self.operators();
         let admins: Vec<Operator> = operators
             .list()?
@@ -170,13 +173,13 @@ impl Host {
             .filter(|o| o.role == Role::Admin)
             .collect();
         if !admins.is_empty() && !admins.iter().any(|a| Some(a.name.as_str()) == by) {
-            return Err(HostError::NotAllowed(format!(
+            return Err(OrgError::NotAllowed(format!(
                 "{} may not add or change operators: this organisation has an admin, so only an admin may (pass --as ADMIN)",
                 by.unwrap_or("someone unnamed")
             )));
         }
         let by = by.unwrap_or("the first operator's setup");
-        operators.put(operator).map_err(HostError::Invalid)?;
+        operators.put(operator).map_err(OrgError::Invalid)?;
         let record = Record {
             employee: "host".into(),
             action: "operators-add".into(),
@@ -186,7 +189,7 @@ impl Host {
         };
         self.audit
             .append(Kind::Note, record)
-            .map_err(|e| HostError::Store(e.0))?;
+            .map_err(|e| OrgError::Store(e.0))?;
         Ok(())
     }
 
@@ -262,21 +265,21 @@ impl Host {
     }
 
     /// The engine, built on first use.
-    pub fn runtime(&self) -> Result<&Runtime, HostError> {
+    pub fn runtime(&self) -> Result<&Runtime, OrgError> {
         if let Some(r) = self.runtime.get() {
             return Ok(r);
         }
-        let runtime = Runtime::new().map_err(|e| HostError::Engine(e.to_string()))?;
+        let runtime = Runtime::new().map_err(|e| OrgError::Engine(e.to_string()))?;
         Ok(self.runtime.get_or_init(|| runtime))
     }
 
     /// The providers of this org: the sandbox workspace for every service,
     /// and this org's folders under `files/<org>/` in the data dir.
-    pub fn providers(&self) -> Result<Providers, HostError> {
+    pub fn providers(&self) -> Result<Providers, OrgError> {
         let sandbox = Arc::new(self.sandbox.clone());
         let root = format!("files/{}", self.org());
         let io = |e: std::io::Error| {
-            HostError::DataDir(format!("cannot open {root} in the data dir: {e}"))
+            OrgError::DataDir(format!("cannot open {root} in the data dir: {e}"))
         };
         self.data.create_dir_all(&root).map_err(io)?;
         let files = Folders::new(self.data.open_dir(&root).map_err(io)?);
@@ -291,7 +294,7 @@ impl Host {
     }
 
     /// What every mediator of this org is wired to.
-    fn wiring(&self) -> Result<Wiring, HostError> {
+    fn wiring(&self) -> Result<Wiring, OrgError> {
         Ok(Wiring {
             audit: self.audit.clone(),
             providers: self.providers()?,
@@ -303,7 +306,7 @@ impl Host {
 
     /// Validate an employee without running it: its manifest (already parsed)
     /// and its component's imports against its grants.
-    pub fn check(&self, manifest: Manifest) -> Result<CheckReport, HostError> {
+    pub fn check(&self, manifest: Manifest) -> Result<CheckReport, OrgError> {
         let (_component, imports) = self.runtime()?.compile(&manifest)?;
         let problems = imports::check_imports(&manifest, &imports);
         Ok(CheckReport {
@@ -320,7 +323,7 @@ impl Host {
     /// audited with its diff, and pending requests its grants no longer
     /// allow become void. A refused load changes nothing stored. Seeds the
     /// sandbox on first use.
-    pub fn load(&self, mut manifest: Manifest) -> Result<LoadedEmployee, HostError> {
+    pub fn load(&self, mut manifest: Manifest) -> Result<LoadedEmployee, OrgError> {
         let bytes = crate::runtime::read_component(&manifest.component)?;
         manifest.component_sha256 = Some(hex::encode(sha2::Sha256::digest(&bytes)));
         let loaded = self.instantiate(manifest, &bytes)?;
@@ -331,7 +334,7 @@ impl Host {
 
     /// Compile, check and pre-link an employee from component `bytes`,
     /// without registering it.
-    fn instantiate(&self, manifest: Manifest, bytes: &[u8]) -> Result<LoadedEmployee, HostError> {
+    fn instantiate(&self, manifest: Manifest, bytes: &[u8]) -> Result<LoadedEmployee, OrgError> {
         self.sandbox.ensure_seeded()?;
         let mediator = Arc::new(Mediator::new(&manifest, self.wiring()?));
         let employee = manifest.name.clone();
@@ -348,7 +351,7 @@ impl Host {
                 };
                 self.audit
                     .append(Kind::Refusal, record)
-                    .map_err(|a| HostError::Store(a.0))?;
+                    .map_err(|a| OrgError::Store(a.0))?;
                 Err(e.into())
             }
             Err(e) => Err(e.into()),
@@ -360,17 +363,17 @@ fn to_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(value).map_err(|e| StoreError::Io(e.to_string()))
 }
 
-fn open_data_dir(path: &Path, mode: DataDirMode) -> Result<Dir, HostError> {
+fn open_data_dir(path: &Path, mode: DataDirMode) -> Result<Dir, OrgError> {
     if !path.exists() {
         match mode {
             DataDirMode::Existing => {
-                return Err(HostError::DataDir(format!(
+                return Err(OrgError::DataDir(format!(
                     "no Clancy data dir at {} (run `clancy sandbox seed` or `clancy run` first, or pass --data-dir)",
                     path.display()
                 )));
             }
             DataDirMode::Create => std::fs::create_dir_all(path).map_err(|e| {
-                HostError::DataDir(format!(
+                OrgError::DataDir(format!(
                     "cannot create the data dir {}: {e}",
                     path.display()
                 ))
@@ -378,12 +381,11 @@ fn open_data_dir(path: &Path, mode: DataDirMode) -> Result<Dir, HostError> {
         }
     }
     if !path.is_dir() {
-        return Err(HostError::DataDir(format!(
+        return Err(OrgError::DataDir(format!(
             "the data dir {} is not a directory",
             path.display()
         )));
     }
-    Dir::open_ambient_dir(path, cap_std::ambient_authority()).map_err(|e| {
-        HostError::DataDir(format!("cannot open the data dir {}: {e}", path.display()))
-    })
+    Dir::open_ambient_dir(path, cap_std::ambient_authority())
+        .map_err(|e| OrgError::DataDir(format!("cannot open the data dir {}: {e}", path.display())))
 }

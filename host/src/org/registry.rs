@@ -17,19 +17,19 @@ use crate::manifest::{Grant, Manifest};
 use crate::mediator::Mediator;
 use crate::store::StoreError;
 
-use super::{Host, HostError, to_json};
+use super::{Org, OrgError, to_json};
 
-impl Host {
+impl Org {
     fn component_path(&self, sha256: &str) -> String {
         format!("components/{}/{sha256}.wasm", self.org())
     }
 
     /// Keep a copy of component `bytes` in the data dir, named by its hash.
-    pub(super) fn pin(&self, bytes: &[u8]) -> Result<(), HostError> {
+    pub(super) fn pin(&self, bytes: &[u8]) -> Result<(), OrgError> {
         let sha = hex::encode(sha2::Sha256::digest(bytes));
         let path = self.component_path(&sha);
         let io = |e: std::io::Error| {
-            HostError::DataDir(format!("cannot pin the component as {path}: {e}"))
+            OrgError::DataDir(format!("cannot pin the component as {path}: {e}"))
         };
         if self.data.exists(&path) {
             return Ok(());
@@ -44,22 +44,22 @@ impl Host {
     }
 
     /// The pinned component of a registered manifest, checked against its hash.
-    pub(super) fn pinned_component(&self, manifest: &Manifest) -> Result<Vec<u8>, HostError> {
+    pub(super) fn pinned_component(&self, manifest: &Manifest) -> Result<Vec<u8>, OrgError> {
         let sha = manifest.component_sha256.as_deref().ok_or_else(|| {
-            HostError::DataDir(format!(
+            OrgError::DataDir(format!(
                 "{} was registered without a pinned component; load its manifest again",
                 manifest.name
             ))
         })?;
         let path = self.component_path(sha);
         let bytes = self.data.read(&path).map_err(|e| {
-            HostError::DataDir(format!(
+            OrgError::DataDir(format!(
                 "the pinned component of {} ({path} in the data dir) cannot be read: {e}; load its manifest again",
                 manifest.name
             ))
         })?;
         if hex::encode(sha2::Sha256::digest(&bytes)) != sha {
-            return Err(HostError::DataDir(format!(
+            return Err(OrgError::DataDir(format!(
                 "the pinned component of {} ({path}) no longer matches its hash; it was not run",
                 manifest.name
             )));
@@ -69,7 +69,7 @@ impl Host {
 
     /// Check that `employee`'s pinned component is in the data dir and
     /// unchanged (the host runs it to tell the employee of decisions).
-    pub fn verify_pinned(&self, employee: &str) -> Result<(), HostError> {
+    pub fn verify_pinned(&self, employee: &str) -> Result<(), OrgError> {
         match self.stored_manifest(employee)? {
             Some(manifest) => self.pinned_component(&manifest).map(|_| ()),
             None => Ok(()),
@@ -83,7 +83,7 @@ impl Host {
         &self,
         manifest: &Manifest,
         mediator: &Mediator,
-    ) -> Result<(), HostError> {
+    ) -> Result<(), OrgError> {
         let before = self.stored_manifest(&manifest.name)?;
         let changes = match &before {
             None => vec![format!("registered: {}", describe(manifest).join("; "))],
@@ -103,7 +103,7 @@ impl Host {
             };
             self.audit
                 .append(Kind::Change, record)
-                .map_err(|e| HostError::Store(e.0))?;
+                .map_err(|e| OrgError::Store(e.0))?;
         }
         if before.is_none() || !changes.is_empty() {
             self.org.write(

@@ -14,7 +14,7 @@ use crate::runtime::{LoadedEmployee, TaskEnd};
 use crate::store::StoreError;
 use std::sync::Arc;
 
-use super::{Host, HostError};
+use super::{Org, OrgError};
 
 /// A human's decision on a queued action.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,10 +102,10 @@ pub enum DecideError {
     Store(#[from] StoreError),
     /// The employee cannot be wired up (never loaded, data dir unusable).
     #[error(transparent)]
-    Host(#[from] HostError),
+    Org(#[from] OrgError),
 }
 
-impl Host {
+impl Org {
     /// This org's approval queue.
     pub fn approvals(&self) -> &ApprovalQueue {
         &self.approvals
@@ -120,9 +120,9 @@ impl Host {
     /// A mediator for `employee` as registered now, with its active
     /// widenings: what the host's own calls on its behalf (approved and
     /// resumed actions, undo) go through.
-    pub(super) fn mediator_for(&self, employee: &str) -> Result<Mediator, HostError> {
+    pub(super) fn mediator_for(&self, employee: &str) -> Result<Mediator, OrgError> {
         let manifest = self.stored_manifest(employee)?.ok_or_else(|| {
-            HostError::DataDir(format!(
+            OrgError::DataDir(format!(
                 "{employee} has never been loaded in this organisation"
             ))
         })?;
@@ -216,7 +216,7 @@ impl Host {
         Ok(changed)
     }
 
-    /// Deny every pending request whose time ran out (see [`Host::tick`]). Returns them.
+    /// Deny every pending request whose time ran out (see [`Org::tick`]). Returns them.
     pub fn expire_overdue(&self) -> Result<Vec<Approval>, StoreError> {
         Ok(self
             .tick()?

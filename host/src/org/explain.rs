@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use crate::audit::{Decision, Entry, Kind};
 
-use super::Host;
+use super::Org;
 use super::rollback::UndoError;
 
 const WRITES: &[&str] = &[
@@ -36,7 +36,7 @@ fn because(e: &Entry) -> String {
     }
 }
 
-impl Host {
+impl Org {
     /// A plain-English account of the task whose id is or starts with `task`:
     /// what it was asked, what it read, what it did or asked to do, what
     /// humans decided, and what was rolled back.

@@ -1,5 +1,6 @@
-//! The WIT `Host` impls: each guest call becomes an [`Operation`] handed to
-//! the mediator. No integration logic lives here; this file only translates.
+//! The guest's calls into the host: wasmtime's generated `Host` traits,
+//! implemented for the per-task state. Each call becomes an [`Operation`]
+//! handed to the mediator. No integration logic lives here; this file only translates.
 
 use wasmtime::component::Resource;
 
