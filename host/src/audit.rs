@@ -102,6 +102,28 @@ pub struct Record {
     /// The action (its result entry's sequence number) this entry undoes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub undoes: Option<u64>,
+    /// What a result entry's call came to, typed: code reads this, never
+    /// the text in `result`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
+}
+
+/// What an executed call came to (on result entries).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// A read returned.
+    Read,
+    /// A write happened (its inverse, if it has one, is in `inverse`).
+    Done,
+    /// An earlier write was undone (`undoes` names it).
+    Undone,
+    /// A widening of the employee's grants was recorded.
+    Granted,
+    /// The service refused or failed a read; nothing changed.
+    ReadFailed,
+    /// The service refused or failed a write or an undo; nothing changed.
+    WriteFailed,
 }
 
 /// One entry of the chain.

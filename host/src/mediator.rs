@@ -21,7 +21,7 @@ use crate::approvals::{
     ActionRequest, ApprovalQueue, Elevation, elevation_policy_version, grant_versions,
     policy_version,
 };
-use crate::audit::{AuditError, AuditLog, Decision, Kind, Record};
+use crate::audit::{AuditError, AuditLog, Decision, Kind, Outcome as AuditOutcome, Record};
 use crate::limits::{Bucket, LimitError, Meter};
 use crate::manifest::{ApprovalPolicy, Grant, Integration, Manifest};
 use crate::notify::{Event, Outbox, Target};
@@ -625,12 +625,22 @@ impl Mediator {
         let outcome = match result {
             Ok(response) => {
                 record.result = response.summary();
-                if let Response::Done(done) = &response {
-                    record.inverse = done.inverse.clone();
-                }
+                record.outcome = Some(match &response {
+                    Response::Done(done) => {
+                        record.inverse = done.inverse.clone();
+                        AuditOutcome::Done
+                    }
+                    Response::Undone(_) => AuditOutcome::Undone,
+                    Response::Granted(_) => AuditOutcome::Granted,
+                    _ => AuditOutcome::Read,
+                });
                 Ok(response)
             }
             Err(e) => {
+                record.outcome = Some(match &effect {
+                    Effect::Call(op) if !op.is_write() => AuditOutcome::ReadFailed,
+                    _ => AuditOutcome::WriteFailed,
+                });
                 if let Some(r) = reservation {
                     self.refund(r);
                 }

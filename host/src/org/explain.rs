@@ -3,21 +3,10 @@
 
 use std::fmt::Write as _;
 
-use crate::audit::{Decision, Entry, Kind};
+use crate::audit::{Entry, Kind, Outcome};
 
 use super::Org;
 use super::rollback::UndoError;
-
-const WRITES: &[&str] = &[
-    "send",
-    "post",
-    "update-deal-stage",
-    "create-event",
-    "send-invite",
-    "create-expense-report",
-    "write",
-    "request-elevation",
-];
 
 fn call(e: &Entry) -> String {
     let r = &e.record;
@@ -113,8 +102,10 @@ impl Org {
                         r.result,
                         because(e)
                     );
-                    if WRITES.contains(&r.action.as_str()) && r.decision == Some(Decision::Allowed)
-                    {
+                    if matches!(
+                        r.outcome,
+                        Some(Outcome::Done | Outcome::Granted | Outcome::WriteFailed)
+                    ) {
                         did.push(line);
                     } else {
                         read.push(line);

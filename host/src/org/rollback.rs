@@ -6,7 +6,7 @@
 //! rate limits and is audited like any call; the provider refuses when the
 //! object changed since the write, so an undo never clobbers a later edit.
 
-use crate::audit::{Decision, Entry, Kind};
+use crate::audit::{Decision, Entry, Kind, Outcome};
 use crate::mediator::describe;
 use crate::store::StoreError;
 
@@ -74,7 +74,7 @@ fn is_completed_write(e: &Entry) -> bool {
     e.kind == Kind::Result
         && e.record.decision == Some(Decision::Allowed)
         && e.record.undoes.is_none()
-        && e.record.result.starts_with("done: ")
+        && e.record.outcome == Some(Outcome::Done)
 }
 
 impl Org {
@@ -163,7 +163,7 @@ impl Org {
         if let Some(done) = entries.iter().find(|e| {
             e.kind == Kind::Result
                 && e.record.undoes == Some(entry.seq)
-                && e.record.result.starts_with("undone")
+                && e.record.outcome == Some(Outcome::Undone)
         }) {
             return Ok(report(UndoOutcome::AlreadyUndone(done.seq)));
         }
