@@ -212,78 +212,14 @@ impl Approval {
     /// A readable preview of the action for the approver, with the reason
     /// and whether it can be undone.
     pub fn preview(&self) -> String {
-        use Operation::*;
         let r = &self.request;
-        let what = match &r.operation {
-            MailSend { draft } => format!(
-                "send mail to {}\n    subject: {}\n    {}\n    (irreversible: a sent mail cannot be recalled)",
-                draft.to.join(", "),
-                draft.subject,
-                draft.body.replace('\n', "\n    ")
-            ),
-            ChatPost { text } => {
-                format!("post to {}:\n    {}", r.scope, text.replace('\n', "\n    "))
-            }
-            CrmUpdateDealStage { deal_id, stage } => {
-                format!("move deal {deal_id} to stage {stage:?}")
-            }
-            CalendarCreateEvent { event } => format!(
-                "create event {:?} on {}, {} - {}\n    {}",
-                event.title, r.scope, event.start, event.end, event.description
-            ),
-            CalendarSendInvite {
-                event_id,
-                attendees,
-            } => {
-                format!("invite {} to event {event_id}", attendees.join(", "))
-            }
-            LedgerCreateExpenseReport { report } => {
-                let total: i64 = report.lines.iter().map(|l| l.amount_cents).sum();
-                let mut s = format!(
-                    "create expense report {:?}: {} {}",
-                    report.title,
-                    report.currency,
-                    crate::providers::money(total)
-                );
-                for l in &report.lines {
-                    s.push_str(&format!(
-                        "\n    - {} [{}] {} ({})",
-                        l.description,
-                        l.category,
-                        crate::providers::money(l.amount_cents),
-                        l.receipt_ref
-                    ));
-                }
-                s
-            }
-            FilesWrite { path, contents } => {
-                format!(
-                    "write {} bytes to {}/{path}\n    (irreversible: it replaces any existing file, which cannot be restored)",
-                    contents.len(),
-                    r.scope
-                )
-            }
-            Elevate {
-                integration,
-                scope,
-                actions,
-                minutes,
-            } => format!(
-                "widen its grants: {} on {integration} {scope} for {minutes} minutes (then it expires on its own)",
-                actions.join(", ")
-            ),
-            Ask { question, options } => format!(
-                "know: {}\n    options: {}\n    (answer with `clancy approvals answer {} <option>`)",
-                question.replace('\n', "\n    "),
-                options
-                    .iter()
-                    .map(|o| format!("{o:?}"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
+        let mut what = r.operation.preview(&r.scope);
+        if let Operation::Guidance(_) = r.operation {
+            what.push_str(&format!(
+                "\n    (answer with `clancy approvals answer {} <option>`)",
                 self.id
-            ),
-            other => format!("{} {}", other.method(), other.summary()),
-        };
+            ));
+        }
         format!(
             "{id} [{status:?}] {employee} wants to {what}\n  why: \"{reason}\"\n  gated: {because}; {who}expires {expires}",
             id = self.id,
@@ -314,7 +250,7 @@ pub struct Elevation {
     /// The scope widened to (or widened on).
     pub scope: String,
     /// The actions added.
-    pub actions: Vec<String>,
+    pub actions: Vec<crate::integrations::Action>,
     /// From when.
     pub starts_at: DateTime<Utc>,
     /// Until when.
@@ -329,7 +265,7 @@ impl Elevation {
     pub fn summary(&self) -> String {
         format!(
             "{} on {} {} until {}",
-            self.actions.join(", "),
+            crate::integrations::action_list(&self.actions),
             self.integration,
             self.scope,
             self.expires_at

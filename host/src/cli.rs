@@ -366,7 +366,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 let m = &report.manifest;
                 writeln!(out, "employee {} ({})", m.name, m.component.display())?;
                 for g in &m.grants {
-                    let actions: Vec<&str> = g.actions.iter().map(String::as_str).collect();
+                    let actions: Vec<&str> = g.actions.iter().map(|a| a.name()).collect();
                     writeln!(
                         out,
                         "  grant {} {} [{}] approval {}",
@@ -665,7 +665,7 @@ impl Filter {
         self.0.iter().all(|(k, v)| match k.as_str() {
             "employee" => &r.employee == v,
             "integration" => r.integration.is_some_and(|i| i.name() == v),
-            "action" => r.operation.action() == v || r.operation.method() == v,
+            "action" => r.operation.action().name() == v || r.operation.method() == v,
             "task" => r.task.starts_with(v.as_str()),
             _ => false,
         })

@@ -26,169 +26,7 @@ pub const MAX_TIME_MS: u64 = 10 * 60 * 1000;
 #[error("{0}")]
 pub struct ManifestError(String);
 
-/// The capability interfaces of the `clancy:employee` contract.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "kebab-case")]
-pub enum Interface {
-    /// `clancy:employee/mail`
-    Mail,
-    /// `clancy:employee/chat`
-    Chat,
-    /// `clancy:employee/crm`
-    Crm,
-    /// `clancy:employee/calendar`
-    Calendar,
-    /// `clancy:employee/ledger`
-    Ledger,
-    /// `clancy:employee/files`
-    Files,
-}
-
-impl Interface {
-    /// All capability interfaces.
-    pub const ALL: [Interface; 6] = [
-        Interface::Mail,
-        Interface::Chat,
-        Interface::Crm,
-        Interface::Calendar,
-        Interface::Ledger,
-        Interface::Files,
-    ];
-
-    /// The WIT interface name, without package or version.
-    pub fn wit_name(self) -> &'static str {
-        match self {
-            Interface::Mail => "mail",
-            Interface::Chat => "chat",
-            Interface::Crm => "crm",
-            Interface::Calendar => "calendar",
-            Interface::Ledger => "ledger",
-            Interface::Files => "files",
-        }
-    }
-}
-
-impl fmt::Display for Interface {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.wit_name())
-    }
-}
-
-/// A service an employee can be granted. Each maps to one interface.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "kebab-case")]
-pub enum Integration {
-    /// Gmail (mail interface), scope `label:NAME`.
-    Gmail,
-    /// Slack (chat interface), scope `channel:#name`.
-    Slack,
-    /// HubSpot (crm interface), scope `portal:NAME`.
-    Hubspot,
-    /// Google Calendar (calendar interface), scope `calendar:NAME`.
-    GoogleCalendar,
-    /// QuickBooks Online (ledger interface), scope `company:NAME`.
-    Quickbooks,
-    /// A local folder (files interface), scope `folder:NAME`.
-    Files,
-}
-
-impl Integration {
-    const ALL: [Integration; 6] = [
-        Integration::Gmail,
-        Integration::Slack,
-        Integration::Hubspot,
-        Integration::GoogleCalendar,
-        Integration::Quickbooks,
-        Integration::Files,
-    ];
-
-    /// The name used in `employee.toml`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Integration::Gmail => "gmail",
-            Integration::Slack => "slack",
-            Integration::Hubspot => "hubspot",
-            Integration::GoogleCalendar => "google-calendar",
-            Integration::Quickbooks => "quickbooks",
-            Integration::Files => "files",
-        }
-    }
-
-    /// The contract interface this integration is reached through.
-    pub fn interface(self) -> Interface {
-        match self {
-            Integration::Gmail => Interface::Mail,
-            Integration::Slack => Interface::Chat,
-            Integration::Hubspot => Interface::Crm,
-            Integration::GoogleCalendar => Interface::Calendar,
-            Integration::Quickbooks => Interface::Ledger,
-            Integration::Files => Interface::Files,
-        }
-    }
-
-    /// The actions a grant of this integration may list.
-    pub fn actions(self) -> &'static [&'static str] {
-        match self {
-            Integration::Gmail => &["read", "send"],
-            Integration::Slack => &["read", "post"],
-            Integration::Hubspot => &["read", "update-deals"],
-            Integration::GoogleCalendar => &["read", "create-events", "send-invites"],
-            Integration::Quickbooks => &["read-invoices", "create-expense-reports"],
-            Integration::Files => &["list", "read", "write"],
-        }
-    }
-
-    /// The actions that change something (and so can be gated).
-    pub fn write_actions(self) -> &'static [&'static str] {
-        match self {
-            Integration::Gmail => &["send"],
-            Integration::Slack => &["post"],
-            Integration::Hubspot => &["update-deals"],
-            Integration::GoogleCalendar => &["create-events", "send-invites"],
-            Integration::Quickbooks => &["create-expense-reports"],
-            Integration::Files => &["write"],
-        }
-    }
-
-    /// The prefix every scope of this integration starts with.
-    pub fn scope_kind(self) -> &'static str {
-        match self {
-            Integration::Gmail => "label",
-            Integration::Slack => "channel",
-            Integration::Hubspot => "portal",
-            Integration::GoogleCalendar => "calendar",
-            Integration::Quickbooks => "company",
-            Integration::Files => "folder",
-        }
-    }
-
-    /// The integration reached through `interface` (one per interface).
-    pub fn of(interface: Interface) -> Integration {
-        match interface {
-            Interface::Mail => Integration::Gmail,
-            Interface::Chat => Integration::Slack,
-            Interface::Crm => Integration::Hubspot,
-            Interface::Calendar => Integration::GoogleCalendar,
-            Interface::Ledger => Integration::Quickbooks,
-            Interface::Files => Integration::Files,
-        }
-    }
-
-    /// The integration named `name` in manifests.
-    pub fn parse(name: &str) -> Option<Integration> {
-        Integration::ALL.into_iter().find(|i| i.name() == name)
-    }
-}
-
-impl fmt::Display for Integration {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+pub use crate::integrations::{Action, Integration, Interface};
 
 /// Default hours before an unanswered approval request expires.
 pub const DEFAULT_APPROVAL_HOURS: u32 = 72;
@@ -206,7 +44,7 @@ pub struct ApprovalPolicy {
     /// Gate the first N writes of this grant.
     pub first: Option<u32>,
     /// Which write actions the policy covers; empty means all of them.
-    pub actions: BTreeSet<String>,
+    pub actions: BTreeSet<Action>,
     /// Hours before an unanswered request expires (expiry means deny).
     /// With an escalation ladder, the sum of its steps.
     pub expires_after_hours: u32,
@@ -296,8 +134,8 @@ impl ApprovalPolicy {
     }
 
     /// Whether `action` is covered.
-    pub fn covers(&self, action: &str) -> bool {
-        self.actions.is_empty() || self.actions.contains(action)
+    pub fn covers(&self, action: Action) -> bool {
+        self.actions.is_empty() || self.actions.contains(&action)
     }
 
     fn parse(value: &toml::Value, integration: Integration) -> Result<ApprovalPolicy, String> {
@@ -336,14 +174,17 @@ impl ApprovalPolicy {
                 ("escalation", ladder) => policy.escalation = parse_ladder(ladder)?,
                 ("actions", toml::Value::Array(list)) => {
                     for a in list {
-                        let a = a.as_str().ok_or("approval actions must be strings")?;
-                        if !integration.write_actions().contains(&a) {
-                            return Err(format!(
-                                "approval cannot cover {a:?} for {integration} (its writes are: {})",
-                                integration.write_actions().join(", ")
-                            ));
-                        }
-                        policy.actions.insert(a.to_string());
+                        let name = a.as_str().ok_or("approval actions must be strings")?;
+                        let writes = integration.write_actions();
+                        match Action::parse(name).filter(|a| writes.contains(a)) {
+                            Some(action) => policy.actions.insert(action),
+                            None => {
+                                return Err(format!(
+                                    "approval cannot cover {name:?} for {integration} (its writes are: {})",
+                                    crate::integrations::action_list(&writes)
+                                ));
+                            }
+                        };
                     }
                 }
                 (
@@ -408,7 +249,7 @@ impl fmt::Display for ApprovalPolicy {
             write!(
                 f,
                 " (for {})",
-                self.actions.iter().cloned().collect::<Vec<_>>().join(", ")
+                crate::integrations::action_list(&self.actions)
             )?;
         }
         if !self.escalation.is_empty() {
@@ -432,7 +273,7 @@ pub struct Grant {
     /// The full scope as written, e.g. `label:INBOX`.
     pub scope: String,
     /// Allowed actions (each one of [`Integration::actions`]).
-    pub actions: BTreeSet<String>,
+    pub actions: BTreeSet<Action>,
     /// Approval policy for this grant's writes.
     pub approval: ApprovalPolicy,
     /// Optional per-grant rate limit, in addition to the employee's.
@@ -453,8 +294,8 @@ impl Grant {
     }
 
     /// Whether this grant allows `action`.
-    pub fn allows(&self, action: &str) -> bool {
-        self.actions.contains(action)
+    pub fn allows(&self, action: Action) -> bool {
+        self.actions.contains(&action)
     }
 }
 
@@ -602,17 +443,19 @@ impl Manifest {
             }
             let mut actions = BTreeSet::new();
             for action in g.actions.as_ref() {
-                if !integration.actions().contains(&action.as_ref().as_str()) {
-                    return Err(at(
-                        action.span(),
-                        format!(
-                            "unknown action {:?} for {integration} (expected one of: {})",
-                            action.as_ref(),
-                            integration.actions().join(", ")
-                        ),
-                    ));
-                }
-                actions.insert(action.as_ref().clone());
+                match Action::parse(action.as_ref()).filter(|a| integration.offers(*a)) {
+                    Some(a) => actions.insert(a),
+                    None => {
+                        return Err(at(
+                            action.span(),
+                            format!(
+                                "unknown action {:?} for {integration} (expected one of: {})",
+                                action.as_ref(),
+                                crate::integrations::action_list(integration.actions())
+                            ),
+                        ));
+                    }
+                };
             }
             let approval = match &g.approval {
                 None => ApprovalPolicy::none(),
@@ -912,7 +755,7 @@ memory_mb = 32
         assert_eq!(m.name, "customer-service");
         assert_eq!(m.component, Path::new("/m/cs.wasm"));
         assert_eq!(m.grants.len(), 2);
-        assert!(m.grants[0].allows("read") && !m.grants[0].allows("send"));
+        assert!(m.grants[0].allows(Action::Read) && !m.grants[0].allows(Action::Send));
         assert_eq!(m.limits.memory_mb, 32);
         assert_eq!(m.limits.time_ms, Limits::default().time_ms);
         assert!(m.grants_interface(Interface::Chat) && !m.grants_interface(Interface::Crm));

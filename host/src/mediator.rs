@@ -22,6 +22,12 @@ use crate::approvals::{
     policy_version,
 };
 use crate::audit::{AuditError, AuditLog, Decision, Kind, Outcome as AuditOutcome, Record};
+use crate::integrations::elevation::ElevationOp;
+use crate::integrations::guidance::{
+    GuidanceOp, MAX_OPTION_BYTES, MAX_OPTIONS, MAX_QUESTION_BYTES,
+};
+use crate::integrations::mail::MailOp;
+use crate::integrations::{Action, action_list};
 use crate::limits::{Bucket, LimitError, Meter};
 use crate::manifest::{ApprovalPolicy, Grant, Integration, Manifest};
 use crate::notify::{Event, Outbox, Target};
@@ -33,12 +39,6 @@ use crate::store::StoreError;
 pub const MAX_ARGUMENT_BYTES: usize = 256 * 1024;
 /// Largest reason or note, in bytes.
 pub const MAX_REASON_BYTES: usize = 4 * 1024;
-/// Largest question an employee may ask, in bytes.
-pub const MAX_QUESTION_BYTES: usize = 4 * 1024;
-/// Most options a question may offer.
-pub const MAX_OPTIONS: usize = 10;
-/// Largest option, in bytes.
-pub const MAX_OPTION_BYTES: usize = 200;
 
 /// The policy version of a question: asking a human needs no grant.
 const QUESTION_POLICY: &str = "question";
@@ -76,11 +76,11 @@ pub enum Effect {
 
 impl Effect {
     /// The grant action this effect needs.
-    fn action(&self) -> &'static str {
+    fn action(&self) -> Action {
         match self {
             Effect::Call(op) => op.action(),
             Effect::Undo(inverse) => inverse.action(),
-            Effect::Widen(_) => "elevate",
+            Effect::Widen(_) => Action::Elevate,
         }
     }
 
@@ -269,8 +269,8 @@ impl Mediator {
     /// employee holds no such grant any more).
     pub fn policy_version_now(&self, request: &ActionRequest) -> Option<String> {
         match (&request.operation, request.integration) {
-            (Operation::Ask { .. }, _) => Some(QUESTION_POLICY.to_string()),
-            (Operation::Elevate { .. }, _) => {
+            (Operation::Guidance(_), _) => Some(QUESTION_POLICY.to_string()),
+            (Operation::Elevation(_), _) => {
                 Some(elevation_policy_version(&grant_versions(&self.grants)))
             }
             (_, Some(integration)) => self
@@ -282,8 +282,9 @@ impl Mediator {
 
     /// Why the grants in force now do not allow `request`, if they do not.
     pub fn withdrawn(&self, request: &ActionRequest) -> Option<String> {
-        if let Operation::Elevate { integration, .. } = &request.operation {
-            if !self.grants.iter().any(|g| g.integration == *integration) {
+        if let Operation::Elevation(op) = &request.operation {
+            let integration = op.integration();
+            if !self.grants.iter().any(|g| g.integration == integration) {
                 return Some(format!(
                     "{} no longer holds any {integration} grant to widen",
                     self.employee
@@ -291,7 +292,7 @@ impl Mediator {
             }
             return None;
         }
-        if let Operation::Ask { .. } = request.operation {
+        if let Operation::Guidance(_) = request.operation {
             return None;
         }
         let action = request.operation.action();
@@ -490,7 +491,7 @@ impl Mediator {
     /// The recipients of a mail send through `grant` that are outside the
     /// domains it may reach (always empty for other operations).
     fn outside_granted_domains(&self, grant: &Grant, op: &Operation) -> Vec<String> {
-        let Operation::MailSend { draft } = op else {
+        let Operation::Mail(MailOp::Send { draft }) = op else {
             return Vec::new();
         };
         let domains = self.granted_domains(grant);
@@ -880,12 +881,12 @@ impl Mediator {
         reason: &str,
     ) -> Result<Response, CallError> {
         let parsed = Integration::parse(integration);
-        let op = Operation::Elevate {
+        let op = Operation::Elevation(ElevationOp::Request {
             integration: parsed.unwrap_or(Integration::Files),
             scope: truncate(scope, 200),
             actions: actions.iter().take(16).map(|a| truncate(a, 64)).collect(),
             minutes,
-        };
+        });
         let mut record = Record {
             employee: self.employee.clone(),
             task: task.to_string(),
@@ -925,19 +926,22 @@ impl Mediator {
                 );
             }
         }
-        if actions.is_empty()
-            || actions
-                .iter()
-                .any(|a| !integration.actions().contains(&a.as_str()))
-        {
-            return rejected(
-                record,
-                format!(
-                    "actions must be some of: {}",
-                    integration.actions().join(", ")
-                ),
-            );
-        }
+        let wanted: Option<Vec<Action>> = actions
+            .iter()
+            .map(|a| Action::parse(a).filter(|a| integration.offers(*a)))
+            .collect();
+        let wanted = match wanted {
+            Some(w) if !w.is_empty() => w,
+            _ => {
+                return rejected(
+                    record,
+                    format!(
+                        "actions must be some of: {}",
+                        action_list(integration.actions())
+                    ),
+                );
+            }
+        };
         if !(1..=MAX_ELEVATION_MINUTES).contains(&minutes) {
             return rejected(
                 record,
@@ -950,17 +954,17 @@ impl Mediator {
                 "a widening needs a plain-English reason of at most 4 KiB".into(),
             );
         }
-        let held: std::collections::BTreeSet<String> = self
+        let held: std::collections::BTreeSet<Action> = self
             .grant_in_force(integration, scope)
             .map(|(_, g)| g.actions)
             .unwrap_or_default();
-        if actions.iter().all(|a| held.contains(a)) {
+        if wanted.iter().all(|a| held.contains(a)) {
             return rejected(
                 record,
                 format!(
                     "{} already holds {} on {scope}",
                     self.employee,
-                    actions.join(", ")
+                    action_list(&wanted)
                 ),
             );
         }
@@ -991,14 +995,14 @@ impl Mediator {
         options: Vec<String>,
         reason: &str,
     ) -> Result<Response, CallError> {
-        let op = Operation::Ask {
+        let op = Operation::Guidance(GuidanceOp::Ask {
             question: truncate(question, MAX_QUESTION_BYTES),
             options: options
                 .iter()
                 .take(MAX_OPTIONS + 1)
                 .map(|o| truncate(o, MAX_OPTION_BYTES))
                 .collect(),
-        };
+        });
         let record = Record {
             employee: self.employee.clone(),
             task: task.to_string(),
@@ -1044,10 +1048,10 @@ impl Mediator {
             task: task.to_string(),
             integration: None,
             scope: String::new(),
-            operation: Operation::Ask {
+            operation: Operation::Guidance(GuidanceOp::Ask {
                 question: question.to_string(),
                 options,
-            },
+            }),
             reason: reason.to_string(),
             policy_version: QUESTION_POLICY.to_string(),
         };
@@ -1073,11 +1077,11 @@ impl Mediator {
     }
 }
 
-fn list_or_nothing(actions: &std::collections::BTreeSet<String>) -> String {
+fn list_or_nothing(actions: &std::collections::BTreeSet<Action>) -> String {
     if actions.is_empty() {
         "nothing".to_string()
     } else {
-        actions.iter().cloned().collect::<Vec<_>>().join(", ")
+        action_list(actions)
     }
 }
 

@@ -167,9 +167,10 @@ fn approving_a_changed_action_is_refused() -> Result<()> {
     let env = TestEnv::new()?;
     let id = queue_a_post(&env, "original text")?;
     let mut a = get(&env, &id)?;
-    a.request.operation = clancy::providers::Operation::ChatPost {
-        text: "swapped text".into(),
-    };
+    a.request.operation =
+        clancy::integrations::Operation::Chat(clancy::integrations::chat::ChatOp::Post {
+            text: "swapped text".into(),
+        });
     rewrite(&env, &a)?;
     assert!(matches!(
         env.host.decide(&id, Verdict::Approve, "alice", None),

@@ -146,7 +146,9 @@ fn outside_recipients_wait_for_a_human_when_the_policy_gates_them() -> Result<()
     assert_eq!(queued.len(), 1);
     // The request holds both parsed recipients, and says which are outside.
     match &queued[0].request.operation {
-        clancy::providers::Operation::MailSend { draft } => {
+        clancy::integrations::Operation::Mail(clancy::integrations::mail::MailOp::Send {
+            draft,
+        }) => {
             assert_eq!(draft.to, ["a@evil.example", "b@northwind.example"])
         }
         other => anyhow::bail!("queued {other:?}"),

@@ -132,7 +132,9 @@ fn accounting_assistant_turns_receipt_mails_into_an_expense_report_and_a_summary
     assert!(
         matches!(
             report_entry.record.inverse,
-            Some(clancy::providers::Inverse::VoidExpenseReport { .. })
+            Some(clancy::integrations::Inverse::Ledger(
+                clancy::integrations::ledger::LedgerInverse::VoidExpenseReport { .. }
+            ))
         ),
         "{:?}",
         report_entry.record.inverse

@@ -68,7 +68,7 @@ fn a_revoked_send_with_a_pending_approval_is_voided_never_sent_and_the_employee_
         .iter_mut()
         .find(|g| g.scope == "label:sales")
         .ok_or_else(|| anyhow::anyhow!("no gmail grant"))?;
-    gmail.actions = ["read".to_string()].into();
+    gmail.actions = [clancy::integrations::Action::Read].into();
     env.host.load(manifest)?;
 
     let voided = status(&env, &id)?;

@@ -196,7 +196,7 @@ fn undo_needs_the_grant_the_write_needed() -> Result<()> {
     // The employee is reloaded without the right to update deals.
     let mut manifest = TestEnv::plugin_manifest("sales-coordinator", SALES_COORDINATOR)?;
     for g in &mut manifest.grants {
-        g.actions.remove("update-deals");
+        g.actions.remove(&clancy::integrations::Action::UpdateDeals);
     }
     env.host.load(manifest)?;
     let reports = env.host.undo_task(&task, "ops-lead")?;

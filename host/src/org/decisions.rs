@@ -4,6 +4,8 @@
 
 use crate::approvals::{ActionRequest, Approval, ApprovalQueue, Elevation, Status, new_id};
 use crate::audit::{Kind, Record};
+use crate::integrations::Action;
+use crate::integrations::elevation::ElevationOp;
 use crate::manifest::Manifest;
 use crate::mediator::{Effect, MAX_ARGUMENT_BYTES, Mediator, describe};
 use crate::operators::{Approver, Role};
@@ -250,7 +252,12 @@ impl Org {
                 interface: e.integration.interface().to_string(),
                 scope: e.scope.clone(),
                 action: "elevation-ended".into(),
-                args: format!("{} on {} {}", e.actions.join(", "), e.integration, e.scope),
+                args: format!(
+                    "{} on {} {}",
+                    crate::integrations::action_list(&e.actions),
+                    e.integration,
+                    e.scope
+                ),
                 result: format!(
                     "the temporary grant ended at {}",
                     e.expires_at
@@ -438,7 +445,8 @@ impl Org {
         comment: Option<&str>,
     ) -> Result<Approval, DecideError> {
         let current = self.decidable(id, verdict, by)?;
-        if verdict == Verdict::Approve && matches!(current.request.operation, Operation::Ask { .. })
+        if verdict == Verdict::Approve
+            && matches!(current.request.operation, Operation::Guidance(_))
         {
             return Err(DecideError::Question(id.to_string()));
         }
@@ -488,14 +496,15 @@ impl Org {
         comment: Option<&str>,
     ) -> Result<Approval, DecideError> {
         let current = self.decidable(id, Verdict::Deny, by)?;
-        let Operation::Ask { options, .. } = &current.request.operation else {
+        let Operation::Guidance(question) = &current.request.operation else {
             return Err(DecideError::NotAQuestion(id.to_string()));
         };
+        let options = question.options();
         if !options.iter().any(|o| o == option) {
             return Err(DecideError::BadAnswer {
                 id: id.to_string(),
                 answer: option.to_string(),
-                options: options.clone(),
+                options: options.to_vec(),
             });
         }
         let next = Approval {
@@ -539,7 +548,9 @@ impl Org {
         }
         let mut operation = current.request.operation.clone();
         for (field, value) in edits {
-            operation = operation.edited(field, value).map_err(bad)?;
+            operation = operation
+                .edited(field, value)
+                .map_err(|e| bad(e.to_string()))?;
         }
         let operation = operation.with_canonical_recipients().map_err(bad)?;
         if operation.argument_bytes() > MAX_ARGUMENT_BYTES {
@@ -614,19 +625,20 @@ impl Org {
             return Ok(self.void(&approval, &why)?.unwrap_or(approval));
         }
         let effect = match &r.operation {
-            Operation::Elevate {
+            Operation::Elevation(ElevationOp::Request {
                 integration,
                 scope,
                 actions,
                 minutes,
-            } => {
+            }) => {
                 let starts_at = approval.decided_at.unwrap_or_else(|| self.now());
                 Effect::Widen(Elevation {
                     approval: approval.id.clone(),
                     employee: r.employee.clone(),
                     integration: *integration,
                     scope: scope.clone(),
-                    actions: actions.clone(),
+                    // Validated when the request was queued: names parse.
+                    actions: actions.iter().filter_map(|a| Action::parse(a)).collect(),
                     starts_at,
                     expires_at: starts_at + chrono::Duration::minutes(i64::from(*minutes)),
                     ended: false,
@@ -682,7 +694,7 @@ fn void_reason(mediator: &Mediator, approval: &Approval) -> Option<String> {
         return None;
     }
     Some(match r.operation {
-        Operation::Elevate { .. } => format!(
+        Operation::Elevation(_) => format!(
             "the grants of {} changed since it asked for this widening",
             r.employee
         ),

@@ -145,7 +145,7 @@ fn grant_line(g: &Grant) -> String {
         "grant {} {} [{}] approval {}",
         g.integration,
         g.scope,
-        g.actions.iter().cloned().collect::<Vec<_>>().join(", "),
+        crate::integrations::action_list(&g.actions),
         g.approval
     );
     if let Some(n) = g.calls_per_minute {
@@ -201,16 +201,9 @@ pub fn diff(before: &Manifest, after: &Manifest) -> Vec<String> {
             None => changes.push(format!("- {}", grant_line(g))),
             Some(n) => {
                 let mut what = Vec::new();
-                let removed: Vec<&str> = g
-                    .actions
-                    .difference(&n.actions)
-                    .map(|s| s.as_str())
-                    .collect();
-                let added: Vec<&str> = n
-                    .actions
-                    .difference(&g.actions)
-                    .map(|s| s.as_str())
-                    .collect();
+                let removed: Vec<&str> =
+                    g.actions.difference(&n.actions).map(|a| a.name()).collect();
+                let added: Vec<&str> = n.actions.difference(&g.actions).map(|a| a.name()).collect();
                 if !removed.is_empty() {
                     what.push(format!("actions removed: {}", removed.join(", ")));
                 }

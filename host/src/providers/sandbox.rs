@@ -13,6 +13,10 @@ use super::{
     CalendarProvider, ChatProvider, CrmProvider, Done, Inverse, LedgerProvider, MailProvider,
     ProviderError, fingerprint,
 };
+use crate::integrations::calendar::CalendarInverse;
+use crate::integrations::chat::ChatInverse;
+use crate::integrations::crm::CrmInverse;
+use crate::integrations::ledger::LedgerInverse;
 use crate::runtime::bindings::{calendar, chat, crm, ledger, mail};
 use crate::store::{OrgStore, StoreError};
 
@@ -360,10 +364,10 @@ impl ChatProvider for Sandbox {
         };
         let done = Done {
             id: message.id.clone(),
-            inverse: Some(Inverse::DeleteChatMessage {
+            inverse: Some(Inverse::Chat(ChatInverse::DeleteChatMessage {
                 id: message.id.clone(),
                 after: fingerprint(&message),
-            }),
+            })),
         };
         self.commit(
             key_of(&["chat", channel, &message.posted_at, &message.id]),
@@ -476,11 +480,11 @@ impl CrmProvider for Sandbox {
         let previous = std::mem::replace(&mut deal.stage, stage.to_string());
         let done = Done {
             id: deal.id.clone(),
-            inverse: Some(Inverse::SetDealStage {
+            inverse: Some(Inverse::Crm(CrmInverse::SetDealStage {
                 deal_id: deal.id.clone(),
                 stage: previous,
                 after: fingerprint(&deal),
-            }),
+            })),
         };
         self.commit(k, &deal, key, done)
     }
@@ -567,10 +571,10 @@ impl CalendarProvider for Sandbox {
         };
         let done = Done {
             id: stored.id.clone(),
-            inverse: Some(Inverse::CancelEvent {
+            inverse: Some(Inverse::Calendar(CalendarInverse::CancelEvent {
                 id: stored.id.clone(),
                 after: fingerprint(&stored),
-            }),
+            })),
         };
         self.commit(key_of(&["event", calendar, &stored.id]), &stored, key, done)
     }
@@ -607,11 +611,11 @@ impl CalendarProvider for Sandbox {
         event.attendees.extend(added.iter().cloned());
         let done = Done {
             id: event.id.clone(),
-            inverse: Some(Inverse::Uninvite {
+            inverse: Some(Inverse::Calendar(CalendarInverse::Uninvite {
                 event_id: event.id.clone(),
                 attendees: added,
                 after: fingerprint(&event),
-            }),
+            })),
         };
         self.commit(k, &event, key, done)
     }
@@ -696,10 +700,10 @@ impl LedgerProvider for Sandbox {
         };
         let done = Done {
             id: stored.id.clone(),
-            inverse: Some(Inverse::VoidExpenseReport {
+            inverse: Some(Inverse::Ledger(LedgerInverse::VoidExpenseReport {
                 id: stored.id.clone(),
                 after: fingerprint(&stored),
-            }),
+            })),
         };
         self.commit(
             key_of(&["expense", company, &stored.id]),
@@ -1068,11 +1072,11 @@ mod tests {
     fn a_deal_stage_change_can_be_undone_unless_changed_since() -> anyhow::Result<()> {
         let (_dir, s) = sandbox()?;
         let done = s.update_deal_stage("main", "dl-401", "demo-scheduled", None)?;
-        let Some(Inverse::SetDealStage {
+        let Some(Inverse::Crm(CrmInverse::SetDealStage {
             deal_id,
             stage,
             after,
-        }) = done.inverse
+        })) = done.inverse
         else {
             anyhow::bail!("expected a stage inverse, got {:?}", done.inverse);
         };

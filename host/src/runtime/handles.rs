@@ -2,6 +2,14 @@
 //! stands for. Handles are created only by the host (from the manifest's
 //! grants); a guest can hold, use and drop them, never mint them.
 
+/// A handle's host-side state: which grant it stands for.
+pub trait GrantHandle: Send + 'static {
+    /// The handle for grant `grant`.
+    fn new(grant: usize) -> Self;
+    /// The index of the grant it stands for.
+    fn grant(&self) -> usize;
+}
+
 macro_rules! handle {
     ($($(#[$doc:meta])* $name:ident),* $(,)?) => {$(
         $(#[$doc])*
@@ -9,6 +17,16 @@ macro_rules! handle {
         pub struct $name {
             /// Index into the manifest's grants.
             pub grant: usize,
+        }
+
+        impl GrantHandle for $name {
+            fn new(grant: usize) -> Self {
+                $name { grant }
+            }
+
+            fn grant(&self) -> usize {
+                self.grant
+            }
         }
     )*};
 }

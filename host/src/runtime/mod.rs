@@ -11,7 +11,7 @@
 //! down: each becomes a failed task with an audit record.
 
 pub mod bindings;
-mod guest_calls;
+pub(crate) mod guest_calls;
 pub mod handles;
 pub mod imports;
 
