@@ -4,16 +4,30 @@
 //! never counts as an address; anything that is not exactly one plain
 //! address per mailbox is invalid.
 
+/// Why a recipient is not an address.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddressError {
+    /// The text is not an email address (or a list of them).
+    #[error("{0:?} is not an email address")]
+    NotAnAddress(String),
+    /// The text parses but names nobody.
+    #[error("{0:?} names no recipient")]
+    NoRecipient(String),
+    /// There is no recipient at all.
+    #[error("there is no recipient")]
+    Empty,
+}
+
 /// Parse every entry of `entries` as address lists and return the plain
 /// addresses (lowercased domain), one per recipient, or why one is invalid.
-pub fn parse_recipients(entries: &[String]) -> Result<Vec<String>, String> {
+pub fn parse_recipients(entries: &[String]) -> Result<Vec<String>, AddressError> {
     let mut out = Vec::new();
     for entry in entries {
         if entry.chars().any(char::is_control) {
-            return Err(format!("{entry:?} is not an email address"));
+            return Err(AddressError::NotAnAddress(entry.clone()));
         }
-        let list = mailparse::addrparse(entry)
-            .map_err(|e| format!("{entry:?} is not an email address ({e})"))?;
+        let list =
+            mailparse::addrparse(entry).map_err(|_| AddressError::NotAnAddress(entry.clone()))?;
         let mut found = 0;
         for addr in list.iter() {
             let singles: Vec<&mailparse::SingleInfo> = match addr {
@@ -26,20 +40,19 @@ pub fn parse_recipients(entries: &[String]) -> Result<Vec<String>, String> {
             }
         }
         if found == 0 {
-            return Err(format!("{entry:?} names no recipient"));
+            return Err(AddressError::NoRecipient(entry.clone()));
         }
     }
     if out.is_empty() {
-        return Err("there is no recipient".into());
+        return Err(AddressError::Empty);
     }
     Ok(out)
 }
 
 /// One plain address, with its domain lowercased, or why it is not one.
-fn canonical(addr: &str) -> Result<String, String> {
-    let (local, domain) = addr
-        .rsplit_once('@')
-        .ok_or_else(|| format!("{addr:?} is not an email address"))?;
+fn canonical(addr: &str) -> Result<String, AddressError> {
+    let not_one = || AddressError::NotAnAddress(addr.to_string());
+    let (local, domain) = addr.rsplit_once('@').ok_or_else(not_one)?;
     if local.is_empty()
         || local.contains('@')
         || local
@@ -47,7 +60,7 @@ fn canonical(addr: &str) -> Result<String, String> {
             .any(|c| c.is_whitespace() || c == ',' || c == '<' || c == '>')
         || !valid_domain(domain)
     {
-        return Err(format!("{addr:?} is not an email address"));
+        return Err(not_one());
     }
     Ok(format!("{local}@{}", domain.to_ascii_lowercase()))
 }
@@ -76,12 +89,12 @@ pub fn valid_domain(domain: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn parse(entries: &[&str]) -> Result<Vec<String>, String> {
+    fn parse(entries: &[&str]) -> Result<Vec<String>, AddressError> {
         parse_recipients(&entries.iter().map(|e| e.to_string()).collect::<Vec<_>>())
     }
 
     #[test]
-    fn a_comma_string_is_two_recipients_never_one() -> Result<(), String> {
+    fn a_comma_string_is_two_recipients_never_one() -> Result<(), AddressError> {
         assert_eq!(
             parse(&["a@evil.example, b@northwind.example"])?,
             ["a@evil.example", "b@northwind.example"]
@@ -90,7 +103,7 @@ mod tests {
     }
 
     #[test]
-    fn a_display_name_is_not_an_address() -> Result<(), String> {
+    fn a_display_name_is_not_an_address() -> Result<(), AddressError> {
         assert_eq!(
             parse(&["\"b@northwind.example\" <a@Evil.Example>"])?,
             ["a@evil.example"]

@@ -294,10 +294,6 @@ fn key(id: &str) -> Vec<u8> {
     format!("a/{id}").into_bytes()
 }
 
-fn to_json<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(v).map_err(|e| StoreError::Io(e.to_string()))
-}
-
 impl ApprovalQueue {
     /// The queue of `store`'s organisation.
     pub fn new(store: OrgStore, clock: std::sync::Arc<dyn Clock>) -> ApprovalQueue {
@@ -345,7 +341,7 @@ impl ApprovalQueue {
         self.store.write(
             AREA,
             vec![
-                (key(&approval.id), Some(to_json(&approval)?)),
+                (key(&approval.id), Some(crate::store::encode(&approval)?)),
                 (hash_key, Some(approval.id.clone().into_bytes())),
             ],
         )?;
@@ -371,7 +367,10 @@ impl ApprovalQueue {
     /// Replace `current` with `next` if nobody changed it since it was read.
     /// Returns false when another decider got there first.
     pub fn transition(&self, current: &Approval, next: &Approval) -> Result<bool, StoreError> {
-        self.write_if_unchanged(current, vec![(key(&next.id), Some(to_json(next)?))])
+        self.write_if_unchanged(
+            current,
+            vec![(key(&next.id), Some(crate::store::encode(next)?))],
+        )
     }
 
     /// Replace `current` with `superseded` and add `new` (an approver's
@@ -386,8 +385,8 @@ impl ApprovalQueue {
         self.write_if_unchanged(
             current,
             vec![
-                (key(&current.id), Some(to_json(superseded)?)),
-                (key(&new.id), Some(to_json(new)?)),
+                (key(&current.id), Some(crate::store::encode(superseded)?)),
+                (key(&new.id), Some(crate::store::encode(new)?)),
                 (
                     format!("h/{}", new.hash).into_bytes(),
                     Some(new.id.clone().into_bytes()),
@@ -405,8 +404,7 @@ impl ApprovalQueue {
         let Some(stored) = self.store.get(AREA, &key(&current.id))? else {
             return Ok(false);
         };
-        let as_read: Approval =
-            serde_json::from_slice(&stored).map_err(|e| StoreError::Io(e.to_string()))?;
+        let as_read: Approval = crate::store::decode(AREA, &stored)?;
         if &as_read != current {
             return Ok(false);
         }
@@ -480,7 +478,7 @@ impl ApprovalQueue {
         let n = self.writes_done(employee, integration, scope)? + 1;
         let mut writes = vec![(
             Self::count_key(employee, integration, scope),
-            Some(to_json(&n)?),
+            Some(crate::store::encode(&n)?),
         )];
         writes.extend(marker.map(|m| (m, Some(b"1".to_vec()))));
         self.store.write(AREA, writes)

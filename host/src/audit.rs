@@ -463,5 +463,5 @@ impl AuditLog {
 }
 
 fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>, AuditError> {
-    serde_json::to_vec(value).map_err(|e| AuditError(StoreError::Io(e.to_string())))
+    crate::store::encode(value).map_err(AuditError)
 }

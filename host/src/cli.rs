@@ -481,7 +481,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Ok(code)
         }
         Command::Operators(OperatorsCommand::Add { name, role, by }) => {
-            let role: Role = role.parse().map_err(anyhow::Error::msg)?;
+            let role: Role = role.parse()?;
             let host = open(global, DataDirMode::Create)?;
             host.add_operator(
                 &Operator {

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::approvals::Clock;
 use crate::manifest::Integration;
-use crate::store::{OrgStore, StoreError};
+use crate::store::{OrgStore, StoreError, decode, encode};
 
 const AREA: &str = "limits";
 const MINUTE_NANOS: i64 = 60_000_000_000;
@@ -199,8 +199,7 @@ impl Meter {
         loop {
             let stored = self.store.get(AREA, key.as_bytes())?;
             let spent: Spent = match &stored {
-                Some(bytes) => serde_json::from_slice(bytes)
-                    .map_err(|e| StoreError::Io(format!("corrupt budget record: {e}")))?,
+                Some(bytes) => decode(AREA, bytes)?,
                 None => Spent::default(),
             };
             if let Some(max) = budget.max_writes_per_day
@@ -224,7 +223,7 @@ impl Meter {
                 writes: spent.writes + 1,
                 amount_cents: spent.amount_cents.saturating_add(amount),
             };
-            let bytes = serde_json::to_vec(&next).map_err(|e| StoreError::Io(e.to_string()))?;
+            let bytes = encode(&next)?;
             if self.store.write_if(
                 AREA,
                 key.as_bytes(),
@@ -246,13 +245,12 @@ impl Meter {
             let Some(bytes) = &stored else {
                 return Ok(());
             };
-            let spent: Spent = serde_json::from_slice(bytes)
-                .map_err(|e| StoreError::Io(format!("corrupt budget record: {e}")))?;
+            let spent: Spent = decode(AREA, bytes)?;
             let next = Spent {
                 writes: spent.writes.saturating_sub(1),
                 amount_cents: spent.amount_cents.saturating_sub(reservation.amount_cents),
             };
-            let bytes = serde_json::to_vec(&next).map_err(|e| StoreError::Io(e.to_string()))?;
+            let bytes = encode(&next)?;
             if self.store.write_if(
                 AREA,
                 reservation.key.as_bytes(),

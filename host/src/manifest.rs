@@ -82,7 +82,8 @@ fn parse_ladder(value: &toml::Value) -> Result<Vec<EscalationStep>, String> {
                 .get("approver")
                 .and_then(toml::Value::as_str)
                 .ok_or(SHAPE)?
-                .parse()?;
+                .parse()
+                .map_err(|e: crate::operators::OperatorError| e.to_string())?;
             let hours = table
                 .get("hours")
                 .and_then(toml::Value::as_integer)

@@ -415,7 +415,8 @@ impl Mediator {
         let op = match op.with_canonical_recipients() {
             Ok(op) => op,
             Err(why) => {
-                return Err(self.refuse(record, Decision::Rejected, CallError::Rejected(why)));
+                let e = CallError::Rejected(why.to_string());
+                return Err(self.refuse(record, Decision::Rejected, e));
             }
         };
         let outside = self.outside_granted_domains(grant, &op);

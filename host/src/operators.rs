@@ -14,6 +14,25 @@ use crate::store::{OrgStore, StoreError};
 
 const AREA: &str = "operators";
 
+/// An operator, role or approver is not valid, or the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OperatorError {
+    /// Not a role.
+    #[error("unknown role {0:?} (expected admin, manager or user)")]
+    UnknownRole(String),
+    /// Not a role or an operator name.
+    #[error(
+        "invalid approver {0:?} (expected role:admin, role:manager, role:user or an operator name)"
+    )]
+    InvalidApprover(String),
+    /// Not a valid operator name.
+    #[error("invalid operator name {0:?} (1-64 letters, digits, '.', '_', '-' or '@')")]
+    InvalidName(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// What an operator may do. Admins outrank managers, who outrank users.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -37,15 +56,13 @@ impl fmt::Display for Role {
 }
 
 impl FromStr for Role {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Role, String> {
+    type Err = OperatorError;
+    fn from_str(s: &str) -> Result<Role, OperatorError> {
         match s {
             "user" => Ok(Role::User),
             "manager" => Ok(Role::Manager),
             "admin" => Ok(Role::Admin),
-            other => Err(format!(
-                "unknown role {other:?} (expected admin, manager or user)"
-            )),
+            other => Err(OperatorError::UnknownRole(other.to_string())),
         }
     }
 }
@@ -70,14 +87,12 @@ impl fmt::Display for Approver {
 }
 
 impl FromStr for Approver {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Approver, String> {
+    type Err = OperatorError;
+    fn from_str(s: &str) -> Result<Approver, OperatorError> {
         match s.strip_prefix("role:") {
             Some(role) => Ok(Approver::Role(role.parse()?)),
             None if valid_name(s) => Ok(Approver::Named(s.to_string())),
-            None => Err(format!(
-                "invalid approver {s:?} (expected role:admin, role:manager, role:user or an operator name)"
-            )),
+            None => Err(OperatorError::InvalidApprover(s.to_string())),
         }
     }
 }
@@ -123,16 +138,13 @@ impl Operators {
     }
 
     /// Add an operator or change their role.
-    pub fn put(&self, operator: &Operator) -> Result<(), String> {
+    pub fn put(&self, operator: &Operator) -> Result<(), OperatorError> {
         if !valid_name(&operator.name) {
-            return Err(format!(
-                "invalid operator name {:?} (1-64 letters, digits, '.', '_', '-' or '@')",
-                operator.name
-            ));
+            return Err(OperatorError::InvalidName(operator.name.clone()));
         }
-        self.store
-            .put_json(AREA, format!("o/{}", operator.name).as_bytes(), operator)
-            .map_err(|e| e.to_string())
+        Ok(self
+            .store
+            .put_json(AREA, format!("o/{}", operator.name).as_bytes(), operator)?)
     }
 
     /// One operator.

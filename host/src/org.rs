@@ -50,9 +50,9 @@ pub enum OrgError {
     /// The employee could not be loaded.
     #[error(transparent)]
     Load(#[from] LoadError),
-    /// The input is invalid; the text says why.
-    #[error("{0}")]
-    Invalid(String),
+    /// An operator, role or approver is invalid.
+    #[error(transparent)]
+    Operator(#[from] crate::operators::OperatorError),
     /// The one acting may not do this; the text says why.
     #[error("{0}")]
     NotAllowed(String),
@@ -179,7 +179,7 @@ impl Org {
             )));
         }
         let by = by.unwrap_or("the first operator's setup");
-        operators.put(operator).map_err(OrgError::Invalid)?;
+        operators.put(operator)?;
         let record = Record {
             employee: "host".into(),
             action: "operators-add".into(),
@@ -357,10 +357,6 @@ impl Org {
             Err(e) => Err(e.into()),
         }
     }
-}
-
-fn to_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(value).map_err(|e| StoreError::Io(e.to_string()))
 }
 
 fn open_data_dir(path: &Path, mode: DataDirMode) -> Result<Dir, OrgError> {

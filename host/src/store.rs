@@ -25,6 +25,31 @@ pub enum StoreError {
     /// A read or write failed.
     #[error("storage error: {0}")]
     Io(String),
+    /// A stored record does not decode: the store was damaged or written
+    /// by something else. Nothing is guessed from it.
+    #[error("corrupt record in {area}: {reason}")]
+    Corrupt {
+        /// The area it was read from.
+        area: String,
+        /// What the decoder said.
+        reason: String,
+    },
+    /// A value could not be encoded for storing (a host bug); nothing was written.
+    #[error("cannot encode a record for storing: {0}")]
+    Encode(String),
+}
+
+/// Encode a value for storing.
+pub fn encode<T: serde::Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|e| StoreError::Encode(e.to_string()))
+}
+
+/// Decode a record read from `area`.
+pub fn decode<T: serde::de::DeserializeOwned>(area: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        area: area.to_string(),
+        reason: e.to_string(),
+    })
 }
 
 /// One key's new value in an atomic write; `None` removes it.
@@ -224,9 +249,7 @@ impl OrgStore {
     ) -> Result<Option<T>, StoreError> {
         match self.get(area, key)? {
             None => Ok(None),
-            Some(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| StoreError::Io(format!("corrupt record in {area}: {e}"))),
+            Some(bytes) => decode(area, &bytes).map(Some),
         }
     }
 
@@ -238,10 +261,7 @@ impl OrgStore {
     ) -> Result<Vec<T>, StoreError> {
         self.scan(area, prefix)?
             .into_iter()
-            .map(|(_, v)| {
-                serde_json::from_slice(&v)
-                    .map_err(|e| StoreError::Io(format!("corrupt record in {area}: {e}")))
-            })
+            .map(|(_, v)| decode(area, &v))
             .collect()
     }
 
@@ -252,8 +272,7 @@ impl OrgStore {
         key: &[u8],
         value: &T,
     ) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(value).map_err(|e| StoreError::Io(e.to_string()))?;
-        self.write(area, vec![(key.to_vec(), Some(bytes))])
+        self.write(area, vec![(key.to_vec(), Some(encode(value)?))])
     }
 }
 

@@ -60,12 +60,10 @@ impl TestEnv {
         let host = Org::open(&dir.path().join("data"), "default", DataDirMode::Create)?;
         host.sandbox().seed()?;
         for name in APPROVERS {
-            host.operators()
-                .put(&Operator {
-                    name: name.to_string(),
-                    role: Role::Manager,
-                })
-                .map_err(anyhow::Error::msg)?;
+            host.operators().put(&Operator {
+                name: name.to_string(),
+                role: Role::Manager,
+            })?;
         }
         Ok(TestEnv { dir, host })
     }

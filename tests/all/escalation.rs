@@ -29,12 +29,10 @@ fn operators(host: &Org) -> Result<()> {
         ("root", Role::Admin),
         ("uma", Role::User),
     ] {
-        host.operators()
-            .put(&Operator {
-                name: name.into(),
-                role,
-            })
-            .map_err(anyhow::Error::msg)?;
+        host.operators().put(&Operator {
+            name: name.into(),
+            role,
+        })?;
     }
     Ok(())
 }

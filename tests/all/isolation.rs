@@ -72,12 +72,10 @@ fn approvals_operators_outbox_secrets_files_limits_and_every_sandbox_service_sta
     acme.sandbox().seed()?;
     globex.sandbox().seed()?;
     let globex_before = workspace(&globex)?;
-    acme.operators()
-        .put(&Operator {
-            name: "ada".into(),
-            role: Role::Admin,
-        })
-        .map_err(anyhow::Error::msg)?;
+    acme.operators().put(&Operator {
+        name: "ada".into(),
+        role: Role::Admin,
+    })?;
 
     // Acme's employees touch every service: mail, calendar and CRM (sales),
     // ledger, files and chat (accounting), and a gated post with a webhook.

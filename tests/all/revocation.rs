@@ -203,13 +203,10 @@ actions = ["read"]
 #[test]
 fn only_registered_managers_and_admins_decide_requests_without_a_ladder() -> Result<()> {
     let env = TestEnv::new()?;
-    env.host
-        .operators()
-        .put(&Operator {
-            name: "ursula".into(),
-            role: Role::User,
-        })
-        .map_err(anyhow::Error::msg)?;
+    env.host.operators().put(&Operator {
+        name: "ursula".into(),
+        role: Role::User,
+    })?;
     let id = queue_post(&env, GATED, "who decides")?;
     for (who, verdict) in [
         ("eve", Verdict::Approve),

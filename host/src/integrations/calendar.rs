@@ -119,7 +119,7 @@ impl CalendarOp {
     }
 
     /// The same operation with its attendees parsed as plain addresses.
-    pub fn with_canonical_recipients(self) -> Result<CalendarOp, String> {
+    pub fn with_canonical_recipients(self) -> Result<CalendarOp, crate::addresses::AddressError> {
         match self {
             CalendarOp::SendInvite {
                 event_id,

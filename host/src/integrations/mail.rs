@@ -105,7 +105,7 @@ impl MailOp {
     }
 
     /// The same operation with its recipients parsed as plain addresses.
-    pub fn with_canonical_recipients(self) -> Result<MailOp, String> {
+    pub fn with_canonical_recipients(self) -> Result<MailOp, crate::addresses::AddressError> {
         match self {
             MailOp::Send { mut draft } => {
                 draft.to = crate::addresses::parse_recipients(&draft.to)?;

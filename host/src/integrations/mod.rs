@@ -502,7 +502,7 @@ impl Operation {
     /// The same operation with its recipients (mail `to`, invitation
     /// attendees) parsed as real addresses, one plain address each; or why
     /// one of them is not an address.
-    pub fn with_canonical_recipients(self) -> Result<Operation, String> {
+    pub fn with_canonical_recipients(self) -> Result<Operation, crate::addresses::AddressError> {
         Ok(match self {
             Operation::Mail(op) => Operation::Mail(op.with_canonical_recipients()?),
             Operation::Calendar(op) => Operation::Calendar(op.with_canonical_recipients()?),

@@ -274,11 +274,10 @@ impl Org {
     }
 
     /// The employee, loaded from its stored manifest, to hear a decision.
-    fn reactor(&self, employee: &str) -> Result<Arc<LoadedEmployee>, String> {
+    fn reactor(&self, employee: &str) -> Result<Arc<LoadedEmployee>, OrgError> {
         let manifest = self
-            .stored_manifest(employee)
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("{employee} has never been loaded here"))?;
+            .stored_manifest(employee)?
+            .ok_or_else(|| OrgError::DataDir(format!("{employee} has never been loaded here")))?;
         let fingerprint = hex::encode(crate::digest::digest(&manifest));
         let mut cache = self.reactors.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((f, loaded)) = cache.get(employee)
@@ -286,13 +285,8 @@ impl Org {
         {
             return Ok(loaded.clone());
         }
-        let bytes = self
-            .pinned_component(&manifest)
-            .map_err(|e| e.to_string())?;
-        let loaded = Arc::new(
-            self.instantiate(manifest, &bytes)
-                .map_err(|e| e.to_string())?,
-        );
+        let bytes = self.pinned_component(&manifest)?;
+        let loaded = Arc::new(self.instantiate(manifest, &bytes)?);
         cache.insert(employee.to_string(), (fingerprint, loaded.clone()));
         Ok(loaded)
     }
@@ -552,7 +546,9 @@ impl Org {
                 .edited(field, value)
                 .map_err(|e| bad(e.to_string()))?;
         }
-        let operation = operation.with_canonical_recipients().map_err(bad)?;
+        let operation = operation
+            .with_canonical_recipients()
+            .map_err(|e| bad(e.to_string()))?;
         if operation.argument_bytes() > MAX_ARGUMENT_BYTES {
             return Err(bad(format!(
                 "the edited action exceeds {MAX_ARGUMENT_BYTES} bytes"

@@ -17,7 +17,7 @@ use crate::manifest::{Grant, Manifest};
 use crate::mediator::Mediator;
 use crate::store::StoreError;
 
-use super::{Org, OrgError, to_json};
+use super::{Org, OrgError};
 
 impl Org {
     fn component_path(&self, sha256: &str) -> String {
@@ -110,7 +110,7 @@ impl Org {
                 "employees",
                 vec![(
                     format!("manifest/{}", manifest.name).into_bytes(),
-                    Some(to_json(manifest)?),
+                    Some(crate::store::encode(manifest)?),
                 )],
             )?;
         }

@@ -245,7 +245,7 @@ fn idem_key(key: &str) -> Vec<u8> {
 }
 
 fn json<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(value).map_err(|e| StoreError::Io(e.to_string()))
+    crate::store::encode(value)
 }
 
 impl MailProvider for Sandbox {
