@@ -1,0 +1,294 @@
+//! `clancy approvals list|approve|deny|answer|watch`: the queue of actions
+//! and questions waiting for a human.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use anyhow::Result;
+use clap::{Args, Subcommand};
+
+use super::{Global, housekeeping, open, who};
+use crate::approvals::{Approval, Status};
+use crate::org::{DataDirMode, Org, Verdict};
+
+#[derive(Subcommand, Debug)]
+pub(super) enum ApprovalsCommand {
+    /// Show pending requests with the employee's reason and a preview of the action.
+    List {
+        /// Only this employee's requests.
+        #[arg(long)]
+        employee: Option<String>,
+        /// Include decided requests.
+        #[arg(long)]
+        all: bool,
+        /// JSON Lines, one request per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve requests; the host executes each approved action once.
+    Approve(Decide),
+    /// Deny requests; they never run.
+    Deny(Decide),
+    /// Answer a question an employee asked, with one of the options it offered.
+    Answer {
+        /// The question's id (ap-...).
+        id: String,
+        /// The option chosen, exactly as offered (see `clancy approvals list`).
+        option: String,
+        /// Who is answering [default: $USER].
+        #[arg(long = "as", value_name = "NAME")]
+        by: Option<String>,
+        /// A comment kept with the answer.
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Keep running: escalate, expire, resume approved actions and deliver
+    /// notifications on a timer until interrupted.
+    Watch {
+        /// Seconds between rounds.
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        every: u64,
+    },
+}
+
+#[derive(Args, Debug)]
+pub(super) struct Decide {
+    /// Request ids (ap-...).
+    ids: Vec<String>,
+    /// Every pending request matching a filter: comma-separated key=value with
+    /// keys employee, integration, action, task (e.g. "employee=sales-coordinator,action=send").
+    #[arg(long, value_name = "FILTER")]
+    all_matching: Option<String>,
+    /// Who is deciding [default: $USER].
+    #[arg(long = "as", value_name = "NAME")]
+    by: Option<String>,
+    /// A comment kept with the decision.
+    #[arg(long)]
+    comment: Option<String>,
+    /// Approve an edited action instead: FIELD=VALUE (repeatable), e.g.
+    /// --set body="..." for a mail. The edit gets its own hash and is audited.
+    #[arg(long = "set", value_name = "FIELD=VALUE")]
+    edits: Vec<String>,
+}
+
+/// Run an `approvals` command (housekeeping before and after).
+pub(super) fn run(
+    global: &Global,
+    command: ApprovalsCommand,
+    out: &mut impl Write,
+) -> Result<ExitCode> {
+    let host = open(global, DataDirMode::Existing)?;
+    housekeeping(&host)?;
+    let code = approvals(&host, command, out)?;
+    housekeeping(&host)?;
+    Ok(code)
+}
+
+/// A parsed `--all-matching` filter.
+struct Filter(Vec<(String, String)>);
+
+impl Filter {
+    fn parse(text: &str) -> Result<Filter> {
+        let mut terms = Vec::new();
+        for term in text.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            let (k, v) = term
+                .split_once('=')
+                .with_context(|| format!("invalid filter term {term:?} (expected key=value)"))?;
+            let k = k.trim();
+            if !["employee", "integration", "action", "task"].contains(&k) {
+                anyhow::bail!(
+                    "invalid filter key {k:?} (expected one of: employee, integration, action, task)"
+                );
+            }
+            terms.push((k.to_string(), v.trim().to_string()));
+        }
+        if terms.is_empty() {
+            anyhow::bail!(
+                "the filter is empty (expected key=value, e.g. employee=sales-coordinator)"
+            );
+        }
+        Ok(Filter(terms))
+    }
+
+    fn matches(&self, a: &Approval) -> bool {
+        let r = &a.request;
+        self.0.iter().all(|(k, v)| match k.as_str() {
+            "employee" => &r.employee == v,
+            "integration" => r.integration.is_some_and(|i| i.name() == v),
+            "action" => r.operation.action().name() == v || r.operation.method() == v,
+            "task" => r.task.starts_with(v.as_str()),
+            _ => false,
+        })
+    }
+}
+
+fn approvals(host: &Org, command: ApprovalsCommand, out: &mut impl Write) -> Result<ExitCode> {
+    let (verdict, decide) = match command {
+        ApprovalsCommand::List {
+            employee,
+            all,
+            json,
+        } => {
+            let list: Vec<Approval> = host
+                .approvals()
+                .list()?
+                .into_iter()
+                .filter(|a| all || a.status == Status::Pending)
+                .filter(|a| employee.as_ref().is_none_or(|e| &a.request.employee == e))
+                .collect();
+            for a in &list {
+                if json {
+                    writeln!(out, "{}", serde_json::to_string(a)?)?;
+                } else {
+                    writeln!(out, "{}", a.preview())?;
+                    if let Some(by) = &a.decided_by {
+                        writeln!(
+                            out,
+                            "  decided by {by}{}",
+                            a.comment
+                                .as_ref()
+                                .map(|c| format!(": {c}"))
+                                .unwrap_or_default()
+                        )?;
+                    }
+                    if let Some(o) = &a.outcome {
+                        writeln!(out, "  outcome: {o}")?;
+                    }
+                }
+            }
+            if list.is_empty() && !json {
+                writeln!(out, "no {}requests", if all { "" } else { "pending " })?;
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        ApprovalsCommand::Watch { every } => loop {
+            let changed = host.tick()?;
+            for a in &changed {
+                writeln!(out, "{}: {:?} (step {})", a.id, a.status, a.step)?;
+            }
+            host.resume_approved()?;
+            host.deliver_notifications()?;
+            out.flush()?;
+            std::thread::sleep(std::time::Duration::from_secs(every));
+        },
+        ApprovalsCommand::Approve(d) => (Verdict::Approve, d),
+        ApprovalsCommand::Deny(d) => (Verdict::Deny, d),
+        ApprovalsCommand::Answer {
+            id,
+            option,
+            by,
+            comment,
+        } => {
+            let by = who(by)?;
+            match host.approvals().get(&id)? {
+                None => anyhow::bail!("no approval request {id:?} in this organisation"),
+                Some(a) => host.verify_pinned(&a.request.employee)?,
+            }
+            return match host.answer(&id, &option, &by, comment.as_deref()) {
+                Ok(_) => {
+                    writeln!(out, "{id}: answered {option:?}")?;
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(
+                    e @ (crate::org::DecideError::BadAnswer { .. }
+                    | crate::org::DecideError::NotAQuestion(_)
+                    | crate::org::DecideError::Org(_)),
+                ) => Err(e.into()),
+                Err(e) => {
+                    writeln!(out, "{id}: REFUSED: {e}")?;
+                    Ok(ExitCode::from(1))
+                }
+            };
+        }
+    };
+    let by = who(decide.by)?;
+    if !decide.edits.is_empty() {
+        if verdict != Verdict::Approve || decide.ids.len() != 1 || decide.all_matching.is_some() {
+            anyhow::bail!(
+                "--set edits one request: `clancy approvals approve <id> --set FIELD=VALUE`"
+            );
+        }
+        let mut edits = Vec::new();
+        for e in &decide.edits {
+            let (f, v) = e
+                .split_once('=')
+                .with_context(|| format!("invalid edit {e:?} (expected FIELD=VALUE)"))?;
+            edits.push((f.trim().to_string(), v.to_string()));
+        }
+        let id = &decide.ids[0];
+        match host.approvals().get(id)? {
+            None => anyhow::bail!("no approval request {id:?} in this organisation"),
+            Some(a) => host.verify_pinned(&a.request.employee)?,
+        }
+        return match host.edit_and_approve(id, &edits, &by, decide.comment.as_deref()) {
+            Ok(a) => {
+                writeln!(
+                    out,
+                    "{id}: edited and approved as {}; {}",
+                    a.id,
+                    a.outcome.unwrap_or_default()
+                )?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(
+                e @ (crate::org::DecideError::BadEdit { .. } | crate::org::DecideError::Org(_)),
+            ) => Err(e.into()),
+            Err(e) => {
+                writeln!(out, "{id}: REFUSED: {e}")?;
+                Ok(ExitCode::from(1))
+            }
+        };
+    }
+    let mut ids = decide.ids.clone();
+    if let Some(filter) = &decide.all_matching {
+        let filter = Filter::parse(filter)?;
+        ids.extend(
+            host.approvals()
+                .list()?
+                .into_iter()
+                .filter(|a| a.status == Status::Pending && filter.matches(a))
+                .map(|a| a.id),
+        );
+    }
+    let mut seen = std::collections::HashSet::new();
+    ids.retain(|id| seen.insert(id.clone()));
+    if ids.is_empty() {
+        anyhow::bail!(
+            "no pending request matches (name request ids or --all-matching FILTER; see `clancy approvals list`)"
+        );
+    }
+    // Unknown ids, or an employee whose pinned component is gone, are bad
+    // input or bad state: refuse before deciding anything.
+    for id in &ids {
+        match host.approvals().get(id)? {
+            None => anyhow::bail!("no approval request {id:?} in this organisation"),
+            Some(a) => host.verify_pinned(&a.request.employee)?,
+        }
+    }
+    let mut refused = 0;
+    for id in &ids {
+        match host.decide(id, verdict, &by, decide.comment.as_deref()) {
+            Ok(a) => match a.status {
+                Status::Executed | Status::Failed => {
+                    writeln!(out, "{id}: approved; {}", a.outcome.unwrap_or_default())?
+                }
+                Status::Denied => writeln!(out, "{id}: denied")?,
+                other => writeln!(out, "{id}: {other:?}")?,
+            },
+            // The host cannot work on the employee's behalf (its pinned
+            // component is missing, the data dir is unusable): bad state, not
+            // a refusal of this one request.
+            Err(e @ crate::org::DecideError::Org(_)) => return Err(e.into()),
+            Err(e) => {
+                refused += 1;
+                writeln!(out, "{id}: REFUSED: {e}")?;
+            }
+        }
+    }
+    Ok(if refused == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

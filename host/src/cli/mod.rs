@@ -1,0 +1,136 @@
+//! The `clancy` command line: argument definitions (clap derive) and a thin
+//! dispatch to one module per command group, each a call into the library
+//! plus the printing of its result.
+//!
+//! Exit codes: 0 success; 1 the task failed or a check found problems (the
+//! command itself worked); 2 bad input or an unusable data dir.
+
+mod approvals;
+mod audit;
+mod notify;
+mod operators;
+mod sandbox;
+mod task;
+mod undo;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use crate::org::{DataDirMode, Org};
+
+/// Clancy runs digital employees as sandboxed WebAssembly components.
+#[derive(Parser, Debug)]
+#[command(name = "clancy", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Debug)]
+pub(super) struct Global {
+    /// Where Clancy keeps its store and files [default: the user's data dir]/clancy.
+    #[arg(long, global = true, env = "CLANCY_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// The organisation whose data to use.
+    #[arg(long, global = true, default_value = "default", value_name = "ORG")]
+    org: String,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run one task with an employee against the sandbox workspace.
+    Run(task::RunArgs),
+    /// Validate a manifest and its component's imports against its grants.
+    Check(task::CheckArgs),
+    /// Read and verify the audit log.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
+    /// Review and decide actions waiting for a human.
+    #[command(subcommand)]
+    Approvals(approvals::ApprovalsCommand),
+    /// The people who decide requests, and their roles.
+    #[command(subcommand)]
+    Operators(operators::OperatorsCommand),
+    /// Webhook notifications: the signing secret and the outbox.
+    #[command(subcommand)]
+    Notify(notify::NotifyCommand),
+    /// Undo an action (by its number in the audit log) or every write of a task.
+    Undo(undo::UndoArgs),
+    /// Manage the local sandbox workspace.
+    #[command(subcommand)]
+    Sandbox(sandbox::SandboxCommand),
+}
+
+/// Parse arguments, run the command, map the result to an exit code.
+pub fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CLANCY_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn data_dir(global: &Global) -> Result<PathBuf> {
+    match &global.data_dir {
+        Some(d) => Ok(d.clone()),
+        None => Ok(dirs::data_dir()
+            .context("no user data dir on this system; pass --data-dir")?
+            .join("clancy")),
+    }
+}
+
+pub(super) fn open(global: &Global, mode: DataDirMode) -> Result<Org> {
+    Ok(Org::open(&data_dir(global)?, &global.org, mode)?)
+}
+
+/// Run a parsed command line.
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    let global = &cli.global;
+    let mut out = std::io::stdout().lock();
+    match cli.command {
+        Command::Run(args) => task::run(global, args, &mut out),
+        Command::Check(args) => task::check(global, args, &mut out),
+        Command::Audit(command) => audit::run(global, command, &mut out),
+        Command::Approvals(command) => approvals::run(global, command, &mut out),
+        Command::Operators(command) => operators::run(global, command, &mut out),
+        Command::Notify(command) => notify::run(global, command, &mut out),
+        Command::Undo(args) => undo::run(global, args, &mut out),
+        Command::Sandbox(command) => sandbox::run(global, command, &mut out),
+    }
+}
+
+/// What every approvals command does first and last: move requests along
+/// their ladders, expire overdue ones, finish approved actions interrupted
+/// by a crash, and deliver due notifications.
+pub(super) fn housekeeping(host: &Org) -> Result<()> {
+    host.tick()?;
+    host.resume_approved()?;
+    host.deliver_notifications()?;
+    Ok(())
+}
+
+/// Who is acting: `--as NAME`, else `$USER`.
+pub(super) fn who(by: Option<String>) -> Result<String> {
+    match by
+        .or_else(|| std::env::var("USER").ok())
+        .filter(|b| !b.trim().is_empty())
+    {
+        Some(by) => Ok(by),
+        None => anyhow::bail!("say who you are with --as NAME"),
+    }
+}

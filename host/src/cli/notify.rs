@@ -1,0 +1,79 @@
+//! `clancy notify secret|list|deliver`: the webhook signing secret and the outbox.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Subcommand;
+
+use super::{Global, open};
+use crate::org::DataDirMode;
+
+#[derive(Subcommand, Debug)]
+pub(super) enum NotifyCommand {
+    /// Print the org's webhook signing secret (receivers verify X-Clancy-Signature with it).
+    Secret,
+    /// Show the outbox: what was sent, what waits for a retry, what was given up.
+    List {
+        /// JSON Lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Deliver the notifications that are due now.
+    Deliver,
+}
+
+/// Run a `notify` command.
+pub(super) fn run(
+    global: &Global,
+    command: NotifyCommand,
+    out: &mut impl Write,
+) -> Result<ExitCode> {
+    match command {
+        NotifyCommand::Secret => {
+            let host = open(global, DataDirMode::Create)?;
+            writeln!(out, "{}", String::from_utf8_lossy(&host.outbox().secret()?))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        NotifyCommand::List { json } => {
+            let host = open(global, DataDirMode::Existing)?;
+            let list = host.outbox().list()?;
+            for n in &list {
+                if json {
+                    writeln!(out, "{}", serde_json::to_string(n)?)?;
+                } else {
+                    writeln!(
+                        out,
+                        "{} {} about {} -> {}: {:?} after {} attempt(s){}",
+                        n.id,
+                        n.event.name(),
+                        n.approval,
+                        crate::notify::origin(&n.url),
+                        n.state,
+                        n.attempts,
+                        n.last_error
+                            .as_ref()
+                            .map(|e| format!(" ({e})"))
+                            .unwrap_or_default()
+                    )?;
+                }
+            }
+            if list.is_empty() && !json {
+                writeln!(out, "no notifications")?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        NotifyCommand::Deliver => {
+            let host = open(global, DataDirMode::Existing)?;
+            let d = host.deliver_notifications()?;
+            writeln!(
+                out,
+                "delivered {}, retrying later {}, gave up {}",
+                d.delivered.len(),
+                d.retrying.len(),
+                d.gave_up.len()
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

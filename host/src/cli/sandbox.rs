@@ -1,0 +1,192 @@
+//! `clancy sandbox seed|show`: the embedded sandbox workspace.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Subcommand, ValueEnum};
+
+use super::{Global, open};
+use crate::org::{DataDirMode, Org};
+use crate::providers::money;
+
+#[derive(Subcommand, Debug)]
+pub(super) enum SandboxCommand {
+    /// Fill the sandbox workspace with its seed data.
+    Seed {
+        /// Replace existing sandbox data with the seed data.
+        #[arg(long)]
+        reset: bool,
+    },
+    /// Show what is in the sandbox workspace.
+    Show {
+        /// Which part to show.
+        #[arg(value_enum, default_value = "all")]
+        what: Part,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq)]
+pub(super) enum Part {
+    All,
+    Mail,
+    Chat,
+    Crm,
+    Calendar,
+    Ledger,
+}
+
+/// Run a `sandbox` command.
+pub(super) fn run(
+    global: &Global,
+    command: SandboxCommand,
+    out: &mut impl Write,
+) -> Result<ExitCode> {
+    match command {
+        SandboxCommand::Seed { reset } => {
+            let host = open(global, DataDirMode::Create)?;
+            if host.sandbox().is_seeded()? && !reset {
+                anyhow::bail!(
+                    "the sandbox workspace already has data; pass --reset to replace it with the seed data"
+                );
+            }
+            host.sandbox().seed()?;
+            writeln!(
+                out,
+                "sandbox workspace seeded in {}",
+                host.data_dir().display()
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        SandboxCommand::Show { what, json } => {
+            let host = open(global, DataDirMode::Existing)?;
+            show_sandbox(&host, what, json, out)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn show_sandbox(host: &Org, what: Part, json: bool, out: &mut impl Write) -> Result<()> {
+    let s = host.sandbox();
+    let want = |p: Part| what == Part::All || what == p;
+    if json {
+        let mut doc = serde_json::Map::new();
+        if want(Part::Mail) {
+            doc.insert("mail".into(), serde_json::to_value(s.all_mail()?)?);
+        }
+        if want(Part::Chat) {
+            doc.insert("chat".into(), serde_json::to_value(s.all_chat()?)?);
+        }
+        if want(Part::Crm) {
+            doc.insert("contacts".into(), serde_json::to_value(s.all_contacts()?)?);
+            doc.insert("deals".into(), serde_json::to_value(s.all_deals()?)?);
+        }
+        if want(Part::Calendar) {
+            doc.insert("events".into(), serde_json::to_value(s.all_events()?)?);
+        }
+        if want(Part::Ledger) {
+            doc.insert("invoices".into(), serde_json::to_value(s.all_invoices()?)?);
+            doc.insert(
+                "expense_reports".into(),
+                serde_json::to_value(s.all_expense_reports()?)?,
+            );
+        }
+        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+        return Ok(());
+    }
+    if want(Part::Mail) {
+        writeln!(out, "== mail")?;
+        for m in s.all_mail()? {
+            writeln!(
+                out,
+                "  {} [{}] {} <- {}: {}",
+                m.id,
+                m.labels.join(","),
+                m.received_at,
+                m.from,
+                m.subject
+            )?;
+        }
+    }
+    if want(Part::Chat) {
+        writeln!(out, "== chat")?;
+        for (channel, messages) in s.all_chat()? {
+            writeln!(out, "  {channel}")?;
+            for m in messages {
+                writeln!(
+                    out,
+                    "    {} {}: {}",
+                    m.posted_at,
+                    m.author,
+                    m.text.replace('\n', "\n      ")
+                )?;
+            }
+        }
+    }
+    if want(Part::Crm) {
+        writeln!(out, "== crm")?;
+        for c in s.all_contacts()? {
+            writeln!(out, "  {} {} <{}> {}", c.id, c.name, c.email, c.company)?;
+        }
+        for d in s.all_deals()? {
+            writeln!(
+                out,
+                "  {} {} [{}] {}",
+                d.id,
+                d.name,
+                d.stage,
+                money(d.amount_cents)
+            )?;
+        }
+    }
+    if want(Part::Calendar) {
+        writeln!(out, "== calendar")?;
+        for e in s.all_events()? {
+            writeln!(
+                out,
+                "  {} {} - {} {} ({})",
+                e.id,
+                e.start,
+                e.end,
+                e.title,
+                e.attendees.join(", ")
+            )?;
+        }
+    }
+    if want(Part::Ledger) {
+        writeln!(out, "== ledger")?;
+        for i in s.all_invoices()? {
+            writeln!(
+                out,
+                "  {} {} {} {} [{}] due {}",
+                i.id,
+                i.customer,
+                money(i.amount_cents),
+                i.currency,
+                i.status,
+                i.due_on
+            )?;
+        }
+        for r in s.all_expense_reports()? {
+            let total = r
+                .report
+                .lines
+                .iter()
+                .fold(0i64, |sum, l| sum.saturating_add(l.amount_cents));
+            writeln!(
+                out,
+                "  expense report {} {:?} [{}] {} {}, {} lines",
+                r.id,
+                r.report.title,
+                r.status,
+                money(total),
+                r.report.currency,
+                r.report.lines.len()
+            )?;
+        }
+    }
+    Ok(())
+}

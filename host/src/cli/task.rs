@@ -1,0 +1,177 @@
+//! `clancy run` and `clancy check`: run one task with an employee, or
+//! validate an employee without running it.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use super::{Global, open};
+use crate::manifest::Manifest;
+use crate::org::DataDirMode;
+use crate::runtime::TaskEnd;
+
+/// `clancy run`
+#[derive(Args, Debug)]
+pub(super) struct RunArgs {
+    /// The employee's manifest (employee.toml).
+    manifest: PathBuf,
+    /// What the employee should do, in plain language.
+    #[arg(
+        long,
+        required_unless_present = "task_file",
+        conflicts_with = "task_file"
+    )]
+    task: Option<String>,
+    /// Read the task from a file (`-` for standard input) instead.
+    #[arg(long, value_name = "FILE")]
+    task_file: Option<PathBuf>,
+    /// Use this component instead of the one the manifest names.
+    #[arg(long, value_name = "WASM")]
+    component: Option<PathBuf>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `clancy check`
+#[derive(Args, Debug)]
+pub(super) struct CheckArgs {
+    /// The employee's manifest (employee.toml).
+    manifest: PathBuf,
+    /// Check this component instead of the one the manifest names.
+    #[arg(long, value_name = "WASM")]
+    component: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn load_manifest(path: &Path, component: &Option<PathBuf>) -> Result<Manifest> {
+    let mut manifest = Manifest::load(path)?;
+    if let Some(c) = component {
+        manifest.component = c.clone();
+    }
+    Ok(manifest)
+}
+
+/// Run one task.
+pub(super) fn run(global: &Global, args: RunArgs, out: &mut impl Write) -> Result<ExitCode> {
+    let RunArgs {
+        manifest,
+        task,
+        task_file,
+        component,
+        json,
+    } = args;
+    let task = match (task, task_file) {
+        (Some(task), _) => task,
+        (None, Some(file)) => read_task_file(&file)?,
+        (None, None) => anyhow::bail!("pass --task or --task-file"),
+    };
+    let manifest = load_manifest(&manifest, &component)?;
+    let host = open(global, DataDirMode::Create)?;
+    let employee = host.load(manifest)?;
+    let result = employee.run(&task)?;
+    if let Err(e) = host.deliver_notifications() {
+        tracing::warn!("notifications not delivered now (they stay queued): {e}");
+    }
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&result)?)?;
+    } else {
+        writeln!(
+            out,
+            "task {} ({})",
+            result.task_id,
+            employee.manifest().name
+        )?;
+        for line in result.guest_output.lines() {
+            writeln!(out, "  guest | {line}")?;
+        }
+        match &result.end {
+            TaskEnd::Completed { summary } => writeln!(out, "completed: {summary}")?,
+            TaskEnd::Failed { error } => writeln!(out, "FAILED: {error}")?,
+            TaskEnd::Trapped { reason } => writeln!(out, "STOPPED: {reason}")?,
+        }
+        writeln!(
+            out,
+            "see what it did and why: clancy audit log --task {}",
+            &result.task_id[..8]
+        )?;
+    }
+    Ok(match result.end {
+        TaskEnd::Completed { .. } => ExitCode::SUCCESS,
+        _ => ExitCode::from(1),
+    })
+}
+
+/// Check an employee's manifest and imports.
+pub(super) fn check(global: &Global, args: CheckArgs, out: &mut impl Write) -> Result<ExitCode> {
+    let CheckArgs {
+        manifest,
+        component,
+        json,
+    } = args;
+    let manifest = load_manifest(&manifest, &component)?;
+    let host = open(global, DataDirMode::Create)?;
+    let report = host.check(manifest)?;
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+    } else {
+        let m = &report.manifest;
+        writeln!(out, "employee {} ({})", m.name, m.component.display())?;
+        for g in &m.grants {
+            let actions: Vec<&str> = g.actions.iter().map(|a| a.name()).collect();
+            writeln!(
+                out,
+                "  grant {} {} [{}] approval {}",
+                g.integration,
+                g.scope,
+                actions.join(", "),
+                g.approval
+            )?;
+        }
+        writeln!(out, "  imports: {}", report.imports.join(", "))?;
+        for p in &report.problems {
+            writeln!(out, "  REFUSED: {p}")?;
+        }
+        if report.problems.is_empty() {
+            writeln!(out, "ok: imports are within the grants")?;
+        }
+    }
+    Ok(if report.problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Read a task from a file or stdin, refusing oversized or non-UTF-8 input
+/// before anything is opened.
+fn read_task_file(path: &Path) -> Result<String> {
+    use std::io::Read as _;
+    let limit = crate::runtime::MAX_INSTRUCTION_BYTES as u64;
+    let mut bytes = Vec::new();
+    let reader: Box<dyn std::io::Read> = if path == Path::new("-") {
+        Box::new(std::io::stdin())
+    } else {
+        Box::new(
+            std::fs::File::open(path)
+                .with_context(|| format!("cannot read task file {}", path.display()))?,
+        )
+    };
+    reader
+        .take(limit + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read task file {}", path.display()))?;
+    if bytes.len() as u64 > limit {
+        anyhow::bail!(
+            "invalid task: {} is larger than the limit of {limit} bytes",
+            path.display()
+        );
+    }
+    String::from_utf8(bytes)
+        .map_err(|_| anyhow::anyhow!("invalid task: {} is not UTF-8 text", path.display()))
+}
