@@ -86,26 +86,40 @@ fn an_approval_from_another_directory_runs_the_pinned_component() -> Result<()> 
 }
 
 #[test]
-fn a_missing_pinned_component_refuses_decisions_with_exit_2_and_changes_nothing() -> Result<()> {
+fn a_missing_or_swapped_pinned_component_refuses_decisions_with_exit_2_and_changes_nothing()
+-> Result<()> {
     let root = tempfile::tempdir()?;
     let data = root.path().join("data");
     clancy(&data, &["operators", "add", "mia", "--role", "manager"])?;
     let a = workdir(root.path(), "a", HOSTILE)?;
     run_in(&a, &data, &["run", "employee.toml", "--task", "post never"])?;
     let id = pending_id(&data)?;
+    let decide = |why: &str| -> Result<()> {
+        for args in [
+            vec!["approvals", "approve", id.as_str(), "--as", "mia"],
+            vec!["approvals", "deny", id.as_str(), "--as", "mia"],
+            vec!["approvals", "answer", id.as_str(), "yes", "--as", "mia"],
+        ] {
+            let o = clancy(&data, &args)?;
+            assert_eq!(o.status.code(), Some(2), "{args:?}");
+            let err = stderr(&o);
+            assert!(
+                err.contains("the pinned component of pinned") && err.contains(why),
+                "{err}"
+            );
+        }
+        Ok(())
+    };
+    // Swapped for other bytes under the same name: refused, nothing runs.
+    let pinned = std::fs::read_dir(data.join("components/default"))?
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("nothing pinned"))??
+        .path();
+    std::fs::copy(PLAIN_WORLD, &pinned)?;
+    decide("no longer matches its hash")?;
+    // Gone altogether: refused the same way.
     std::fs::remove_dir_all(data.join("components"))?;
-    for args in [
-        vec!["approvals", "approve", id.as_str(), "--as", "mia"],
-        vec!["approvals", "deny", id.as_str(), "--as", "mia"],
-    ] {
-        let o = clancy(&data, &args)?;
-        assert_eq!(o.status.code(), Some(2), "{args:?}");
-        assert!(
-            stderr(&o).contains("the pinned component of pinned"),
-            "{}",
-            stderr(&o)
-        );
-    }
+    decide("cannot be read")?;
     assert_eq!(pending_id(&data)?, id);
     let chat = stdout(&clancy(&data, &["sandbox", "show", "chat", "--json"])?);
     assert!(!chat.contains("never"));

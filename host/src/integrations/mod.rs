@@ -25,7 +25,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::providers::{ProviderError, Providers, Response};
+use crate::providers::{Permit, ProviderError, Providers, Response};
 
 /// The `Ok` of a guest call that returns a value or a `call-error`.
 macro_rules! expect_response {
@@ -510,21 +510,23 @@ impl Operation {
         })
     }
 
-    /// Run against the providers (called by [`Providers::execute`] only).
+    /// Run against the providers, in the permit's scope (called by
+    /// [`Providers::execute`] only).
     pub(crate) fn run(
         &self,
         providers: &Providers,
-        scope: &str,
+        permit: &Permit,
         actor: &str,
         key: Option<&str>,
     ) -> Result<Response, ProviderError> {
+        let scope = permit.scope_value();
         match self {
-            Operation::Mail(op) => op.run(providers.mail(), scope, key),
-            Operation::Chat(op) => op.run(providers.chat(), scope, actor, key),
-            Operation::Crm(op) => op.run(providers.crm(), scope, key),
-            Operation::Calendar(op) => op.run(providers.calendar(), scope, key),
-            Operation::Ledger(op) => op.run(providers.ledger(), scope, key),
-            Operation::Files(op) => op.run(providers.files(), scope),
+            Operation::Mail(op) => op.run(providers.mail(permit), scope, key),
+            Operation::Chat(op) => op.run(providers.chat(permit), scope, actor, key),
+            Operation::Crm(op) => op.run(providers.crm(permit), scope, key),
+            Operation::Calendar(op) => op.run(providers.calendar(permit), scope, key),
+            Operation::Ledger(op) => op.run(providers.ledger(permit), scope, key),
+            Operation::Files(op) => op.run(providers.files(permit), scope),
             Operation::Elevation(_) | Operation::Guidance(_) => Err(ProviderError::Invalid(
                 "widenings and questions are for the host and humans, not a service".into(),
             )),
@@ -586,13 +588,15 @@ impl Inverse {
         each_inverse!(self, inv => inv.summary())
     }
 
-    /// Run against the providers (called by [`Providers::undo`] only).
-    pub(crate) fn run(&self, providers: &Providers, scope: &str) -> Result<(), ProviderError> {
+    /// Run against the providers, in the permit's scope (called by
+    /// [`Providers::undo`] only).
+    pub(crate) fn run(&self, providers: &Providers, permit: &Permit) -> Result<(), ProviderError> {
+        let scope = permit.scope_value();
         match self {
-            Inverse::Chat(inv) => inv.run(providers.chat(), scope),
-            Inverse::Crm(inv) => inv.run(providers.crm(), scope),
-            Inverse::Calendar(inv) => inv.run(providers.calendar(), scope),
-            Inverse::Ledger(inv) => inv.run(providers.ledger(), scope),
+            Inverse::Chat(inv) => inv.run(providers.chat(permit), scope),
+            Inverse::Crm(inv) => inv.run(providers.crm(permit), scope),
+            Inverse::Calendar(inv) => inv.run(providers.calendar(permit), scope),
+            Inverse::Ledger(inv) => inv.run(providers.ledger(permit), scope),
         }
     }
 }

@@ -6,7 +6,9 @@
 //! [`crate::integrations`]; this module holds what they share: their
 //! errors, the result of a write ([`Done`]), what a call returns
 //! ([`Response`]) and the bundle of one organisation's providers
-//! ([`Providers`]), reachable only with the executor's [`Permit`].
+//! ([`Providers`]), reachable only with the executor's [`Permit`]: every
+//! way to a provider (including the accessors the integrations' modules
+//! use) takes one, and only the mediator's executor can make one.
 
 pub mod files;
 pub mod sandbox;
@@ -167,27 +169,33 @@ impl Providers {
         self.mail.sender()
     }
 
-    pub(crate) fn mail(&self) -> &dyn MailProvider {
+    /// The mail provider, for the holder of a [`Permit`].
+    pub(crate) fn mail(&self, _permit: &Permit) -> &dyn MailProvider {
         self.mail.as_ref()
     }
 
-    pub(crate) fn chat(&self) -> &dyn ChatProvider {
+    /// The chat provider, for the holder of a [`Permit`].
+    pub(crate) fn chat(&self, _permit: &Permit) -> &dyn ChatProvider {
         self.chat.as_ref()
     }
 
-    pub(crate) fn crm(&self) -> &dyn CrmProvider {
+    /// The crm provider, for the holder of a [`Permit`].
+    pub(crate) fn crm(&self, _permit: &Permit) -> &dyn CrmProvider {
         self.crm.as_ref()
     }
 
-    pub(crate) fn calendar(&self) -> &dyn CalendarProvider {
+    /// The calendar provider, for the holder of a [`Permit`].
+    pub(crate) fn calendar(&self, _permit: &Permit) -> &dyn CalendarProvider {
         self.calendar.as_ref()
     }
 
-    pub(crate) fn ledger(&self) -> &dyn LedgerProvider {
+    /// The ledger provider, for the holder of a [`Permit`].
+    pub(crate) fn ledger(&self, _permit: &Permit) -> &dyn LedgerProvider {
         self.ledger.as_ref()
     }
 
-    pub(crate) fn files(&self) -> &dyn FilesProvider {
+    /// The files provider, for the holder of a [`Permit`].
+    pub(crate) fn files(&self, _permit: &Permit) -> &dyn FilesProvider {
         self.files.as_ref()
     }
 
@@ -200,13 +208,13 @@ impl Providers {
         op: &Operation,
         key: Option<&str>,
     ) -> Result<Response, ProviderError> {
-        op.run(self, permit.scope_value(), actor, key)
+        op.run(self, permit, actor, key)
     }
 
     /// Run `inverse` in the permit's scope: undo an earlier write, unless
     /// the object changed since.
     pub fn undo(&self, permit: &Permit, inverse: &Inverse) -> Result<(), ProviderError> {
-        inverse.run(self, permit.scope_value())
+        inverse.run(self, permit)
     }
 }
 
