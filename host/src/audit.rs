@@ -171,12 +171,14 @@ impl Entry {
     pub fn render(&self) -> String {
         let r = &self.record;
         let mut line = format!(
-            "#{:<4} {} {} task {}",
+            "#{:<4} {} {}",
             self.seq,
             self.time.to_rfc3339_opts(SecondsFormat::Secs, true),
             r.employee,
-            short(&r.task)
         );
+        if !r.task.is_empty() {
+            let _ = write!(line, " task {}", short(&r.task));
+        }
         let what = match self.kind {
             Kind::TaskStart => format!("started: {}", r.args),
             Kind::TaskEnd => format!("ended: {}", r.result),
@@ -196,7 +198,11 @@ impl Entry {
                 r.result
             ),
             Kind::Intent | Kind::Refusal | Kind::Result | Kind::Queued => {
-                let mut s = format!("{} {} {}", r.interface, r.scope, r.action);
+                let mut s = [r.interface.as_str(), r.scope.as_str(), r.action.as_str()]
+                    .into_iter()
+                    .filter(|part| !part.is_empty())
+                    .collect::<Vec<_>>()
+                    .join(" ");
                 if !r.args.is_empty() {
                     let _ = write!(s, "({})", r.args);
                 }
