@@ -161,6 +161,15 @@ pub fn trapped(result: &TaskResult) -> Result<&str> {
     }
 }
 
+/// A grant to post to #general, every post waiting for a human.
+pub const GATED_GENERAL_POST: &str = r##"
+[[grant]]
+integration = "slack"
+scope = "channel:#general"
+actions = ["post"]
+approval = "required"
+"##;
+
 /// Grants for the hostile guest: post to #general, read the support label, one folder.
 pub const HOSTILE_GRANTS: &str = r##"
 [[grant]]

@@ -9,8 +9,8 @@ use clancy_guests::CUSTOMER_SERVICE;
 
 use crate::env::TestEnv;
 
-#[test]
-fn one_orgs_work_and_audit_log_are_invisible_to_another() -> Result<()> {
+/// Two orgs, acme and globex, sharing one data dir and store, both seeded.
+fn two_orgs() -> Result<(tempfile::TempDir, Org, Org)> {
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data)?;
@@ -19,6 +19,12 @@ fn one_orgs_work_and_audit_log_are_invisible_to_another() -> Result<()> {
     let globex = Org::open_with_store(&data, "globex", store)?;
     acme.sandbox().seed()?;
     globex.sandbox().seed()?;
+    Ok((dir, acme, globex))
+}
+
+#[test]
+fn one_orgs_work_and_audit_log_are_invisible_to_another() -> Result<()> {
+    let (_dir, acme, globex) = two_orgs()?;
     let globex_support_before = globex.sandbox().all_chat()?;
 
     let employee = acme.load(TestEnv::plugin_manifest(
@@ -63,14 +69,8 @@ fn approvals_operators_outbox_secrets_files_limits_and_every_sandbox_service_sta
     use clancy::org::{DecideError, Verdict};
     use clancy_guests::{ACCOUNTING_ASSISTANT, HOSTILE, SALES_COORDINATOR};
 
-    let dir = tempfile::tempdir()?;
+    let (dir, acme, globex) = two_orgs()?;
     let data = dir.path().join("data");
-    std::fs::create_dir_all(&data)?;
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(&data.join("store"))?);
-    let acme = Org::open_with_store(&data, "acme", store.clone())?;
-    let globex = Org::open_with_store(&data, "globex", store)?;
-    acme.sandbox().seed()?;
-    globex.sandbox().seed()?;
     let globex_before = workspace(&globex)?;
     acme.operators().put(&Operator {
         name: "ada".into(),

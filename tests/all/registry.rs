@@ -9,13 +9,7 @@ use clancy_guests::{HOSTILE, PLAIN_WORLD, USES_FILESYSTEM};
 
 use crate::env::{TestEnv, clancy, stderr, stdout, with_hostile_imports};
 
-const GATED: &str = r##"
-[[grant]]
-integration = "slack"
-scope = "channel:#general"
-actions = ["post"]
-approval = "required"
-"##;
+use crate::env::GATED_GENERAL_POST as GATED;
 
 /// A working dir with `employee.toml` naming `./guest.wasm`, a copy of `component`.
 fn workdir(root: &Path, name: &str, component: &str) -> Result<std::path::PathBuf> {

@@ -12,13 +12,7 @@ use clancy_guests::{HOSTILE, SALES_COORDINATOR};
 
 use crate::env::{TestEnv, completed, queued_id, with_hostile_imports};
 
-const GATED: &str = r##"
-[[grant]]
-integration = "slack"
-scope = "channel:#general"
-actions = ["post"]
-approval = "required"
-"##;
+use crate::env::GATED_GENERAL_POST as GATED;
 
 fn queue_post(env: &TestEnv, grants: &str, text: &str) -> Result<String> {
     let result = env.run(
