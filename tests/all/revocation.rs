@@ -259,3 +259,67 @@ fn once_an_admin_exists_only_an_admin_adds_or_promotes_operators() -> Result<()>
     assert!(log.contains("mia is manager (set by ada)"), "{log}");
     Ok(())
 }
+
+#[test]
+fn narrowing_a_mail_grants_domains_voids_the_pending_sends_and_is_audited() -> Result<()> {
+    let env = TestEnv::new()?;
+    let grants = |to: &str| {
+        format!(
+            r##"
+[[grant]]
+integration = "slack"
+scope = "channel:#general"
+actions = ["post"]
+
+[[grant]]
+integration = "gmail"
+scope = "label:support"
+actions = ["read", "send"]
+approval = "required"
+to = {to}
+
+[[grant]]
+integration = "files"
+scope = "folder:out"
+actions = ["write"]
+"##
+        )
+    };
+    let wide = grants(r#"["northwind.example", "fernleaf.example"]"#);
+    let result = env.run(HOSTILE, &wide, "send-to olivia.grant@fernleaf.example")?;
+    let id = queued_id(completed(&result)?, "sent")?;
+    let sent_before = env.host.sandbox().all_mail()?.len();
+    env.host.load(TestEnv::manifest(
+        HOSTILE,
+        &grants(r#"["northwind.example"]"#),
+    )?)?;
+    let a = status(&env, &id)?;
+    assert_eq!(a.status, Status::Void);
+    assert!(matches!(
+        env.host.decide(&id, Verdict::Approve, "alice", None),
+        Err(DecideError::Void { .. })
+    ));
+    assert_eq!(env.host.sandbox().all_mail()?.len(), sent_before);
+    let change = env
+        .audit()?
+        .into_iter()
+        .rfind(|e| e.kind == Kind::Change)
+        .ok_or_else(|| anyhow::anyhow!("no change recorded"))?;
+    let gmail_line = change
+        .record
+        .args
+        .lines()
+        .find(|l| l.starts_with("~ grant gmail label:support: now "))
+        .ok_or_else(|| anyhow::anyhow!("no gmail change in {}", change.record.args))?;
+    assert!(
+        gmail_line.ends_with(", to northwind.example"),
+        "{gmail_line}"
+    );
+    // The stored manifest is the new one: its terms are what approvals check.
+    let stored = env
+        .host
+        .stored_manifest("test-employee")?
+        .ok_or_else(|| anyhow::anyhow!("not registered"))?;
+    assert_eq!(stored.grants[1].to, ["northwind.example"]);
+    Ok(())
+}

@@ -105,7 +105,9 @@ impl Org {
                 .append(Kind::Change, record)
                 .map_err(|e| OrgError::Store(e.0))?;
         }
-        if before.is_none() || !changes.is_empty() {
+        // Whatever differs is stored, even what the diff has no line for
+        // (the path the component was loaded from, say).
+        if before.as_ref() != Some(manifest) {
             self.org.write(
                 "employees",
                 vec![(
@@ -156,6 +158,9 @@ fn grant_line(g: &Grant) -> String {
     }
     if let Some(c) = g.budget.max_amount_per_day_cents {
         line.push_str(&format!(", {}/day", crate::providers::money(c)));
+    }
+    if !g.to.is_empty() {
+        line.push_str(&format!(", to {}", g.to.join(", ")));
     }
     line
 }
@@ -213,7 +218,8 @@ pub fn diff(before: &Manifest, after: &Manifest) -> Vec<String> {
                 if g.approval != n.approval {
                     what.push(format!("approval {} -> {}", g.approval, n.approval));
                 }
-                if g.calls_per_minute != n.calls_per_minute || g.budget != n.budget {
+                if g.calls_per_minute != n.calls_per_minute || g.budget != n.budget || g.to != n.to
+                {
                     what.push(format!("now {}", grant_line(n)));
                 }
                 if !what.is_empty() {
