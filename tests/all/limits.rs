@@ -221,3 +221,38 @@ fn zero_negative_or_misplaced_budgets_are_refused_with_the_line() -> Result<()> 
     }
     Ok(())
 }
+
+#[test]
+fn a_widened_scope_is_held_to_its_integrations_per_grant_rate_limit() -> Result<()> {
+    let env = TestEnv::new()?;
+    let grants = with_hostile_imports(&POST.replace(
+        "actions = [\"post\"]",
+        "actions = [\"post\"]\ncalls_per_minute = 2",
+    ));
+    let asked = env.run(HOSTILE, &grants, "elevate slack channel:#sales post 60")?;
+    let id = queued_id(completed(&asked)?, "elevation")?;
+    env.host.decide(&id, Verdict::Approve, "alice", None)?;
+    let mut outcomes = Vec::new();
+    for i in 0..3 {
+        let result = env.run(
+            HOSTILE,
+            &grants,
+            &format!("post-to channel:#sales widened {i}"),
+        )?;
+        outcomes.push(completed(&result)?.to_string());
+    }
+    assert!(outcomes[0].starts_with("posted: done"), "{outcomes:?}");
+    assert!(outcomes[1].starts_with("posted: done"), "{outcomes:?}");
+    assert!(
+        outcomes[2].starts_with("refused: rate limited"),
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        env.channel("#sales")?
+            .iter()
+            .filter(|m| m.starts_with("widened"))
+            .count(),
+        2
+    );
+    Ok(())
+}
