@@ -10,7 +10,11 @@ use crate::providers::{Done, ProviderError, Response};
 use crate::runtime::TaskState;
 use crate::runtime::bindings::calendar::{self as wit, Event, NewEvent};
 use crate::runtime::guest_calls::CallResult;
-use crate::runtime::handles::CalendarHandle;
+
+crate::grant_handle!(
+    /// A `calendar.calendar` handle: one granted scope.
+    CalendarHandle
+);
 
 /// The facts of the calendar integration.
 pub const SPEC: Spec = Spec {

@@ -10,7 +10,11 @@ use crate::providers::{Done, ProviderError, Response};
 use crate::runtime::TaskState;
 use crate::runtime::bindings::chat::{self as wit, ChatMessage};
 use crate::runtime::guest_calls::CallResult;
-use crate::runtime::handles::ChannelHandle;
+
+crate::grant_handle!(
+    /// A `chat.channel` handle: one granted scope.
+    ChannelHandle
+);
 
 /// The facts of the chat integration.
 pub const SPEC: Spec = Spec {

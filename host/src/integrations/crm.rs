@@ -10,7 +10,11 @@ use crate::providers::{Done, ProviderError, Response};
 use crate::runtime::TaskState;
 use crate::runtime::bindings::crm::{self as wit, Contact, Deal};
 use crate::runtime::guest_calls::CallResult;
-use crate::runtime::handles::PortalHandle;
+
+crate::grant_handle!(
+    /// A `crm.portal` handle: one granted scope.
+    PortalHandle
+);
 
 /// The facts of the CRM integration.
 pub const SPEC: Spec = Spec {

@@ -10,7 +10,11 @@ use crate::providers::{Done, ProviderError, Response};
 use crate::runtime::TaskState;
 use crate::runtime::bindings::files as wit;
 use crate::runtime::guest_calls::CallResult;
-use crate::runtime::handles::FolderHandle;
+
+crate::grant_handle!(
+    /// A `files.folder` handle: one granted scope.
+    FolderHandle
+);
 
 /// The facts of the files integration.
 pub const SPEC: Spec = Spec {

@@ -11,7 +11,11 @@ use crate::providers::{Done, ProviderError, Response, money};
 use crate::runtime::TaskState;
 use crate::runtime::bindings::ledger::{self as wit, ExpenseReport, Invoice};
 use crate::runtime::guest_calls::CallResult;
-use crate::runtime::handles::CompanyHandle;
+
+crate::grant_handle!(
+    /// A `ledger.company` handle: one granted scope.
+    CompanyHandle
+);
 
 /// The facts of the ledger integration.
 pub const SPEC: Spec = Spec {

@@ -11,7 +11,11 @@ use crate::providers::{Done, ProviderError, Response};
 use crate::runtime::TaskState;
 use crate::runtime::bindings::mail::{self as wit, Draft, Message};
 use crate::runtime::guest_calls::CallResult;
-use crate::runtime::handles::MailboxHandle;
+
+crate::grant_handle!(
+    /// A `mail.mailbox` handle: one granted scope.
+    MailboxHandle
+);
 
 /// The facts of the mail integration.
 pub const SPEC: Spec = Spec {

@@ -10,12 +10,17 @@
 //!   edit, and how it runs against the provider;
 //! - its inverses (how its writes are undone), where it has any;
 //! - its provider trait (what a service connector implements);
-//! - the guest's calls into it (the WIT `Host` impls for the per-task state),
-//!   which only translate a call into an [`Operation`] for the mediator.
+//! - its handle type and the guest's calls into it (the WIT `Host` impls
+//!   for the per-task state), which only translate a call into an
+//!   [`Operation`] for the mediator.
 //!
 //! This file is the registry: the enums that name every integration,
 //! action, operation and inverse, dispatching to the modules. Adding an
-//! integration is a new module plus one arm in each enum here.
+//! integration is its interface in `wit/`, a new module here, one arm in
+//! each enum of this file, and its entries in the other two registry
+//! spots: the provider bundle and its responses (`providers/mod.rs`) and
+//! the one `bindgen!` (`runtime/bindings.rs`, mapping its resource to the
+//! module's handle type).
 //!
 //! `guidance` (asking a human) and `elevation` (asking for more reach) are
 //! contract interfaces without a service: their operations go to humans,

@@ -6,12 +6,12 @@ wasmtime::component::bindgen!({
     world: "clancy:employee/employee",
     imports: { default: trappable },
     with: {
-        "clancy:employee/mail.mailbox": crate::runtime::handles::MailboxHandle,
-        "clancy:employee/chat.channel": crate::runtime::handles::ChannelHandle,
-        "clancy:employee/crm.portal": crate::runtime::handles::PortalHandle,
-        "clancy:employee/calendar.calendar": crate::runtime::handles::CalendarHandle,
-        "clancy:employee/ledger.company": crate::runtime::handles::CompanyHandle,
-        "clancy:employee/files.folder": crate::runtime::handles::FolderHandle,
+        "clancy:employee/mail.mailbox": crate::integrations::mail::MailboxHandle,
+        "clancy:employee/chat.channel": crate::integrations::chat::ChannelHandle,
+        "clancy:employee/crm.portal": crate::integrations::crm::PortalHandle,
+        "clancy:employee/calendar.calendar": crate::integrations::calendar::CalendarHandle,
+        "clancy:employee/ledger.company": crate::integrations::ledger::CompanyHandle,
+        "clancy:employee/files.folder": crate::integrations::files::FolderHandle,
     },
     additional_derives: [serde::Serialize, serde::Deserialize, PartialEq],
 });

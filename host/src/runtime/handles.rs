@@ -1,6 +1,8 @@
 //! Host-side state behind each resource handle: the index of the grant it
-//! stands for. Handles are created only by the host (from the manifest's
-//! grants); a guest can hold, use and drop them, never mint them.
+//! stands for. Handles are created only by the host (from the grants in
+//! force); a guest can hold, use and drop them, never mint them. Each
+//! integration declares its handle type in its own module with
+//! [`grant_handle!`](crate::grant_handle).
 
 /// A handle's host-side state: which grant it stands for.
 pub trait GrantHandle: Send + 'static {
@@ -10,16 +12,19 @@ pub trait GrantHandle: Send + 'static {
     fn grant(&self) -> usize;
 }
 
-macro_rules! handle {
-    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {$(
+/// Declare a handle type: the host-side state of one integration's resource.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! grant_handle {
+    ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Copy)]
         pub struct $name {
-            /// Index into the manifest's grants.
-            pub grant: usize,
+            /// Index into the grants in force.
+            grant: usize,
         }
 
-        impl GrantHandle for $name {
+        impl $crate::runtime::handles::GrantHandle for $name {
             fn new(grant: usize) -> Self {
                 $name { grant }
             }
@@ -28,20 +33,5 @@ macro_rules! handle {
                 self.grant
             }
         }
-    )*};
+    };
 }
-
-handle!(
-    /// A `mail.mailbox` handle.
-    MailboxHandle,
-    /// A `chat.channel` handle.
-    ChannelHandle,
-    /// A `crm.portal` handle.
-    PortalHandle,
-    /// A `calendar.calendar` handle.
-    CalendarHandle,
-    /// A `ledger.company` handle.
-    CompanyHandle,
-    /// A `files.folder` handle.
-    FolderHandle,
-);
