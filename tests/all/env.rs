@@ -161,6 +161,30 @@ pub fn trapped(result: &TaskResult) -> Result<&str> {
     }
 }
 
+/// The hostile guest's grants with mail on label:support (read and send,
+/// plus the `extra` lines for that grant).
+pub fn hostile_mail_grants(extra: &str) -> String {
+    format!(
+        r##"
+[[grant]]
+integration = "slack"
+scope = "channel:#general"
+actions = ["post"]
+
+[[grant]]
+integration = "gmail"
+scope = "label:support"
+actions = ["read", "send"]
+{extra}
+
+[[grant]]
+integration = "files"
+scope = "folder:out"
+actions = ["write"]
+"##
+    )
+}
+
 /// A grant to post to #general, every post waiting for a human.
 pub const GATED_GENERAL_POST: &str = r##"
 [[grant]]

@@ -7,30 +7,7 @@ use anyhow::Result;
 use clancy::audit::{Decision, Kind};
 use clancy_guests::HOSTILE;
 
-use crate::env::{TestEnv, clancy, completed, stderr};
-
-/// The hostile guest's mail grant on label:support, with `extra` lines.
-fn grants(extra: &str) -> String {
-    format!(
-        r##"
-[[grant]]
-integration = "slack"
-scope = "channel:#general"
-actions = ["post"]
-
-[[grant]]
-integration = "gmail"
-scope = "label:support"
-actions = ["read", "send"]
-{extra}
-
-[[grant]]
-integration = "files"
-scope = "folder:out"
-actions = ["write"]
-"##
-    )
-}
+use crate::env::{TestEnv, clancy, completed, hostile_mail_grants as grants, stderr};
 
 fn send_to(env: &TestEnv, grants: &str, to: &str) -> Result<String> {
     let result = env.run(HOSTILE, grants, &format!("send-to {to}"))?;

@@ -263,28 +263,8 @@ fn once_an_admin_exists_only_an_admin_adds_or_promotes_operators() -> Result<()>
 #[test]
 fn narrowing_a_mail_grants_domains_voids_the_pending_sends_and_is_audited() -> Result<()> {
     let env = TestEnv::new()?;
-    let grants = |to: &str| {
-        format!(
-            r##"
-[[grant]]
-integration = "slack"
-scope = "channel:#general"
-actions = ["post"]
-
-[[grant]]
-integration = "gmail"
-scope = "label:support"
-actions = ["read", "send"]
-approval = "required"
-to = {to}
-
-[[grant]]
-integration = "files"
-scope = "folder:out"
-actions = ["write"]
-"##
-        )
-    };
+    let grants =
+        |to: &str| crate::env::hostile_mail_grants(&format!("approval = \"required\"\nto = {to}"));
     let wide = grants(r#"["northwind.example", "fernleaf.example"]"#);
     let result = env.run(HOSTILE, &wide, "send-to olivia.grant@fernleaf.example")?;
     let id = queued_id(completed(&result)?, "sent")?;
