@@ -525,11 +525,19 @@ impl Mediator {
             outcome: Err(error),
         };
         let grant = self.grant_in_force(integration, scope).map(|(_, g)| g);
-        let allowed = match (&effect, &grant) {
-            (Effect::Widen(e), _) => self.grants.iter().any(|g| g.integration == e.integration),
-            (_, Some(g)) => g.allows(effect.action()),
-            (_, None) => false,
+        // The effect must belong to the integration whose grant is checked
+        // (a mail read is never allowed by a chat grant's "read").
+        let same_interface = match &effect {
+            Effect::Call(op) => op.interface() == Some(integration.interface()),
+            Effect::Undo(inverse) => inverse.interface() == integration.interface(),
+            Effect::Widen(e) => e.integration == integration,
         };
+        let allowed = same_interface
+            && match (&effect, &grant) {
+                (Effect::Widen(e), _) => self.grants.iter().any(|g| g.integration == e.integration),
+                (_, Some(g)) => g.allows(effect.action()),
+                (_, None) => false,
+            };
         if !allowed {
             let why = match &effect {
                 Effect::Widen(e) => format!(

@@ -303,3 +303,43 @@ fn narrowing_a_mail_grants_domains_voids_the_pending_sends_and_is_audited() -> R
     assert_eq!(stored.grants[1].to, ["northwind.example"]);
     Ok(())
 }
+
+#[test]
+fn the_executor_refuses_an_effect_that_does_not_belong_to_the_grant_it_is_checked_against()
+-> Result<()> {
+    use clancy::integrations::mail::MailOp;
+    use clancy::integrations::{Integration, Operation};
+    use clancy::mediator::Effect;
+
+    let env = TestEnv::new()?;
+    // A chat grant with "read", and a mail read presented under it.
+    let grants = with_hostile_imports(
+        "[[grant]]\nintegration = \"slack\"\nscope = \"channel:#general\"\nactions = [\"read\", \"post\"]\n",
+    );
+    let employee = env.host.load(TestEnv::manifest(HOSTILE, &grants)?)?;
+    let support_mail = env
+        .host
+        .sandbox()
+        .all_mail()?
+        .into_iter()
+        .find(|m| m.labels.iter().any(|l| l == "support"))
+        .ok_or_else(|| anyhow::anyhow!("no support mail"))?;
+    let execution = employee.mediator().execute(
+        Integration::Slack,
+        "channel:#general",
+        Effect::Call(Operation::Mail(MailOp::Read {
+            id: support_mail.id.clone(),
+        })),
+        clancy::audit::Record {
+            employee: "test-employee".into(),
+            ..Default::default()
+        },
+        None,
+    )?;
+    match execution.outcome {
+        Err(clancy::runtime::bindings::CallError::Denied(_)) => {}
+        other => anyhow::bail!("a mail read passed a chat grant: {other:?}"),
+    }
+    assert!(!env.audit()?.iter().any(|e| e.kind == Kind::Intent));
+    Ok(())
+}
