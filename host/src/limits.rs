@@ -202,22 +202,8 @@ impl Meter {
                 Some(bytes) => decode(AREA, bytes)?,
                 None => Spent::default(),
             };
-            if let Some(max) = budget.max_writes_per_day
-                && spent.writes >= u64::from(max)
-            {
-                return Err(LimitError::OverBudget(format!(
-                    "the daily budget of {max} writes on {integration} {scope} is spent; it renews at midnight UTC"
-                )));
-            }
-            if let Some(max) = budget.max_amount_per_day_cents
-                && spent.amount_cents.saturating_add(amount) > max
-            {
-                return Err(LimitError::OverBudget(format!(
-                    "this would move {} on {integration} {scope} today, over the daily budget of {} ({} spent so far); it renews at midnight UTC",
-                    crate::providers::money(spent.amount_cents.saturating_add(amount)),
-                    crate::providers::money(max),
-                    crate::providers::money(spent.amount_cents)
-                )));
+            if let Some(why) = over_budget(&spent, budget, amount, integration, scope) {
+                return Err(LimitError::OverBudget(why));
             }
             let next = Spent {
                 writes: spent.writes + 1,
@@ -235,6 +221,28 @@ impl Meter {
                     amount_cents: amount,
                 }));
             }
+        }
+    }
+
+    /// Whether one more write moving `amount_cents` would exceed the grant's
+    /// budget today, without counting it (what the mediator asks before it
+    /// queues a write for a human: no point asking for what cannot run).
+    pub fn check_write(
+        &self,
+        employee: &str,
+        integration: Integration,
+        scope: &str,
+        budget: &Budget,
+        amount_cents: Option<i64>,
+    ) -> Result<(), LimitError> {
+        if !budget.is_set() {
+            return Ok(());
+        }
+        let spent = self.spent_today(employee, integration, scope)?;
+        let amount = amount_cents.unwrap_or(0).max(0);
+        match over_budget(&spent, budget, amount, integration, scope) {
+            Some(why) => Err(LimitError::OverBudget(why)),
+            None => Ok(()),
         }
     }
 
@@ -261,4 +269,32 @@ impl Meter {
             }
         }
     }
+}
+
+/// Why one more write moving `amount` would exceed `budget`, if it would.
+fn over_budget(
+    spent: &Spent,
+    budget: &Budget,
+    amount: i64,
+    integration: Integration,
+    scope: &str,
+) -> Option<String> {
+    if let Some(max) = budget.max_writes_per_day
+        && spent.writes >= u64::from(max)
+    {
+        return Some(format!(
+            "the daily budget of {max} writes on {integration} {scope} is spent; it renews at midnight UTC"
+        ));
+    }
+    if let Some(max) = budget.max_amount_per_day_cents
+        && spent.amount_cents.saturating_add(amount) > max
+    {
+        return Some(format!(
+            "this would move {} on {integration} {scope} today, over the daily budget of {} ({} spent so far); it renews at midnight UTC",
+            crate::providers::money(spent.amount_cents.saturating_add(amount)),
+            crate::providers::money(max),
+            crate::providers::money(spent.amount_cents)
+        ));
+    }
+    None
 }

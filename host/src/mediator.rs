@@ -437,6 +437,28 @@ impl Mediator {
             return Err(self.refuse(record, Decision::RateLimited, e));
         }
         if op.is_write() {
+            // A write the budget cannot take is refused now, not queued for
+            // a human to approve in vain (the executor checks again).
+            match self.meter.check_write(
+                &self.employee,
+                grant.integration,
+                &grant.scope,
+                &grant.budget,
+                op.amount_cents(),
+            ) {
+                Ok(()) => {}
+                Err(LimitError::OverBudget(why)) => {
+                    let e = CallError::Rejected(why);
+                    return Err(self.refuse(record, Decision::Rejected, e));
+                }
+                Err(e) => {
+                    tracing::error!(employee = %self.employee, "cannot read the budget: {e}");
+                    let e = CallError::Failed(
+                        "the budget cannot be checked now, so the action was not taken".into(),
+                    );
+                    return Err(self.refuse(record, Decision::Rejected, e));
+                }
+            }
             let gated = if outside.is_empty() {
                 self.gate(grant, &op)
             } else {

@@ -137,6 +137,15 @@ fn approved_actions_spend_the_same_budget() -> Result<()> {
     );
     assert!(env.channel("#general")?.contains(&"budget one".to_string()));
     assert!(!env.channel("#general")?.contains(&"budget two".to_string()));
+    // With the budget spent, a new write is refused at once, not queued
+    // for a human to approve in vain.
+    let third = env.run(HOSTILE, &grants, "post budget three")?;
+    let summary = completed(&third)?;
+    assert!(
+        summary.starts_with("refused: rejected: the daily budget of 1 writes"),
+        "{summary}"
+    );
+    assert_eq!(env.host.approvals().list()?.len(), 2);
     Ok(())
 }
 
