@@ -133,7 +133,52 @@ fn bad_ids_filters_edits_and_roles_are_refused_and_change_nothing() -> Result<()
                 "--as",
                 "mia",
             ],
-            "no pending request matches",
+            "no employee \"nobody\" is registered",
+        ),
+        // Empty or unknown values never match "everything".
+        (
+            vec![
+                "approvals",
+                "approve",
+                "--all-matching",
+                "task=",
+                "--as",
+                "mia",
+            ],
+            "the filter term \"task=\" has no value",
+        ),
+        (
+            vec![
+                "approvals",
+                "approve",
+                "--all-matching",
+                "employee=crash-test,task= ",
+                "--as",
+                "mia",
+            ],
+            "has no value",
+        ),
+        (
+            vec![
+                "approvals",
+                "approve",
+                "--all-matching",
+                "integration=outlook",
+                "--as",
+                "mia",
+            ],
+            "unknown integration \"outlook\"",
+        ),
+        (
+            vec![
+                "approvals",
+                "approve",
+                "--all-matching",
+                "action=delete",
+                "--as",
+                "mia",
+            ],
+            "unknown action \"delete\"",
         ),
         (
             vec![

@@ -10,6 +10,7 @@ use clap::{Args, Subcommand};
 
 use super::{Global, housekeeping, open, who};
 use crate::approvals::{Approval, Status};
+use crate::integrations::{Action, Integration};
 use crate::org::{DataDirMode, Org, Verdict};
 
 #[derive(Subcommand, Debug)]
@@ -89,19 +90,49 @@ pub(super) fn run(
 struct Filter(Vec<(String, String)>);
 
 impl Filter {
-    fn parse(text: &str) -> Result<Filter> {
+    /// Parse `key=value,…`. Every value must be non-empty and name
+    /// something that exists (a registered employee, an integration, an
+    /// action): a filter that could match everything by accident is an error.
+    fn parse(text: &str, host: &Org) -> Result<Filter> {
         let mut terms = Vec::new();
         for term in text.split(',').map(str::trim).filter(|t| !t.is_empty()) {
             let (k, v) = term
                 .split_once('=')
                 .with_context(|| format!("invalid filter term {term:?} (expected key=value)"))?;
-            let k = k.trim();
-            if !["employee", "integration", "action", "task"].contains(&k) {
-                anyhow::bail!(
-                    "invalid filter key {k:?} (expected one of: employee, integration, action, task)"
-                );
+            let (k, v) = (k.trim(), v.trim());
+            if v.is_empty() {
+                anyhow::bail!("the filter term {term:?} has no value (expected {k}=VALUE)");
             }
-            terms.push((k.to_string(), v.trim().to_string()));
+            match k {
+                "employee" => {
+                    if host.stored_manifest(v)?.is_none() {
+                        anyhow::bail!(
+                            "invalid filter value: no employee {v:?} is registered in this organisation"
+                        );
+                    }
+                }
+                "integration" => {
+                    if Integration::parse(v).is_none() {
+                        anyhow::bail!(
+                            "invalid filter value: unknown integration {v:?} (expected one of: {})",
+                            Integration::ALL.map(|i| i.name()).join(", ")
+                        );
+                    }
+                }
+                "action" => {
+                    if Action::parse(v).is_none() {
+                        anyhow::bail!(
+                            "invalid filter value: unknown action {v:?} (expected one of: {})",
+                            crate::integrations::action_list(&Action::ALL)
+                        );
+                    }
+                }
+                "task" => {}
+                _ => anyhow::bail!(
+                    "invalid filter key {k:?} (expected one of: employee, integration, action, task)"
+                ),
+            }
+            terms.push((k.to_string(), v.to_string()));
         }
         if terms.is_empty() {
             anyhow::bail!(
@@ -116,7 +147,7 @@ impl Filter {
         self.0.iter().all(|(k, v)| match k.as_str() {
             "employee" => &r.employee == v,
             "integration" => r.integration.is_some_and(|i| i.name() == v),
-            "action" => r.operation.action().name() == v || r.operation.method() == v,
+            "action" => r.operation.action().name() == v,
             "task" => r.task.starts_with(v.as_str()),
             _ => false,
         })
@@ -242,7 +273,7 @@ fn approvals(host: &Org, command: ApprovalsCommand, out: &mut impl Write) -> Res
     }
     let mut ids = decide.ids.clone();
     if let Some(filter) = &decide.all_matching {
-        let filter = Filter::parse(filter)?;
+        let filter = Filter::parse(filter, host)?;
         ids.extend(
             host.approvals()
                 .list()?
