@@ -13,6 +13,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("uses-filesystem", "uses_filesystem"),
     ("uses-sockets", "uses_sockets"),
     ("uses-http", "uses_http"),
+    ("spender", "spender"),
     ("wrong-world", "wrong-world"),
     ("plain-world", "plain_world"),
 ];

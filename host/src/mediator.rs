@@ -406,6 +406,9 @@ impl Mediator {
             ));
             return Err(self.refuse(record, Decision::Rejected, e));
         }
+        if let Err(why) = op.check_amounts() {
+            return Err(self.refuse(record, Decision::Rejected, CallError::Rejected(why)));
+        }
         if op.is_write() && reason.trim().is_empty() {
             let e = CallError::Rejected("a write needs a plain-English reason".into());
             return Err(self.refuse(record, Decision::Rejected, e));

@@ -265,3 +265,54 @@ fn a_widened_scope_is_held_to_its_integrations_per_grant_rate_limit() -> Result<
     );
     Ok(())
 }
+
+const BOOKS: &str = r##"
+[[grant]]
+integration = "quickbooks"
+scope = "company:northwind"
+actions = ["create-expense-reports"]
+approval = { over_amount = 250.0 }
+max_amount_per_day = 5000.0
+"##;
+
+#[test]
+fn amounts_that_overflow_or_cancel_out_never_slip_past_a_gate_or_a_budget() -> Result<()> {
+    use clancy_guests::SPENDER;
+    let env = TestEnv::new()?;
+    let run = |amounts: &str| -> Result<String> {
+        Ok(completed(&env.run(SPENDER, BOOKS, amounts)?)?.to_string())
+    };
+    // Sums that overflow i64 (and would wrap to a small or negative total).
+    for amounts in [
+        "9223372036854775807,1",
+        "-9223372036854775808",
+        "9223372036854775000,9223372036854775000,-9223372036854775000",
+    ] {
+        let summary = run(amounts)?;
+        assert!(
+            summary.starts_with("refused: rejected: the expense lines' amounts overflow"),
+            "{amounts}: {summary}"
+        );
+    }
+    // A negative line does not bring a report that moves 1700.00 (net
+    // 100.00) under the 250.00 threshold.
+    let summary = run("90000,-80000")?;
+    assert!(
+        summary.starts_with("filed: queued for approval"),
+        "{summary}"
+    );
+    // Nor under the daily budget: net 1.00, but 5001.00 moved is over 5000.00.
+    let summary = run("100,250000,-250000")?;
+    assert!(
+        summary.starts_with("refused: rejected: this would move 5001.00"),
+        "{summary}"
+    );
+    assert!(env.host.sandbox().all_expense_reports()?.is_empty());
+    let refusals = env
+        .audit()?
+        .into_iter()
+        .filter(|e| e.kind == Kind::Refusal && e.record.action == "create-expense-report")
+        .count();
+    assert_eq!(refusals, 4);
+    Ok(())
+}

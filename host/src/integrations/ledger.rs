@@ -38,6 +38,15 @@ pub enum LedgerOp {
     CreateExpenseReport { report: ExpenseReport },
 }
 
+/// The money a report moves: the sum of its lines' sizes, if it fits.
+fn moved(report: &ExpenseReport) -> Option<i64> {
+    report.lines.iter().try_fold(0i64, |sum, l| {
+        sum.checked_add(l.amount_cents.checked_abs()?)
+    })
+}
+
+/// A report's net total for display (saturating; amounts that overflow are
+/// rejected before anything is shown to an approver).
 fn total(report: &ExpenseReport) -> i64 {
     report
         .lines
@@ -64,14 +73,34 @@ impl LedgerOp {
 
     /// The money it moves, in cents: every line counts by its size, so a
     /// negative line cannot bring a report under a threshold or a budget.
+    /// `None` for operations without an amount; an amount that overflows
+    /// counts as the largest there is (and [`LedgerOp::check_amounts`]
+    /// rejects it before any gate is asked).
     pub fn amount_cents(&self) -> Option<i64> {
         match self {
-            LedgerOp::CreateExpenseReport { report } => {
-                Some(report.lines.iter().fold(0i64, |sum, l| {
-                    sum.saturating_add(l.amount_cents.saturating_abs())
-                }))
-            }
+            LedgerOp::CreateExpenseReport { report } => Some(moved(report).unwrap_or(i64::MAX)),
             _ => None,
+        }
+    }
+
+    /// Reject amounts whose arithmetic overflows: a report's total and the
+    /// money it moves must be exact.
+    pub fn check_amounts(&self) -> Result<(), String> {
+        match self {
+            LedgerOp::CreateExpenseReport { report } => {
+                let net = report
+                    .lines
+                    .iter()
+                    .try_fold(0i64, |sum, l| sum.checked_add(l.amount_cents));
+                if net.is_none() || moved(report).is_none() {
+                    return Err(
+                        "the expense lines' amounts overflow; each amount must be an ordinary sum of money"
+                            .into(),
+                    );
+                }
+                Ok(())
+            }
+            _ => Ok(()),
         }
     }
 

@@ -494,6 +494,14 @@ impl Operation {
         }
     }
 
+    /// Reject arguments whose arithmetic overflows (money amounts).
+    pub fn check_amounts(&self) -> Result<(), String> {
+        match self {
+            Operation::Ledger(op) => op.check_amounts(),
+            _ => Ok(()),
+        }
+    }
+
     /// The people outside the host the operation reaches (what
     /// `outside_domain` policies and mail grants' domains look at).
     pub fn recipients(&self) -> &[String] {
@@ -694,9 +702,21 @@ mod tests {
                 lines: vec![line(100_000), line(-99_000), line(i64::MIN)],
             },
         });
-        // Every line counts by its size, and nothing overflows.
+        // An amount that overflows is rejected, and counts as the largest
+        // there is for any gate that looks before the rejection.
         assert_eq!(op.amount_cents(), Some(i64::MAX));
+        assert!(op.check_amounts().is_err());
         assert!(op.summary().contains("total"));
+        let small = Operation::Ledger(ledger::LedgerOp::CreateExpenseReport {
+            report: ExpenseReport {
+                title: "t".into(),
+                currency: "GBP".into(),
+                lines: vec![line(100_000), line(-99_000)],
+            },
+        });
+        // Every line counts by its size: 1000.00 + 990.00 moved, not 10.00.
+        assert_eq!(small.amount_cents(), Some(199_000));
+        assert!(small.check_amounts().is_ok());
     }
 
     #[test]
