@@ -347,3 +347,44 @@ fn an_employee_error_is_a_failed_task_with_an_audit_record() -> Result<()> {
     );
     task_end_recorded(&env, &result.task_id, "failed: unknown command")
 }
+
+#[test]
+fn a_component_path_that_is_a_device_a_fifo_or_a_huge_file_is_refused_without_reading_it()
+-> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let fifo = dir.path().join("component.fifo");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status()?;
+    anyhow::ensure!(made.success(), "mkfifo failed");
+    let huge = dir.path().join("huge.wasm");
+    std::fs::File::create(&huge)?.set_len(clancy::runtime::MAX_COMPONENT_BYTES + 1)?;
+    for (path, why) in [
+        (
+            std::path::PathBuf::from("/dev/zero"),
+            "it is not a regular file",
+        ),
+        (fifo, "it is not a regular file"),
+        (huge, "a component may be at most"),
+    ] {
+        let manifest = dir.path().join("employee.toml");
+        std::fs::write(
+            &manifest,
+            format!(
+                "name = \"x\"\ncomponent = {:?}\n[[grant]]\nintegration = \"slack\"\nscope = \"channel:#general\"\nactions = [\"post\"]\n",
+                path.display().to_string()
+            ),
+        )?;
+        for command in ["check", "run"] {
+            let mut args = vec![command, manifest.to_str().unwrap_or_default()];
+            if command == "run" {
+                args.extend(["--task", "hello"]);
+            }
+            // Refused from its metadata, never read (reading a FIFO would block).
+            let o = crate::env::clancy(&data, &args)?;
+            assert_eq!(o.status.code(), Some(2), "{path:?} {command}");
+            let err = crate::env::stderr(&o);
+            assert!(err.contains(why), "{path:?}: {err}");
+        }
+    }
+    Ok(())
+}

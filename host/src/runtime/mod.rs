@@ -212,11 +212,40 @@ impl Drop for Runtime {
 }
 
 /// Read a component file.
+/// Largest component file the host reads.
+pub const MAX_COMPONENT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Read a component file: only a regular file of at most
+/// [`MAX_COMPONENT_BYTES`] (a device, a FIFO or a huge file is refused
+/// before anything is read from it, so nothing hangs or fills memory).
 pub fn read_component(path: &std::path::Path) -> Result<Vec<u8>, LoadError> {
-    std::fs::read(path).map_err(|e| LoadError::Read {
+    use std::io::Read as _;
+    let refused = |reason: String| LoadError::Read {
         path: path.to_path_buf(),
-        reason: e.to_string(),
-    })
+        reason,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| refused(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(refused("it is not a regular file".into()));
+    }
+    if meta.len() > MAX_COMPONENT_BYTES {
+        return Err(refused(format!(
+            "it is {} bytes; a component may be at most {MAX_COMPONENT_BYTES} bytes",
+            meta.len()
+        )));
+    }
+    let file = std::fs::File::open(path).map_err(|e| refused(e.to_string()))?;
+    // The file may grow between the check and the read: never read past the cap.
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(MAX_COMPONENT_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| refused(e.to_string()))?;
+    if bytes.len() as u64 > MAX_COMPONENT_BYTES {
+        return Err(refused(format!(
+            "it is larger than {MAX_COMPONENT_BYTES} bytes"
+        )));
+    }
+    Ok(bytes)
 }
 
 fn first_line(e: &wasmtime::Error) -> String {
