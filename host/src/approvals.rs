@@ -225,8 +225,8 @@ impl Approval {
             id = self.id,
             status = self.status,
             employee = r.employee,
-            reason = r.reason,
-            because = self.gated_because,
+            reason = crate::human::line(&r.reason),
+            because = crate::human::line(&self.gated_because),
             who = self
                 .current_approver()
                 .map(|a| format!("decided by {a}; "))

@@ -167,9 +167,40 @@ impl Entry {
         }))
     }
 
-    /// One readable line: what was done, by whom, and why.
+    /// The record as humans may see it: every recorded text through
+    /// [`crate::human::line`] (a change's diff line by line), so a reason,
+    /// note, task or result cannot forge a line or hide text.
+    pub fn for_humans(&self) -> Record {
+        use crate::human::line as shown;
+        let raw = &self.record;
+        let args = if self.kind == Kind::Change {
+            // The host's own diff: one change per line, each line escaped.
+            raw.args
+                .split('\n')
+                .map(shown)
+                .collect::<Vec<_>>()
+                .join("\n")
+        } else {
+            shown(&raw.args)
+        };
+        Record {
+            employee: shown(&raw.employee),
+            task: shown(&raw.task),
+            interface: shown(&raw.interface),
+            scope: shown(&raw.scope),
+            action: shown(&raw.action),
+            args,
+            reason: shown(&raw.reason),
+            result: shown(&raw.result),
+            approval: raw.approval.as_deref().map(shown),
+            ..raw.clone()
+        }
+    }
+
+    /// One readable line: what was done, by whom, and why (see
+    /// [`Entry::for_humans`]).
     pub fn render(&self) -> String {
-        let r = &self.record;
+        let r = &self.for_humans();
         let mut line = format!(
             "#{:<4} {} {}",
             self.seq,

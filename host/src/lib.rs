@@ -11,6 +11,7 @@ pub mod approvals;
 pub mod audit;
 pub mod cli;
 pub mod digest;
+pub mod human;
 pub mod integrations;
 pub mod limits;
 pub mod manifest;

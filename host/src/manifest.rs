@@ -628,8 +628,10 @@ pub fn validate_scope_value(integration: Integration, value: &str) -> Result<(),
     if value.trim().is_empty() {
         return Err("the scope is empty");
     }
-    if value.len() > 128 || value.chars().any(|c| c.is_control()) {
-        return Err("the scope must be at most 128 printable characters");
+    if value.len() > 128 || !crate::human::is_plain(value) {
+        return Err(
+            "the scope must be at most 128 printable characters (no control, bidirectional or invisible characters)",
+        );
     }
     match integration {
         Integration::Slack if !value.starts_with('#') || value.len() < 2 => {

@@ -66,7 +66,7 @@ fn a_gated_write_is_queued_with_its_full_action_and_does_not_run() -> Result<()>
     assert_eq!(a.hash, a.request.hash());
     assert!(
         a.preview()
-            .contains("post to channel:#general:\n    hello team"),
+            .contains("post to channel:#general:\n    | hello team"),
         "{}",
         a.preview()
     );

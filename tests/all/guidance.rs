@@ -158,7 +158,10 @@ fn the_cli_answers_a_question_and_refuses_a_bad_answer_with_exit_2() -> Result<(
     let id = scene.requests()?[0].0.clone();
     let (code, list) = scene.clancy(&["approvals", "list"])?;
     assert_eq!(code, Some(0));
-    assert!(list.contains("wants to know: Escalate it?"), "{list}");
+    assert!(
+        list.contains("wants to know:\n    | Escalate it?"),
+        "{list}"
+    );
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_clancy"))
         .arg("--data-dir")
         .arg(scene.data())

@@ -13,6 +13,7 @@ mod env;
 mod escalation;
 mod guidance;
 mod hostile;
+mod injection;
 mod isolation;
 mod limits;
 mod mail_scope;

@@ -10,6 +10,7 @@ use clap::{Args, Subcommand};
 
 use super::{Global, housekeeping, open, who};
 use crate::approvals::{Approval, Status};
+use crate::human;
 use crate::integrations::{Action, Integration};
 use crate::org::{DataDirMode, Org, Verdict};
 
@@ -176,15 +177,16 @@ fn approvals(host: &Org, command: ApprovalsCommand, out: &mut impl Write) -> Res
                     if let Some(by) = &a.decided_by {
                         writeln!(
                             out,
-                            "  decided by {by}{}",
+                            "  decided by {}{}",
+                            human::line(by),
                             a.comment
                                 .as_ref()
-                                .map(|c| format!(": {c}"))
+                                .map(|c| format!(": {}", human::line(c)))
                                 .unwrap_or_default()
                         )?;
                     }
                     if let Some(o) = &a.outcome {
-                        writeln!(out, "  outcome: {o}")?;
+                        writeln!(out, "  outcome: {}", human::line(o))?;
                     }
                 }
             }
@@ -258,7 +260,7 @@ fn approvals(host: &Org, command: ApprovalsCommand, out: &mut impl Write) -> Res
                     out,
                     "{id}: edited and approved as {}; {}",
                     a.id,
-                    a.outcome.unwrap_or_default()
+                    human::line(&a.outcome.unwrap_or_default())
                 )?;
                 Ok(ExitCode::SUCCESS)
             }
@@ -301,9 +303,11 @@ fn approvals(host: &Org, command: ApprovalsCommand, out: &mut impl Write) -> Res
     for id in &ids {
         match host.decide(id, verdict, &by, decide.comment.as_deref()) {
             Ok(a) => match a.status {
-                Status::Executed | Status::Failed => {
-                    writeln!(out, "{id}: approved; {}", a.outcome.unwrap_or_default())?
-                }
+                Status::Executed | Status::Failed => writeln!(
+                    out,
+                    "{id}: approved; {}",
+                    human::line(&a.outcome.unwrap_or_default())
+                )?,
                 Status::Denied => writeln!(out, "{id}: denied")?,
                 other => writeln!(out, "{id}: {other:?}")?,
             },

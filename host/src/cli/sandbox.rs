@@ -7,6 +7,7 @@ use anyhow::Result;
 use clap::{Subcommand, ValueEnum};
 
 use super::{Global, open};
+use crate::human::{self, line as h};
 use crate::org::{DataDirMode, Org};
 use crate::providers::money;
 
@@ -103,25 +104,25 @@ fn show_sandbox(host: &Org, what: Part, json: bool, out: &mut impl Write) -> Res
             writeln!(
                 out,
                 "  {} [{}] {} <- {}: {}",
-                m.id,
-                m.labels.join(","),
-                m.received_at,
-                m.from,
-                m.subject
+                h(&m.id),
+                h(&m.labels.join(",")),
+                h(&m.received_at),
+                h(&m.from),
+                h(&m.subject)
             )?;
         }
     }
     if want(Part::Chat) {
         writeln!(out, "== chat")?;
         for (channel, messages) in s.all_chat()? {
-            writeln!(out, "  {channel}")?;
+            writeln!(out, "  {}", h(&channel))?;
             for m in messages {
                 writeln!(
                     out,
-                    "    {} {}: {}",
-                    m.posted_at,
-                    m.author,
-                    m.text.replace('\n', "\n      ")
+                    "    {} {}:\n{}",
+                    h(&m.posted_at),
+                    h(&m.author),
+                    human::block(&m.text, "      | ")
                 )?;
             }
         }
@@ -129,15 +130,22 @@ fn show_sandbox(host: &Org, what: Part, json: bool, out: &mut impl Write) -> Res
     if want(Part::Crm) {
         writeln!(out, "== crm")?;
         for c in s.all_contacts()? {
-            writeln!(out, "  {} {} <{}> {}", c.id, c.name, c.email, c.company)?;
+            writeln!(
+                out,
+                "  {} {} <{}> {}",
+                h(&c.id),
+                h(&c.name),
+                h(&c.email),
+                h(&c.company)
+            )?;
         }
         for d in s.all_deals()? {
             writeln!(
                 out,
                 "  {} {} [{}] {}",
-                d.id,
-                d.name,
-                d.stage,
+                h(&d.id),
+                h(&d.name),
+                h(&d.stage),
                 money(d.amount_cents)
             )?;
         }
@@ -148,11 +156,11 @@ fn show_sandbox(host: &Org, what: Part, json: bool, out: &mut impl Write) -> Res
             writeln!(
                 out,
                 "  {} {} - {} {} ({})",
-                e.id,
-                e.start,
-                e.end,
-                e.title,
-                e.attendees.join(", ")
+                h(&e.id),
+                h(&e.start),
+                h(&e.end),
+                h(&e.title),
+                h(&e.attendees.join(", "))
             )?;
         }
     }
@@ -162,12 +170,12 @@ fn show_sandbox(host: &Org, what: Part, json: bool, out: &mut impl Write) -> Res
             writeln!(
                 out,
                 "  {} {} {} {} [{}] due {}",
-                i.id,
-                i.customer,
+                h(&i.id),
+                h(&i.customer),
                 money(i.amount_cents),
-                i.currency,
-                i.status,
-                i.due_on
+                h(&i.currency),
+                h(&i.status),
+                h(&i.due_on)
             )?;
         }
         for r in s.all_expense_reports()? {
@@ -178,12 +186,12 @@ fn show_sandbox(host: &Org, what: Part, json: bool, out: &mut impl Write) -> Res
                 .fold(0i64, |sum, l| sum.saturating_add(l.amount_cents));
             writeln!(
                 out,
-                "  expense report {} {:?} [{}] {} {}, {} lines",
-                r.id,
-                r.report.title,
-                r.status,
+                "  expense report {} \"{}\" [{}] {} {}, {} lines",
+                h(&r.id),
+                h(&r.report.title),
+                h(&r.status),
                 money(total),
-                r.report.currency,
+                h(&r.report.currency),
                 r.report.lines.len()
             )?;
         }

@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use super::{Global, open};
+use crate::human;
 use crate::manifest::Manifest;
 use crate::org::DataDirMode;
 use crate::runtime::TaskEnd;
@@ -88,12 +89,12 @@ pub(super) fn run(global: &Global, args: RunArgs, out: &mut impl Write) -> Resul
             employee.manifest().name
         )?;
         for line in result.guest_output.lines() {
-            writeln!(out, "  guest | {line}")?;
+            writeln!(out, "  guest | {}", human::line(line))?;
         }
         match &result.end {
-            TaskEnd::Completed { summary } => writeln!(out, "completed: {summary}")?,
-            TaskEnd::Failed { error } => writeln!(out, "FAILED: {error}")?,
-            TaskEnd::Trapped { reason } => writeln!(out, "STOPPED: {reason}")?,
+            TaskEnd::Completed { summary } => writeln!(out, "completed: {}", human::line(summary))?,
+            TaskEnd::Failed { error } => writeln!(out, "FAILED: {}", human::line(error))?,
+            TaskEnd::Trapped { reason } => writeln!(out, "STOPPED: {}", human::line(reason))?,
         }
         writeln!(
             out,

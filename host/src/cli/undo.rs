@@ -68,7 +68,13 @@ fn undo_report(
             UndoOutcome::NothingToUndo(why) => format!("nothing to undo: {why}"),
             UndoOutcome::NotUndone(why) => format!("COULD NOT UNDO: {why}"),
         };
-        writeln!(out, "#{} {}: {outcome}", r.action, r.what)?;
+        writeln!(
+            out,
+            "#{} {}: {}",
+            r.action,
+            crate::human::line(&r.what),
+            crate::human::line(&outcome)
+        )?;
     }
     if reports.is_empty() && !json {
         writeln!(out, "the task made no changes, so there is nothing to undo")?;

@@ -5,7 +5,8 @@
 use serde::{Deserialize, Serialize};
 use wasmtime::component::Resource;
 
-use super::{Action, EditError, Interface, Spec, edited_list, quote};
+use super::{Action, EditError, GUTTER, Interface, Spec, edited_list, quote};
+use crate::human;
 use crate::providers::{Done, ProviderError, Response};
 use crate::runtime::TaskState;
 use crate::runtime::bindings::calendar::{self as wit, Event, NewEvent};
@@ -89,13 +90,20 @@ impl CalendarOp {
     pub fn preview(&self, scope: &str) -> String {
         match self {
             CalendarOp::CreateEvent { event } => format!(
-                "create event {:?} on {scope}, {} - {}\n    {}",
-                event.title, event.start, event.end, event.description
+                "create event \"{}\" on {scope}, {} - {}\n{}",
+                human::line(&event.title),
+                human::line(&event.start),
+                human::line(&event.end),
+                human::block(&event.description, GUTTER)
             ),
             CalendarOp::SendInvite {
                 event_id,
                 attendees,
-            } => format!("invite {} to event {event_id}", attendees.join(", ")),
+            } => format!(
+                "invite {} to event {}",
+                human::line(&attendees.join(", ")),
+                human::line(event_id)
+            ),
             other => format!("{} {}", other.method(), other.summary()),
         }
     }

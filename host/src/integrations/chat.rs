@@ -5,7 +5,8 @@
 use serde::{Deserialize, Serialize};
 use wasmtime::component::Resource;
 
-use super::{Action, EditError, Interface, Spec, quote};
+use super::{Action, EditError, GUTTER, Interface, Spec, quote};
+use crate::human;
 use crate::providers::{Done, ProviderError, Response};
 use crate::runtime::TaskState;
 use crate::runtime::bindings::chat::{self as wit, ChatMessage};
@@ -66,7 +67,7 @@ impl ChatOp {
     pub fn preview(&self, scope: &str) -> String {
         match self {
             ChatOp::Post { text } => {
-                format!("post to {scope}:\n    {}", text.replace('\n', "\n    "))
+                format!("post to {scope}:\n{}", human::block(text, GUTTER))
             }
             other => format!("{} {}", other.method(), other.summary()),
         }

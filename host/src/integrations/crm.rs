@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use wasmtime::component::Resource;
 
 use super::{Action, EditError, Interface, Spec, quote};
+use crate::human;
 use crate::providers::{Done, ProviderError, Response};
 use crate::runtime::TaskState;
 use crate::runtime::bindings::crm::{self as wit, Contact, Deal};
@@ -80,9 +81,11 @@ impl CrmOp {
     /// What the approver reads.
     pub fn preview(&self, _scope: &str) -> String {
         match self {
-            CrmOp::UpdateDealStage { deal_id, stage } => {
-                format!("move deal {deal_id} to stage {stage:?}")
-            }
+            CrmOp::UpdateDealStage { deal_id, stage } => format!(
+                "move deal {} to stage \"{}\"",
+                human::line(deal_id),
+                human::line(stage)
+            ),
             other => format!("{} {}", other.method(), other.summary()),
         }
     }

@@ -74,8 +74,9 @@ impl ElevationOp {
                 actions,
                 minutes,
             } => format!(
-                "widen its grants: {} on {integration} {scope} for {minutes} minutes (then it expires on its own)",
-                actions.join(", ")
+                "widen its grants: {} on {integration} {} for {minutes} minutes (then it expires on its own)",
+                crate::human::line(&actions.join(", ")),
+                crate::human::line(scope)
             ),
         }
     }

@@ -90,8 +90,9 @@ impl FilesOp {
     pub fn preview(&self, scope: &str) -> String {
         match self {
             FilesOp::Write { path, contents } => format!(
-                "write {} bytes to {scope}/{path}\n    (irreversible: it replaces any existing file, which cannot be restored)",
-                contents.len()
+                "write {} bytes to {scope}/{}\n    (irreversible: it replaces any existing file, which cannot be restored)",
+                contents.len(),
+                crate::human::line(path)
             ),
             other => format!("{} {}", other.method(), other.summary()),
         }

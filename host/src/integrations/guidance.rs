@@ -64,11 +64,11 @@ impl GuidanceOp {
     pub fn preview(&self, _scope: &str) -> String {
         match self {
             GuidanceOp::Ask { question, options } => format!(
-                "know: {}\n    options: {}",
-                question.replace('\n', "\n    "),
+                "know:\n{}\n    options: {}",
+                crate::human::block(question, super::GUTTER),
                 options
                     .iter()
-                    .map(|o| format!("{o:?}"))
+                    .map(|o| format!("\"{}\"", crate::human::line(o)))
                     .collect::<Vec<_>>()
                     .join(", ")
             ),

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use wasmtime::component::Resource;
 
 use super::{Action, EditError, Interface, Spec, quote};
+use crate::human;
 use crate::providers::{Done, ProviderError, Response, money};
 use crate::runtime::TaskState;
 use crate::runtime::bindings::ledger::{self as wit, ExpenseReport, Invoice};
@@ -126,18 +127,18 @@ impl LedgerOp {
         match self {
             LedgerOp::CreateExpenseReport { report } => {
                 let mut s = format!(
-                    "create expense report {:?}: {} {}",
-                    report.title,
-                    report.currency,
+                    "create expense report \"{}\": {} {}",
+                    human::line(&report.title),
+                    human::line(&report.currency),
                     money(total(report))
                 );
                 for l in &report.lines {
                     s.push_str(&format!(
                         "\n    - {} [{}] {} ({})",
-                        l.description,
-                        l.category,
+                        human::line(&l.description),
+                        human::line(&l.category),
                         money(l.amount_cents),
-                        l.receipt_ref
+                        human::line(&l.receipt_ref)
                     ));
                 }
                 s

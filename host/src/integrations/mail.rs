@@ -6,7 +6,8 @@
 use serde::{Deserialize, Serialize};
 use wasmtime::component::Resource;
 
-use super::{Action, EditError, Interface, Spec, edited_list, quote};
+use super::{Action, EditError, GUTTER, Interface, Spec, edited_list, quote};
+use crate::human;
 use crate::providers::{Done, ProviderError, Response};
 use crate::runtime::TaskState;
 use crate::runtime::bindings::mail::{self as wit, Draft, Message};
@@ -77,10 +78,10 @@ impl MailOp {
     pub fn preview(&self, _scope: &str) -> String {
         match self {
             MailOp::Send { draft } => format!(
-                "send mail to {}\n    subject: {}\n    {}\n    (irreversible: a sent mail cannot be recalled)",
-                draft.to.join(", "),
-                draft.subject,
-                draft.body.replace('\n', "\n    ")
+                "send mail to {}\n    subject: {}\n{}\n    (irreversible: a sent mail cannot be recalled)",
+                human::line(&draft.to.join(", ")),
+                human::line(&draft.subject),
+                human::block(&draft.body, GUTTER)
             ),
             other => format!("{} {}", other.method(), other.summary()),
         }

@@ -620,7 +620,7 @@ pub(crate) fn quote(text: &str) -> String {
     const MAX: usize = 80;
     let clean: String = text
         .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
+        .map(|c| if crate::human::is_unsafe(c) { ' ' } else { c })
         .collect();
     if clean.chars().count() > MAX {
         format!(
@@ -631,6 +631,10 @@ pub(crate) fn quote(text: &str) -> String {
         format!("{clean:?}")
     }
 }
+
+/// The gutter in front of every line of a guest's text block (a mail body,
+/// a post) on the approver's screen: no line of it can pass for the host's.
+pub(crate) const GUTTER: &str = "    | ";
 
 /// A comma-separated list an approver typed (`a@x, b@y`), trimmed.
 pub(crate) fn edited_list(value: &str) -> Vec<String> {

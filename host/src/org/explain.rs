@@ -31,6 +31,14 @@ impl Org {
     /// humans decided, and what was rolled back.
     pub fn explain(&self, task: &str) -> Result<String, UndoError> {
         let (id, entries) = self.task_entries(task)?;
+        // Everything below shows recorded text: only ever as humans may see it.
+        let entries: Vec<Entry> = entries
+            .into_iter()
+            .map(|e| Entry {
+                record: e.for_humans(),
+                ..e
+            })
+            .collect();
         let mut read = Vec::new();
         let mut did = Vec::new();
         let mut asked = Vec::new();
