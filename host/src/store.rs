@@ -95,8 +95,13 @@ impl SledStore {
             .map_err(|e| StoreError::Open {
                 path: path.display().to_string(),
                 reason: match e {
-                    sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
-                        "it is in use by another clancy process".to_string()
+                    // sled reports a held lock as WouldBlock, or wraps it in an
+                    // error saying it "could not acquire lock".
+                    sled::Error::Io(io)
+                        if io.kind() == std::io::ErrorKind::WouldBlock
+                            || io.to_string().contains("could not acquire lock") =>
+                    {
+                        "it is in use by another clancy process (wait for it to finish, or stop `clancy approvals watch`)".to_string()
                     }
                     other => other.to_string(),
                 },
