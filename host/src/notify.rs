@@ -22,6 +22,8 @@ use sha2::Sha256;
 use crate::approvals::{Approval, Status};
 use crate::store::{OrgStore, StoreError};
 
+/// Webhook requests sent at once by one delivery round.
+const CONCURRENT_DELIVERIES: usize = 16;
 const AREA: &str = "outbox";
 /// Delivery attempts before a notification is given up (and audited as failed).
 pub const MAX_ATTEMPTS: u32 = 8;
@@ -326,28 +328,51 @@ impl Outbox {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| StoreError::Io(format!("cannot start the webhook client: {e}")))?;
-        for mut n in due {
-            let timestamp = now.timestamp();
-            let sent = client
-                .post(&n.url)
-                .header("Content-Type", "application/json")
-                .header("User-Agent", "clancy-webhooks")
-                .header("X-Clancy-Event", n.event.name())
-                .header("X-Clancy-Delivery", &n.id)
-                .header("X-Clancy-Timestamp", timestamp.to_string())
-                .header("X-Clancy-Signature", sign(&secret, timestamp, &n.body))
-                .body(n.body.clone())
-                .send();
+        // Up to CONCURRENT_DELIVERIES requests at once, each bounded by the
+        // client's timeouts, so a receiver that never answers holds up one
+        // slot for at most 10 s, never the others.
+        let timestamp = now.timestamp();
+        let mut outcomes = Vec::with_capacity(due.len());
+        for batch in due.chunks(CONCURRENT_DELIVERIES) {
+            std::thread::scope(|scope| {
+                let sends: Vec<_> = batch
+                    .iter()
+                    .map(|n| {
+                        let (client, secret) = (&client, &secret);
+                        scope.spawn(move || {
+                            client
+                                .post(&n.url)
+                                .header("Content-Type", "application/json")
+                                .header("User-Agent", "clancy-webhooks")
+                                .header("X-Clancy-Event", n.event.name())
+                                .header("X-Clancy-Delivery", &n.id)
+                                .header("X-Clancy-Timestamp", timestamp.to_string())
+                                .header("X-Clancy-Signature", sign(secret, timestamp, &n.body))
+                                .body(n.body.clone())
+                                .send()
+                                .map(|resp| resp.status())
+                        })
+                    })
+                    .collect();
+                for (n, send) in batch.iter().zip(sends) {
+                    let sent = send
+                        .join()
+                        .unwrap_or_else(|_| Ok(reqwest::StatusCode::INTERNAL_SERVER_ERROR));
+                    outcomes.push((n.clone(), sent));
+                }
+            });
+        }
+        for (mut n, sent) in outcomes {
             n.attempts += 1;
             match sent {
-                Ok(resp) if resp.status().is_success() => {
+                Ok(status) if status.is_success() => {
                     n.state = DeliveryState::Delivered;
                     n.last_error = None;
                     report.delivered.push(n.id.clone());
                 }
                 failed => {
                     n.last_error = Some(match failed {
-                        Ok(resp) => format!("the receiver answered {}", resp.status()),
+                        Ok(status) => format!("the receiver answered {status}"),
                         Err(e) => format!("cannot reach the receiver: {}", without_url(&e)),
                     });
                     if n.attempts >= MAX_ATTEMPTS {

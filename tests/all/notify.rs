@@ -235,3 +235,54 @@ fn webhook_urls_that_are_not_https_or_not_allowed_are_refused_with_the_line() ->
     assert!(err.is_some_and(|e| e.contains("unknown notify event \"sometimes\"")));
     Ok(())
 }
+
+#[test]
+fn commands_only_queue_notifications_so_a_receiver_that_never_answers_holds_up_nothing()
+-> Result<()> {
+    // A receiver that accepts connections and never answers.
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let url = format!("http://{}/hook", listener.local_addr()?);
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let manifest = dir.path().join("employee.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "name = \"notifier\"\ncomponent = {HOSTILE:?}\n{}",
+            grants(&url)
+        ),
+    )?;
+    let manifest = manifest.to_string_lossy().to_string();
+    let clancy = |args: &[&str]| crate::env::clancy(&data, args);
+    clancy(&["operators", "add", "mia", "--role", "manager"])?;
+    let run = clancy(&["run", &manifest, "--task", "post waiting"])?;
+    assert_eq!(run.status.code(), Some(0), "{}", crate::env::stderr(&run));
+    let list = clancy(&["approvals", "list", "--json"])?;
+    let id = crate::env::stdout(&list)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find_map(|v| v["id"].as_str().map(str::to_string))
+        .ok_or_else(|| anyhow::anyhow!("nothing queued"))?;
+    let approved = clancy(&["approvals", "approve", &id, "--as", "mia"])?;
+    assert_eq!(approved.status.code(), Some(0));
+    // Neither `run` nor the approvals commands tried to deliver: every
+    // notification is still pending with no attempt, and nothing connected.
+    let outbox = crate::env::stdout(&clancy(&["notify", "list", "--json"])?);
+    let pending: Vec<serde_json::Value> = outbox
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    assert!(pending.len() >= 2, "{outbox}");
+    assert!(
+        pending
+            .iter()
+            .all(|n| n["attempts"] == 0 && n["state"] == "pending"),
+        "{outbox}"
+    );
+    listener.set_nonblocking(true)?;
+    assert!(
+        listener.accept().is_err(),
+        "a command connected to the receiver"
+    );
+    Ok(())
+}

@@ -76,9 +76,6 @@ pub(super) fn run(global: &Global, args: RunArgs, out: &mut impl Write) -> Resul
     let host = open(global, DataDirMode::Create)?;
     let employee = host.load(manifest)?;
     let result = employee.run(&task)?;
-    if let Err(e) = host.deliver_notifications() {
-        tracing::warn!("notifications not delivered now (they stay queued): {e}");
-    }
     if json {
         writeln!(out, "{}", serde_json::to_string_pretty(&result)?)?;
     } else {
