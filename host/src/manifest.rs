@@ -609,6 +609,7 @@ impl Manifest {
                 url: n.url.into_inner(),
                 format,
                 events,
+                include_content: n.include_content.unwrap_or(false),
             });
         }
 
@@ -702,6 +703,7 @@ struct RawNotify {
     url: Spanned<String>,
     format: Option<Spanned<String>>,
     events: Option<Vec<Spanned<String>>>,
+    include_content: Option<bool>,
 }
 
 #[derive(Deserialize)]

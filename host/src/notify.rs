@@ -92,6 +92,56 @@ pub struct Target {
     pub format: Format,
     /// The events sent; empty means all.
     pub events: BTreeSet<Event>,
+    /// Whether payloads carry the whole action (mail bodies, file
+    /// contents); by default they carry what an approver needs to decide
+    /// and a preview cut to [`PREVIEW_CHARS`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub include_content: bool,
+}
+
+/// The longest preview a payload carries unless its target opts into content.
+pub const PREVIEW_CHARS: usize = 600;
+
+/// The preview of `approval` for a payload: whole with `include_content`,
+/// else cut to [`PREVIEW_CHARS`] with a note of what was left out.
+fn payload_preview(approval: &Approval, include_content: bool) -> String {
+    let preview = approval.preview();
+    let total = preview.chars().count();
+    if include_content || total <= PREVIEW_CHARS {
+        return preview;
+    }
+    format!(
+        "{}\n… ({} more characters: see `clancy approvals list`)",
+        preview.chars().take(PREVIEW_CHARS).collect::<String>(),
+        total - PREVIEW_CHARS
+    )
+}
+
+/// What a payload says about a request: who, what, why and where it
+/// stands; the action's content (`request`) only with `include_content`.
+fn request_facts(approval: &Approval, include_content: bool) -> serde_json::Value {
+    let r = &approval.request;
+    let mut facts = serde_json::json!({
+        "id": approval.id,
+        "status": approval.status,
+        "employee": r.employee,
+        "task": r.task,
+        "integration": r.integration,
+        "scope": r.scope,
+        "action": r.operation.action(),
+        "method": r.operation.method(),
+        "reason": r.reason,
+        "gated_because": approval.gated_because,
+        "created_at": approval.created_at,
+        "expires_at": approval.expires_at,
+        "decided_by": approval.decided_by,
+        "outcome": approval.outcome,
+    });
+    if include_content && let Ok(request) = serde_json::to_value(r) {
+        // The whole action, arguments and all, for targets that opted in.
+        facts["request"] = request;
+    }
+    facts
 }
 
 impl Target {
@@ -166,7 +216,13 @@ pub enum DeliveryState {
 }
 
 /// The payload for `approval` and `event` in `format`.
-pub fn payload(format: Format, event: Event, approval: &Approval) -> serde_json::Value {
+pub fn payload(
+    format: Format,
+    event: Event,
+    approval: &Approval,
+    include_content: bool,
+) -> serde_json::Value {
+    let preview = payload_preview(approval, include_content);
     let r = &approval.request;
     let headline = match event {
         Event::Requested => format!("{} asks for approval ({})", r.employee, approval.id),
@@ -206,14 +262,14 @@ pub fn payload(format: Format, event: Event, approval: &Approval) -> serde_json:
         Format::Json => serde_json::json!({
             "event": event.name(),
             "text": headline,
-            "approval": approval,
-            "preview": approval.preview(),
+            "approval": request_facts(approval, include_content),
+            "preview": preview,
         }),
         Format::Slack => serde_json::json!({
             "text": headline,
             "blocks": [
                 { "type": "section", "text": { "type": "mrkdwn", "text": format!("*{headline}*") } },
-                { "type": "section", "text": { "type": "mrkdwn", "text": format!("```{}```", approval.preview()) } },
+                { "type": "section", "text": { "type": "mrkdwn", "text": format!("```{preview}```") } },
                 { "type": "context", "elements": [
                     { "type": "mrkdwn", "text": format!("Decide with `clancy approvals approve {id}` or `clancy approvals deny {id}`", id = approval.id) }
                 ] }
@@ -293,7 +349,7 @@ impl Outbox {
             event,
             approval: approval.id.clone(),
             url: target.url.clone(),
-            body: payload(target.format, event, approval).to_string(),
+            body: payload(target.format, event, approval, target.include_content).to_string(),
             attempts: 0,
             next_at: now,
             last_error: None,

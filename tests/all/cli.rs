@@ -315,35 +315,22 @@ fn bad_input_gets_one_clear_error_and_loses_nothing() -> Result<()> {
 
 #[test]
 fn a_second_process_on_a_data_dir_in_use_gets_one_clear_sentence() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let data = dir.path().join("data");
-    let seeded = clancy(&data, &["sandbox", "seed"])?;
-    assert_eq!(seeded.status.code(), Some(0));
-    // `approvals watch` keeps the data dir open while it runs.
-    let mut watch = std::process::Command::new(env!("CARGO_BIN_EXE_clancy"))
-        .arg("--data-dir")
-        .arg(&data)
-        .args(["approvals", "watch", "--every", "60"])
-        .env_remove("CLANCY_DATA_DIR")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()?;
-    let mut second = clancy(&data, &["audit", "log"])?;
-    // Until the watcher holds the lock, the second process may still get in.
-    for _ in 0..100 {
-        if second.status.code() == Some(2) {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        second = clancy(&data, &["audit", "log"])?;
-    }
-    let _ = watch.kill();
-    let _ = watch.wait();
+    let scene = crate::crash::Scene::new(clancy_guests::HOSTILE)?;
+    let manifest = scene.manifest_path();
+    // A `run` paused right after it stored a queued request holds the data dir.
+    let second = scene
+        .while_paused_at(
+            "enqueue:after-store",
+            &["run", &manifest, "--task", "post held"],
+            || clancy(scene.data(), &["audit", "log"]),
+        )?
+        .ok_or_else(|| anyhow::anyhow!("the first process never paused"))?;
     assert_eq!(second.status.code(), Some(2));
     let err = stderr(&second);
     assert!(
-        err.trim_end().ends_with("it is in use by another clancy process (wait for it to finish, or stop `clancy approvals watch`)")
-            && !err.contains("Os {"),
+        err.trim_end().ends_with(
+            "it is in use by another clancy process (wait for it to finish, or stop `clancy approvals watch`)"
+        ) && !err.contains("Os {"),
         "{err}"
     );
     assert_eq!(err.lines().count(), 1, "{err}");

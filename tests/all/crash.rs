@@ -91,6 +91,18 @@ impl Scene {
     /// Start `clancy args…` that will stop at `step`; wait until it is there
     /// (or has exited without reaching it: `Ok(false)`), then SIGKILL it.
     pub fn kill_at(&self, step: &str, args: &[&str]) -> Result<bool> {
+        Ok(self.while_paused_at(step, args, || Ok(()))?.is_some())
+    }
+
+    /// Start `clancy args…` paused at `step`, run `meanwhile` while it
+    /// holds the data dir there, then SIGKILL it. `None` if it never got
+    /// to `step`.
+    pub fn while_paused_at<T>(
+        &self,
+        step: &str,
+        args: &[&str],
+        meanwhile: impl FnOnce() -> Result<T>,
+    ) -> Result<Option<T>> {
         let mut child = self
             .command(args)
             .env("CLANCY_TEST_PAUSE_AT", step)
@@ -105,8 +117,9 @@ impl Scene {
                 break;
             }
         }
+        let result = if reached { Some(meanwhile()) } else { None };
         sigkill(&mut child)?;
-        Ok(reached)
+        result.transpose()
     }
 
     /// Start `clancy args…` and SIGKILL it after `delay` (the soak's random kills).

@@ -286,3 +286,50 @@ fn commands_only_queue_notifications_so_a_receiver_that_never_answers_holds_up_n
     );
     Ok(())
 }
+
+#[test]
+fn payloads_carry_what_an_approver_needs_never_the_whole_content_unless_the_target_opts_in()
+-> Result<()> {
+    let long = format!("{}SECRET-TAIL", "quarterly numbers ".repeat(200));
+    for include_content in [false, true] {
+        let env = TestEnv::new()?;
+        let receiver = Receiver::start(vec![200])?;
+        let grants = with_hostile_imports(&format!(
+            r##"
+[[notify]]
+url = "{}"
+format = "json"
+include_content = {include_content}
+
+[[grant]]
+integration = "slack"
+scope = "channel:#general"
+actions = ["post"]
+approval = "required"
+"##,
+            receiver.url()
+        ));
+        let result = env.run(HOSTILE, &grants, &format!("post {long}"))?;
+        let id = queued_id(completed(&result)?, "posted")?;
+        assert_eq!(env.host.deliver_notifications()?.delivered.len(), 1);
+        let got = receiver.received();
+        let payload: serde_json::Value = serde_json::from_str(&got[0].body)?;
+        assert_eq!(payload["approval"]["id"], id.as_str());
+        assert_eq!(payload["approval"]["reason"], "posting what the task asked");
+        let preview = payload["preview"].as_str().unwrap_or_default();
+        if include_content {
+            assert!(preview.contains("SECRET-TAIL"));
+            assert!(
+                payload["approval"]["request"]["operation"]["text"]
+                    .as_str()
+                    .is_some_and(|t| t.ends_with("SECRET-TAIL"))
+            );
+        } else {
+            assert!(!got[0].body.contains("SECRET-TAIL"), "{}", got[0].body);
+            assert!(preview.chars().count() < 700, "{preview}");
+            assert!(preview.contains("more characters: see `clancy approvals list`"));
+            assert!(payload["approval"].get("request").is_none());
+        }
+    }
+    Ok(())
+}

@@ -176,9 +176,14 @@ fn limits_line(m: &Manifest) -> String {
 fn notify_line(t: &crate::notify::Target) -> String {
     let events: Vec<&str> = t.events.iter().map(|e| e.name()).collect();
     format!(
-        "notify {} ({:?}{})",
+        "notify {} ({:?}{}{})",
         crate::notify::origin(&t.url),
         t.format,
+        if t.include_content {
+            ", with content"
+        } else {
+            ""
+        },
         if events.is_empty() {
             String::new()
         } else {
