@@ -214,7 +214,12 @@ impl Entry {
             Kind::TaskStart => format!("started: {}", r.args),
             Kind::TaskEnd => format!("ended: {}", r.result),
             Kind::Note if r.reason.is_empty() => {
-                format!("host: {} {} -> {}", r.action, r.args, r.result)
+                let what = [r.action.as_str(), r.args.as_str()]
+                    .into_iter()
+                    .filter(|part| !part.is_empty())
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                format!("host: {what} -> {}", r.result)
             }
             Kind::Note => format!("note: {}", r.reason),
             Kind::Reaction => format!("on-decision({}) -> {}", r.args, r.result),

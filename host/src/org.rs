@@ -180,11 +180,26 @@ impl Org {
         }
         let by = by.unwrap_or("the first operator's setup");
         operators.put(operator)?;
+        self.audit_operator_action(
+            "operators-add",
+            &format!("{} as {}", operator.name, operator.role),
+            &format!("{} is {} (set by {by})", operator.name, operator.role),
+        )
+    }
+
+    /// Record an operator's action on the organisation itself (adding
+    /// operators, resetting the sandbox, showing the webhook secret).
+    pub fn audit_operator_action(
+        &self,
+        action: &str,
+        args: &str,
+        result: &str,
+    ) -> Result<(), OrgError> {
         let record = Record {
             employee: "host".into(),
-            action: "operators-add".into(),
-            args: format!("{} as {}", operator.name, operator.role),
-            result: format!("{} is {} (set by {by})", operator.name, operator.role),
+            action: action.into(),
+            args: args.into(),
+            result: result.into(),
             ..Record::default()
         };
         self.audit

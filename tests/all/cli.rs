@@ -336,3 +336,30 @@ fn a_second_process_on_a_data_dir_in_use_gets_one_clear_sentence() -> Result<()>
     assert_eq!(err.lines().count(), 1, "{err}");
     Ok(())
 }
+
+#[test]
+fn operator_actions_on_the_org_are_in_the_audit_log_and_never_the_secret() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    assert_eq!(clancy(&data, &["sandbox", "seed"])?.status.code(), Some(0));
+    assert_eq!(
+        clancy(&data, &["sandbox", "seed", "--reset"])?
+            .status
+            .code(),
+        Some(0)
+    );
+    let secret = stdout(&clancy(&data, &["notify", "secret"])?);
+    let secret = secret.trim();
+    assert!(secret.len() >= 32);
+    let log = stdout(&clancy(&data, &["audit", "log"])?);
+    assert!(log.contains("host: sandbox-seed first seed"), "{log}");
+    assert!(log.contains("host: sandbox-seed reset"), "{log}");
+    assert!(
+        log.contains("host: notify-secret -> the webhook signing secret was shown"),
+        "{log}"
+    );
+    let json = stdout(&clancy(&data, &["audit", "log", "--json"])?);
+    assert!(!json.contains(secret), "the secret is in the audit log");
+    assert!(stdout(&clancy(&data, &["audit", "verify"])?).starts_with("audit log intact"));
+    Ok(())
+}

@@ -32,7 +32,14 @@ pub(super) fn run(
     match command {
         NotifyCommand::Secret => {
             let host = open(global, DataDirMode::Create)?;
-            writeln!(out, "{}", String::from_utf8_lossy(&host.outbox().secret()?))?;
+            let secret = host.outbox().secret()?;
+            // Who saw the signing secret is on record (never the secret itself).
+            host.audit_operator_action(
+                "notify-secret",
+                "",
+                "the webhook signing secret was shown",
+            )?;
+            writeln!(out, "{}", String::from_utf8_lossy(&secret))?;
             Ok(ExitCode::SUCCESS)
         }
         NotifyCommand::List { json } => {

@@ -54,6 +54,12 @@ pub(super) fn run(
                     "the sandbox workspace already has data; pass --reset to replace it with the seed data"
                 );
             }
+            // Audited first: a reset that cannot be recorded does not happen.
+            host.audit_operator_action(
+                "sandbox-seed",
+                if reset { "reset" } else { "first seed" },
+                "the sandbox workspace was filled with its seed data",
+            )?;
             host.sandbox().seed()?;
             writeln!(
                 out,
