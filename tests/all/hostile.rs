@@ -388,3 +388,17 @@ fn a_component_path_that_is_a_device_a_fifo_or_a_huge_file_is_refused_without_re
     }
     Ok(())
 }
+
+#[test]
+fn a_guest_printing_past_the_output_cap_is_stopped_with_a_message_that_says_why() -> Result<()> {
+    let env = TestEnv::new()?;
+    let result = env.run(HOSTILE, HOSTILE_GRANTS, "shout")?;
+    let reason = trapped(&result)?;
+    assert!(reason.contains("more than 64 KiB"), "{reason}");
+    // What it printed up to the cap is kept, and the host serves the next task.
+    assert!(result.guest_output.len() <= 64 * 1024);
+    assert!(result.guest_output.starts_with("xxxx"));
+    let next = env.run(HOSTILE, HOSTILE_GRANTS, "print hello")?;
+    assert_eq!(completed(&next)?, "printed");
+    Ok(())
+}

@@ -37,8 +37,28 @@ use bindings::{Employee as EmployeeWorld, EmployeePre};
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Largest task instruction, in bytes.
 pub const MAX_INSTRUCTION_BYTES: usize = 64 * 1024;
-/// Guest stdout/stderr kept per task (the rest is dropped).
+/// Guest stdout/stderr kept per task. Printing past it stops the task
+/// (the write fails inside the guest), with a message that says so.
 const GUEST_OUTPUT_BYTES: usize = 64 * 1024;
+
+/// How a task that trapped with its output at the cap ended: the trap is
+/// the failed write past the cap (the guest's std panics on it), so say so
+/// rather than "panicked".
+fn blame_output_cap(end: TaskEnd, output: &MemoryOutputPipe) -> TaskEnd {
+    // The write that failed did not fit: the pipe is within one write of full.
+    const LAST_WRITE: usize = 8 * 1024;
+    match end {
+        TaskEnd::Trapped { .. } if output.contents().len() + LAST_WRITE > GUEST_OUTPUT_BYTES => {
+            TaskEnd::Trapped {
+                reason: format!(
+                    "the employee printed more than {} KiB (stdout and stderr, the cap for one task), so it was stopped; its output up to the cap is kept",
+                    GUEST_OUTPUT_BYTES / 1024
+                ),
+            }
+        }
+        other => other,
+    }
+}
 /// Concurrent tasks the engine's pool has room for.
 const POOL_SLOTS: u32 = 32;
 
@@ -365,7 +385,10 @@ impl LoadedEmployee {
 
         self.mediator.refresh_elevations();
         let output = MemoryOutputPipe::new(GUEST_OUTPUT_BYTES);
-        let end = self.run_in_fresh_store(&task_id, instruction, &output);
+        let end = blame_output_cap(
+            self.run_in_fresh_store(&task_id, instruction, &output),
+            &output,
+        );
         let guest_output = String::from_utf8_lossy(&output.contents()).to_string();
         for line in guest_output.lines() {
             tracing::info!(employee = %self.manifest.name, task = %task_id, "guest: {line}");
@@ -428,6 +451,7 @@ impl LoadedEmployee {
             Ok((Err(error),)) => TaskEnd::Failed { error },
             Err(e) => trapped(e),
         };
+        let end = blame_output_cap(end, &output);
         for line in String::from_utf8_lossy(&output.contents()).lines() {
             tracing::info!(employee = %self.manifest.name, task = %task_id, "guest: {line}");
         }

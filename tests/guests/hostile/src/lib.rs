@@ -230,6 +230,14 @@ impl Employee for Hostile {
                     Err(e) => report(format!("refused: {}", e.describe())),
                 }
             }
+            "shout" => {
+                // Print far past the host's output cap, then report.
+                let line = "x".repeat(1023);
+                for _ in 0..256 {
+                    println!("{line}");
+                }
+                report("shouted".into())
+            }
             "print" => {
                 println!("hello from the guest: {arg}");
                 report("printed".into())
