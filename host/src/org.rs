@@ -208,6 +208,39 @@ impl Org {
         Ok(())
     }
 
+    /// Record the end of every task that started but never ended (the
+    /// process running it was killed): each gets a task-end entry saying it
+    /// was interrupted, so the log never leaves a task open. Returns them.
+    /// Call it at start, while no task of this org runs (the CLI does, in
+    /// `run` and every approvals command).
+    pub fn record_interrupted_tasks(&self) -> Result<Vec<String>, OrgError> {
+        let entries = self.audit.entries()?;
+        let ended: std::collections::HashSet<&str> = entries
+            .iter()
+            .filter(|e| e.kind == Kind::TaskEnd)
+            .map(|e| e.record.task.as_str())
+            .collect();
+        let mut interrupted = Vec::new();
+        for start in entries
+            .iter()
+            .filter(|e| e.kind == Kind::TaskStart && !ended.contains(e.record.task.as_str()))
+        {
+            let record = Record {
+                employee: start.record.employee.clone(),
+                task: start.record.task.clone(),
+                result:
+                    "interrupted: the host stopped during the task (its calls up to then are above)"
+                        .into(),
+                ..Record::default()
+            };
+            self.audit
+                .append(Kind::TaskEnd, record)
+                .map_err(|e| OrgError::Store(e.0))?;
+            interrupted.push(start.record.task.clone());
+        }
+        Ok(interrupted)
+    }
+
     /// This org's notification outbox.
     pub fn outbox(&self) -> &Outbox {
         &self.outbox

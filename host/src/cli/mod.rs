@@ -114,12 +114,13 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-/// What every approvals command does first and last: move requests along
-/// their ladders, expire overdue ones and finish approved actions
-/// interrupted by a crash. (Notifications are only queued here: `notify
+/// What every approvals command does first and last: close tasks a killed
+/// process left open, move requests along their ladders, expire overdue
+/// ones and finish approved actions interrupted by a crash. (Notifications are only queued here: `notify
 /// deliver` and `approvals watch` send them, so no receiver can hold up a
 /// command.)
 pub(super) fn housekeeping(host: &Org) -> Result<()> {
+    host.record_interrupted_tasks()?;
     host.tick()?;
     host.resume_approved()?;
     Ok(())

@@ -74,6 +74,8 @@ pub(super) fn run(global: &Global, args: RunArgs, out: &mut impl Write) -> Resul
     };
     let manifest = load_manifest(&manifest, &component)?;
     let host = open(global, DataDirMode::Create)?;
+    // A task left open by a killed process is closed in the record first.
+    host.record_interrupted_tasks()?;
     let employee = host.load(manifest)?;
     let result = employee.run(&task)?;
     if json {
