@@ -196,32 +196,20 @@ impl Meter {
         }
         let key = self.budget_key(employee, integration, scope);
         let amount = amount_cents.unwrap_or(0).max(0);
-        loop {
-            let stored = self.store.get(AREA, key.as_bytes())?;
-            let spent: Spent = match &stored {
-                Some(bytes) => decode(AREA, bytes)?,
-                None => Spent::default(),
-            };
+        self.update_spent(&key, |spent| {
+            let spent = spent.unwrap_or_default();
             if let Some(why) = over_budget(&spent, budget, amount, integration, scope) {
                 return Err(LimitError::OverBudget(why));
             }
-            let next = Spent {
+            Ok(Some(Spent {
                 writes: spent.writes + 1,
                 amount_cents: spent.amount_cents.saturating_add(amount),
-            };
-            let bytes = encode(&next)?;
-            if self.store.write_if(
-                AREA,
-                key.as_bytes(),
-                stored.as_deref(),
-                vec![(key.clone().into_bytes(), Some(bytes))],
-            )? {
-                return Ok(Some(Reservation {
-                    key,
-                    amount_cents: amount,
-                }));
-            }
-        }
+            }))
+        })?;
+        Ok(Some(Reservation {
+            key,
+            amount_cents: amount,
+        }))
     }
 
     /// Whether one more write moving `amount_cents` would exceed the grant's
@@ -248,22 +236,36 @@ impl Meter {
 
     /// Give back a reservation whose write did not happen.
     pub fn refund(&self, reservation: Reservation) -> Result<(), StoreError> {
-        loop {
-            let stored = self.store.get(AREA, reservation.key.as_bytes())?;
-            let Some(bytes) = &stored else {
-                return Ok(());
-            };
-            let spent: Spent = decode(AREA, bytes)?;
-            let next = Spent {
+        self.update_spent(&reservation.key, |spent| {
+            Ok(spent.map(|spent| Spent {
                 writes: spent.writes.saturating_sub(1),
                 amount_cents: spent.amount_cents.saturating_sub(reservation.amount_cents),
+            }))
+        })
+    }
+
+    /// Replace the spent record at `key` with what `change` makes of it
+    /// (`None` in: no record yet; `None` out: write nothing), by a
+    /// conditional write retried until no other writer got there first.
+    fn update_spent<E: From<StoreError>>(
+        &self,
+        key: &str,
+        mut change: impl FnMut(Option<Spent>) -> Result<Option<Spent>, E>,
+    ) -> Result<(), E> {
+        loop {
+            let stored = self.store.get(AREA, key.as_bytes())?;
+            let spent: Option<Spent> = match &stored {
+                Some(bytes) => Some(decode(AREA, bytes)?),
+                None => None,
             };
-            let bytes = encode(&next)?;
+            let Some(next) = change(spent)? else {
+                return Ok(());
+            };
             if self.store.write_if(
                 AREA,
-                reservation.key.as_bytes(),
+                key.as_bytes(),
                 stored.as_deref(),
-                vec![(reservation.key.clone().into_bytes(), Some(bytes))],
+                vec![(key.as_bytes().to_vec(), Some(encode(&next)?))],
             )? {
                 return Ok(());
             }

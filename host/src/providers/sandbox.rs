@@ -18,7 +18,7 @@ use crate::integrations::chat::ChatInverse;
 use crate::integrations::crm::CrmInverse;
 use crate::integrations::ledger::LedgerInverse;
 use crate::runtime::bindings::{calendar, chat, crm, ledger, mail};
-use crate::store::{OrgStore, StoreError};
+use crate::store::{OrgStore, StoreError, encode};
 
 const AREA: &str = "sandbox";
 /// Largest `limit` a list call honours.
@@ -104,28 +104,31 @@ impl Sandbox {
             .collect();
         let base = Utc::now();
         for m in seed::mail(base) {
-            writes.push((key_of(&["mail", &m.id]), Some(json(&m)?)));
+            writes.push((key_of(&["mail", &m.id]), Some(encode(&m)?)));
         }
         for (channel, messages) in seed::chat(base) {
             writes.push((key_of(&["channel", channel]), Some(b"{}".to_vec())));
             for m in messages {
                 writes.push((
                     key_of(&["chat", channel, &m.posted_at, &m.id]),
-                    Some(json(&m)?),
+                    Some(encode(&m)?),
                 ));
             }
         }
         for c in seed::contacts() {
-            writes.push((key_of(&["contact", seed::PORTAL, &c.id]), Some(json(&c)?)));
+            writes.push((key_of(&["contact", seed::PORTAL, &c.id]), Some(encode(&c)?)));
         }
         for d in seed::deals() {
-            writes.push((key_of(&["deal", seed::PORTAL, &d.id]), Some(json(&d)?)));
+            writes.push((key_of(&["deal", seed::PORTAL, &d.id]), Some(encode(&d)?)));
         }
         for e in seed::events(base) {
-            writes.push((key_of(&["event", seed::CALENDAR, &e.id]), Some(json(&e)?)));
+            writes.push((key_of(&["event", seed::CALENDAR, &e.id]), Some(encode(&e)?)));
         }
         for i in seed::invoices(base) {
-            writes.push((key_of(&["invoice", seed::COMPANY, &i.id]), Some(json(&i)?)));
+            writes.push((
+                key_of(&["invoice", seed::COMPANY, &i.id]),
+                Some(encode(&i)?),
+            ));
         }
         writes.push((b"seeded".to_vec(), Some(now().into_bytes())));
         self.store.write(AREA, writes)
@@ -190,9 +193,9 @@ impl Sandbox {
         key: Option<&str>,
         done: Done,
     ) -> Result<Done, ProviderError> {
-        let mut writes = vec![(k, Some(json(value).map_err(failed)?))];
+        let mut writes = vec![(k, Some(encode(value).map_err(failed)?))];
         if let Some(key) = key {
-            writes.push((idem_key(key), Some(json(&done).map_err(failed)?)));
+            writes.push((idem_key(key), Some(encode(&done).map_err(failed)?)));
         }
         self.store.write(AREA, writes).map_err(failed)?;
         Ok(done)
@@ -223,7 +226,7 @@ impl Sandbox {
             )));
         }
         let next = change(current)
-            .map(|v| json(&v))
+            .map(|v| encode(&v))
             .transpose()
             .map_err(failed)?;
         let applied = self
@@ -242,10 +245,6 @@ impl Sandbox {
 
 fn idem_key(key: &str) -> Vec<u8> {
     format!("idem/{key}").into_bytes()
-}
-
-fn json<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
-    crate::store::encode(value)
 }
 
 impl MailProvider for Sandbox {
