@@ -181,3 +181,36 @@ fn the_cli_answers_a_question_and_refuses_a_bad_answer_with_exit_2() -> Result<(
     assert_eq!(scene.requests()?[0].1, "answered");
     Ok(())
 }
+
+/// An on-decision export that sleeps forever is stopped at the employee's
+/// time limit: the answer stands, the approver's command returns, the
+/// stop is audited, and the employee's next task runs.
+#[test]
+fn an_on_decision_that_sleeps_forever_does_not_hang_the_approver() -> Result<()> {
+    let env = TestEnv::new()?;
+    let grants = format!("{}\n[limits]\ntime_ms = 1000\n", with_hostile_imports(CHAT));
+    let asked = env.run(HOSTILE, &grants, "ask Wake up?|sleep|stay")?;
+    let id = queued_id(completed(&asked)?, "asked")?;
+    let started = std::time::Instant::now();
+    let answered = env.host.answer(&id, "sleep", "alice", None)?;
+    let took = started.elapsed();
+    assert_eq!(answered.status, Status::Answered);
+    assert!(
+        took < std::time::Duration::from_secs(5),
+        "answering took {took:?}"
+    );
+    let reactions: Vec<String> = env
+        .audit()?
+        .into_iter()
+        .filter(|e| e.kind == Kind::Reaction)
+        .map(|e| e.record.result)
+        .collect();
+    assert_eq!(
+        reactions,
+        ["stopped: the task exceeded its time limit of 1000 ms"]
+    );
+    assert_eq!(question(&env, &id)?.status, Status::Answered);
+    let next = env.run(HOSTILE, &grants, "ask Still there?|yes|no")?;
+    assert!(completed(&next)?.starts_with("asked: "), "{:?}", next.end);
+    Ok(())
+}

@@ -48,6 +48,37 @@ fn an_infinite_loop_is_stopped_at_its_deadline_and_the_host_serves_the_next_task
     host_still_serves(&env)
 }
 
+/// A guest blocked inside a WASI call runs no instructions, so epochs never
+/// reach it: each of these must still end at the task's wall-time limit.
+#[test]
+fn a_guest_blocked_in_a_wasi_call_is_stopped_at_its_time_limit() -> Result<()> {
+    let env = TestEnv::new()?;
+    for command in ["sleep 20000", "sleep-forever", "block-poll"] {
+        let started = std::time::Instant::now();
+        let result = env.run(HOSTILE, HOSTILE_GRANTS, command)?;
+        let took = started.elapsed();
+        assert!(
+            trapped(&result)?.contains("time limit of 1000 ms"),
+            "{command}: {:?}",
+            result.end
+        );
+        // The limit is 1 s; the sleep is 20 s or forever.
+        assert!(
+            took < std::time::Duration::from_secs(5),
+            "{command} held the host for {took:?}"
+        );
+        task_end_recorded(&env, &result.task_id, "time limit of 1000 ms")?;
+        // The next task runs at once, on the same host.
+        let started = std::time::Instant::now();
+        host_still_serves(&env)?;
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    }
+    // A short sleep within the limit is allowed and completes.
+    let result = env.run(HOSTILE, HOSTILE_GRANTS, "sleep 10")?;
+    assert_eq!(completed(&result)?, "slept 10 ms");
+    Ok(())
+}
+
 #[test]
 fn a_memory_bomb_hits_the_memory_limit() -> Result<()> {
     let env = TestEnv::new()?;

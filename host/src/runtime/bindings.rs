@@ -5,6 +5,9 @@ wasmtime::component::bindgen!({
     path: "../wit",
     world: "clancy:employee/employee",
     imports: { default: trappable },
+    // Exports are called async so a wall-time deadline can drop a guest
+    // blocked inside WASI (a sleep, a poll): see `LoadedEmployee::within_deadline`.
+    exports: { default: async },
     with: {
         "clancy:employee/mail.mailbox": crate::integrations::mail::MailboxHandle,
         "clancy:employee/chat.channel": crate::integrations::chat::ChannelHandle,

@@ -105,6 +105,7 @@ pub enum LoadError {
 pub struct Runtime {
     engine: Engine,
     linker: Linker<TaskState>,
+    clock: Arc<tokio::runtime::Runtime>,
     ticker_stop: Arc<AtomicBool>,
     ticker: Option<JoinHandle<()>>,
 }
@@ -128,7 +129,7 @@ impl Runtime {
         let engine = Engine::new(&config)?;
 
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         EmployeeWorld::add_to_linker::<TaskState, wasmtime::component::HasSelf<TaskState>>(
             &mut linker,
             |s| s,
@@ -147,9 +148,18 @@ impl Runtime {
                     }
                 })?
         };
+        // Guests run as futures on the calling thread (`block_on`); this
+        // runtime's one worker drives the timers their WASI sleeps and polls
+        // wait on, and the deadline that drops a task blocked in one.
+        let clock = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("clancy-clock")
+            .enable_time()
+            .build()?;
         Ok(Runtime {
             engine,
             linker,
+            clock: Arc::new(clock),
             ticker_stop,
             ticker: Some(ticker),
         })
@@ -218,6 +228,7 @@ impl Runtime {
             manifest,
             pre,
             mediator,
+            clock: self.clock.clone(),
         })
     }
 }
@@ -284,6 +295,7 @@ pub struct LoadedEmployee {
     manifest: Manifest,
     pre: EmployeePre<TaskState>,
     mediator: Arc<Mediator>,
+    clock: Arc<tokio::runtime::Runtime>,
 }
 
 /// How a task ended.
@@ -434,21 +446,29 @@ impl LoadedEmployee {
         let trapped = |e: wasmtime::Error| TaskEnd::Trapped {
             reason: describe_trap(&e, time_ms, memory_mb),
         };
-        let instance = match self.pre.instance_pre().instantiate(&mut store) {
-            Ok(i) => i,
-            Err(e) => return Some(trapped(e)),
-        };
-        let func = instance
-            .get_typed_func::<(&str, &bindings::clancy::employee::types::Decision), (Result<(), String>,)>(
-                &mut store,
-                "on-decision",
-            )
-            .ok()?;
-        let end = match func.call(&mut store, (approval_id, decision)) {
-            Ok((Ok(()),)) => TaskEnd::Completed {
+        let called = self.within_deadline(async {
+            let instance = self
+                .pre
+                .instance_pre()
+                .instantiate_async(&mut store)
+                .await?;
+            let Ok(func) = instance
+                .get_typed_func::<(&str, &bindings::clancy::employee::types::Decision), (Result<(), String>,)>(
+                    &mut store,
+                    "on-decision",
+                )
+            else {
+                return Ok(None);
+            };
+            let (answer,) = func.call_async(&mut store, (approval_id, decision)).await?;
+            Ok(Some(answer))
+        });
+        let end = match called {
+            Ok(None) => return None,
+            Ok(Some(Ok(()))) => TaskEnd::Completed {
                 summary: "on-decision returned".into(),
             },
-            Ok((Err(error),)) => TaskEnd::Failed { error },
+            Ok(Some(Err(error))) => TaskEnd::Failed { error },
             Err(e) => trapped(e),
         };
         let end = blame_output_cap(end, &output);
@@ -492,6 +512,24 @@ impl LoadedEmployee {
         store
     }
 
+    /// Drive one guest call to its end or to the task's wall-time limit,
+    /// whichever comes first. The epoch deadline stops a guest computing;
+    /// this one also stops a guest blocked inside a WASI call (a sleep, a
+    /// poll), which epochs cannot reach: the call's future is dropped with
+    /// the guest's fiber, and the task ends as over its time limit.
+    fn within_deadline<R>(
+        &self,
+        call: impl Future<Output = wasmtime::Result<R>>,
+    ) -> wasmtime::Result<R> {
+        let limit = Duration::from_millis(self.manifest.limits.time_ms);
+        self.clock.block_on(async {
+            match tokio::time::timeout(limit, call).await {
+                Ok(done) => done,
+                Err(_elapsed) => Err(wasmtime::Error::new(Trap::Interrupt)),
+            }
+        })
+    }
+
     fn run_in_fresh_store(
         &self,
         task_id: &str,
@@ -505,10 +543,10 @@ impl LoadedEmployee {
             id: task_id.to_string(),
             instruction: instruction.to_string(),
         };
-        let outcome = self
-            .pre
-            .instantiate(&mut store)
-            .and_then(|employee| employee.call_run(&mut store, &task));
+        let outcome = self.within_deadline(async {
+            let employee = self.pre.instantiate_async(&mut store).await?;
+            employee.call_run(&mut store, &task).await
+        });
         match outcome {
             Ok(Ok(report)) => TaskEnd::Completed {
                 summary: report.summary,

@@ -238,6 +238,27 @@ impl Employee for Hostile {
                 }
                 report("shouted".into())
             }
+            "sleep" => {
+                // sleep <ms>: block inside WASI (std's sleep is a blocking
+                // poll on a monotonic-clock pollable); no instructions run.
+                let ms: u64 = arg.parse().unwrap_or(60_000);
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+                report(format!("slept {ms} ms"))
+            }
+            "sleep-forever" => {
+                std::thread::sleep(std::time::Duration::from_nanos(u64::MAX));
+                report("woke up".into())
+            }
+            "block-poll" => {
+                // Poll a list of far-off clock pollables directly.
+                use wasip2::clocks::monotonic_clock::subscribe_duration;
+                let far = [
+                    subscribe_duration(u64::MAX),
+                    subscribe_duration(3_600_000_000_000),
+                ];
+                let ready = wasip2::io::poll::poll(&far.iter().collect::<Vec<_>>());
+                report(format!("poll returned {ready:?}"))
+            }
             "print" => {
                 println!("hello from the guest: {arg}");
                 report("printed".into())
@@ -257,6 +278,10 @@ impl Employee for Hostile {
             Decision::Answered(option) => format!("answered ({option})"),
         };
         note(&format!("heard: {approval_id} {heard}"));
+        if matches!(&decision, Decision::Answered(option) if option == "sleep") {
+            // An on-decision that never returns must not hang the approver.
+            std::thread::sleep(std::time::Duration::from_nanos(u64::MAX));
+        }
         Ok(())
     }
 }
