@@ -17,6 +17,7 @@ use std::sync::Mutex;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::keys::Checkpoint;
 use crate::store::{OrgStore, StoreError};
 
 const AREA: &str = "audit";
@@ -147,7 +148,9 @@ pub struct Entry {
 }
 
 impl Entry {
-    fn compute_hash(&self) -> String {
+    /// The entry's hash: SHA-256 over its canonical JSON without `hash`.
+    /// Anyone can compute it (that is why checkpoints are signed).
+    pub fn compute_hash(&self) -> String {
         #[derive(Serialize)]
         struct Hashed<'a> {
             seq: u64,
@@ -305,10 +308,13 @@ pub fn render_log(entries: &[Entry]) -> Vec<String> {
         .collect()
 }
 
+/// The stored head of a log: its last entry's number and hash.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-struct Head {
-    seq: u64,
-    hash: String,
+pub struct Head {
+    /// The last entry's number.
+    pub seq: u64,
+    /// The last entry's hash.
+    pub hash: String,
 }
 
 /// An append failed: the caller must not go on with the action.
@@ -323,6 +329,11 @@ pub struct Verification {
     pub entries: u64,
     /// Hash of the last entry (the head), to keep elsewhere and compare later.
     pub head: String,
+    /// Signed checkpoints that matched the log.
+    pub checkpoints: u64,
+    /// Entries after the last signed checkpoint (protected by the chain
+    /// only, until the next checkpoint).
+    pub unsigned_tail: u64,
     /// Every problem found, in log order. Empty means intact.
     pub problems: Vec<String>,
 }
@@ -334,19 +345,67 @@ impl Verification {
     }
 }
 
+/// Entries between two checkpoints (besides one at every task end).
+pub const CHECKPOINT_EVERY: u64 = 64;
+
+/// Whether the host signs a checkpoint right after `entry`.
+fn checkpoint_due(entry: &Entry) -> bool {
+    entry.kind == Kind::TaskEnd || entry.seq.is_multiple_of(CHECKPOINT_EVERY)
+}
+
+/// Called with every checkpoint signed and the entry it covers (the org
+/// queues `checkpoint` notifications with it).
+pub type PublishCheckpoint = Box<dyn Fn(&Checkpoint, &Entry) + Send + Sync>;
+
+/// Where and how the log signs its checkpoints.
+pub struct Checkpointing {
+    /// The host key.
+    pub keys: std::sync::Arc<crate::keys::Keys>,
+    /// The append-only checkpoint file.
+    pub file: std::path::PathBuf,
+    /// Told of each checkpoint.
+    pub publish: Option<PublishCheckpoint>,
+}
+
+/// What the checkpoints of a log are checked against.
+pub struct Anchors {
+    /// The key every checkpoint must be signed with.
+    pub public: ed25519_dalek::VerifyingKey,
+    /// The checkpoints seen (any org; others are ignored).
+    pub checkpoints: Vec<Checkpoint>,
+    /// Problems found reading them (unparsable lines).
+    pub problems: Vec<String>,
+}
+
 /// One organisation's audit log.
 pub struct AuditLog {
     store: OrgStore,
     append_lock: Mutex<()>,
+    checkpointing: Option<Checkpointing>,
 }
 
 impl AuditLog {
-    /// The log of `store`'s organisation.
+    /// The log of `store`'s organisation, without checkpoints.
     pub fn new(store: OrgStore) -> AuditLog {
         AuditLog {
             store,
             append_lock: Mutex::new(()),
+            checkpointing: None,
         }
+    }
+
+    /// The log of `store`'s organisation, signing a checkpoint at every
+    /// task end and every [`CHECKPOINT_EVERY`] entries.
+    pub fn with_checkpoints(store: OrgStore, checkpointing: Checkpointing) -> AuditLog {
+        AuditLog {
+            checkpointing: Some(checkpointing),
+            ..AuditLog::new(store)
+        }
+    }
+
+    /// The checkpoint file, if this log signs checkpoints.
+    pub fn checkpoint_file(&self) -> Option<&std::path::Path> {
+        self.checkpointing.as_ref().map(|c| c.file.as_path())
     }
 
     /// The organisation this log belongs to.
@@ -388,6 +447,27 @@ impl AuditLog {
                 (HEAD_KEY.to_vec(), Some(to_json(&new_head)?)),
             ],
         )?;
+        // Signed while the append lock is held, so checkpoints are in log order.
+        if let Some(c) = &self.checkpointing
+            && checkpoint_due(&entry)
+        {
+            let checkpoint = c
+                .keys
+                .checkpoint(&entry.org, entry.seq, &entry.hash, Utc::now());
+            match crate::keys::append_checkpoint(&c.file, &checkpoint) {
+                Ok(()) => {
+                    if let Some(publish) = &c.publish {
+                        publish(&checkpoint, &entry);
+                    }
+                }
+                // The entry stands; `audit verify` will name the missing checkpoint.
+                Err(e) => tracing::error!(
+                    seq = entry.seq,
+                    "could not write the audit checkpoint to {}: {e}",
+                    c.file.display()
+                ),
+            }
+        }
         Ok(entry)
     }
 
@@ -396,112 +476,244 @@ impl AuditLog {
         self.store.scan_json(AREA, ENTRY_PREFIX)
     }
 
-    /// Recompute the chain. `expected_head`, if given, is a head hash recorded
-    /// earlier outside this store (catches truncation together with a rewritten head).
-    pub fn verify(&self, expected_head: Option<&str>) -> Result<Verification, StoreError> {
-        let mut problems = Vec::new();
-        let mut prev_hash = GENESIS.to_string();
-        let mut expected_seq = 1u64;
-        let mut count = 0u64;
-        let mut seen_hashes = Vec::new();
-        for (key, value) in self.store.scan(AREA, ENTRY_PREFIX)? {
-            count += 1;
-            let key_seq = key
-                .get(ENTRY_PREFIX.len()..)
-                .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                .map(u64::from_be_bytes);
-            let entry: Entry = match serde_json::from_slice(&value) {
-                Ok(e) => e,
-                Err(e) => {
-                    problems.push(format!(
-                        "entry at position {count} is unreadable ({e}): edited"
-                    ));
-                    expected_seq += 1;
-                    prev_hash = String::new();
-                    continue;
-                }
-            };
-            if key_seq != Some(entry.seq) {
-                problems.push(format!(
-                    "entry #{} is stored at the place of another entry: moved or reordered",
-                    entry.seq
-                ));
-            }
-            if entry.seq != expected_seq {
-                if entry.seq > expected_seq {
-                    problems.push(format!(
-                        "entries #{expected_seq}..#{} are missing: deleted",
-                        entry.seq - 1
-                    ));
-                } else {
-                    problems.push(format!(
-                        "entry #{} appears after #{}: reordered",
-                        entry.seq,
-                        expected_seq - 1
-                    ));
-                }
-            }
-            if entry.compute_hash() != entry.hash {
-                problems.push(format!(
-                    "entry #{} does not match its hash: edited",
-                    entry.seq
-                ));
-            }
-            if !prev_hash.is_empty() && entry.prev != prev_hash {
-                problems.push(format!(
-                    "entry #{} does not follow the entry before it: chain broken",
-                    entry.seq
-                ));
-            }
-            if entry.org != self.store.org() {
-                problems.push(format!(
-                    "entry #{} belongs to org {:?}: moved between orgs",
-                    entry.seq, entry.org
-                ));
-            }
-            expected_seq = entry.seq + 1;
-            seen_hashes.push(entry.hash.clone());
-            prev_hash = entry.hash;
-        }
-        let last_seq = expected_seq - 1;
-        let head_hash = if count == 0 {
-            GENESIS.to_string()
-        } else {
-            prev_hash.clone()
-        };
-        match self.store.get_json::<Head>(AREA, HEAD_KEY)? {
-            Some(head) => {
-                if head.seq > last_seq {
-                    problems.push(format!(
-                        "the log ends at #{last_seq} but its head says #{}: entries after #{last_seq} were truncated",
-                        head.seq
-                    ));
-                } else if head.seq < last_seq || head.hash != head_hash {
-                    problems.push(format!(
-                        "the head (#{}) does not match the last entry (#{last_seq}): edited",
-                        head.seq
-                    ));
-                }
-            }
-            None if count > 0 => problems.push("the head record is missing: edited".to_string()),
-            None => {}
-        }
-        if let Some(expected) = expected_head {
-            // Entries appended since the head was recorded are fine; a head
-            // that is no longer in the chain means it was cut or rewritten.
-            if expected != head_hash && !seen_hashes.iter().any(|h| h == expected) {
-                problems.push(format!(
-                    "the expected head {} is not in the log: truncated or rewritten",
-                    short(expected)
-                ));
-            }
-        }
-        Ok(Verification {
-            entries: count,
-            head: head_hash,
-            problems,
-        })
+    /// Recompute the chain and check it against the stored head, a head
+    /// hash recorded earlier outside this store (`expected_head`: catches
+    /// truncation together with a rewritten head) and the signed
+    /// checkpoints in `anchors` (catches a log rewritten with every hash
+    /// recomputed).
+    pub fn verify(
+        &self,
+        expected_head: Option<&str>,
+        anchors: Option<&Anchors>,
+    ) -> Result<Verification, StoreError> {
+        let items = self
+            .store
+            .scan(AREA, ENTRY_PREFIX)?
+            .into_iter()
+            .map(|(key, value)| {
+                let key_seq = key
+                    .get(ENTRY_PREFIX.len()..)
+                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                    .map(u64::from_be_bytes);
+                (
+                    Some(key_seq),
+                    serde_json::from_slice::<Entry>(&value).map_err(|e| e.to_string()),
+                )
+            });
+        let head = Some(self.store.get_json::<Head>(AREA, HEAD_KEY)?);
+        Ok(verify_chain(
+            self.store.org(),
+            items,
+            head,
+            expected_head,
+            anchors,
+        ))
     }
+}
+
+/// Verify a chain of entries of `org`, read from the store or an export.
+///
+/// `items` are the entries in stored order, each with the sequence number
+/// its storage key says (`Some(None)`: a key that names none; `None`: not
+/// from a store). `head` is the stored head record (`None`: not from a
+/// store, `Some(None)`: missing).
+pub fn verify_chain(
+    org: &str,
+    items: impl IntoIterator<Item = (Option<Option<u64>>, Result<Entry, String>)>,
+    head: Option<Option<Head>>,
+    expected_head: Option<&str>,
+    anchors: Option<&Anchors>,
+) -> Verification {
+    let mut problems = Vec::new();
+    let mut prev_hash = GENESIS.to_string();
+    let mut expected_seq = 1u64;
+    let mut count = 0u64;
+    let mut hashes = std::collections::BTreeMap::new();
+    let mut due = Vec::new();
+    for (key_seq, entry) in items {
+        count += 1;
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                problems.push(format!(
+                    "entry at position {count} is unreadable ({e}): edited"
+                ));
+                expected_seq += 1;
+                prev_hash = String::new();
+                continue;
+            }
+        };
+        if let Some(key_seq) = key_seq
+            && key_seq != Some(entry.seq)
+        {
+            problems.push(format!(
+                "entry #{} is stored at the place of another entry: moved or reordered",
+                entry.seq
+            ));
+        }
+        if entry.seq != expected_seq {
+            if entry.seq > expected_seq {
+                problems.push(format!(
+                    "entries #{expected_seq}..#{} are missing: deleted",
+                    entry.seq - 1
+                ));
+            } else {
+                problems.push(format!(
+                    "entry #{} appears after #{}: reordered",
+                    entry.seq,
+                    expected_seq.saturating_sub(1)
+                ));
+            }
+        }
+        if entry.compute_hash() != entry.hash {
+            problems.push(format!(
+                "entry #{} does not match its hash: edited",
+                entry.seq
+            ));
+        }
+        if !prev_hash.is_empty() && entry.prev != prev_hash {
+            problems.push(format!(
+                "entry #{} does not follow the entry before it: chain broken",
+                entry.seq
+            ));
+        }
+        if entry.org != org {
+            problems.push(format!(
+                "entry #{} belongs to org {:?}: moved between orgs",
+                entry.seq, entry.org
+            ));
+        }
+        if checkpoint_due(&entry) {
+            due.push(entry.seq);
+        }
+        expected_seq = entry.seq.saturating_add(1);
+        hashes.insert(entry.seq, entry.hash.clone());
+        prev_hash = entry.hash;
+    }
+    let last_seq = expected_seq - 1;
+    let head_hash = if count == 0 {
+        GENESIS.to_string()
+    } else {
+        prev_hash.clone()
+    };
+    match head {
+        Some(Some(head)) => {
+            if head.seq > last_seq {
+                problems.push(format!(
+                    "the log ends at #{last_seq} but its head says #{}: entries after #{last_seq} were truncated",
+                    head.seq
+                ));
+            } else if head.seq < last_seq || head.hash != head_hash {
+                problems.push(format!(
+                    "the head (#{}) does not match the last entry (#{last_seq}): edited",
+                    head.seq
+                ));
+            }
+        }
+        Some(None) if count > 0 => {
+            problems.push("the head record is missing: edited".to_string());
+        }
+        Some(None) | None => {}
+    }
+    if let Some(expected) = expected_head {
+        // Entries appended since the head was recorded are fine; a head
+        // that is no longer in the chain means it was cut or rewritten.
+        if expected != head_hash && !hashes.values().any(|h| h == expected) {
+            problems.push(format!(
+                "the expected head {} is not in the log: truncated or rewritten",
+                short(expected)
+            ));
+        }
+    }
+    let (checkpoints, unsigned_tail) = match anchors {
+        Some(anchors) => check_anchors(org, anchors, &hashes, &due, last_seq, &mut problems),
+        None => (0, count),
+    };
+    Verification {
+        entries: count,
+        head: head_hash,
+        checkpoints,
+        unsigned_tail,
+        problems,
+    }
+}
+
+/// Check the log's hashes against every signed checkpoint of `org`.
+/// Returns how many matched and how many entries follow the last one.
+fn check_anchors(
+    org: &str,
+    anchors: &Anchors,
+    hashes: &std::collections::BTreeMap<u64, String>,
+    due: &[u64],
+    last_seq: u64,
+    problems: &mut Vec<String>,
+) -> (u64, u64) {
+    problems.extend(anchors.problems.iter().cloned());
+    let mut signed = std::collections::BTreeMap::new();
+    for cp in anchors.checkpoints.iter().filter(|c| c.org == org) {
+        if cp.signed_by(&anchors.public) {
+            signed.insert(cp.seq, cp.head.as_str());
+        } else {
+            problems.push(format!(
+                "the checkpoint of #{} ({}) is not signed by key {}: forged",
+                cp.seq,
+                cp.time.to_rfc3339_opts(SecondsFormat::Secs, true),
+                short(&hex::encode(anchors.public.as_bytes()))
+            ));
+        }
+    }
+    let mut matched = 0u64;
+    let mut last_good = 0u64;
+    let mut diverged = false;
+    for (&seq, &head) in &signed {
+        match hashes.get(&seq) {
+            Some(hash) if hash == head => {
+                matched += 1;
+                if !diverged {
+                    last_good = seq;
+                }
+            }
+            Some(_) if !diverged => {
+                diverged = true;
+                problems.push(format!(
+                    "the log differs from the signed checkpoint of #{seq}: entries #{}..#{seq} were rewritten after they were signed (the first divergence; the checkpoint of #{last_good} still matches)",
+                    last_good + 1
+                ));
+            }
+            Some(_) => {}
+            None if seq > last_seq => {
+                problems.push(format!(
+                    "the log ends at #{last_seq} but a checkpoint signed #{seq}: entries after #{last_seq} were truncated"
+                ));
+                break;
+            }
+            None => problems.push(format!(
+                "entry #{seq} was signed at a checkpoint but is gone: deleted"
+            )),
+        }
+    }
+    let missing: Vec<String> = due
+        .iter()
+        .filter(|seq| !signed.contains_key(seq))
+        .map(|seq| format!("#{seq}"))
+        .collect();
+    if !missing.is_empty() {
+        let shown = missing
+            .iter()
+            .take(5)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ");
+        problems.push(format!(
+            "{} entr{} that must have a signed checkpoint ha{} none ({shown}{}): the checkpoint file was cut or replaced, or the entries were forged",
+            missing.len(),
+            if missing.len() == 1 { "y" } else { "ies" },
+            if missing.len() == 1 { "s" } else { "ve" },
+            if missing.len() > 5 { ", …" } else { "" }
+        ));
+    }
+    let last_signed = signed.keys().next_back().copied().unwrap_or(0);
+    (matched, last_seq.saturating_sub(last_signed))
 }
 
 fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>, AuditError> {

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod digest;
 pub mod human;
 pub mod integrations;
+pub mod keys;
 pub mod limits;
 pub mod manifest;
 pub mod mediator;

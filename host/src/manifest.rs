@@ -580,7 +580,8 @@ impl Manifest {
         let mut notify = Vec::new();
         for n in raw.notify {
             use crate::notify::{Event, Format, Target, validate_url};
-            validate_url(n.url.as_ref()).map_err(|why| at(n.url.span(), why))?;
+            let allow_private = n.allow_private_address.unwrap_or(false);
+            validate_url(n.url.as_ref(), allow_private).map_err(|why| at(n.url.span(), why))?;
             let format = match n.format.as_ref().map(|f| (f.as_ref().as_str(), f.span())) {
                 None | Some(("json", _)) => Format::Json,
                 Some(("slack", _)) => Format::Slack,
@@ -610,6 +611,7 @@ impl Manifest {
                 format,
                 events,
                 include_content: n.include_content.unwrap_or(false),
+                allow_private_address: allow_private,
             });
         }
 
@@ -704,6 +706,7 @@ struct RawNotify {
     format: Option<Spanned<String>>,
     events: Option<Vec<Spanned<String>>>,
     include_content: Option<bool>,
+    allow_private_address: Option<bool>,
 }
 
 #[derive(Deserialize)]

@@ -6,10 +6,14 @@
 //! webhook — and which events). A notification is first written to a durable
 //! outbox, so a decision never waits for (or fails with) a receiver; it is
 //! then delivered with retries and exponential backoff until the receiver
-//! answers 2xx or the attempts run out. Every request carries
-//! `X-Clancy-Signature: v1=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`
-//! with the org's webhook secret, so receivers can reject forgeries and
-//! replays (see `clancy notify secret`).
+//! answers 2xx or the attempts run out. Every request is signed per the
+//! Standard Webhooks specification (<https://www.standardwebhooks.com>):
+//! `webhook-id` (the notification's id, the same on every retry),
+//! `webhook-timestamp` (Unix seconds when sent) and
+//! `webhook-signature: v1,<base64 HMAC-SHA256(key, "<id>.<timestamp>.<body>")>`,
+//! where the key is the org's webhook secret (`clancy notify secret` prints
+//! it as `whsec_<base64 key>`), so receivers reject forgeries and replays
+//! with any Standard Webhooks library.
 
 use std::collections::BTreeSet;
 use std::time::Duration as StdDuration;
@@ -44,16 +48,20 @@ pub enum Event {
     Expired,
     /// An approved action failed when the host ran it.
     Failed,
+    /// The host signed an audit checkpoint (sent only to targets that list
+    /// it: a copy of every checkpoint kept by someone else).
+    Checkpoint,
 }
 
 impl Event {
     /// Every event.
-    pub const ALL: [Event; 5] = [
+    pub const ALL: [Event; 6] = [
         Event::Requested,
         Event::Escalated,
         Event::Decided,
         Event::Expired,
         Event::Failed,
+        Event::Checkpoint,
     ];
 
     /// The event's name in manifests and headers.
@@ -64,6 +72,7 @@ impl Event {
             Event::Decided => "decided",
             Event::Expired => "expired",
             Event::Failed => "failed",
+            Event::Checkpoint => "checkpoint",
         }
     }
 
@@ -97,6 +106,12 @@ pub struct Target {
     /// and a preview cut to [`PREVIEW_CHARS`].
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub include_content: bool,
+    /// Whether this target may be on a private, loopback or link-local
+    /// address (a receiver inside the operator's network). Without it such
+    /// addresses are refused, in the URL and after resolving its name, at
+    /// every delivery.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_private_address: bool,
 }
 
 /// The longest preview a payload carries unless its target opts into content.
@@ -145,15 +160,20 @@ fn request_facts(approval: &Approval, include_content: bool) -> serde_json::Valu
 }
 
 impl Target {
-    /// Whether this target wants `event`.
+    /// Whether this target wants `event`. An empty list means every event
+    /// about requests; checkpoints only go to targets that list them.
     pub fn wants(&self, event: Event) -> bool {
-        self.events.is_empty() || self.events.contains(&event)
+        self.events.contains(&event) || (self.events.is_empty() && event != Event::Checkpoint)
     }
 }
 
-/// Check a webhook URL: `https://` anywhere, `http://` only to this machine
-/// (a signed payload must not cross a network in clear), no credentials.
-pub fn validate_url(url: &str) -> Result<(), String> {
+/// Check a webhook URL: `https://` anywhere public, `http://` only to this
+/// machine (a signed payload must not cross a network in clear), no
+/// credentials; a host that is (or names) a private, loopback or
+/// link-local address only with `allow_private` (the manifest's
+/// `allow_private_address = true`). Names are resolved again, and checked
+/// again, at every delivery.
+pub fn validate_url(url: &str, allow_private: bool) -> Result<(), String> {
     let parsed =
         reqwest::Url::parse(url).map_err(|e| format!("{url:?} is not a valid URL ({e})"))?;
     if !parsed.username().is_empty() || parsed.password().is_some() {
@@ -162,13 +182,103 @@ pub fn validate_url(url: &str) -> Result<(), String> {
         ));
     }
     let host = parsed.host_str().unwrap_or("");
+    let local = matches!(parsed.host(), Some(url::Host::Domain("localhost")))
+        || literal_ip(&parsed).is_some_and(|ip| ip.is_loopback());
     match parsed.scheme() {
-        "https" if !host.is_empty() => Ok(()),
-        "http" if matches!(host, "127.0.0.1" | "localhost" | "[::1]") => Ok(()),
-        "http" => Err(format!(
-            "{url:?} is not allowed: plain http is only allowed to this machine (127.0.0.1, localhost); use https"
-        )),
-        other => Err(format!("{url:?} is not an http(s) URL (scheme {other:?})")),
+        "https" if !host.is_empty() => {}
+        "http" if local => {}
+        "http" => {
+            return Err(format!(
+                "{url:?} is not allowed: plain http is only allowed to this machine (127.0.0.1, localhost); use https"
+            ));
+        }
+        other => return Err(format!("{url:?} is not an http(s) URL (scheme {other:?})")),
+    }
+    if !allow_private && (local || literal_ip(&parsed).is_some_and(|ip| !is_public(ip))) {
+        return Err(format!(
+            "{url:?} is a private, loopback or link-local address; a receiver inside your network needs `allow_private_address = true` on its [[notify]]"
+        ));
+    }
+    Ok(())
+}
+
+/// The host of `url` if it is an IP address.
+fn literal_ip(url: &reqwest::Url) -> Option<std::net::IpAddr> {
+    match url.host()? {
+        url::Host::Ipv4(ip) => Some(ip.into()),
+        url::Host::Ipv6(ip) => Some(ip.into()),
+        url::Host::Domain(_) => None,
+    }
+}
+
+/// Whether `ip` is an address on the public internet: not loopback,
+/// private, shared (CGNAT), link-local (cloud metadata lives there),
+/// unspecified, documentation, benchmarking, multicast, broadcast or
+/// reserved, also when written as an IPv4-mapped or NAT64 IPv6 address.
+pub fn is_public(ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            !(v4.is_unspecified()
+                || v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || v4.is_multicast()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 192 && b == 0 && c == 0)
+                || (a == 198 && (b == 18 || b == 19))
+                || a >= 240)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let s = v6.segments();
+            if s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0, 0, 0, 0] {
+                let embedded = std::net::Ipv4Addr::new(
+                    (s[6] >> 8) as u8,
+                    s[6] as u8,
+                    (s[7] >> 8) as u8,
+                    s[7] as u8,
+                );
+                return is_public(IpAddr::V4(embedded));
+            }
+            !(v6.is_unspecified()
+                || v6.is_loopback()
+                || v6.is_multicast()
+                || (s[0] & 0xfe00) == 0xfc00
+                || (s[0] & 0xffc0) == 0xfe80
+                || (s[0] == 0x2001 && s[1] == 0x0db8)
+                || (s[0] == 0 && s[1..6] == [0, 0, 0, 0, 0]))
+        }
+    }
+}
+
+/// Resolves names for deliveries to targets without
+/// `allow_private_address`, keeping only public addresses, so a name that
+/// points at (or is re-pointed to) an internal address is never reached.
+struct PublicOnly;
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        Box::pin(async move {
+            let host = name.as_str().to_string();
+            let all: Vec<std::net::SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let public: Vec<std::net::SocketAddr> =
+                all.into_iter().filter(|a| is_public(a.ip())).collect();
+            if public.is_empty() {
+                return Err(format!(
+                    "{host} resolves only to private, loopback or link-local addresses (allow_private_address is not set)"
+                )
+                .into());
+            }
+            Ok(Box::new(public.into_iter()) as reqwest::dns::Addrs)
+        })
     }
 }
 
@@ -201,6 +311,9 @@ pub struct Notification {
     pub last_error: Option<String>,
     /// Delivered (2xx) or given up.
     pub state: DeliveryState,
+    /// Copied from its target: whether a private address may be reached.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_private_address: bool,
 }
 
 /// Where a notification stands.
@@ -257,6 +370,8 @@ pub fn payload(
             approval.id,
             approval.outcome.as_deref().unwrap_or("")
         ),
+        // Never about a request (see `checkpoint_payload`).
+        Event::Checkpoint => format!("{} ({})", r.employee, approval.id),
     };
     match format {
         Format::Json => serde_json::json!({
@@ -278,11 +393,55 @@ pub fn payload(
     }
 }
 
-/// The `X-Clancy-Signature` value for `body` sent at `timestamp`.
-pub fn sign(secret: &[u8], timestamp: i64, body: &str) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
-    mac.update(format!("{timestamp}.{body}").as_bytes());
-    format!("v1={}", hex::encode(mac.finalize().into_bytes()))
+/// The payload of a signed audit checkpoint: the checkpoint itself, which
+/// anyone holding the public key (`clancy audit key`) can check later with
+/// `clancy audit verify --checkpoints`.
+pub fn checkpoint_payload(
+    format: Format,
+    checkpoint: &crate::keys::Checkpoint,
+) -> serde_json::Value {
+    let headline = format!(
+        "Audit checkpoint: {}'s log had entry #{} with hash {}",
+        checkpoint.org, checkpoint.seq, checkpoint.head
+    );
+    match format {
+        Format::Json => serde_json::json!({
+            "event": Event::Checkpoint.name(),
+            "text": headline,
+            "checkpoint": checkpoint,
+        }),
+        Format::Slack => serde_json::json!({
+            "text": headline,
+            "blocks": [
+                { "type": "section", "text": { "type": "mrkdwn", "text": headline } },
+                { "type": "section", "text": { "type": "mrkdwn", "text": format!(
+                    "```{}```",
+                    serde_json::to_string(checkpoint).unwrap_or_default()
+                ) } },
+            ]
+        }),
+    }
+}
+
+/// The `webhook-signature` value (Standard Webhooks) for message `id` with
+/// `body`, sent at `timestamp`, under the secret key `key`.
+pub fn sign(key: &[u8], id: &str, timestamp: i64, body: &str) -> String {
+    use base64::Engine as _;
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
+    mac.update(format!("{id}.{timestamp}.{body}").as_bytes());
+    format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    )
+}
+
+/// The secret as receivers configure it: `whsec_<base64 key>`.
+pub fn secret_text(key: &[u8]) -> String {
+    use base64::Engine as _;
+    format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(key)
+    )
 }
 
 /// Wait before attempt `attempts + 1`: 2, 4, 8, … seconds, at most an hour.
@@ -316,21 +475,22 @@ impl Outbox {
         Outbox { store }
     }
 
-    /// The org's webhook signing secret, created on first use.
+    /// The org's webhook signing key (32 random bytes), created on first use.
     pub fn secret(&self) -> Result<Vec<u8>, StoreError> {
         if let Some(s) = self.store.get("notify", b"secret")? {
             return Ok(s);
         }
-        let secret = hex::encode(uuid::Uuid::new_v4().as_bytes())
-            + &hex::encode(uuid::Uuid::new_v4().as_bytes());
+        let mut secret = vec![0u8; 32];
+        getrandom::fill(&mut secret)
+            .map_err(|e| StoreError::Io(format!("no randomness for the webhook secret: {e}")))?;
         let written = self.store.write_if(
             "notify",
             b"secret",
             None,
-            vec![(b"secret".to_vec(), Some(secret.clone().into_bytes()))],
+            vec![(b"secret".to_vec(), Some(secret.clone()))],
         )?;
         if written {
-            Ok(secret.into_bytes())
+            Ok(secret)
         } else {
             Ok(self.store.get("notify", b"secret")?.unwrap_or_default())
         }
@@ -354,6 +514,30 @@ impl Outbox {
             next_at: now,
             last_error: None,
             state: DeliveryState::Pending,
+            allow_private_address: target.allow_private_address,
+        };
+        self.store.put_json(AREA, &key(&n), &n)?;
+        Ok(n)
+    }
+
+    /// Queue a copy of `checkpoint` for `target` durably.
+    pub fn push_checkpoint(
+        &self,
+        target: &Target,
+        checkpoint: &crate::keys::Checkpoint,
+        now: DateTime<Utc>,
+    ) -> Result<Notification, StoreError> {
+        let n = Notification {
+            id: format!("nt-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+            event: Event::Checkpoint,
+            approval: String::new(),
+            url: target.url.clone(),
+            body: checkpoint_payload(target.format, checkpoint).to_string(),
+            attempts: 0,
+            next_at: now,
+            last_error: None,
+            state: DeliveryState::Pending,
+            allow_private_address: target.allow_private_address,
         };
         self.store.put_json(AREA, &key(&n), &n)?;
         Ok(n)
@@ -378,42 +562,63 @@ impl Outbox {
             return Ok(report);
         }
         let secret = self.secret()?;
-        let client = reqwest::blocking::Client::builder()
-            .connect_timeout(StdDuration::from_secs(3))
-            .timeout(StdDuration::from_secs(10))
-            .redirect(reqwest::redirect::Policy::none())
+        let builder = || {
+            reqwest::blocking::Client::builder()
+                .connect_timeout(StdDuration::from_secs(3))
+                .timeout(StdDuration::from_secs(10))
+                .redirect(reqwest::redirect::Policy::none())
+        };
+        let cannot =
+            |e: reqwest::Error| StoreError::Io(format!("cannot start the webhook client: {e}"));
+        let public_only = builder()
+            .dns_resolver(std::sync::Arc::new(PublicOnly))
             .build()
-            .map_err(|e| StoreError::Io(format!("cannot start the webhook client: {e}")))?;
+            .map_err(cannot)?;
+        let any_address = builder().build().map_err(cannot)?;
         // Up to CONCURRENT_DELIVERIES requests at once, each bounded by the
         // client's timeouts, so a receiver that never answers holds up one
         // slot for at most 10 s, never the others.
-        let timestamp = now.timestamp();
         let mut outcomes = Vec::with_capacity(due.len());
         for batch in due.chunks(CONCURRENT_DELIVERIES) {
             std::thread::scope(|scope| {
                 let sends: Vec<_> = batch
                     .iter()
                     .map(|n| {
-                        let (client, secret) = (&client, &secret);
+                        let client = if n.allow_private_address {
+                            &any_address
+                        } else {
+                            &public_only
+                        };
+                        let secret = &secret;
                         scope.spawn(move || {
+                            // Checked again at every delivery: the rule, and
+                            // an address written into the URL itself.
+                            validate_url(&n.url, n.allow_private_address)
+                                .map_err(Refused::Address)?;
+                            // Signed when sent (receivers reject old timestamps).
+                            let timestamp = Utc::now().timestamp();
                             client
                                 .post(&n.url)
                                 .header("Content-Type", "application/json")
                                 .header("User-Agent", "clancy-webhooks")
                                 .header("X-Clancy-Event", n.event.name())
-                                .header("X-Clancy-Delivery", &n.id)
-                                .header("X-Clancy-Timestamp", timestamp.to_string())
-                                .header("X-Clancy-Signature", sign(secret, timestamp, &n.body))
+                                .header("webhook-id", &n.id)
+                                .header("webhook-timestamp", timestamp.to_string())
+                                .header(
+                                    "webhook-signature",
+                                    sign(secret, &n.id, timestamp, &n.body),
+                                )
                                 .body(n.body.clone())
                                 .send()
                                 .map(|resp| resp.status())
+                                .map_err(Refused::Failed)
                         })
                     })
                     .collect();
                 for (n, send) in batch.iter().zip(sends) {
                     let sent = send
                         .join()
-                        .unwrap_or_else(|_| Ok(reqwest::StatusCode::INTERNAL_SERVER_ERROR));
+                        .unwrap_or(Ok(reqwest::StatusCode::INTERNAL_SERVER_ERROR));
                     outcomes.push((n.clone(), sent));
                 }
             });
@@ -426,10 +631,19 @@ impl Outbox {
                     n.last_error = None;
                     report.delivered.push(n.id.clone());
                 }
+                Err(Refused::Address(why)) => {
+                    // Never sent, and never will be: given up at once.
+                    n.last_error = Some(format!("not sent: {why}"));
+                    n.state = DeliveryState::GaveUp;
+                    report.gave_up.push(n.clone());
+                }
                 failed => {
                     n.last_error = Some(match failed {
                         Ok(status) => format!("the receiver answered {status}"),
-                        Err(e) => format!("cannot reach the receiver: {}", without_url(&e)),
+                        Err(Refused::Failed(e)) => {
+                            format!("cannot reach the receiver: {}", without_url(&e))
+                        }
+                        Err(Refused::Address(why)) => why,
                     });
                     if n.attempts >= MAX_ATTEMPTS {
                         n.state = DeliveryState::GaveUp;
@@ -446,6 +660,14 @@ impl Outbox {
     }
 }
 
+/// Why a delivery was not answered.
+enum Refused {
+    /// The target's address is not allowed; nothing was sent.
+    Address(String),
+    /// The request failed.
+    Failed(reqwest::Error),
+}
+
 /// A reqwest error's text without its URL (which may hold a token, as Slack's do).
 fn without_url(e: &reqwest::Error) -> String {
     let kind = if e.is_timeout() {
@@ -455,6 +677,15 @@ fn without_url(e: &reqwest::Error) -> String {
     } else {
         "request failed"
     };
+    // The address rule's own message (it names the host, never the path).
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if text.contains("resolves only to private") {
+            return format!("{kind}: {text}");
+        }
+        source = cause.source();
+    }
     kind.to_string()
 }
 
@@ -477,11 +708,14 @@ mod tests {
     }
 
     #[test]
-    fn signatures_depend_on_secret_timestamp_and_body() {
-        let s = sign(b"k", 1, "body");
-        assert!(s.starts_with("v1=") && s.len() == 3 + 64);
-        assert_ne!(s, sign(b"k2", 1, "body"));
-        assert_ne!(s, sign(b"k", 2, "body"));
-        assert_ne!(s, sign(b"k", 1, "body!"));
+    fn signatures_depend_on_secret_id_timestamp_and_body() {
+        let s = sign(b"k", "nt-1", 1, "body");
+        // "v1," and 32 bytes in base64.
+        assert!(s.starts_with("v1,") && s.len() == 3 + 44, "{s}");
+        assert_ne!(s, sign(b"k2", "nt-1", 1, "body"));
+        assert_ne!(s, sign(b"k", "nt-2", 1, "body"));
+        assert_ne!(s, sign(b"k", "nt-1", 2, "body"));
+        assert_ne!(s, sign(b"k", "nt-1", 1, "body!"));
+        assert_eq!(secret_text(b"\x01\x02"), "whsec_AQI=");
     }
 }

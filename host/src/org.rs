@@ -84,6 +84,7 @@ pub struct Org {
     data: Dir,
     store: Arc<dyn Store>,
     org: OrgStore,
+    keys: Arc<crate::keys::Keys>,
     audit: Arc<AuditLog>,
     approvals: Arc<ApprovalQueue>,
     outbox: Arc<Outbox>,
@@ -124,12 +125,23 @@ impl Org {
                 "invalid org name {org:?} (expected 1-64 lowercase letters, digits or '-')"
             )));
         }
-        let org_store = OrgStore::new(store.clone(), org);
+        let keys = Arc::new(
+            crate::keys::Keys::load_or_create(data_dir)
+                .map_err(|e| OrgError::DataDir(e.to_string()))?,
+        );
+        let org_store = OrgStore::new(store.clone(), org, keys.clone());
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let audit = audit_log(
+            &org_store,
+            &keys,
+            data_dir.join(DEFAULT_CHECKPOINT_FILE),
+            &clock,
+        );
         Ok(Org {
             data_dir: data_dir.to_path_buf(),
             data,
-            audit: Arc::new(AuditLog::new(org_store.clone())),
+            keys,
+            audit: Arc::new(audit),
             approvals: Arc::new(ApprovalQueue::new(org_store.clone(), clock.clone())),
             outbox: Arc::new(Outbox::new(org_store.clone())),
             meter: Arc::new(Meter::new(org_store.clone(), clock.clone())),
@@ -149,6 +161,59 @@ impl Org {
         self.approvals = Arc::new(ApprovalQueue::new(self.org.clone(), clock.clone()));
         self.meter = Arc::new(Meter::new(self.org.clone(), clock.clone()));
         self.clock = clock;
+    }
+
+    /// Append signed checkpoints to `file` instead of
+    /// `<data-dir>/checkpoints.jsonl` (keep it where whoever can write the
+    /// store cannot). Call it before loading employees.
+    pub fn use_checkpoint_file(&mut self, file: PathBuf) {
+        self.audit = Arc::new(audit_log(&self.org, &self.keys, file, &self.clock));
+    }
+
+    /// The public half of the host key, hex: what checkpoints are signed with.
+    pub fn public_key(&self) -> String {
+        self.keys.public_key()
+    }
+
+    /// The checkpoints in the checkpoint file (or `file`), to verify the log
+    /// against, signed by `public` (by default this data dir's own key).
+    pub fn audit_anchors(
+        &self,
+        file: Option<&Path>,
+        public: Option<ed25519_dalek::VerifyingKey>,
+    ) -> Result<crate::audit::Anchors, OrgError> {
+        let file = file
+            .or(self.audit.checkpoint_file())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| self.data_dir.join(DEFAULT_CHECKPOINT_FILE));
+        let (checkpoints, problems) = crate::keys::read_checkpoints(&file).map_err(|e| {
+            OrgError::DataDir(format!(
+                "cannot read the checkpoint file {}: {e}",
+                file.display()
+            ))
+        })?;
+        let public = match public {
+            Some(p) => p,
+            None => {
+                crate::keys::parse_public_key(&self.keys.public_key()).map_err(OrgError::DataDir)?
+            }
+        };
+        Ok(crate::audit::Anchors {
+            public,
+            checkpoints,
+            problems,
+        })
+    }
+
+    /// Verify this org's log against its stored head, `expected_head` (if
+    /// given) and every checkpoint in the checkpoint file, signed by this
+    /// data dir's key.
+    pub fn verify_audit(
+        &self,
+        expected_head: Option<&str>,
+    ) -> Result<crate::audit::Verification, OrgError> {
+        let anchors = self.audit_anchors(None, None)?;
+        Ok(self.audit.verify(expected_head, Some(&anchors))?)
     }
 
     /// Now, by the host's clock.
@@ -273,13 +338,17 @@ impl Org {
             let record = Record {
                 employee: "host".into(),
                 action: "notify".into(),
-                args: format!("{} about {}", n.event.name(), n.approval),
+                args: if n.approval.is_empty() {
+                    n.event.name().to_string()
+                } else {
+                    format!("{} about {}", n.event.name(), n.approval)
+                },
                 result: format!(
                     "gave up after {} attempts: {}",
                     n.attempts,
                     n.last_error.as_deref().unwrap_or("")
                 ),
-                approval: Some(n.approval.clone()),
+                approval: (!n.approval.is_empty()).then(|| n.approval.clone()),
                 ..Record::default()
             };
             self.audit.append(Kind::Note, record).map_err(|e| e.0)?;
@@ -300,6 +369,12 @@ impl Org {
     /// The underlying store (shared by all orgs).
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// This org's sealed view of the store: what it writes carries the
+    /// host's seal (it is the host's own write).
+    pub fn org_store(&self) -> &OrgStore {
+        &self.org
     }
 
     /// This org's audit log.
@@ -405,6 +480,51 @@ impl Org {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// Where signed checkpoints go unless the operator names another file.
+pub const DEFAULT_CHECKPOINT_FILE: &str = "checkpoints.jsonl";
+
+/// The audit log of `org`, signing checkpoints into `file` and queueing a
+/// `checkpoint` notification for every target of the entry's employee that
+/// lists the event.
+fn audit_log(
+    org: &OrgStore,
+    keys: &Arc<crate::keys::Keys>,
+    file: PathBuf,
+    clock: &Arc<dyn Clock>,
+) -> AuditLog {
+    let (store, clock) = (org.clone(), clock.clone());
+    let publish = move |checkpoint: &crate::keys::Checkpoint, entry: &crate::audit::Entry| {
+        let manifest: Option<Manifest> = match store.get_json(
+            "employees",
+            format!("manifest/{}", entry.record.employee).as_bytes(),
+        ) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!("cannot read notification targets for a checkpoint: {e}");
+                None
+            }
+        };
+        let outbox = Outbox::new(store.clone());
+        for target in manifest
+            .iter()
+            .flat_map(|m| &m.notify)
+            .filter(|t| t.wants(Event::Checkpoint))
+        {
+            if let Err(e) = outbox.push_checkpoint(target, checkpoint, clock.now()) {
+                tracing::error!("could not queue a checkpoint notification: {e}");
+            }
+        }
+    };
+    AuditLog::with_checkpoints(
+        org.clone(),
+        crate::audit::Checkpointing {
+            keys: keys.clone(),
+            file,
+            publish: Some(Box::new(publish)),
+        },
+    )
 }
 
 fn open_data_dir(path: &Path, mode: DataDirMode) -> Result<Dir, OrgError> {

@@ -34,6 +34,17 @@ pub enum StoreError {
         /// What the decoder said.
         reason: String,
     },
+    /// A record does not carry the host's seal: it was written or changed
+    /// by something other than this host. It is not acted on.
+    #[error(
+        "a record in {area} ({key}) was changed outside clancy: its seal does not match this data dir's host key, so it is refused"
+    )]
+    Tampered {
+        /// The area it was read from.
+        area: String,
+        /// Its key, as text.
+        key: String,
+    },
     /// A value could not be encoded for storing (a host bug); nothing was written.
     #[error("cannot encode a record for storing: {0}")]
     Encode(String),
@@ -179,24 +190,79 @@ impl Store for SledStore {
     }
 }
 
-/// One organisation's view of a [`Store`]: every key is prefixed with the org.
+/// Areas whose records carry no seal: the audit log is a hash chain whose
+/// heads are signed outside the store, and `audit verify` must report an
+/// edited entry, not fail to read it.
+const UNSEALED_AREAS: &[&str] = &["audit"];
+const SEAL_BYTES: usize = 32;
+
+/// One organisation's view of a [`Store`]: every key is prefixed with the
+/// org, and every value (outside [`UNSEALED_AREAS`]) ends in a seal, an
+/// HMAC under the host key over the area, the whole key and the value. A
+/// value whose seal does not match (edited, moved to another key or org,
+/// or written by anything but this host) reads as [`StoreError::Tampered`].
+/// A value replaced by an older sealed value of the same key is not
+/// detected here (see docs/SECURITY.md).
 #[derive(Clone)]
 pub struct OrgStore {
     store: Arc<dyn Store>,
     prefix: Vec<u8>,
     org: String,
+    keys: Arc<crate::keys::Keys>,
 }
 
 impl OrgStore {
-    /// The view of `org`. Org names never contain `/`, so prefixes cannot overlap.
-    pub fn new(store: Arc<dyn Store>, org: &str) -> OrgStore {
+    /// The view of `org`, sealed with `keys`. Org names never contain `/`,
+    /// so prefixes cannot overlap.
+    pub fn new(store: Arc<dyn Store>, org: &str, keys: Arc<crate::keys::Keys>) -> OrgStore {
         let mut prefix = org.as_bytes().to_vec();
         prefix.push(b'/');
         OrgStore {
             store,
             prefix,
             org: org.to_string(),
+            keys,
         }
+    }
+
+    fn seal(&self, area: &str, full_key: &[u8], value: Vec<u8>) -> Vec<u8> {
+        if UNSEALED_AREAS.contains(&area) {
+            return value;
+        }
+        let tag = self.keys.seal(&[area.as_bytes(), full_key, &value]);
+        let mut sealed = value;
+        sealed.extend_from_slice(&tag);
+        sealed
+    }
+
+    fn unseal(&self, area: &str, full_key: &[u8], stored: Vec<u8>) -> Result<Vec<u8>, StoreError> {
+        if UNSEALED_AREAS.contains(&area) {
+            return Ok(stored);
+        }
+        let tampered = || StoreError::Tampered {
+            area: area.to_string(),
+            key: String::from_utf8_lossy(&full_key[self.prefix.len().min(full_key.len())..])
+                .into_owned(),
+        };
+        let Some(split) = stored.len().checked_sub(SEAL_BYTES) else {
+            return Err(tampered());
+        };
+        let (value, tag) = stored.split_at(split);
+        if !self.keys.sealed(&[area.as_bytes(), full_key, value], tag) {
+            return Err(tampered());
+        }
+        Ok(value.to_vec())
+    }
+
+    fn sealed_writes(&self, area: &str, writes: Vec<Write>) -> Vec<Write> {
+        writes
+            .into_iter()
+            .map(|(k, v)| {
+                let k = self.key(&k);
+                let v = v.map(|v| self.seal(area, &k, v));
+                (k, v)
+            })
+            .collect()
     }
 
     /// The organisation this view belongs to.
@@ -212,26 +278,29 @@ impl OrgStore {
 
     /// See [`Store::get`].
     pub fn get(&self, area: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.store.get(area, &self.key(key))
+        let full = self.key(key);
+        self.store
+            .get(area, &full)?
+            .map(|v| self.unseal(area, &full, v))
+            .transpose()
     }
 
     /// See [`Store::write`].
     pub fn write(&self, area: &str, writes: Vec<Write>) -> Result<(), StoreError> {
-        self.store.write(
-            area,
-            writes.into_iter().map(|(k, v)| (self.key(&k), v)).collect(),
-        )
+        self.store.write(area, self.sealed_writes(area, writes))
     }
 
     /// See [`Store::scan`]; returned keys have the org prefix removed.
     pub fn scan(&self, area: &str, prefix: &[u8]) -> Result<Vec<Entry>, StoreError> {
         let n = self.prefix.len();
-        Ok(self
-            .store
+        self.store
             .scan(area, &self.key(prefix))?
             .into_iter()
-            .map(|(k, v)| (k[n..].to_vec(), v))
-            .collect())
+            .map(|(k, v)| {
+                let v = self.unseal(area, &k, v)?;
+                Ok((k[n..].to_vec(), v))
+            })
+            .collect()
     }
 
     /// See [`Store::write_if`].
@@ -242,8 +311,14 @@ impl OrgStore {
         expected: Option<&[u8]>,
         writes: Vec<Write>,
     ) -> Result<bool, StoreError> {
-        let writes = writes.into_iter().map(|(k, v)| (self.key(&k), v)).collect();
-        self.store.write_if(area, &self.key(key), expected, writes)
+        let full = self.key(key);
+        let expected = expected.map(|v| self.seal(area, &full, v.to_vec()));
+        self.store.write_if(
+            area,
+            &full,
+            expected.as_deref(),
+            self.sealed_writes(area, writes),
+        )
     }
 
     /// Read a JSON value.
@@ -298,14 +373,56 @@ mod tests {
     fn org_views_never_see_each_others_keys() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path())?);
-        let a = OrgStore::new(store.clone(), "acme");
-        let b = OrgStore::new(store.clone(), "acme-2");
+        let keys = Arc::new(crate::keys::Keys::ephemeral());
+        let a = OrgStore::new(store.clone(), "acme", keys.clone());
+        let b = OrgStore::new(store.clone(), "acme-2", keys);
         a.write("t", vec![(b"k".to_vec(), Some(b"a".to_vec()))])?;
         b.write("t", vec![(b"k".to_vec(), Some(b"b".to_vec()))])?;
         assert_eq!(a.get("t", b"k")?, Some(b"a".to_vec()));
         assert_eq!(a.scan("t", b"")?, vec![(b"k".to_vec(), b"a".to_vec())]);
         assert_eq!(b.scan("t", b"")?, vec![(b"k".to_vec(), b"b".to_vec())]);
         assert!(valid_org("acme-2") && !valid_org("a/b") && !valid_org(""));
+        Ok(())
+    }
+
+    #[test]
+    fn a_record_edited_copied_or_moved_outside_the_host_is_refused() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path())?);
+        let keys = Arc::new(crate::keys::Keys::ephemeral());
+        let a = OrgStore::new(store.clone(), "acme", keys.clone());
+        let b = OrgStore::new(store.clone(), "beta", keys);
+        a.write("t", vec![(b"k".to_vec(), Some(b"approved".to_vec()))])?;
+        let sealed = store.get("t", b"acme/k")?.expect("written");
+        let tampered =
+            |r: Result<Option<Vec<u8>>, StoreError>| matches!(r, Err(StoreError::Tampered { .. }));
+        // Edited in place, seal kept.
+        let mut edited = sealed.clone();
+        edited[0] = b'A';
+        store.write("t", vec![(b"acme/k".to_vec(), Some(edited))])?;
+        assert!(tampered(a.get("t", b"k")));
+        assert!(matches!(a.scan("t", b""), Err(StoreError::Tampered { .. })));
+        // Written without a seal.
+        store.write("t", vec![(b"acme/k".to_vec(), Some(b"approved".to_vec()))])?;
+        assert!(tampered(a.get("t", b"k")));
+        // A genuine sealed value copied to another key, area or org.
+        store.write("t", vec![(b"acme/k2".to_vec(), Some(sealed.clone()))])?;
+        assert!(tampered(a.get("t", b"k2")));
+        store.write("u", vec![(b"acme/k".to_vec(), Some(sealed.clone()))])?;
+        assert!(tampered(a.get("u", b"k")));
+        store.write("t", vec![(b"beta/k".to_vec(), Some(sealed.clone()))])?;
+        assert!(tampered(b.get("t", b"k")));
+        // Put back as the host wrote it, it reads again; a conditional
+        // write compares against the sealed bytes.
+        store.write("t", vec![(b"acme/k".to_vec(), Some(sealed))])?;
+        assert_eq!(a.get("t", b"k")?, Some(b"approved".to_vec()));
+        assert!(a.write_if(
+            "t",
+            b"k",
+            Some(b"approved"),
+            vec![(b"k".to_vec(), Some(b"done".to_vec()))]
+        )?);
+        assert_eq!(a.get("t", b"k")?, Some(b"done".to_vec()));
         Ok(())
     }
 }

@@ -110,7 +110,7 @@ fn approval_runs_exactly_the_queued_action_once_and_cannot_be_replayed() -> Resu
             .iter()
             .any(|e| e.kind == Kind::Result && e.record.approval.as_deref() == Some(id.as_str()))
     );
-    assert!(env.host.audit().verify(None)?.is_intact());
+    assert!(env.host.verify_audit(None)?.is_intact());
     Ok(())
 }
 
@@ -132,12 +132,26 @@ fn a_denied_request_never_runs() -> Result<()> {
     Ok(())
 }
 
-/// Rewrite a stored approval (as an attacker with store access, or a clock moving on).
+/// Rewrite a stored approval as the host itself would (a clock moving on,
+/// a state the host reached before it was killed).
 fn rewrite(env: &TestEnv, a: &Approval) -> Result<()> {
+    let key = format!("a/{}", a.id).into_bytes();
+    env.host
+        .org_store()
+        .write("approvals", vec![(key, Some(serde_json::to_vec(a)?))])?;
+    Ok(())
+}
+
+/// Rewrite a stored approval as an attacker with write access to the store
+/// would: the bytes in place, without the host key.
+fn tamper(env: &TestEnv, a: &Approval) -> Result<()> {
     let key = format!("default/a/{}", a.id).into_bytes();
+    let mut bytes = serde_json::to_vec(a)?;
+    // Keep the length of a sealed record, with a seal of the attacker's own.
+    bytes.extend_from_slice(&[0u8; 32]);
     env.host
         .store()
-        .write("approvals", vec![(key, Some(serde_json::to_vec(a)?))])?;
+        .write("approvals", vec![(key, Some(bytes))])?;
     Ok(())
 }
 
@@ -162,6 +176,49 @@ fn an_expired_request_is_denied_and_never_runs() -> Result<()> {
     Ok(())
 }
 
+/// An attacker who can write the store swaps the queued text and
+/// recomputes the request's hash, so the record is consistent in itself:
+/// it is refused all the same (its seal is the host key's, which the
+/// attacker does not have), whoever approves, and nothing is posted.
+#[test]
+fn a_queued_action_rewritten_in_the_store_with_its_hash_recomputed_is_refused() -> Result<()> {
+    let env = TestEnv::new()?;
+    let id = queue_a_post(&env, "original text")?;
+    let mut a = get(&env, &id)?;
+    a.request.operation =
+        clancy::integrations::Operation::Chat(clancy::integrations::chat::ChatOp::Post {
+            text: "swapped text".into(),
+        });
+    a.hash = a.request.hash();
+    tamper(&env, &a)?;
+    let refused = env.host.decide(&id, Verdict::Approve, "alice", None);
+    assert!(
+        matches!(
+            &refused,
+            Err(DecideError::Store(
+                clancy::store::StoreError::Tampered { .. }
+            ))
+        ),
+        "{refused:?}"
+    );
+    let message = refused.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(message.contains("changed outside clancy"), "{message}");
+    // Nor does a restart run it, or an escalation tick act on it.
+    assert!(env.host.resume_approved().is_err());
+    assert_eq!(
+        posts(&env, "swapped text")? + posts(&env, "original text")?,
+        0
+    );
+    // The refusal is on the record, which is intact.
+    assert!(env.audit()?.iter().any(|e| e.kind == Kind::Note
+        && e.record.args == format!("{id} by alice")
+        && e.record.result.contains("changed outside clancy")));
+    assert!(env.host.verify_audit(None)?.is_intact());
+    Ok(())
+}
+
+/// The host's own hash check still refuses a request whose action does not
+/// match its hash (a bug, or a record sealed by someone holding the key).
 #[test]
 fn approving_a_changed_action_is_refused() -> Result<()> {
     let env = TestEnv::new()?;

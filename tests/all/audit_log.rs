@@ -23,7 +23,7 @@ fn env_with_history() -> Result<TestEnv> {
     for text in ["post one", "post two", "send-mail"] {
         env.run(HOSTILE, HOSTILE_GRANTS, text)?;
     }
-    assert!(env.host.audit().verify(None)?.is_intact());
+    assert!(env.host.verify_audit(None)?.is_intact());
     assert!(env.audit()?.len() >= 10);
     Ok(env)
 }
@@ -40,7 +40,7 @@ fn put(env: &TestEnv, writes: Vec<Write>) -> Result<()> {
 }
 
 fn problems(env: &TestEnv) -> Result<String> {
-    let v = env.host.audit().verify(None)?;
+    let v = env.host.verify_audit(None)?;
     assert!(!v.is_intact(), "tampering went unnoticed");
     Ok(v.problems.join("\n"))
 }
@@ -56,16 +56,106 @@ fn an_edited_entry_is_detected() -> Result<()> {
 }
 
 #[test]
-fn an_edited_entry_with_a_recomputed_hash_still_breaks_the_chain() -> Result<()> {
+fn an_edited_entry_with_a_forged_hash_breaks_the_chain() -> Result<()> {
     let env = env_with_history()?;
     let text = String::from_utf8(raw(&env, 4)?)?;
-    // Change a byte-for-byte field and keep the stored hash: the next entry's prev no longer matches.
+    // Keep the content and put another hash in: the next entry's prev no longer matches.
     let mut entry: Entry = serde_json::from_str(&text)?;
     entry.hash = "f".repeat(64);
     put(&env, vec![(key(4), Some(serde_json::to_vec(&entry)?))])?;
     let p = problems(&env)?;
     assert!(
         p.contains("entry #4 does not match its hash") && p.contains("entry #5 does not follow"),
+        "{p}"
+    );
+    Ok(())
+}
+
+/// Rewrite the log from entry `from` on as an attacker with write access to
+/// the store would: change a reason, recompute every hash after it and the
+/// head, so the chain is consistent in itself.
+fn rewrite_with_recomputed_hashes(env: &TestEnv, from: u64) -> Result<()> {
+    let entries = env.audit()?;
+    let mut prev = entries[(from - 2) as usize].hash.clone();
+    let mut writes = Vec::new();
+    for mut entry in entries.into_iter().skip((from - 1) as usize) {
+        if entry.seq == from {
+            entry.record.reason = "nothing to see here".into();
+        }
+        entry.prev = prev;
+        entry.hash = entry.compute_hash();
+        prev = entry.hash.clone();
+        writes.push((key(entry.seq), Some(serde_json::to_vec(&entry)?)));
+        let head = serde_json::json!({ "seq": entry.seq, "hash": entry.hash });
+        writes.push((b"default/head".to_vec(), Some(serde_json::to_vec(&head)?)));
+    }
+    put(env, writes)
+}
+
+#[test]
+fn a_log_rewritten_with_every_hash_recomputed_fails_against_its_signed_checkpoints() -> Result<()> {
+    let env = env_with_history()?;
+    let signed = checkpoints(&env)?;
+    assert!(signed.len() >= 3, "each task end is signed: {signed:?}");
+    rewrite_with_recomputed_hashes(&env, 4)?;
+    // The chain alone cannot tell: the rewrite is consistent.
+    let chain_only = env.host.audit().verify(None, None)?;
+    assert!(chain_only.is_intact(), "{:?}", chain_only.problems);
+    // The checkpoint signed at the first task end (after #4) names the divergence.
+    let first = signed
+        .iter()
+        .find(|c| c.seq >= 4)
+        .map(|c| c.seq)
+        .unwrap_or(0);
+    let before = signed
+        .iter()
+        .filter(|c| c.seq < 4)
+        .map(|c| c.seq)
+        .max()
+        .unwrap_or(0);
+    let p = problems(&env)?;
+    assert!(
+        p.contains(&format!(
+            "the log differs from the signed checkpoint of #{first}: entries #{}..#{first} were rewritten after they were signed (the first divergence; the checkpoint of #{before} still matches)",
+            before + 1
+        )),
+        "{p}"
+    );
+    Ok(())
+}
+
+fn checkpoints(env: &TestEnv) -> Result<Vec<clancy::keys::Checkpoint>> {
+    let file = env.data_dir().join("checkpoints.jsonl");
+    Ok(clancy::keys::read_checkpoints(&file)?.0)
+}
+
+#[test]
+fn checkpoints_re_signed_with_another_key_or_cut_from_the_file_are_caught() -> Result<()> {
+    let env = env_with_history()?;
+    let file = env.data_dir().join("checkpoints.jsonl");
+    rewrite_with_recomputed_hashes(&env, 2)?;
+    // The attacker signs the rewritten heads with a key of their own and
+    // replaces the checkpoint file.
+    let theirs = clancy::keys::Keys::ephemeral();
+    let forged: Vec<String> = checkpoints(&env)?
+        .into_iter()
+        .map(|c| {
+            let head = env.audit().map(|a| a[(c.seq - 1) as usize].hash.clone());
+            head.map(|h| serde_json::to_string(&theirs.checkpoint(&c.org, c.seq, &h, c.time)))
+        })
+        .collect::<Result<Result<_, _>>>()??;
+    std::fs::write(&file, forged.join("\n") + "\n")?;
+    let p = problems(&env)?;
+    assert!(
+        p.contains("is not signed by key") && p.contains("forged"),
+        "{p}"
+    );
+    // Removing the checkpoint file instead leaves task ends unsigned.
+    std::fs::remove_file(&file)?;
+    let p = problems(&env)?;
+    assert!(
+        p.contains("that must have a signed checkpoint")
+            && p.contains("the checkpoint file was cut or replaced"),
         "{p}"
     );
     Ok(())
@@ -104,9 +194,10 @@ fn a_truncated_log_is_detected_by_its_head() -> Result<()> {
 }
 
 #[test]
-fn a_truncation_that_also_rewrites_the_head_is_caught_by_an_expected_head() -> Result<()> {
+fn a_truncation_that_also_rewrites_the_head_is_caught_by_checkpoints_and_an_expected_head()
+-> Result<()> {
     let env = env_with_history()?;
-    let recorded_head = env.host.audit().verify(None)?.head;
+    let recorded_head = env.host.verify_audit(None)?.head;
     let entries = env.audit()?;
     let last = entries.len() as u64;
     let new_last = &entries[(last - 3) as usize];
@@ -120,10 +211,20 @@ fn a_truncation_that_also_rewrites_the_head_is_caught_by_an_expected_head() -> R
         ],
     )?;
     assert!(
-        env.host.audit().verify(None)?.is_intact(),
+        env.host.audit().verify(None, None)?.is_intact(),
         "without an outside anchor the cut is consistent"
     );
-    let v = env.host.audit().verify(Some(&recorded_head))?;
+    // The last task end was signed: the checkpoint outlives the cut.
+    let p = problems(&env)?;
+    assert!(
+        p.contains(&format!(
+            "the log ends at #{} but a checkpoint signed #{last}",
+            last - 2
+        )),
+        "{p}"
+    );
+    // So does a head recorded elsewhere.
+    let v = env.host.audit().verify(Some(&recorded_head), None)?;
     assert!(
         v.problems
             .iter()
@@ -133,9 +234,9 @@ fn a_truncation_that_also_rewrites_the_head_is_caught_by_an_expected_head() -> R
     );
     // An anchor recorded earlier stays valid while the log only grows.
     let env2 = env_with_history()?;
-    let early = env2.host.audit().verify(None)?.head;
+    let early = env2.host.verify_audit(None)?.head;
     env2.run(HOSTILE, HOSTILE_GRANTS, "post later")?;
-    assert!(env2.host.audit().verify(Some(&early))?.is_intact());
+    assert!(env2.host.verify_audit(Some(&early))?.is_intact());
     Ok(())
 }
 

@@ -162,6 +162,106 @@ fn verify_exits_non_zero_and_says_where_after_tampering() -> Result<()> {
     Ok(())
 }
 
+/// The operator keeps the public key and an export elsewhere; the export is
+/// verified with no data dir at all. Edited with every hash recomputed, or
+/// checked against another key, it fails and says where.
+#[test]
+fn an_exported_log_verifies_offline_against_the_public_key_and_a_rewrite_does_not() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    demo(&data)?;
+    let key = clancy(&data, &["audit", "key"])?;
+    let public = stdout(&key).trim().to_string();
+    assert!(key.status.success() && public.len() == 64, "{public}");
+    // The key file is private to its owner.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(data.join("keys/host.key"))?
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let export = dir.path().join("audit.jsonl");
+    let exported = clancy(
+        &data,
+        &["audit", "export", "--output", &export.display().to_string()],
+    )?;
+    assert!(exported.status.success(), "{}", stderr(&exported));
+    let text = std::fs::read_to_string(&export)?;
+    assert!(
+        text.lines().any(|l| l.starts_with("{\"checkpoint\":")),
+        "{text}"
+    );
+
+    // Offline: a data dir that does not exist is never opened.
+    let nowhere = dir.path().join("no-data-dir");
+    let export_arg = export.display().to_string();
+    let offline = |path: &str, key: &str| {
+        clancy(
+            &nowhere,
+            &["audit", "verify", "--export", path, "--public-key", key],
+        )
+    };
+    let ok = offline(&export_arg, &public)?;
+    assert!(ok.status.success(), "{}{}", stdout(&ok), stderr(&ok));
+    assert!(
+        stdout(&ok).starts_with("audit log intact"),
+        "{}",
+        stdout(&ok)
+    );
+    assert!(!nowhere.exists());
+
+    // Rewrite entry #3's reason and recompute every hash after it.
+    let mut lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    let mut prev = String::new();
+    for line in lines.iter_mut().filter(|l| l.get("seq").is_some()) {
+        let mut entry: clancy::audit::Entry = serde_json::from_value(line.clone())?;
+        if entry.seq == 3 {
+            entry.record.reason = "I will NOT read".into();
+        }
+        if entry.seq > 1 {
+            entry.prev = prev.clone();
+        }
+        entry.hash = entry.compute_hash();
+        prev = entry.hash.clone();
+        *line = serde_json::to_value(&entry)?;
+    }
+    let rewritten = dir.path().join("rewritten.jsonl");
+    let body: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    std::fs::write(&rewritten, body.join("\n"))?;
+    let caught = offline(&rewritten.display().to_string(), &public)?;
+    assert_eq!(caught.status.code(), Some(1), "{}", stderr(&caught));
+    assert!(
+        stdout(&caught).contains("the log differs from the signed checkpoint of #")
+            && stdout(&caught).contains("entries #1.."),
+        "{}",
+        stdout(&caught)
+    );
+    // Checked against a key that did not sign it, the genuine export fails.
+    let other = clancy::keys::Keys::ephemeral().public_key();
+    let wrong = offline(&export_arg, &other)?;
+    assert_eq!(wrong.status.code(), Some(1), "{}", stderr(&wrong));
+    assert!(stdout(&wrong).contains("forged"), "{}", stdout(&wrong));
+    // And a malformed key is one clear error.
+    refused(
+        &nowhere,
+        &[
+            "audit",
+            "verify",
+            "--export",
+            &export_arg,
+            "--public-key",
+            "zz",
+        ],
+        "--public-key",
+    )?;
+    Ok(())
+}
+
 fn write(dir: &Path, name: &str, contents: &[u8]) -> Result<String> {
     let path = dir.join(name);
     std::fs::write(&path, contents)?;

@@ -43,7 +43,7 @@ fn one_orgs_work_and_audit_log_are_invisible_to_another() -> Result<()> {
         globex_support_before,
         "acme's tickets landed in globex"
     );
-    assert!(acme.audit().verify(None)?.is_intact() && globex.audit().verify(None)?.is_intact());
+    assert!(acme.verify_audit(None)?.is_intact() && globex.verify_audit(None)?.is_intact());
     Ok(())
 }
 
@@ -90,7 +90,7 @@ fn approvals_operators_outbox_secrets_files_limits_and_every_sandbox_service_sta
     )?)?
     .run("Prepare expenses")?;
     let gated = format!(
-        "{}\n[[notify]]\nurl = \"http://127.0.0.1:9/hook\"\n",
+        "{}\n[[notify]]\nurl = \"http://127.0.0.1:9/hook\"\nallow_private_address = true\n",
         crate::env::with_hostile_imports(
             "[[grant]]\nintegration = \"slack\"\nscope = \"channel:#general\"\nactions = [\"post\"]\napproval = \"required\"\ncalls_per_minute = 1\n"
         )

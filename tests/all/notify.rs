@@ -106,6 +106,7 @@ fn grants(url: &str) -> String {
 [[notify]]
 url = "{url}"
 format = "slack"
+allow_private_address = true
 
 [[grant]]
 integration = "slack"
@@ -146,18 +147,32 @@ fn a_failing_receiver_gets_signed_retries_with_backoff_until_it_recovers() -> Re
     assert_eq!(got.len(), 3, "two failures, then delivered");
     let secret = env.host.outbox().secret()?;
     for r in &got {
-        let ts: i64 = r.header("X-Clancy-Timestamp").unwrap_or("").parse()?;
+        let ts: i64 = r.header("webhook-timestamp").unwrap_or("").parse()?;
+        let id = r.header("webhook-id").unwrap_or("");
         assert_eq!(
-            r.header("X-Clancy-Signature"),
-            Some(sign(&secret, ts, &r.body).as_str()),
-            "every attempt is signed over its timestamp and body"
+            r.header("webhook-signature"),
+            Some(sign(&secret, id, ts, &r.body).as_str()),
+            "every attempt is signed over its id, timestamp and body"
         );
         assert_eq!(r.header("X-Clancy-Event"), Some("requested"));
         assert_eq!(r.body, got[0].body, "the same payload each time");
+        assert_eq!(
+            Some(id),
+            got[0].header("webhook-id"),
+            "one id for every retry"
+        );
     }
     assert_ne!(
-        got[0].header("X-Clancy-Signature"),
-        Some(sign(b"another secret", 0, &got[0].body).as_str())
+        got[0].header("webhook-signature"),
+        Some(
+            sign(
+                b"another secret",
+                got[0].header("webhook-id").unwrap_or(""),
+                0,
+                &got[0].body
+            )
+            .as_str()
+        )
     );
     // Slack-compatible incoming-webhook payload: text and blocks.
     let payload: serde_json::Value = serde_json::from_str(&got[0].body)?;
@@ -300,6 +315,7 @@ fn payloads_carry_what_an_approver_needs_never_the_whole_content_unless_the_targ
 url = "{}"
 format = "json"
 include_content = {include_content}
+allow_private_address = true
 
 [[grant]]
 integration = "slack"
@@ -331,5 +347,200 @@ approval = "required"
             assert!(payload["approval"].get("request").is_none());
         }
     }
+    Ok(())
+}
+
+/// Real deliveries verify with the Python `standardwebhooks` package (the
+/// reference implementation of the spec), given only the secret as
+/// `clancy notify secret` prints it; a changed body or a wrong secret do not.
+#[test]
+fn deliveries_verify_with_the_standard_webhooks_reference_library() -> Result<()> {
+    let receiver = Receiver::start(vec![200, 200])?;
+    let env = TestEnv::new()?;
+    let id = queue_post(&env, &receiver.url(), "verify me")?;
+    env.host.decide(&id, Verdict::Deny, "mia", None)?;
+    assert_eq!(env.host.deliver_notifications()?.delivered.len(), 2);
+    let secret = clancy::notify::secret_text(&env.host.outbox().secret()?);
+    let other = clancy::notify::secret_text(b"another secret entirely, 32 b..");
+    let deliveries: Vec<serde_json::Value> = receiver
+        .received()
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "body": r.body,
+                "headers": {
+                    "webhook-id": r.header("webhook-id"),
+                    "webhook-timestamp": r.header("webhook-timestamp"),
+                    "webhook-signature": r.header("webhook-signature"),
+                },
+            })
+        })
+        .collect();
+    let input = serde_json::json!({ "secret": secret, "other": other, "deliveries": deliveries });
+    let script = r#"
+import json, sys
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+given = json.load(sys.stdin)
+results = []
+for d in given["deliveries"]:
+    ok = Webhook(given["secret"]).verify(d["body"], d["headers"]) is not None
+    def refused(secret, body):
+        try:
+            Webhook(secret).verify(body, d["headers"])
+            return False
+        except WebhookVerificationError:
+            return True
+    results.append([ok, refused(given["secret"], d["body"] + " "), refused(given["other"], d["body"])])
+print(json.dumps(results))
+"#;
+    let mut python = std::process::Command::new("python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    python
+        .stdin
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdin"))?
+        .write_all(input.to_string().as_bytes())?;
+    let out = python.wait_with_output()?;
+    assert!(
+        out.status.success(),
+        "python3 with standardwebhooks (installed by the README's test command): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let results: Vec<[bool; 3]> = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(results, vec![[true, true, true]; 2]);
+    Ok(())
+}
+
+/// A webhook target on a private, loopback or link-local address (cloud
+/// metadata at 169.254.169.254, an office network, this machine) is refused
+/// when the manifest is read, unless its [[notify]] allows it explicitly.
+#[test]
+fn webhook_targets_on_private_addresses_are_refused_unless_the_manifest_allows_them() -> Result<()>
+{
+    let manifest = |url: &str, allow: bool| {
+        let body = grants(url).replace(
+            "allow_private_address = true",
+            &format!("allow_private_address = {allow}"),
+        );
+        TestEnv::manifest(HOSTILE, &body)
+    };
+    for url in [
+        "https://169.254.169.254/latest/meta-data",
+        "https://10.0.0.8/hook",
+        "https://172.16.3.4/hook",
+        "https://192.168.1.20/hook",
+        "https://100.64.0.1/hook",
+        "https://[fd00::1]/hook",
+        "https://[fe80::1]/hook",
+        "https://[::ffff:169.254.169.254]/hook",
+        "https://[64:ff9b::a9fe:a9fe]/hook",
+        "https://0.0.0.0/hook",
+        "http://127.0.0.1:8080/hook",
+        "http://localhost:8080/hook",
+        "http://[::1]:8080/hook",
+    ] {
+        let refused = manifest(url, false)
+            .err()
+            .map(|e| e.to_string())
+            .ok_or_else(|| anyhow::anyhow!("{url} accepted"))?;
+        assert!(
+            refused.contains("is a private, loopback or link-local address")
+                && refused.contains("allow_private_address = true"),
+            "{url}: {refused}"
+        );
+        assert!(manifest(url, true).is_ok(), "{url} refused though allowed");
+    }
+    // Public addresses and names need no allowance.
+    for url in [
+        "https://hooks.slack.com/services/T/B/x",
+        "https://8.8.8.8/hook",
+    ] {
+        assert!(manifest(url, false).is_ok(), "{url}");
+    }
+    Ok(())
+}
+
+/// A name is checked after it is resolved, at every delivery: this
+/// machine's own host name passes the manifest check (it is a name), but
+/// resolves to a private or loopback address, so nothing is sent to it.
+#[test]
+fn a_webhook_name_that_resolves_to_a_private_address_is_never_reached() -> Result<()> {
+    use std::net::ToSocketAddrs as _;
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|n| n.trim().to_string())
+        .unwrap_or_default();
+    let resolved: Vec<std::net::SocketAddr> = (name.as_str(), 443)
+        .to_socket_addrs()
+        .map(|a| a.collect())
+        .unwrap_or_default();
+    if name.is_empty()
+        || resolved.is_empty()
+        || resolved.iter().any(|a| clancy::notify::is_public(a.ip()))
+    {
+        eprintln!(
+            "skipped: this machine's host name {name:?} does not resolve to private addresses only ({resolved:?})"
+        );
+        return Ok(());
+    }
+    // Anything reaching this port on any local address is counted.
+    let listener = TcpListener::bind("0.0.0.0:0")?;
+    let port = listener.local_addr()?.port();
+    listener.set_nonblocking(true)?;
+    let env = TestEnv::new()?;
+    let url = format!("https://{name}:{port}/hook");
+    let body = grants(&url).replace("allow_private_address = true\n", "");
+    let result = env.run(HOSTILE, &body, "post rebinding")?;
+    queued_id(completed(&result)?, "posted")?;
+    let delivery = env.host.deliver_notifications()?;
+    assert_eq!(delivery.gave_up.len() + delivery.retrying.len(), 1);
+    assert!(delivery.delivered.is_empty());
+    let outbox = env.host.outbox().list()?;
+    let error = outbox[0].last_error.clone().unwrap_or_default();
+    assert!(
+        error.contains("resolves only to private, loopback or link-local addresses"),
+        "{error}"
+    );
+    assert!(
+        listener.accept().is_err(),
+        "a connection reached the private address"
+    );
+    Ok(())
+}
+
+/// Every task end is signed, and a target that lists `checkpoint` gets a
+/// copy of each checkpoint (a target listing no events does not).
+#[test]
+fn a_target_that_asks_for_checkpoints_gets_each_signed_one() -> Result<()> {
+    let wants = Receiver::start(vec![])?;
+    let default = Receiver::start(vec![])?;
+    let env = TestEnv::new()?;
+    let body = format!(
+        "[[notify]]\nurl = \"{}\"\nevents = [\"checkpoint\"]\nallow_private_address = true\n{}",
+        wants.url(),
+        grants(&default.url())
+    );
+    let result = env.run(HOSTILE, &body, "print hello")?;
+    completed(&result)?;
+    env.host.deliver_notifications()?;
+    let got = wants.received();
+    assert_eq!(got.len(), 1, "one task, one task end, one checkpoint");
+    assert_eq!(got[0].header("X-Clancy-Event"), Some("checkpoint"));
+    let payload: serde_json::Value = serde_json::from_str(&got[0].body)?;
+    let checkpoint: clancy::keys::Checkpoint =
+        serde_json::from_value(payload["checkpoint"].clone())?;
+    let public =
+        clancy::keys::parse_public_key(&env.host.public_key()).map_err(anyhow::Error::msg)?;
+    assert!(checkpoint.signed_by(&public));
+    let end = env
+        .audit()?
+        .into_iter()
+        .find(|e| e.kind == Kind::TaskEnd && e.record.task == result.task_id)
+        .ok_or_else(|| anyhow::anyhow!("no task end"))?;
+    assert_eq!((checkpoint.seq, checkpoint.head), (end.seq, end.hash));
+    assert!(default.received().is_empty(), "checkpoints are opt-in");
     Ok(())
 }

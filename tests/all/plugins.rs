@@ -74,7 +74,7 @@ fn customer_service_files_one_ticket_per_support_mail_with_the_crm_customer() ->
             .reason
             .contains("Triage today's support mail")
     );
-    assert!(env.host.audit().verify(None)?.is_intact());
+    assert!(env.host.verify_audit(None)?.is_intact());
     Ok(())
 }
 

@@ -132,10 +132,10 @@ fn a_resumed_approved_action_is_checked_against_the_grant_in_force_and_does_not_
         decided_by: Some("alice".into()),
         ..a
     };
-    env.host.store().write(
+    env.host.org_store().write(
         "approvals",
         vec![(
-            format!("default/a/{id}").into_bytes(),
+            format!("a/{id}").into_bytes(),
             Some(serde_json::to_vec(&approved)?),
         )],
     )?;

@@ -1,13 +1,15 @@
 //! `clancy audit log|verify|explain`: read, verify and explain the audit log.
 
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Subcommand;
 
 use super::{Global, open};
-use crate::audit::{Entry, render_log};
+use crate::audit::{Anchors, Entry, Verification, render_log};
+use crate::keys::{Checkpoint, parse_public_key};
 use crate::org::DataDirMode;
 
 #[derive(Subcommand, Debug)]
@@ -30,14 +32,38 @@ pub(super) enum AuditCommand {
         /// The task id (or its first characters).
         task: String,
     },
-    /// Recompute the hash chain; exit 1 if anything was edited, deleted, reordered or truncated.
+    /// Recompute the hash chain and check it against every signed
+    /// checkpoint; exit 1 if anything was edited, deleted, reordered,
+    /// truncated or rewritten.
     Verify {
         /// A head hash recorded earlier; verify that it is still in the chain.
         #[arg(long, value_name = "HASH")]
         expect_head: Option<String>,
+        /// The key checkpoints must be signed with, as `clancy audit key`
+        /// printed it (hex, or a file holding it) [default: this data dir's key].
+        #[arg(long, value_name = "KEY")]
+        public_key: Option<String>,
+        /// Check against the checkpoints in FILE (a copy kept elsewhere)
+        /// instead of the checkpoint file the host writes.
+        #[arg(long, value_name = "FILE")]
+        checkpoints: Option<PathBuf>,
+        /// Verify an exported log (`clancy audit export`) without any data
+        /// dir; needs --public-key.
+        #[arg(long, value_name = "FILE", requires = "public_key")]
+        export: Option<PathBuf>,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Print the public half of the key audit checkpoints are signed with
+    /// (keep it somewhere the data dir's owner cannot change).
+    Key,
+    /// Write the log and its signed checkpoints as JSON Lines, to verify
+    /// elsewhere with `clancy audit verify --export FILE --public-key KEY`.
+    Export {
+        /// Write here instead of standard output.
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
     },
 }
 
@@ -78,33 +104,67 @@ pub(super) fn run(
             }
             Ok(ExitCode::SUCCESS)
         }
-        AuditCommand::Verify { expect_head, json } => {
-            let host = open(global, DataDirMode::Existing)?;
-            let v = host.audit().verify(expect_head.as_deref())?;
-            if json {
-                writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
-            } else if v.is_intact() {
-                writeln!(
-                    out,
-                    "audit log intact: {} entries, head {}",
-                    v.entries, v.head
-                )?;
-            } else {
-                writeln!(
-                    out,
-                    "AUDIT LOG TAMPERED: {} problem(s) in {} entries",
-                    v.problems.len(),
-                    v.entries
-                )?;
-                for p in &v.problems {
-                    writeln!(out, "  {p}")?;
+        AuditCommand::Verify {
+            expect_head,
+            public_key,
+            checkpoints,
+            export,
+            json,
+        } => {
+            let public = public_key.as_deref().map(read_public_key).transpose()?;
+            let mut v = match (export, public) {
+                (Some(export), Some(public)) => verify_export(
+                    &export,
+                    public,
+                    checkpoints.as_deref(),
+                    expect_head.as_deref(),
+                )?,
+                (_, public) => {
+                    let host = open(global, DataDirMode::Existing)?;
+                    let own = host.public_key();
+                    let anchors = host.audit_anchors(checkpoints.as_deref(), public)?;
+                    let mut v = host
+                        .audit()
+                        .verify(expect_head.as_deref(), Some(&anchors))?;
+                    if let Some(expected) = public {
+                        let expected = hex::encode(expected.as_bytes());
+                        if expected != own {
+                            v.problems.insert(0, format!(
+                                "this data dir's host key {own} is not the expected key {expected}: the key was replaced"
+                            ));
+                        }
+                    }
+                    v
                 }
+            };
+            v.problems.dedup();
+            report(&v, json, out)
+        }
+        AuditCommand::Key => {
+            let host = open(global, DataDirMode::Existing)?;
+            writeln!(out, "{}", host.public_key())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Export { output } => {
+            let host = open(global, DataDirMode::Existing)?;
+            let anchors = host.audit_anchors(None, None)?;
+            let mut text = String::new();
+            for e in host.audit().entries()? {
+                text.push_str(&serde_json::to_string(&e)?);
+                text.push('\n');
             }
-            Ok(if v.is_intact() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
+            for cp in anchors.checkpoints.iter().filter(|c| c.org == host.org()) {
+                text.push_str(&serde_json::to_string(&ExportLine::Checkpoint {
+                    checkpoint: cp.clone(),
+                })?);
+                text.push('\n');
+            }
+            match output {
+                Some(path) => std::fs::write(&path, text)
+                    .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?,
+                None => out.write_all(text.as_bytes())?,
+            }
+            Ok(ExitCode::SUCCESS)
         }
         AuditCommand::Explain { task } => {
             let host = open(global, DataDirMode::Existing)?;
@@ -112,4 +172,115 @@ pub(super) fn run(
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// A line of an export that is not an entry.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+enum ExportLine {
+    /// A signed checkpoint, `{"checkpoint": {...}}`.
+    Checkpoint {
+        /// The checkpoint.
+        checkpoint: Checkpoint,
+    },
+}
+
+/// A public key given as hex or as a file holding the hex.
+fn read_public_key(given: &str) -> Result<ed25519_dalek::VerifyingKey> {
+    let text = if Path::new(given).is_file() {
+        std::fs::read_to_string(given)
+            .map_err(|e| anyhow::anyhow!("cannot read the public key file {given}: {e}"))?
+    } else {
+        given.to_string()
+    };
+    parse_public_key(&text).map_err(|e| anyhow::anyhow!("--public-key: {e}"))
+}
+
+/// Verify an export: entries in file order, checked against its own
+/// checkpoints and those in `more` (if given), signed by `public`.
+fn verify_export(
+    path: &Path,
+    public: ed25519_dalek::VerifyingKey,
+    more: Option<&Path>,
+    expect_head: Option<&str>,
+) -> Result<Verification> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read the export {}: {e}", path.display()))?;
+    let mut items = Vec::new();
+    let mut anchors = Anchors {
+        public,
+        checkpoints: Vec::new(),
+        problems: Vec::new(),
+    };
+    let mut org = None;
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        if let Ok(ExportLine::Checkpoint { checkpoint }) = serde_json::from_str(line) {
+            anchors.checkpoints.push(checkpoint);
+            continue;
+        }
+        let entry = serde_json::from_str::<Entry>(line).map_err(|e| e.to_string());
+        if let (None, Ok(e)) = (&org, &entry) {
+            org = Some(e.org.clone());
+        }
+        items.push((None, entry));
+    }
+    if let Some(file) = more {
+        let (checkpoints, problems) = crate::keys::read_checkpoints(file)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+        anchors.checkpoints.extend(checkpoints);
+        anchors.problems.extend(problems);
+    }
+    // The org is the one the entries name (a moved entry shows as moved).
+    let org = org
+        .or_else(|| anchors.checkpoints.first().map(|c| c.org.clone()))
+        .unwrap_or_default();
+    Ok(crate::audit::verify_chain(
+        &org,
+        items,
+        None,
+        expect_head,
+        Some(&anchors),
+    ))
+}
+
+fn report(v: &Verification, json: bool, out: &mut impl Write) -> Result<ExitCode> {
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(v)?)?;
+    } else if v.is_intact() {
+        writeln!(
+            out,
+            "audit log intact: {} entries, head {}; {} signed checkpoint(s) match{}",
+            v.entries,
+            v.head,
+            v.checkpoints,
+            if v.unsigned_tail > 0 {
+                format!(
+                    "; the last {} entr{} not signed yet (the next task end signs them)",
+                    v.unsigned_tail,
+                    if v.unsigned_tail == 1 {
+                        "y is"
+                    } else {
+                        "ies are"
+                    }
+                )
+            } else {
+                String::new()
+            }
+        )?;
+    } else {
+        writeln!(
+            out,
+            "AUDIT LOG TAMPERED: {} problem(s) in {} entries",
+            v.problems.len(),
+            v.entries
+        )?;
+        for p in &v.problems {
+            writeln!(out, "  {p}")?;
+        }
+    }
+    Ok(if v.is_intact() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

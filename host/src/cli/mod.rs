@@ -39,6 +39,15 @@ pub(super) struct Global {
     /// The organisation whose data to use.
     #[arg(long, global = true, default_value = "default", value_name = "ORG")]
     org: String,
+    /// The append-only file signed audit checkpoints go to (keep it where
+    /// whoever can write the store cannot) [default: DIR/checkpoints.jsonl].
+    #[arg(
+        long,
+        global = true,
+        env = "CLANCY_CHECKPOINT_FILE",
+        value_name = "FILE"
+    )]
+    checkpoint_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -95,7 +104,11 @@ fn data_dir(global: &Global) -> Result<PathBuf> {
 }
 
 pub(super) fn open(global: &Global, mode: DataDirMode) -> Result<Org> {
-    Ok(Org::open(&data_dir(global)?, &global.org, mode)?)
+    let mut org = Org::open(&data_dir(global)?, &global.org, mode)?;
+    if let Some(file) = &global.checkpoint_file {
+        org.use_checkpoint_file(file.clone());
+    }
+    Ok(org)
 }
 
 /// Run a parsed command line.

@@ -11,7 +11,8 @@ use crate::org::DataDirMode;
 
 #[derive(Subcommand, Debug)]
 pub(super) enum NotifyCommand {
-    /// Print the org's webhook signing secret (receivers verify X-Clancy-Signature with it).
+    /// Print the org's webhook signing secret, `whsec_…` (receivers verify
+    /// `webhook-signature` with it, per Standard Webhooks).
     Secret,
     /// Show the outbox: what was sent, what waits for a retry, what was given up.
     List {
@@ -39,7 +40,7 @@ pub(super) fn run(
                 "",
                 "the webhook signing secret was shown",
             )?;
-            writeln!(out, "{}", String::from_utf8_lossy(&secret))?;
+            writeln!(out, "{}", crate::notify::secret_text(&secret))?;
             Ok(ExitCode::SUCCESS)
         }
         NotifyCommand::List { json } => {

@@ -357,12 +357,30 @@ impl Org {
             .map_err(|e| e.0)
     }
 
+    /// Record that `by`'s decision on `id` was refused because a record it
+    /// needed was changed outside the host.
+    fn audit_tampering(&self, e: &StoreError, id: &str, by: &str) {
+        if !matches!(e, StoreError::Tampered { .. }) {
+            return;
+        }
+        let record = Record {
+            employee: "host".into(),
+            action: "decide".into(),
+            args: format!("{id} by {by}"),
+            result: format!("refused: {e}"),
+            ..Record::default()
+        };
+        if let Err(e) = self.audit.append(Kind::Note, record) {
+            tracing::error!(approval = %id, "could not audit a refused decision: {e}");
+        }
+    }
+
     /// The pending request `id`, if `by` may decide it now with `verdict`.
     fn decidable(&self, id: &str, verdict: Verdict, by: &str) -> Result<Approval, DecideError> {
-        self.tick()?;
         let current = self
-            .approvals
-            .get(id)?
+            .tick()
+            .and_then(|_| self.approvals.get(id))
+            .inspect_err(|e| self.audit_tampering(e, id, by))?
             .ok_or_else(|| DecideError::Unknown(id.to_string()))?;
         match current.status {
             Status::Pending => {}

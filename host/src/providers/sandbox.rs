@@ -1047,7 +1047,11 @@ mod tests {
     fn sandbox() -> anyhow::Result<(tempfile::TempDir, Sandbox)> {
         let dir = tempfile::tempdir()?;
         let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path())?);
-        let sandbox = Sandbox::new(OrgStore::new(store, "default"));
+        let sandbox = Sandbox::new(OrgStore::new(
+            store,
+            "default",
+            std::sync::Arc::new(crate::keys::Keys::ephemeral()),
+        ));
         sandbox.seed()?;
         Ok((dir, sandbox))
     }
