@@ -19,7 +19,22 @@ use serde::{Deserialize, Serialize};
 use crate::manifest::{ApprovalPolicy, EscalationStep, Grant, Integration};
 use crate::operators::Approver;
 use crate::providers::Operation;
-use crate::store::{OrgStore, StoreError};
+use crate::store::{AreaWrite, Guard, OrgStore, StoreError};
+
+/// What queueing a gated action takes (see [`ApprovalQueue::prepare`]).
+pub enum Enqueue {
+    /// The same action is already waiting: this is it.
+    Existing(Approval),
+    /// A new request, stored by `writes` if `guard` holds.
+    New {
+        /// The request.
+        approval: Approval,
+        /// Nobody queued the same action in between.
+        guard: Guard,
+        /// The writes that store it.
+        writes: Vec<AreaWrite>,
+    },
+}
 
 const AREA: &str = "approvals";
 
@@ -305,21 +320,25 @@ impl ApprovalQueue {
         self.clock.now()
     }
 
-    /// Store a gated action durably. The same action asked again (same hash)
-    /// while still pending returns the existing request instead of a new one.
-    pub fn enqueue(
+    /// What storing a gated action takes: the request (an existing pending
+    /// one if the same action, same hash, is already waiting) and, for a
+    /// new one, the conditional writes that store it. The caller writes
+    /// them together with the audit entry that records them
+    /// ([`crate::audit::AuditLog::append_with`]).
+    pub fn prepare(
         &self,
         request: ActionRequest,
         because: String,
         policy: &ApprovalPolicy,
-    ) -> Result<Approval, StoreError> {
+    ) -> Result<Enqueue, StoreError> {
         let hash = request.hash();
         let hash_key = format!("h/{hash}").into_bytes();
-        if let Some(id) = self.store.get(AREA, &hash_key)?
-            && let Some(existing) = self.get(&String::from_utf8_lossy(&id))?
+        let indexed = self.store.get(AREA, &hash_key)?;
+        if let Some(id) = &indexed
+            && let Some(existing) = self.get(&String::from_utf8_lossy(id))?
             && existing.status == Status::Pending
         {
-            return Ok(existing);
+            return Ok(Enqueue::Existing(existing));
         }
         let now = self.clock.now();
         let approval = Approval {
@@ -338,15 +357,54 @@ impl ApprovalQueue {
             step: 0,
             edited_from: None,
         };
-        self.store.write(
-            AREA,
-            vec![
-                (key(&approval.id), Some(crate::store::encode(&approval)?)),
-                (hash_key, Some(approval.id.clone().into_bytes())),
-            ],
-        )?;
-        crate::pause_point("enqueue:after-store");
-        Ok(approval)
+        let writes = vec![
+            (
+                AREA.to_string(),
+                key(&approval.id),
+                Some(crate::store::encode(&approval)?),
+            ),
+            (
+                AREA.to_string(),
+                hash_key.clone(),
+                Some(approval.id.clone().into_bytes()),
+            ),
+        ];
+        // Nobody queued the same action in between.
+        let guard = Guard {
+            area: AREA.to_string(),
+            key: hash_key,
+            expected: indexed,
+        };
+        Ok(Enqueue::New {
+            approval,
+            guard,
+            writes,
+        })
+    }
+
+    /// Store a gated action durably (without an audit entry; the host's
+    /// own path is [`ApprovalQueue::prepare`] written with its entry).
+    pub fn enqueue(
+        &self,
+        request: ActionRequest,
+        because: String,
+        policy: &ApprovalPolicy,
+    ) -> Result<Approval, StoreError> {
+        match self.prepare(request, because, policy)? {
+            Enqueue::Existing(a) => Ok(a),
+            Enqueue::New {
+                approval,
+                guard,
+                writes,
+            } => {
+                if !self.store.write_across(Some(&guard), writes)? {
+                    return Err(StoreError::Io(
+                        "the approval queue changed while queueing; try again".into(),
+                    ));
+                }
+                Ok(approval)
+            }
+        }
     }
 
     /// One request.
@@ -364,6 +422,72 @@ impl ApprovalQueue {
         Ok(all)
     }
 
+    /// The guard and writes that move `current` to `next`, to be written
+    /// with the audit entry that records the move; `None` when `current` is
+    /// no longer stored as it was read (another decider got there first).
+    pub fn transition_writes(
+        &self,
+        current: &Approval,
+        next: &Approval,
+    ) -> Result<Option<(Guard, Vec<AreaWrite>)>, StoreError> {
+        let Some(guard) = self.guard_unchanged(current)? else {
+            return Ok(None);
+        };
+        let writes = vec![(
+            AREA.to_string(),
+            key(&next.id),
+            Some(crate::store::encode(next)?),
+        )];
+        Ok(Some((guard, writes)))
+    }
+
+    /// The guard and writes that replace `current` with `superseded` and
+    /// add `new` (an approver's edit); see [`ApprovalQueue::transition_writes`].
+    pub fn supersede_writes(
+        &self,
+        current: &Approval,
+        superseded: &Approval,
+        new: &Approval,
+    ) -> Result<Option<(Guard, Vec<AreaWrite>)>, StoreError> {
+        let Some(guard) = self.guard_unchanged(current)? else {
+            return Ok(None);
+        };
+        let writes = vec![
+            (
+                AREA.to_string(),
+                key(&current.id),
+                Some(crate::store::encode(superseded)?),
+            ),
+            (
+                AREA.to_string(),
+                key(&new.id),
+                Some(crate::store::encode(new)?),
+            ),
+            (
+                AREA.to_string(),
+                format!("h/{}", new.hash).into_bytes(),
+                Some(new.id.clone().into_bytes()),
+            ),
+        ];
+        Ok(Some((guard, writes)))
+    }
+
+    /// A guard that holds while `current` is stored exactly as it was read.
+    fn guard_unchanged(&self, current: &Approval) -> Result<Option<Guard>, StoreError> {
+        let Some(stored) = self.store.get(AREA, &key(&current.id))? else {
+            return Ok(None);
+        };
+        let as_read: Approval = crate::store::decode(AREA, &stored)?;
+        if &as_read != current {
+            return Ok(None);
+        }
+        Ok(Some(Guard {
+            area: AREA.to_string(),
+            key: key(&current.id),
+            expected: Some(stored),
+        }))
+    }
+
     /// Replace `current` with `next` if nobody changed it since it was read.
     /// Returns false when another decider got there first.
     pub fn transition(&self, current: &Approval, next: &Approval) -> Result<bool, StoreError> {
@@ -373,43 +497,17 @@ impl ApprovalQueue {
         )
     }
 
-    /// Replace `current` with `superseded` and add `new` (an approver's
-    /// edit) in one conditional write. Returns false when another decider
-    /// got there first.
-    pub fn supersede(
-        &self,
-        current: &Approval,
-        superseded: &Approval,
-        new: &Approval,
-    ) -> Result<bool, StoreError> {
-        self.write_if_unchanged(
-            current,
-            vec![
-                (key(&current.id), Some(crate::store::encode(superseded)?)),
-                (key(&new.id), Some(crate::store::encode(new)?)),
-                (
-                    format!("h/{}", new.hash).into_bytes(),
-                    Some(new.id.clone().into_bytes()),
-                ),
-            ],
-        )
-    }
-
     /// Apply `writes` atomically, only if `current` is still stored as it was read.
     fn write_if_unchanged(
         &self,
         current: &Approval,
         writes: Vec<crate::store::Write>,
     ) -> Result<bool, StoreError> {
-        let Some(stored) = self.store.get(AREA, &key(&current.id))? else {
+        let Some(guard) = self.guard_unchanged(current)? else {
             return Ok(false);
         };
-        let as_read: Approval = crate::store::decode(AREA, &stored)?;
-        if &as_read != current {
-            return Ok(false);
-        }
         self.store
-            .write_if(AREA, &key(&current.id), Some(&stored), writes)
+            .write_if(AREA, &guard.key, guard.expected.as_deref(), writes)
     }
 
     fn elevation_key(employee: &str, approval: &str) -> Vec<u8> {

@@ -18,7 +18,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::keys::Checkpoint;
-use crate::store::{OrgStore, StoreError};
+use crate::store::{AreaWrite, Guard, OrgStore, StoreError};
 
 const AREA: &str = "audit";
 const HEAD_KEY: &[u8] = b"head";
@@ -421,6 +421,21 @@ impl AuditLog {
 
     /// Append a record durably; returns the entry as stored.
     pub fn append(&self, kind: Kind, record: Record) -> Result<Entry, AuditError> {
+        self.append_with(kind, record, None, Vec::new())?
+            .ok_or_else(|| AuditError(StoreError::Io("the audit append was not applied".into())))
+    }
+
+    /// Append a record together with `writes` to other areas, in one store
+    /// transaction, only if `guard` holds: the state change and the entry
+    /// that records it are written both or neither. `None` when the guard
+    /// did not hold (nothing was written).
+    pub fn append_with(
+        &self,
+        kind: Kind,
+        record: Record,
+        guard: Option<&Guard>,
+        mut writes: Vec<AreaWrite>,
+    ) -> Result<Option<Entry>, AuditError> {
         let _guard = self.append_lock.lock().unwrap_or_else(|p| p.into_inner());
         let head: Head = self.store.get_json(AREA, HEAD_KEY)?.unwrap_or(Head {
             seq: 0,
@@ -440,13 +455,19 @@ impl AuditLog {
             seq: entry.seq,
             hash: entry.hash.clone(),
         };
-        self.store.write(
-            AREA,
-            vec![
-                (Self::entry_key(entry.seq), Some(to_json(&entry)?)),
-                (HEAD_KEY.to_vec(), Some(to_json(&new_head)?)),
-            ],
-        )?;
+        writes.push((
+            AREA.to_string(),
+            Self::entry_key(entry.seq),
+            Some(to_json(&entry)?),
+        ));
+        writes.push((
+            AREA.to_string(),
+            HEAD_KEY.to_vec(),
+            Some(to_json(&new_head)?),
+        ));
+        if !self.store.write_across(guard, writes)? {
+            return Ok(None);
+        }
         // Signed while the append lock is held, so checkpoints are in log order.
         if let Some(c) = &self.checkpointing
             && checkpoint_due(&entry)
@@ -468,7 +489,7 @@ impl AuditLog {
                 ),
             }
         }
-        Ok(entry)
+        Ok(Some(entry))
     }
 
     /// All entries in order.

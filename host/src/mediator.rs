@@ -801,22 +801,46 @@ impl Mediator {
         policy: &ApprovalPolicy,
         mut record: Record,
     ) -> Result<Response, CallError> {
-        let approval = match self.approvals.enqueue(request, because, policy) {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::error!(employee = %self.employee, "could not queue a gated call: {e}");
-                return Err(CallError::Failed(
-                    "the approval queue is unavailable, so the action was not taken".into(),
-                ));
-            }
+        let unavailable = |e: &dyn std::fmt::Display| {
+            tracing::error!(employee = %self.employee, "could not queue a gated call: {e}");
+            CallError::Failed(
+                "the approval queue or the audit log is unavailable, so the action was not queued"
+                    .into(),
+            )
+        };
+        let prepared = self
+            .approvals
+            .prepare(request, because, policy)
+            .map_err(|e| unavailable(&e))?;
+        let (approval, store) = match prepared {
+            crate::approvals::Enqueue::Existing(a) => (a, None),
+            crate::approvals::Enqueue::New {
+                approval,
+                guard,
+                writes,
+            } => (approval, Some((guard, writes))),
         };
         record.decision = Some(Decision::Gated);
         record.approval = Some(approval.id.clone());
         record.result = format!("{} ({})", approval.id, approval.gated_because);
-        if let Err(e) = self.audit.append(Kind::Queued, record) {
-            // The request is stored and approvers will see it; the log must say so too.
-            tracing::error!(employee = %self.employee, approval = %approval.id, "could not audit a queued call: {e}");
+        // The request and the entry that records it: both or neither.
+        let written = match store {
+            Some((guard, writes)) => {
+                self.audit
+                    .append_with(Kind::Queued, record, Some(&guard), writes)
+            }
+            None => self.audit.append(Kind::Queued, record).map(Some),
+        };
+        match written {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                return Err(CallError::Failed(
+                    "the same action was queued at the same moment; ask again".into(),
+                ));
+            }
+            Err(e) => return Err(unavailable(&e)),
         }
+        crate::pause_point("enqueue:after-store");
         for target in self.notify.iter().filter(|t| t.wants(Event::Requested)) {
             if let Err(e) =
                 self.outbox

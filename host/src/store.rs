@@ -69,6 +69,21 @@ pub type Write = (Vec<u8>, Option<Vec<u8>>);
 /// A stored key and its value.
 pub type Entry = (Vec<u8>, Vec<u8>);
 
+/// One key's new value in a named area, for writes across areas.
+pub type AreaWrite = (String, Vec<u8>, Option<Vec<u8>>);
+
+/// The condition of a write across areas: `key` in `area` holds `expected`
+/// (`None`: absent).
+#[derive(Clone, Debug)]
+pub struct Guard {
+    /// The area of the key checked.
+    pub area: String,
+    /// The key checked.
+    pub key: Vec<u8>,
+    /// What it must hold.
+    pub expected: Option<Vec<u8>>,
+}
+
 /// A key-value store of named areas.
 pub trait Store: Send + Sync {
     /// The value at `key` in `area`.
@@ -86,6 +101,14 @@ pub trait Store: Send + Sync {
         key: &[u8],
         expected: Option<&[u8]>,
         writes: Vec<Write>,
+    ) -> Result<bool, StoreError>;
+    /// Apply `writes`, in any areas, atomically and durably, only if
+    /// `guard` (if any) holds. Returns whether they were applied. This is
+    /// how a decision and its audit entry are written: both or neither.
+    fn write_across(
+        &self,
+        guard: Option<&Guard>,
+        writes: Vec<AreaWrite>,
     ) -> Result<bool, StoreError>;
 }
 
@@ -186,6 +209,62 @@ impl Store for SledStore {
                 StoreError::Io(format!("transaction failed: {e:?}"))
             })?;
         tree.flush().map_err(io)?;
+        Ok(applied)
+    }
+
+    fn write_across(
+        &self,
+        guard: Option<&Guard>,
+        writes: Vec<AreaWrite>,
+    ) -> Result<bool, StoreError> {
+        self.write_across_trees(guard, &writes)
+    }
+}
+
+impl SledStore {
+    fn write_across_trees(
+        &self,
+        guard: Option<&Guard>,
+        writes: &[AreaWrite],
+    ) -> Result<bool, StoreError> {
+        use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+        // One tree per area involved, the guard's first.
+        let mut areas: Vec<&str> = guard.map(|g| g.area.as_str()).into_iter().collect();
+        for (area, _, _) in writes {
+            if !areas.contains(&area.as_str()) {
+                areas.push(area);
+            }
+        }
+        let trees = areas
+            .iter()
+            .map(|a| self.tree(a))
+            .collect::<Result<Vec<_>, _>>()?;
+        let index = |area: &str| areas.iter().position(|a| *a == area).unwrap_or(0);
+        let applied = trees
+            .as_slice()
+            .transaction(|txs| {
+                if let Some(g) = guard
+                    && txs[0].get(&g.key)?.as_deref() != g.expected.as_deref()
+                {
+                    return Ok(false);
+                }
+                for (area, k, v) in writes {
+                    let tx = &txs[index(area)];
+                    match v {
+                        Some(v) => {
+                            tx.insert(k.as_slice(), v.as_slice())?;
+                        }
+                        None => {
+                            tx.remove(k.as_slice())?;
+                        }
+                    }
+                }
+                Ok::<bool, ConflictableTransactionError<()>>(true)
+            })
+            .map_err(|e: TransactionError<()>| {
+                StoreError::Io(format!("transaction failed: {e:?}"))
+            })?;
+        self.db.flush().map_err(io)?;
         Ok(applied)
     }
 }
@@ -319,6 +398,32 @@ impl OrgStore {
             expected.as_deref(),
             self.sealed_writes(area, writes),
         )
+    }
+
+    /// See [`Store::write_across`]: `guard` and `writes` name keys of this
+    /// org (they are prefixed and sealed here).
+    pub fn write_across(
+        &self,
+        guard: Option<&Guard>,
+        writes: Vec<AreaWrite>,
+    ) -> Result<bool, StoreError> {
+        let guard = guard.map(|g| {
+            let key = self.key(&g.key);
+            Guard {
+                expected: g.expected.clone().map(|v| self.seal(&g.area, &key, v)),
+                area: g.area.clone(),
+                key,
+            }
+        });
+        let writes = writes
+            .into_iter()
+            .map(|(area, k, v)| {
+                let k = self.key(&k);
+                let v = v.map(|v| self.seal(&area, &k, v));
+                (area, k, v)
+            })
+            .collect();
+        self.store.write_across(guard.as_ref(), writes)
     }
 
     /// Read a JSON value.

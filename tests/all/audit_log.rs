@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Result;
 use clancy::audit::{Entry, Kind};
 use clancy::org::Org;
-use clancy::store::{Entry as Stored, SledStore, Store, StoreError, Write};
+use clancy::store::{AreaWrite, Entry as Stored, Guard, SledStore, Store, StoreError, Write};
 use clancy_guests::HOSTILE;
 
 use crate::env::{HOSTILE_GRANTS, TestEnv, completed};
@@ -249,11 +249,7 @@ impl Store for IntentsFail {
     }
 
     fn write(&self, area: &str, writes: Vec<Write>) -> Result<(), StoreError> {
-        let intent = writes.iter().any(|(_, v)| {
-            v.as_ref()
-                .is_some_and(|v| String::from_utf8_lossy(v).contains("\"kind\":\"intent\""))
-        });
-        if area == "audit" && intent {
+        if writes.iter().any(|(_, v)| is_intent(area, v)) {
             return Err(StoreError::Io("disk full".into()));
         }
         self.0.write(area, writes)
@@ -272,6 +268,25 @@ impl Store for IntentsFail {
     ) -> Result<bool, StoreError> {
         self.0.write_if(area, key, expected, writes)
     }
+
+    fn write_across(
+        &self,
+        guard: Option<&Guard>,
+        writes: Vec<AreaWrite>,
+    ) -> Result<bool, StoreError> {
+        if writes.iter().any(|(area, _, v)| is_intent(area, v)) {
+            return Err(StoreError::Io("disk full".into()));
+        }
+        self.0.write_across(guard, writes)
+    }
+}
+
+/// Whether a write stores an audit entry recording a call's intent.
+fn is_intent(area: &str, value: &Option<Vec<u8>>) -> bool {
+    area == "audit"
+        && value
+            .as_ref()
+            .is_some_and(|v| String::from_utf8_lossy(v).contains("\"kind\":\"intent\""))
 }
 
 #[test]
@@ -344,5 +359,146 @@ fn the_readable_log_folds_intents_into_results_and_flags_an_interrupted_call() -
         "{lines:?}"
     );
     assert!(lines[1].contains("NO RESULT RECORDED"), "{lines:?}");
+    Ok(())
+}
+
+/// A store whose audit writes of one kind of entry fail while `failing`
+/// names it (as a full disk would).
+struct AuditKindFails {
+    inner: SledStore,
+    failing: std::sync::Mutex<Option<&'static str>>,
+}
+
+impl AuditKindFails {
+    fn fail(&self, kind: Option<&'static str>) {
+        *self.failing.lock().unwrap_or_else(|p| p.into_inner()) = kind;
+    }
+
+    fn refuses(&self, area: &str, value: &Option<Vec<u8>>) -> bool {
+        let failing = *self.failing.lock().unwrap_or_else(|p| p.into_inner());
+        area == "audit"
+            && failing.is_some_and(|kind| {
+                value.as_ref().is_some_and(|v| {
+                    String::from_utf8_lossy(v).contains(&format!("\"kind\":\"{kind}\""))
+                })
+            })
+    }
+}
+
+impl Store for AuditKindFails {
+    fn get(&self, area: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.get(area, key)
+    }
+
+    fn write(&self, area: &str, writes: Vec<Write>) -> Result<(), StoreError> {
+        if writes.iter().any(|(_, v)| self.refuses(area, v)) {
+            return Err(StoreError::Io("disk full".into()));
+        }
+        self.inner.write(area, writes)
+    }
+
+    fn scan(&self, area: &str, prefix: &[u8]) -> Result<Vec<Stored>, StoreError> {
+        self.inner.scan(area, prefix)
+    }
+
+    fn write_if(
+        &self,
+        area: &str,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        writes: Vec<Write>,
+    ) -> Result<bool, StoreError> {
+        if writes.iter().any(|(_, v)| self.refuses(area, v)) {
+            return Err(StoreError::Io("disk full".into()));
+        }
+        self.inner.write_if(area, key, expected, writes)
+    }
+
+    fn write_across(
+        &self,
+        guard: Option<&Guard>,
+        writes: Vec<AreaWrite>,
+    ) -> Result<bool, StoreError> {
+        if writes.iter().any(|(area, _, v)| self.refuses(area, v)) {
+            return Err(StoreError::Io("disk full".into()));
+        }
+        self.inner.write_across(guard, writes)
+    }
+}
+
+/// A queued request and a decision are written in one transaction with
+/// the audit entry that records them: when the entry cannot be written,
+/// neither is the request or the decision, and nothing runs.
+#[test]
+fn a_decision_or_a_queued_request_that_cannot_be_audited_does_not_take_effect() -> Result<()> {
+    use clancy::approvals::Status;
+    use clancy::org::Verdict;
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data)?;
+    let store = Arc::new(AuditKindFails {
+        inner: SledStore::open(&data.join("store"))?,
+        failing: std::sync::Mutex::new(None),
+    });
+    let host = Org::open_with_store(&data, "default", store.clone())?;
+    host.sandbox().seed()?;
+    host.operators().put(&clancy::operators::Operator {
+        name: "alice".into(),
+        role: clancy::operators::Role::Manager,
+    })?;
+    let posts = |h: &Org, text: &str| -> Result<usize> {
+        Ok(h.sandbox()
+            .all_chat()?
+            .into_iter()
+            .flat_map(|(_, m)| m)
+            .filter(|m| m.text == text)
+            .count())
+    };
+    let employee = host.load(TestEnv::manifest(
+        HOSTILE,
+        &crate::env::with_hostile_imports(crate::env::GATED_GENERAL_POST),
+    )?)?;
+    let id = crate::env::queued_id(completed(&employee.run("post first")?)?, "posted")?;
+
+    // The decision's entry cannot be written: the request stays pending,
+    // nothing is posted, and the log has no decision.
+    store.fail(Some("decision"));
+    for verdict in [Verdict::Approve, Verdict::Deny] {
+        assert!(host.decide(&id, verdict, "alice", None).is_err());
+        let a = host
+            .approvals()
+            .get(&id)?
+            .ok_or_else(|| anyhow::anyhow!("gone"))?;
+        assert_eq!(a.status, Status::Pending);
+    }
+    assert_eq!(posts(&host, "first")?, 0);
+
+    // The queued entry cannot be written: the employee is told, and no
+    // request exists for anyone to approve.
+    store.fail(Some("queued"));
+    let refused = employee.run("post second")?;
+    assert!(
+        completed(&refused)?.contains("the action was not queued"),
+        "{:?}",
+        refused.end
+    );
+    assert_eq!(host.approvals().list()?.len(), 1);
+
+    // Space is back: the pending request is decided and runs once.
+    store.fail(None);
+    let done = host.decide(&id, Verdict::Approve, "alice", None)?;
+    assert_eq!(done.status, Status::Executed);
+    assert_eq!(posts(&host, "first")?, 1);
+    let log = host.audit().entries()?;
+    assert_eq!(
+        log.iter().filter(|e| e.kind == Kind::Decision).count(),
+        1,
+        "one decision, the one that took effect"
+    );
+    assert!(
+        !log.iter()
+            .any(|e| e.kind == Kind::Queued && e.record.args.contains("second"))
+    );
+    assert!(host.verify_audit(None)?.is_intact());
     Ok(())
 }

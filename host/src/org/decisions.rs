@@ -158,10 +158,9 @@ impl Org {
             outcome: Some(why.to_string()),
             ..approval.clone()
         };
-        if !self.approvals.transition(approval, &next)? {
+        if !self.record_decision(approval, &next, &format!("void: {why}"))? {
             return Ok(None);
         }
-        self.audit_decision(&next, &format!("void: {why}"))?;
         self.notify(crate::notify::Event::Decided, &next);
         self.react(next.edited_from.as_deref().unwrap_or(&next.id), &next);
         Ok(Some(next))
@@ -185,16 +184,15 @@ impl Org {
                     decided_at: Some(now),
                     ..a.clone()
                 };
-                if self.approvals.transition(&a, &next)? {
-                    let what = if a.escalation.is_empty() {
-                        "expired unanswered, so denied".to_string()
-                    } else {
-                        format!(
-                            "nobody on the escalation ladder decided within {} h, so denied",
-                            a.escalation.iter().map(|s| s.hours).sum::<u32>()
-                        )
-                    };
-                    self.audit_decision(&next, &what)?;
+                let what = if a.escalation.is_empty() {
+                    "expired unanswered, so denied".to_string()
+                } else {
+                    format!(
+                        "nobody on the escalation ladder decided within {} h, so denied",
+                        a.escalation.iter().map(|s| s.hours).sum::<u32>()
+                    )
+                };
+                if self.record_decision(&a, &next, &what)? {
                     self.notify(crate::notify::Event::Expired, &next);
                     self.react(&next.id, &next);
                     changed.push(next);
@@ -203,13 +201,12 @@ impl Org {
             }
             if let Some(step) = a.step_at(now).filter(|s| *s > a.step) {
                 let next = Approval { step, ..a.clone() };
-                if self.approvals.transition(&a, &next)? {
-                    let from = &a.escalation[a.step];
-                    let what = format!(
-                        "escalated to {}: {} did not decide within {} h",
-                        next.escalation[step].approver, from.approver, from.hours
-                    );
-                    self.audit_decision(&next, &what)?;
+                let from = &a.escalation[a.step];
+                let what = format!(
+                    "escalated to {}: {} did not decide within {} h",
+                    next.escalation[step].approver, from.approver, from.hours
+                );
+                if self.record_decision(&a, &next, &what)? {
                     self.notify(crate::notify::Event::Escalated, &next);
                     changed.push(next);
                 }
@@ -346,15 +343,39 @@ impl Org {
         }
     }
 
-    fn audit_decision(&self, approval: &Approval, what: &str) -> Result<(), StoreError> {
+    /// Move `current` to `next` and record `what` as the decision, in one
+    /// store transaction: a decision that cannot be audited does not take
+    /// effect. False when `current` changed since it was read (another
+    /// decider got there first); nothing was written then.
+    fn record_decision(
+        &self,
+        current: &Approval,
+        next: &Approval,
+        what: &str,
+    ) -> Result<bool, StoreError> {
+        match self.approvals.transition_writes(current, next)? {
+            Some((guard, writes)) => self.append_decision(next, what, &guard, writes),
+            None => Ok(false),
+        }
+    }
+
+    /// Write `writes` (if `guard` holds) with the decision entry for `approval`.
+    fn append_decision(
+        &self,
+        approval: &Approval,
+        what: &str,
+        guard: &crate::store::Guard,
+        writes: Vec<crate::store::AreaWrite>,
+    ) -> Result<bool, StoreError> {
         let record = Record {
             result: what.to_string(),
             ..approval_record(approval)
         };
-        self.audit
-            .append(Kind::Decision, record)
-            .map(|_| ())
-            .map_err(|e| e.0)
+        Ok(self
+            .audit
+            .append_with(Kind::Decision, record, Some(guard), writes)
+            .map_err(|e| e.0)?
+            .is_some())
     }
 
     /// Record that `by`'s decision on `id` was refused because a record it
@@ -474,11 +495,6 @@ impl Org {
             comment: comment.map(str::to_string),
             ..current.clone()
         };
-        crate::pause_point("decide:before-transition");
-        if !self.approvals.transition(&current, &next)? {
-            return Err(self.lost_race(id)?);
-        }
-        crate::pause_point("decide:after-transition");
         let verb = if verdict == Verdict::Approve {
             "approved"
         } else {
@@ -488,7 +504,11 @@ impl Org {
             Some(c) => format!("{verb} by {by}: {c}"),
             None => format!("{verb} by {by}"),
         };
-        self.audit_decision(&next, &what)?;
+        crate::pause_point("decide:before-transition");
+        if !self.record_decision(&current, &next, &what)? {
+            return Err(self.lost_race(id)?);
+        }
+        crate::pause_point("decide:after-transition");
         self.notify(crate::notify::Event::Decided, &next);
         let done = match verdict {
             Verdict::Approve => self.execute_approved(next)?,
@@ -527,14 +547,13 @@ impl Org {
             outcome: Some(option.to_string()),
             ..current.clone()
         };
-        if !self.approvals.transition(&current, &next)? {
-            return Err(self.lost_race(id)?);
-        }
         let what = match comment {
             Some(c) => format!("answered by {by}: {option:?} ({c})"),
             None => format!("answered by {by}: {option:?}"),
         };
-        self.audit_decision(&next, &what)?;
+        if !self.record_decision(&current, &next, &what)? {
+            return Err(self.lost_race(id)?);
+        }
         self.notify(crate::notify::Event::Decided, &next);
         self.react(id, &next);
         Ok(next)
@@ -604,9 +623,6 @@ impl Org {
             )),
             ..current.clone()
         };
-        if !self.approvals.supersede(&current, &superseded, &edited)? {
-            return Err(self.lost_race(id)?);
-        }
         let what = format!(
             "edited by {by} (changed {}) and approved as {}; action hash {} became {}{}",
             fields.join(", "),
@@ -615,7 +631,16 @@ impl Org {
             &edited.hash[..12],
             comment.map(|c| format!(": {c}")).unwrap_or_default()
         );
-        self.audit_decision(&superseded, &what)?;
+        let recorded = match self
+            .approvals
+            .supersede_writes(&current, &superseded, &edited)?
+        {
+            Some((guard, writes)) => self.append_decision(&superseded, &what, &guard, writes)?,
+            None => false,
+        };
+        if !recorded {
+            return Err(self.lost_race(id)?);
+        }
         self.notify(crate::notify::Event::Decided, &superseded);
         let done = self.execute_approved(edited)?;
         self.react(id, &done);
