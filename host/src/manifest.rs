@@ -286,9 +286,23 @@ pub struct Grant {
     /// organisation's own domain only (the domain of its mailbox).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub to: Vec<String>,
+    /// Files grants: the folder's size quota in MiB (default
+    /// [`DEFAULT_FOLDER_MB`]); a write that would take it past is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_mb: Option<u32>,
 }
 
+/// The size quota of a granted folder unless its grant sets `max_mb`.
+pub const DEFAULT_FOLDER_MB: u32 = 64;
+/// The largest `max_mb` a files grant may set.
+pub const MAX_FOLDER_MB: u32 = 10 * 1024;
+
 impl Grant {
+    /// The folder quota of a files grant, in bytes.
+    pub fn folder_quota_bytes(&self) -> u64 {
+        u64::from(self.max_mb.unwrap_or(DEFAULT_FOLDER_MB)) * 1024 * 1024
+    }
+
     /// The part of the scope after `kind:`.
     pub fn scope_value(&self) -> &str {
         self.scope.split_once(':').map(|(_, v)| v).unwrap_or("")
@@ -532,6 +546,28 @@ impl Manifest {
                     }
                 }
             }
+            let max_mb = match &g.max_mb {
+                None => None,
+                Some(_) if integration != Integration::Files => {
+                    return Err(at(
+                        g.max_mb.as_ref().map_or(0..0, |m| m.span()),
+                        format!("max_mb only applies to files grants, not {integration}"),
+                    ));
+                }
+                Some(m) => match m.as_ref() {
+                    toml::Value::Integer(i) if (1..=i64::from(MAX_FOLDER_MB)).contains(i) => {
+                        Some(*i as u32)
+                    }
+                    _ => {
+                        return Err(at(
+                            m.span(),
+                            format!(
+                                "max_mb must be a whole number of MiB from 1 to {MAX_FOLDER_MB}"
+                            ),
+                        ));
+                    }
+                },
+            };
             grants.push(Grant {
                 integration,
                 scope,
@@ -540,6 +576,7 @@ impl Manifest {
                 calls_per_minute,
                 budget,
                 to,
+                max_mb,
             });
         }
 
@@ -719,6 +756,7 @@ struct RawGrant {
     calls_per_minute: Option<Spanned<u32>>,
     max_writes_per_day: Option<Spanned<toml::Value>>,
     max_amount_per_day: Option<Spanned<toml::Value>>,
+    max_mb: Option<Spanned<toml::Value>>,
     to: Option<Spanned<Vec<Spanned<String>>>>,
 }
 

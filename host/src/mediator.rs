@@ -54,12 +54,18 @@ struct Gated {
 /// providers run nothing without one.
 pub struct Permit {
     scope_value: String,
+    folder_quota: u64,
 }
 
 impl Permit {
     /// The granted scope's value (after `kind:`), e.g. `#support`.
     pub fn scope_value(&self) -> &str {
         &self.scope_value
+    }
+
+    /// For a files grant: the folder's size quota in bytes.
+    pub fn folder_quota(&self) -> u64 {
+        self.folder_quota
     }
 }
 
@@ -237,6 +243,7 @@ impl Mediator {
             calls_per_minute: base.and_then(|b| b.calls_per_minute),
             budget: base.map(|b| b.budget).unwrap_or_default(),
             to: base.map(|b| b.to.clone()).unwrap_or_default(),
+            max_mb: base.and_then(|b| b.max_mb),
         }
     }
 
@@ -641,6 +648,10 @@ impl Mediator {
         crate::pause_point("execute:after-intent");
         let permit = Permit {
             scope_value: scope.split_once(':').map(|(_, v)| v).unwrap_or("").into(),
+            folder_quota: grant.as_ref().map_or(
+                u64::from(crate::manifest::DEFAULT_FOLDER_MB) * 1024 * 1024,
+                Grant::folder_quota_bytes,
+            ),
         };
         let result = match &effect {
             Effect::Call(op) => self.providers.execute(&permit, &self.employee, op, key),

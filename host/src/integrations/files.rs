@@ -125,17 +125,19 @@ impl FilesOp {
         })
     }
 
-    /// Run it against the files provider in `folder`.
+    /// Run it against the files provider in `folder`, whose size may not
+    /// exceed `quota` bytes.
     pub fn run(
         &self,
         provider: &dyn FilesProvider,
         folder: &str,
+        quota: u64,
     ) -> Result<Response, ProviderError> {
         Ok(match self {
             FilesOp::List { path } => Response::Names(provider.list(folder, path)?),
             FilesOp::Read { path } => Response::Bytes(provider.read(folder, path)?),
             FilesOp::Write { path, contents } => {
-                Response::Done(provider.write(folder, path, contents)?)
+                Response::Done(provider.write(folder, path, contents, quota)?)
             }
         })
     }
@@ -147,8 +149,15 @@ pub trait FilesProvider: Send + Sync {
     fn list(&self, folder: &str, path: &str) -> Result<Vec<String>, ProviderError>;
     /// A file's contents.
     fn read(&self, folder: &str, path: &str) -> Result<Vec<u8>, ProviderError>;
-    /// Create or replace a file.
-    fn write(&self, folder: &str, path: &str, contents: &[u8]) -> Result<Done, ProviderError>;
+    /// Create or replace a file, unless the folder would then hold more
+    /// than `quota` bytes.
+    fn write(
+        &self,
+        folder: &str,
+        path: &str,
+        contents: &[u8],
+        quota: u64,
+    ) -> Result<Done, ProviderError>;
 }
 
 impl wit::Host for TaskState {

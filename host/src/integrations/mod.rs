@@ -539,7 +539,7 @@ impl Operation {
             Operation::Crm(op) => op.run(providers.crm(permit), scope, key),
             Operation::Calendar(op) => op.run(providers.calendar(permit), scope, key),
             Operation::Ledger(op) => op.run(providers.ledger(permit), scope, key),
-            Operation::Files(op) => op.run(providers.files(permit), scope),
+            Operation::Files(op) => op.run(providers.files(permit), scope, permit.folder_quota()),
             Operation::Elevation(_) | Operation::Guidance(_) => Err(ProviderError::Invalid(
                 "widenings and questions are for the host and humans, not a service".into(),
             )),

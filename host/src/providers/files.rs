@@ -35,6 +35,33 @@ impl Folders {
     }
 }
 
+/// Writes to folders, one at a time (quota checks and writes do not interleave).
+static WRITES: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// How deep `folder_bytes` looks (deeper trees count as full).
+const MAX_DEPTH: u32 = 32;
+
+/// The bytes the regular files under `dir` take (symlinks count for nothing).
+fn folder_bytes(dir: &Dir, depth: u32) -> std::io::Result<u64> {
+    if depth > MAX_DEPTH {
+        return Ok(u64::MAX);
+    }
+    let mut total = 0u64;
+    for entry in dir.entries()? {
+        let entry = entry?;
+        let file_type = entry.file_type()?;
+        let bytes = if file_type.is_dir() {
+            folder_bytes(&entry.open_dir()?, depth + 1)?
+        } else if file_type.is_file() {
+            entry.metadata()?.len()
+        } else {
+            0
+        };
+        total = total.saturating_add(bytes);
+    }
+    Ok(total)
+}
+
 fn check_path(path: &str) -> Result<&str, ProviderError> {
     if path.contains('\0') || path.len() > 1024 {
         return Err(ProviderError::Invalid("the path is not valid".into()));
@@ -96,12 +123,37 @@ impl FilesProvider for Folders {
         Ok(contents)
     }
 
-    fn write(&self, folder: &str, path: &str, contents: &[u8]) -> Result<Done, ProviderError> {
+    fn write(
+        &self,
+        folder: &str,
+        path: &str,
+        contents: &[u8],
+        quota: u64,
+    ) -> Result<Done, ProviderError> {
         let path = check_path(path)?;
         if path.is_empty() || path.ends_with('/') {
             return Err(ProviderError::Invalid("write needs a file name".into()));
         }
+        // One write at a time, so two cannot both fit in the room left.
+        let _one = WRITES.lock().unwrap_or_else(|p| p.into_inner());
         let dir = self.folder(folder)?;
+        let used = folder_bytes(&dir, 0).map_err(|e| map_io(folder, e))?;
+        let replaced = dir
+            .symlink_metadata(path)
+            .ok()
+            .filter(|m| m.is_file())
+            .map_or(0, |m| m.len());
+        let after = used
+            .saturating_sub(replaced)
+            .saturating_add(contents.len() as u64);
+        if after > quota {
+            return Err(ProviderError::Invalid(format!(
+                "the folder's quota is {} MiB and it holds {:.1} MiB: writing {} bytes to {path:?} would exceed it",
+                quota / (1024 * 1024),
+                used as f64 / (1024.0 * 1024.0),
+                contents.len()
+            )));
+        }
         if let Some(parent) = Path::new(path)
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
@@ -133,12 +185,35 @@ mod tests {
         Ok((tmp, Folders::new(root)))
     }
 
+    const MIB: u64 = 1024 * 1024;
+
+    #[test]
+    fn a_write_past_the_folder_quota_is_refused_and_a_replacement_counts_once() -> anyhow::Result<()>
+    {
+        let (tmp, f) = folders()?;
+        let half = vec![7u8; (MIB / 2) as usize];
+        f.write("out", "a.bin", &half, MIB)?;
+        f.write("out", "sub/b.bin", &half, MIB)?;
+        // Full: one more byte anywhere in the folder is refused.
+        let refused = f.write("out", "sub/deeper/c.bin", b"x", MIB);
+        assert!(
+            matches!(&refused, Err(ProviderError::Invalid(why)) if why.contains("quota is 1 MiB")),
+            "{refused:?}"
+        );
+        assert!(!tmp.path().join("root/out/sub/deeper/c.bin").exists());
+        // Replacing a file counts its new size, not both.
+        f.write("out", "a.bin", &half, MIB)?;
+        f.write("out", "a.bin", b"small", MIB)?;
+        f.write("out", "c.bin", &vec![1u8; (MIB / 4) as usize], MIB)?;
+        Ok(())
+    }
+
     #[test]
     fn paths_cannot_leave_the_folder() -> anyhow::Result<()> {
         let (tmp, f) = folders()?;
         std::fs::write(tmp.path().join("secret.txt"), "top secret")?;
         std::fs::write(tmp.path().join("root/other.txt"), "other folder")?;
-        f.write("reports", "ok.txt", b"fine")?;
+        f.write("reports", "ok.txt", b"fine", MIB)?;
         #[cfg(unix)]
         std::os::unix::fs::symlink(
             tmp.path().join("secret.txt"),
@@ -154,7 +229,7 @@ mod tests {
             "../x/y.txt",
         ] {
             assert!(
-                f.write("reports", escape, b"x").is_err(),
+                f.write("reports", escape, b"x", MIB).is_err(),
                 "{escape} was writable"
             );
         }
@@ -164,7 +239,7 @@ mod tests {
         );
         assert!(f.list("reports", "..").is_err());
         // Writing "link" may replace the link inside the folder; it must never write through it.
-        let _ = f.write("reports", "link", b"overwritten");
+        let _ = f.write("reports", "link", b"overwritten", MIB);
         assert_eq!(
             std::fs::read_to_string(tmp.path().join("secret.txt"))?,
             "top secret"

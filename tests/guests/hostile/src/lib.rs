@@ -196,6 +196,21 @@ impl Employee for Hostile {
                     .map_err(|e| e.describe())?;
                 report(format!("wrote {path}"))
             }
+            "fill-folder" => {
+                // fill-folder <n>: write up to n files of 200 KiB, stopping
+                // at the first refusal (a quota, a full disk).
+                let folder = files::folders().into_iter().next().ok_or("no folder")?;
+                let n: usize = arg.parse().unwrap_or(1000);
+                let chunk = vec![b'x'; 200 * 1024];
+                for i in 0..n {
+                    if let Err(e) =
+                        folder.write(&format!("fill-{i:04}.bin"), &chunk, "filling the folder")
+                    {
+                        return report(format!("wrote {i} files, then: {}", e.describe()));
+                    }
+                }
+                report(format!("wrote {n} files"))
+            }
             "elevate" => {
                 // elevate <integration> <scope> <action,action> <minutes>
                 let parts: Vec<&str> = arg.split(' ').collect();
