@@ -877,3 +877,103 @@ memory_mb = 32
         );
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    const INTEGRATIONS: [&str; 8] = [
+        "gmail",
+        "slack",
+        "hubspot",
+        "google-calendar",
+        "quickbooks",
+        "files",
+        "telex",
+        "",
+    ];
+    const SCOPES: [&str; 9] = [
+        "label:support",
+        "channel:#general",
+        "portal:main",
+        "calendar:sales",
+        "company:acme",
+        "folder:out",
+        "label:",
+        "channel:#a\u{202e}b",
+        "nonsense",
+    ];
+    const ACTIONS: [&str; 8] = [
+        "read", "send", "post", "write", "list", "update", "explode", "",
+    ];
+    const EXTRAS: [&str; 12] = [
+        "",
+        "calls_per_minute = 0",
+        "calls_per_minute = 5",
+        "max_mb = 5",
+        "max_mb = 0",
+        "max_writes_per_day = -1",
+        "max_amount_per_day = 10.5",
+        "to = []",
+        "to = [\"northwind.example\"]",
+        "approval = \"required\"",
+        "approval = \"sometimes\"",
+        "approval = { over_amount = 100 }",
+    ];
+
+    proptest! {
+        /// Any text at all: the parser answers Ok or an error, never panics.
+        #[test]
+        fn any_manifest_text_parses_or_is_refused_without_panicking(text in "\\PC{0,300}") {
+            let _ = Manifest::parse(&text, "m.toml", Path::new("/"));
+        }
+
+        /// Manifests assembled from valid and invalid pieces: each parses
+        /// to grants that hold only what was written, or fails with an
+        /// error that names the file (and so the line).
+        #[test]
+        fn assembled_manifests_parse_to_what_was_written_or_name_the_line(
+            name in "[a-z-]{0,10}",
+            grants in proptest::collection::vec(
+                (
+                    prop::sample::select(INTEGRATIONS.to_vec()),
+                    prop::sample::select(SCOPES.to_vec()),
+                    proptest::collection::vec(prop::sample::select(ACTIONS.to_vec()), 0..3),
+                    prop::sample::select(EXTRAS.to_vec()),
+                ),
+                0..4,
+            ),
+            time_ms in proptest::option::of(0u64..200_000),
+        ) {
+            let mut text = format!("name = {name:?}\ncomponent = \"e.wasm\"\n");
+            for (integration, scope, actions, extra) in &grants {
+                text.push_str(&format!(
+                    "[[grant]]\nintegration = {integration:?}\nscope = {scope:?}\nactions = {actions:?}\n{extra}\n"
+                ));
+            }
+            if let Some(t) = time_ms {
+                text.push_str(&format!("[limits]\ntime_ms = {t}\n"));
+            }
+            match Manifest::parse(&text, "m.toml", Path::new("/")) {
+                Ok(m) => {
+                    prop_assert_eq!(&m.name, &name);
+                    prop_assert_eq!(m.grants.len(), grants.len());
+                    for (g, (integration, scope, actions, _)) in m.grants.iter().zip(&grants) {
+                        prop_assert_eq!(g.integration.name(), *integration);
+                        prop_assert_eq!(&g.scope, scope);
+                        prop_assert!(crate::human::is_plain(&g.scope));
+                        for a in &g.actions {
+                            prop_assert!(actions.contains(&a.name()));
+                        }
+                    }
+                    prop_assert!(m.limits.time_ms >= 1 && m.limits.time_ms <= MAX_TIME_MS);
+                }
+                Err(e) => {
+                    let text = e.to_string();
+                    prop_assert!(text.starts_with("m.toml"), "{}", text);
+                }
+            }
+        }
+    }
+}

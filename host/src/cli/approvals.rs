@@ -95,52 +95,17 @@ impl Filter {
     /// something that exists (a registered employee, an integration, an
     /// action): a filter that could match everything by accident is an error.
     fn parse(text: &str, host: &Org) -> Result<Filter> {
-        let mut terms = Vec::new();
-        for term in text.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-            let (k, v) = term
-                .split_once('=')
-                .with_context(|| format!("invalid filter term {term:?} (expected key=value)"))?;
-            let (k, v) = (k.trim(), v.trim());
-            if v.is_empty() {
-                anyhow::bail!("the filter term {term:?} has no value (expected {k}=VALUE)");
+        let terms = parse_terms(text).map_err(anyhow::Error::msg)?;
+        for (k, v) in &terms {
+            if *k == "employee" && host.stored_manifest(v)?.is_none() {
+                anyhow::bail!(
+                    "invalid filter value: no employee {v:?} is registered in this organisation"
+                );
             }
-            match k {
-                "employee" => {
-                    if host.stored_manifest(v)?.is_none() {
-                        anyhow::bail!(
-                            "invalid filter value: no employee {v:?} is registered in this organisation"
-                        );
-                    }
-                }
-                "integration" => {
-                    if Integration::parse(v).is_none() {
-                        anyhow::bail!(
-                            "invalid filter value: unknown integration {v:?} (expected one of: {})",
-                            Integration::ALL.map(|i| i.name()).join(", ")
-                        );
-                    }
-                }
-                "action" => {
-                    if Action::parse(v).is_none() {
-                        anyhow::bail!(
-                            "invalid filter value: unknown action {v:?} (expected one of: {})",
-                            crate::integrations::action_list(&Action::ALL)
-                        );
-                    }
-                }
-                "task" => {}
-                _ => anyhow::bail!(
-                    "invalid filter key {k:?} (expected one of: employee, integration, action, task)"
-                ),
-            }
-            terms.push((k.to_string(), v.to_string()));
         }
-        if terms.is_empty() {
-            anyhow::bail!(
-                "the filter is empty (expected key=value, e.g. employee=sales-coordinator)"
-            );
-        }
-        Ok(Filter(terms))
+        Ok(Filter(
+            terms.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        ))
     }
 
     fn matches(&self, a: &Approval) -> bool {
@@ -153,6 +118,58 @@ impl Filter {
             _ => false,
         })
     }
+}
+
+/// The filter grammar: `key=value` terms separated by commas, each key one
+/// of employee, integration, action, task, each value non-empty (and, for
+/// integration and action, a known name). At least one term.
+fn parse_terms(text: &str) -> Result<Vec<(&'static str, String)>, String> {
+    let mut terms = Vec::new();
+    for term in text.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        let (k, v) = term
+            .split_once('=')
+            .ok_or_else(|| format!("invalid filter term {term:?} (expected key=value)"))?;
+        let (k, v) = (k.trim(), v.trim());
+        if v.is_empty() {
+            return Err(format!(
+                "the filter term {term:?} has no value (expected {k}=VALUE)"
+            ));
+        }
+        let key = match k {
+            "employee" => "employee",
+            "task" => "task",
+            "integration" => {
+                if Integration::parse(v).is_none() {
+                    return Err(format!(
+                        "invalid filter value: unknown integration {v:?} (expected one of: {})",
+                        Integration::ALL.map(|i| i.name()).join(", ")
+                    ));
+                }
+                "integration"
+            }
+            "action" => {
+                if Action::parse(v).is_none() {
+                    return Err(format!(
+                        "invalid filter value: unknown action {v:?} (expected one of: {})",
+                        crate::integrations::action_list(&Action::ALL)
+                    ));
+                }
+                "action"
+            }
+            _ => {
+                return Err(format!(
+                    "invalid filter key {k:?} (expected one of: employee, integration, action, task)"
+                ));
+            }
+        };
+        terms.push((key, v.to_string()));
+    }
+    if terms.is_empty() {
+        return Err(
+            "the filter is empty (expected key=value, e.g. employee=sales-coordinator)".into(),
+        );
+    }
+    Ok(terms)
 }
 
 fn approvals(host: &Org, command: ApprovalsCommand, out: &mut impl Write) -> Result<ExitCode> {
@@ -326,4 +343,66 @@ fn approvals(host: &Org, command: ApprovalsCommand, out: &mut impl Write) -> Res
     } else {
         ExitCode::from(1)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_terms;
+    use proptest::prelude::*;
+
+    const KEYS: [&str; 4] = ["employee", "integration", "action", "task"];
+
+    proptest! {
+        /// Any text: no panic, and whatever parses has only known keys and
+        /// non-empty, trimmed values without separators.
+        #[test]
+        fn any_filter_text_parses_or_is_refused_without_panicking(text in ".{0,200}") {
+            if let Ok(terms) = parse_terms(&text) {
+                prop_assert!(!terms.is_empty());
+                for (k, v) in &terms {
+                    prop_assert!(KEYS.contains(k));
+                    prop_assert!(!v.is_empty() && v.trim() == v && !v.contains(','));
+                }
+            }
+        }
+
+        /// Terms written out as `k=v,…` parse back to the same terms.
+        #[test]
+        fn written_filters_round_trip(
+            terms in proptest::collection::vec(
+                (prop::sample::select(vec!["employee", "task", "integration", "action"]),
+                 "[a-z0-9-]{1,12}"),
+                1..5,
+            )
+        ) {
+            let terms: Vec<(&str, String)> = terms
+                .into_iter()
+                .map(|(k, v)| match k {
+                    "integration" => (k, "slack".to_string()),
+                    "action" => (k, "post".to_string()),
+                    _ => (k, v),
+                })
+                .collect();
+            let text = terms.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+            prop_assert_eq!(parse_terms(&text), Ok(terms));
+        }
+
+        /// A filter with an empty value anywhere, or no term at all, is an
+        /// error: it can never match every request by accident.
+        #[test]
+        fn empty_values_and_empty_filters_are_errors(
+            key in prop::sample::select(KEYS.to_vec()),
+            spaces in "[ ,]{0,6}",
+        ) {
+            let refused = [
+                format!("{key}="),
+                format!("{key}={spaces}"),
+                format!("task=x,{key}= "),
+                spaces.clone(),
+            ];
+            for text in refused {
+                prop_assert!(parse_terms(&text).is_err(), "{:?} was accepted", text);
+            }
+        }
+    }
 }
