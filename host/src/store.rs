@@ -281,7 +281,7 @@ const SEAL_BYTES: usize = 32;
 /// value whose seal does not match (edited, moved to another key or org,
 /// or written by anything but this host) reads as [`StoreError::Tampered`].
 /// A value replaced by an older sealed value of the same key is not
-/// detected here (see docs/SECURITY.md).
+/// detected here (see the Security section of the README).
 #[derive(Clone)]
 pub struct OrgStore {
     store: Arc<dyn Store>,
