@@ -482,6 +482,11 @@ impl Org {
     }
 }
 
+/// The manifest `employee` was last loaded with in `org`.
+fn manifest_in(org: &OrgStore, employee: &str) -> Result<Option<Manifest>, StoreError> {
+    org.get_json("employees", format!("manifest/{employee}").as_bytes())
+}
+
 /// Where signed checkpoints go unless the operator names another file.
 pub const DEFAULT_CHECKPOINT_FILE: &str = "checkpoints.jsonl";
 
@@ -496,10 +501,7 @@ fn audit_log(
 ) -> AuditLog {
     let (store, clock) = (org.clone(), clock.clone());
     let publish = move |checkpoint: &crate::keys::Checkpoint, entry: &crate::audit::Entry| {
-        let manifest: Option<Manifest> = match store.get_json(
-            "employees",
-            format!("manifest/{}", entry.record.employee).as_bytes(),
-        ) {
+        let manifest = match manifest_in(&store, &entry.record.employee) {
             Ok(m) => m,
             Err(e) => {
                 tracing::error!("cannot read notification targets for a checkpoint: {e}");

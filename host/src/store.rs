@@ -185,31 +185,16 @@ impl Store for SledStore {
         expected: Option<&[u8]>,
         writes: Vec<Write>,
     ) -> Result<bool, StoreError> {
-        use sled::transaction::{ConflictableTransactionError, TransactionError};
-        let tree = self.tree(area)?;
-        let applied = tree
-            .transaction(|tx| {
-                let current = tx.get(key)?;
-                if current.as_deref() != expected {
-                    return Ok(false);
-                }
-                for (k, v) in &writes {
-                    match v {
-                        Some(v) => {
-                            tx.insert(k.as_slice(), v.as_slice())?;
-                        }
-                        None => {
-                            tx.remove(k.as_slice())?;
-                        }
-                    }
-                }
-                Ok::<bool, ConflictableTransactionError<()>>(true)
-            })
-            .map_err(|e: TransactionError<()>| {
-                StoreError::Io(format!("transaction failed: {e:?}"))
-            })?;
-        tree.flush().map_err(io)?;
-        Ok(applied)
+        let guard = Guard {
+            area: area.to_string(),
+            key: key.to_vec(),
+            expected: expected.map(<[u8]>::to_vec),
+        };
+        let writes: Vec<AreaWrite> = writes
+            .into_iter()
+            .map(|(k, v)| (area.to_string(), k, v))
+            .collect();
+        self.write_across_trees(Some(&guard), &writes)
     }
 
     fn write_across(

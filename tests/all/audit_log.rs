@@ -240,61 +240,15 @@ fn a_truncation_that_also_rewrites_the_head_is_caught_by_checkpoints_and_an_expe
     Ok(())
 }
 
-/// A store whose audit writes of call intents fail.
-struct IntentsFail(SledStore);
-
-impl Store for IntentsFail {
-    fn get(&self, area: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.0.get(area, key)
-    }
-
-    fn write(&self, area: &str, writes: Vec<Write>) -> Result<(), StoreError> {
-        if writes.iter().any(|(_, v)| is_intent(area, v)) {
-            return Err(StoreError::Io("disk full".into()));
-        }
-        self.0.write(area, writes)
-    }
-
-    fn scan(&self, area: &str, prefix: &[u8]) -> Result<Vec<Stored>, StoreError> {
-        self.0.scan(area, prefix)
-    }
-
-    fn write_if(
-        &self,
-        area: &str,
-        key: &[u8],
-        expected: Option<&[u8]>,
-        writes: Vec<Write>,
-    ) -> Result<bool, StoreError> {
-        self.0.write_if(area, key, expected, writes)
-    }
-
-    fn write_across(
-        &self,
-        guard: Option<&Guard>,
-        writes: Vec<AreaWrite>,
-    ) -> Result<bool, StoreError> {
-        if writes.iter().any(|(area, _, v)| is_intent(area, v)) {
-            return Err(StoreError::Io("disk full".into()));
-        }
-        self.0.write_across(guard, writes)
-    }
-}
-
-/// Whether a write stores an audit entry recording a call's intent.
-fn is_intent(area: &str, value: &Option<Vec<u8>>) -> bool {
-    area == "audit"
-        && value
-            .as_ref()
-            .is_some_and(|v| String::from_utf8_lossy(v).contains("\"kind\":\"intent\""))
-}
-
 #[test]
 fn an_action_whose_intent_cannot_be_audited_does_not_happen() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data)?;
-    let store: Arc<dyn Store> = Arc::new(IntentsFail(SledStore::open(&data.join("store"))?));
+    let store: Arc<dyn Store> = Arc::new(AuditKindFails {
+        inner: SledStore::open(&data.join("store"))?,
+        failing: std::sync::Mutex::new(Some("intent")),
+    });
     let host = Org::open_with_store(&data, "default", store)?;
     host.sandbox().seed()?;
     let general = |h: &Org| -> Result<usize> {

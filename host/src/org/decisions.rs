@@ -115,8 +115,7 @@ impl Org {
 
     /// The manifest `employee` was last loaded with.
     pub fn stored_manifest(&self, employee: &str) -> Result<Option<Manifest>, StoreError> {
-        self.org
-            .get_json("employees", format!("manifest/{employee}").as_bytes())
+        super::manifest_in(&self.org, employee)
     }
 
     /// A mediator for `employee` as registered now, with its active
