@@ -97,10 +97,14 @@ fn a_log_rewritten_with_every_hash_recomputed_fails_against_its_signed_checkpoin
     let env = env_with_history()?;
     let signed = checkpoints(&env)?;
     assert!(signed.len() >= 3, "each task end is signed: {signed:?}");
+    // A head recorded before the rewritten part (#3) stays in the chain.
+    let recorded = env.audit()?[2].hash.clone();
     rewrite_with_recomputed_hashes(&env, 4)?;
-    // The chain alone cannot tell: the rewrite is consistent.
-    let chain_only = env.host.audit().verify(None, None)?;
+    // The chain alone cannot tell, nor can a head recorded before the edit:
+    // the rewrite is consistent.
+    let chain_only = env.host.audit().verify(Some(&recorded), None)?;
     assert!(chain_only.is_intact(), "{:?}", chain_only.problems);
+    assert!(!env.host.verify_audit(Some(&recorded))?.is_intact());
     // The checkpoint signed at the first task end (after #4) names the divergence.
     let first = signed
         .iter()
