@@ -125,10 +125,23 @@ impl Org {
                 "invalid org name {org:?} (expected 1-64 lowercase letters, digits or '-')"
             )));
         }
-        let keys = Arc::new(
-            crate::keys::Keys::load_or_create(data_dir)
-                .map_err(|e| OrgError::DataDir(e.to_string()))?,
-        );
+        let key_error = |e: crate::keys::KeyError| OrgError::DataDir(e.to_string());
+        let keys = match crate::keys::Keys::load(data_dir).map_err(key_error)? {
+            Some(keys) => keys,
+            // A new key over records sealed with a lost one would make every
+            // record read as tampered: say what is missing instead.
+            None if store
+                .get("audit", format!("{org}/head").as_bytes())?
+                .is_some() =>
+            {
+                return Err(OrgError::DataDir(format!(
+                    "the data dir has records but no host key at {}: it was removed or moved; restore it (records and checkpoints cannot be read or checked without it)",
+                    crate::keys::key_path(data_dir).display()
+                )));
+            }
+            None => crate::keys::Keys::load_or_create(data_dir).map_err(key_error)?,
+        };
+        let keys = Arc::new(keys);
         let org_store = OrgStore::new(store.clone(), org, keys.clone());
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let audit = audit_log(

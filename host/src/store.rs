@@ -37,7 +37,7 @@ pub enum StoreError {
     /// A record does not carry the host's seal: it was written or changed
     /// by something other than this host. It is not acted on.
     #[error(
-        "a record in {area} ({key}) was changed outside clancy: its seal does not match this data dir's host key, so it is refused"
+        "a record in {area} ({key}) was changed outside clancy: its seal does not match this data dir's host key, so it is refused (a data dir written before records were sealed, or whose keys/ was replaced, cannot be used)"
     )]
     Tampered {
         /// The area it was read from.

@@ -262,6 +262,32 @@ fn an_exported_log_verifies_offline_against_the_public_key_and_a_rewrite_does_no
     Ok(())
 }
 
+/// The host key is what makes seals and checkpoints mean anything: a data
+/// dir whose key went missing, or whose key others may read, is refused
+/// with one clear sentence, never silently given a new key.
+#[test]
+fn a_missing_or_exposed_host_key_is_refused_with_one_clear_sentence() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    demo(&data)?;
+    let key = data.join("keys/host.key");
+    let aside = dir.path().join("host.key.aside");
+    std::fs::rename(&key, &aside)?;
+    refused(&data, &["audit", "verify"], "has records but no host key")?;
+    assert!(!key.exists(), "a new key was made over the old records");
+    std::fs::rename(&aside, &key)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644))?;
+        refused(&data, &["audit", "verify"], "may be read by other users")?;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))?;
+    }
+    let ok = clancy(&data, &["audit", "verify"])?;
+    assert!(ok.status.success(), "{}{}", stdout(&ok), stderr(&ok));
+    Ok(())
+}
+
 fn write(dir: &Path, name: &str, contents: &[u8]) -> Result<String> {
     let path = dir.join(name);
     std::fs::write(&path, contents)?;
