@@ -492,6 +492,19 @@ impl AuditLog {
         Ok(Some(entry))
     }
 
+    /// How many entries the log has (its head's number).
+    pub fn len(&self) -> Result<u64, StoreError> {
+        Ok(self
+            .store
+            .get_json::<Head>(AREA, HEAD_KEY)?
+            .map_or(0, |h| h.seq))
+    }
+
+    /// Whether the log has no entries.
+    pub fn is_empty(&self) -> Result<bool, StoreError> {
+        Ok(self.len()? == 0)
+    }
+
     /// All entries in order.
     pub fn entries(&self) -> Result<Vec<Entry>, StoreError> {
         self.store.scan_json(AREA, ENTRY_PREFIX)

@@ -10,6 +10,7 @@ pub mod addresses;
 pub mod approvals;
 pub mod audit;
 pub mod cli;
+pub mod daemon;
 pub mod digest;
 pub mod human;
 pub mod integrations;

@@ -135,7 +135,7 @@ impl SledStore {
                         if io.kind() == std::io::ErrorKind::WouldBlock
                             || io.to_string().contains("could not acquire lock") =>
                     {
-                        "it is in use by another clancy process (wait for it to finish, or stop `clancy approvals watch`)".to_string()
+                        "it is in use by another clancy process (wait for it to finish, or stop `clancy serve` or `clancy approvals watch`)".to_string()
                     }
                     other => other.to_string(),
                 },

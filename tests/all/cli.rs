@@ -455,7 +455,7 @@ fn a_second_process_on_a_data_dir_in_use_gets_one_clear_sentence() -> Result<()>
     let err = stderr(&second);
     assert!(
         err.trim_end().ends_with(
-            "it is in use by another clancy process (wait for it to finish, or stop `clancy approvals watch`)"
+            "it is in use by another clancy process (wait for it to finish, or stop `clancy serve` or `clancy approvals watch`)"
         ) && !err.contains("Os {"),
         "{err}"
     );

@@ -8,6 +8,7 @@ mod audit_log;
 mod cli;
 mod crash;
 mod crash_recovery;
+mod daemon;
 mod disk;
 mod elevation;
 mod env;

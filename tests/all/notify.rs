@@ -17,13 +17,13 @@ use crate::env::{TestEnv, clocked_env, completed, queued_id, with_hostile_import
 
 /// One request the receiver got.
 #[derive(Clone, Debug)]
-struct Received {
+pub struct Received {
     headers: Vec<(String, String)>,
-    body: String,
+    pub body: String,
 }
 
 impl Received {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
@@ -33,13 +33,13 @@ impl Received {
 
 /// A webhook receiver on 127.0.0.1 answering each request with the next
 /// status of `script` (then 200), recording what it got.
-struct Receiver {
+pub struct Receiver {
     addr: SocketAddr,
     got: Arc<Mutex<Vec<Received>>>,
 }
 
 impl Receiver {
-    fn start(script: Vec<u16>) -> Result<Receiver> {
+    pub fn start(script: Vec<u16>) -> Result<Receiver> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let addr = listener.local_addr()?;
         let got = Arc::new(Mutex::new(Vec::new()));
@@ -62,11 +62,11 @@ impl Receiver {
         Ok(Receiver { addr, got })
     }
 
-    fn url(&self) -> String {
+    pub fn url(&self) -> String {
         format!("http://{}/hooks/clancy", self.addr)
     }
 
-    fn received(&self) -> Vec<Received> {
+    pub fn received(&self) -> Vec<Received> {
         self.got.lock().map(|g| g.clone()).unwrap_or_default()
     }
 }
@@ -100,7 +100,7 @@ fn read_request(stream: &mut std::net::TcpStream) -> std::io::Result<Received> {
     })
 }
 
-fn grants(url: &str) -> String {
+pub fn grants(url: &str) -> String {
     with_hostile_imports(&format!(
         r##"
 [[notify]]

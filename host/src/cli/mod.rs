@@ -10,6 +10,7 @@ mod audit;
 mod notify;
 mod operators;
 mod sandbox;
+mod serve;
 mod task;
 mod undo;
 
@@ -48,6 +49,18 @@ pub(super) struct Global {
         value_name = "FILE"
     )]
     checkpoint_file: Option<PathBuf>,
+    /// How the host's log (on stderr, filtered by CLANCY_LOG) is written.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+/// The host log's format.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -70,6 +83,10 @@ enum Command {
     Notify(notify::NotifyCommand),
     /// Undo an action (by its number in the audit log) or every write of a task.
     Undo(undo::UndoArgs),
+    /// Run the daemon: own the data dir, keep time (escalations, expiries,
+    /// widening ends, notification delivery) and serve health checks and
+    /// metrics over HTTP.
+    Serve(serve::ServeArgs),
     /// Manage the local sandbox workspace.
     #[command(subcommand)]
     Sandbox(sandbox::SandboxCommand),
@@ -77,14 +94,21 @@ enum Command {
 
 /// Parse arguments, run the command, map the result to an exit code.
 pub fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CLANCY_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_env("CLANCY_LOG").unwrap_or_else(|_| "warn".into())
+    };
+    match cli.global.log_format {
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_env_filter(filter())
+            .with_writer(std::io::stderr)
+            .init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter())
+            .with_writer(std::io::stderr)
+            .init(),
+    }
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -124,6 +148,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Notify(command) => notify::run(global, command, &mut out),
         Command::Undo(args) => undo::run(global, args, &mut out),
         Command::Sandbox(command) => sandbox::run(global, command, &mut out),
+        Command::Serve(args) => serve::run(global, args, &mut out),
     }
 }
 

@@ -1,0 +1,90 @@
+//! `clancy serve`: run the daemon on the data dir until SIGTERM or Ctrl-C.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::Args;
+
+use super::{Global, data_dir, open};
+use crate::daemon::{Config, Daemon};
+use crate::org::DataDirMode;
+
+#[derive(Args, Debug)]
+pub(super) struct ServeArgs {
+    /// Where to listen (loopback unless --insecure-http).
+    #[arg(long, default_value = "127.0.0.1:7878", value_name = "ADDR")]
+    listen: SocketAddr,
+    /// Seconds between two timer rounds (escalation, expiry, widening ends,
+    /// notification delivery).
+    #[arg(long, default_value_t = 5, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    tick_secs: u64,
+    /// Allow a non-loopback address without TLS (only behind a proxy that
+    /// terminates TLS).
+    #[arg(long)]
+    insecure_http: bool,
+}
+
+/// Serve until told to stop. Prints one line when it listens (with the
+/// address, useful with port 0) and one when it stopped.
+pub(super) fn run(global: &Global, args: ServeArgs, out: &mut impl Write) -> Result<ExitCode> {
+    let config = Config {
+        listen: args.listen,
+        tick: Duration::from_secs(args.tick_secs),
+        insecure_http: args.insecure_http,
+    };
+    let org = Arc::new(open(global, DataDirMode::Create)?);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("clancy-serve")
+        .enable_all()
+        .build()?;
+    let served = runtime.block_on(async {
+        let daemon = Daemon::bind(org.clone(), &config).await?;
+        writeln!(
+            out,
+            "clancy serving org {} of {} on http://{}",
+            org.org(),
+            data_dir(global)?.display(),
+            daemon.local_addr()?
+        )?;
+        out.flush()?;
+        daemon.run(stopped()).await?;
+        anyhow::Ok(())
+    });
+    // The runtime goes first, then the org (its engine owns a runtime of
+    // its own, which may not be dropped inside an async context).
+    drop(runtime);
+    drop(org);
+    served?;
+    // Said if anyone still listens; a closed stdout does not make a clean
+    // stop a failure.
+    let _ = writeln!(out, "clancy stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn stopped() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

@@ -1,0 +1,362 @@
+//! The daemon: `clancy serve` owns one organisation's data dir and keeps
+//! time for it.
+//!
+//! At start it records tasks a killed process left open and finishes
+//! approved actions a crash interrupted. Then, every tick, without anyone
+//! typing a command, it moves requests along their escalation ladders,
+//! expires the overdue ones, ends widenings whose time ran out and delivers
+//! due notifications (with their retries). It serves `/healthz`, `/readyz`
+//! and Prometheus `/metrics` over HTTP, on loopback unless told otherwise,
+//! and checks every request's `Host` (no DNS rebinding). SIGTERM or Ctrl-C
+//! stop it gracefully: no new tick starts, the one running finishes.
+//!
+//! The [`Org`] is blocking (sled, wasmtime): every call into it runs on
+//! tokio's blocking pool, so a slow store or receiver never stalls the
+//! HTTP side or the timer.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use crate::approvals::Status;
+use crate::notify::DeliveryState;
+use crate::org::Org;
+
+/// How the daemon runs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// Time between two timer rounds.
+    pub tick: Duration,
+    /// Allow a non-loopback address without TLS.
+    pub insecure_http: bool,
+}
+
+/// The daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The address would expose the API in clear text.
+    #[error(
+        "{0} is not a loopback address: serving it would send operators' traffic in clear text; listen on 127.0.0.1, or pass --insecure-http behind a TLS-terminating proxy"
+    )]
+    NotLoopback(SocketAddr),
+    /// Binding failed.
+    #[error("cannot listen on {addr}: {reason}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+    /// Start-up work on the data dir failed.
+    #[error("{0}")]
+    Start(String),
+}
+
+/// What the timer has done since start, for `/metrics`.
+#[derive(Default)]
+struct Counters {
+    rounds: AtomicU64,
+    failed_rounds: AtomicU64,
+    expired: AtomicU64,
+    escalated: AtomicU64,
+    delivered: AtomicU64,
+    gave_up: AtomicU64,
+}
+
+struct Shared {
+    org: Arc<Org>,
+    counters: Counters,
+    /// `Host` values requests may carry.
+    hosts: Vec<String>,
+}
+
+/// A bound daemon, not yet serving.
+pub struct Daemon {
+    listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+    tick: Duration,
+}
+
+impl Daemon {
+    /// Check the address, bind it, and do the start-up work on the data dir
+    /// (close interrupted tasks, finish interrupted approved actions).
+    pub async fn bind(org: Arc<Org>, config: &Config) -> Result<Daemon, ServeError> {
+        if !config.listen.ip().is_loopback() && !config.insecure_http {
+            return Err(ServeError::NotLoopback(config.listen));
+        }
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| ServeError::Bind {
+                addr: config.listen,
+                reason: e.to_string(),
+            })?;
+        let addr = listener.local_addr().map_err(|e| ServeError::Bind {
+            addr: config.listen,
+            reason: e.to_string(),
+        })?;
+        let start = org.clone();
+        blocking(move || -> Result<(), String> {
+            start
+                .record_interrupted_tasks()
+                .map_err(|e| e.to_string())?;
+            start.resume_approved().map_err(|e| e.to_string())?;
+            Ok(())
+        })
+        .await
+        .and_then(|r| r)
+        .map_err(ServeError::Start)?;
+        let port = addr.port();
+        let mut hosts = vec![
+            addr.to_string(),
+            format!("localhost:{port}"),
+            format!("127.0.0.1:{port}"),
+            format!("[::1]:{port}"),
+        ];
+        if config.listen.ip().is_unspecified() {
+            // Bound to every address: the operator names the host they use.
+            hosts.clear();
+        }
+        Ok(Daemon {
+            listener,
+            shared: Arc::new(Shared {
+                org,
+                counters: Counters::default(),
+                hosts,
+            }),
+            tick: config.tick,
+        })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serve and keep time until `shutdown` resolves; then stop accepting,
+    /// let the running timer round finish, and return.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let timer = tokio::spawn(keep_time(self.shared.clone(), self.tick, stop_rx));
+        let app = axum::Router::new()
+            .route("/healthz", get(healthz))
+            .route("/readyz", get(readyz))
+            .route("/metrics", get(metrics))
+            .layer(axum::middleware::from_fn_with_state(
+                self.shared.clone(),
+                check_host,
+            ))
+            .with_state(self.shared.clone());
+        let served = axum::serve(self.listener, app)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                let _ = stop_tx.send(true);
+            })
+            .await;
+        // The round in progress finishes; no new one starts.
+        if let Err(e) = timer.await {
+            tracing::error!("the timer stopped abnormally: {e}");
+        }
+        served
+    }
+}
+
+/// Run `f` on the blocking pool; a panic in it becomes an error.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| format!("a host task failed: {e}"))
+}
+
+/// Every `tick`: escalate, expire, end widenings, deliver notifications.
+async fn keep_time(
+    shared: Arc<Shared>,
+    tick: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let round = shared.clone();
+        let done = blocking(move || timer_round(&round)).await;
+        shared.counters.rounds.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = done.and_then(|r| r) {
+            shared
+                .counters
+                .failed_rounds
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::error!("timer round failed: {e}");
+        }
+    }
+}
+
+/// One round of the timer, on a blocking thread.
+fn timer_round(shared: &Shared) -> Result<(), String> {
+    let org = &shared.org;
+    let changed = org.tick().map_err(|e| e.to_string())?;
+    let c = &shared.counters;
+    for a in &changed {
+        match a.status {
+            Status::Expired => c.expired.fetch_add(1, Ordering::Relaxed),
+            _ => c.escalated.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+    let delivery = org.deliver_notifications().map_err(|e| e.to_string())?;
+    c.delivered
+        .fetch_add(delivery.delivered.len() as u64, Ordering::Relaxed);
+    c.gave_up
+        .fetch_add(delivery.gave_up.len() as u64, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Refuse a request whose `Host` is not this daemon's (a page on another
+/// site that resolves its name to 127.0.0.1 must not reach the API).
+async fn check_host(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    if !shared.hosts.is_empty() && !shared.hosts.iter().any(|h| h == host) {
+        return (
+            StatusCode::MISDIRECTED_REQUEST,
+            format!("this daemon does not serve the host {host:?}\n"),
+        )
+            .into_response();
+    }
+    next.run(request).await
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Ready when the store answers.
+async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+    let org = shared.org.clone();
+    match blocking(move || org.approvals().list().map(|_| ())).await {
+        Ok(Ok(())) => (StatusCode::OK, "ready\n").into_response(),
+        Ok(Err(e)) => {
+            (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")).into_response()
+        }
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")).into_response(),
+    }
+}
+
+/// Prometheus text exposition: the queue, the outbox and the timer.
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    let read = shared.clone();
+    let gauges = blocking(move || -> Result<(u64, i64, u64, u64), String> {
+        let org = &read.org;
+        let now = org.now();
+        let pending: Vec<_> = org
+            .approvals()
+            .list()
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .filter(|a| a.status == Status::Pending)
+            .collect();
+        let oldest = pending
+            .iter()
+            .map(|a| (now - a.created_at).num_seconds().max(0))
+            .max()
+            .unwrap_or(0);
+        let outbox = org.outbox().list().map_err(|e| e.to_string())?;
+        let waiting = outbox
+            .iter()
+            .filter(|n| n.state == DeliveryState::Pending)
+            .count() as u64;
+        let entries = org.audit().len().map_err(|e| e.to_string())?;
+        Ok((pending.len() as u64, oldest, waiting, entries))
+    })
+    .await
+    .and_then(|r| r);
+    let (pending, oldest, waiting, entries) = match gauges {
+        Ok(g) => g,
+        Err(e) => return (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
+    };
+    let c = &shared.counters;
+    let counter = |v: &AtomicU64| v.load(Ordering::Relaxed);
+    let mut text = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, value: String| {
+        text.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+        ));
+    };
+    metric(
+        "clancy_approvals_pending",
+        "gauge",
+        "Requests waiting for a human.",
+        pending.to_string(),
+    );
+    metric(
+        "clancy_approvals_oldest_pending_age_seconds",
+        "gauge",
+        "Age of the oldest pending request.",
+        oldest.to_string(),
+    );
+    metric(
+        "clancy_notifications_pending",
+        "gauge",
+        "Notifications waiting for delivery or a retry.",
+        waiting.to_string(),
+    );
+    metric(
+        "clancy_audit_entries",
+        "gauge",
+        "Entries in the audit log.",
+        entries.to_string(),
+    );
+    metric(
+        "clancy_timer_rounds_total",
+        "counter",
+        "Timer rounds run.",
+        counter(&c.rounds).to_string(),
+    );
+    metric(
+        "clancy_timer_failed_rounds_total",
+        "counter",
+        "Timer rounds that failed.",
+        counter(&c.failed_rounds).to_string(),
+    );
+    metric(
+        "clancy_approvals_expired_total",
+        "counter",
+        "Requests the timer expired.",
+        counter(&c.expired).to_string(),
+    );
+    metric(
+        "clancy_approvals_escalated_total",
+        "counter",
+        "Requests the timer moved up their ladder.",
+        counter(&c.escalated).to_string(),
+    );
+    metric(
+        "clancy_notifications_delivered_total",
+        "counter",
+        "Notifications delivered by the timer.",
+        counter(&c.delivered).to_string(),
+    );
+    metric(
+        "clancy_notifications_given_up_total",
+        "counter",
+        "Notifications given up after their last attempt.",
+        counter(&c.gave_up).to_string(),
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}

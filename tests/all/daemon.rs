@@ -1,0 +1,248 @@
+//! The daemon, as an operator runs it: `clancy serve` owns the data dir,
+//! keeps time with nobody typing a command, answers health checks and
+//! metrics, refuses requests for other hosts, and stops cleanly on SIGTERM,
+//! leaving the data dir to the next process.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clancy_guests::HOSTILE;
+
+use crate::env::{clancy, stderr, stdout};
+use crate::notify::{Receiver, grants};
+
+/// A running `clancy serve` and its base URL.
+struct Served {
+    child: Child,
+    url: String,
+    stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl Served {
+    fn start(data: &Path, extra: &[&str]) -> Result<Served> {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_clancy"))
+            .arg("--data-dir")
+            .arg(data)
+            .args(["serve", "--listen", "127.0.0.1:0", "--tick-secs", "1"])
+            .args(extra)
+            .env_remove("CLANCY_DATA_DIR")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let mut stdout = BufReader::new(child.stdout.take().context("no stdout")?);
+        let mut line = String::new();
+        stdout.read_line(&mut line)?;
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .with_context(|| format!("no address in {line:?}"))?
+            .to_string();
+        Ok(Served { child, url, stdout })
+    }
+
+    fn get(&self, path: &str) -> Result<(u16, String)> {
+        let resp = reqwest::blocking::get(format!("{}{path}", self.url))?;
+        Ok((resp.status().as_u16(), resp.text()?))
+    }
+
+    /// SIGTERM, then wait (at most `limit`) for the exit status and the
+    /// rest of what it printed.
+    fn terminate(mut self, limit: Duration) -> Result<(std::process::ExitStatus, String)> {
+        let killed = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()?;
+        anyhow::ensure!(killed.success(), "kill -TERM failed");
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                let mut rest = String::new();
+                std::io::Read::read_to_string(&mut self.stdout, &mut rest)?;
+                return Ok((status, rest));
+            }
+            if started.elapsed() > limit {
+                let _ = self.child.kill();
+                anyhow::bail!("the daemon did not stop within {limit:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[test]
+fn the_daemon_keeps_time_with_no_command_typed_and_stops_cleanly_on_sigterm() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    // A request waits for approval; its receiver fails the first delivery.
+    let receiver = Receiver::start(vec![500])?;
+    let manifest = dir.path().join("employee.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "name = \"poster\"\ncomponent = {HOSTILE:?}\n{}",
+            grants(&receiver.url())
+        ),
+    )?;
+    let run = clancy(
+        &data,
+        &[
+            "run",
+            &manifest.display().to_string(),
+            "--task",
+            "post hello",
+        ],
+    )?;
+    assert!(
+        stdout(&run).contains("ap-"),
+        "{}{}",
+        stdout(&run),
+        stderr(&run)
+    );
+
+    let served = Served::start(&data, &[])?;
+    assert_eq!(served.get("/healthz")?, (200, "ok\n".to_string()));
+    assert_eq!(served.get("/readyz")?.0, 200);
+    // Nobody types a command: the daemon delivers, fails, backs off 2 s and
+    // delivers again.
+    let started = Instant::now();
+    while receiver.received().len() < 2 {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(20),
+            "the daemon delivered {} time(s) in 20 s",
+            receiver.received().len()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let got = receiver.received();
+    assert_eq!(got[0].body, got[1].body, "the retry sends the same payload");
+    assert_eq!(got[0].header("webhook-id"), got[1].header("webhook-id"));
+    let (code, text) = served.get("/metrics")?;
+    assert_eq!(code, 200);
+    assert_eq!(
+        metric(&text, "clancy_approvals_pending"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "clancy_notifications_delivered_total"),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        metric(&text, "clancy_timer_rounds_total").is_some_and(|n| n >= 2.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "clancy_timer_failed_rounds_total"),
+        Some(0.0),
+        "{text}"
+    );
+
+    // A page elsewhere whose name resolves to 127.0.0.1 gets nothing.
+    let misdirected = reqwest::blocking::Client::new()
+        .get(format!("{}/metrics", served.url))
+        .header("Host", "evil.example")
+        .send()?;
+    assert_eq!(misdirected.status().as_u16(), 421);
+
+    // While it serves, the data dir is its own.
+    let busy = clancy(&data, &["approvals", "list"])?;
+    assert_eq!(busy.status.code(), Some(2));
+    assert!(
+        stderr(&busy).contains("stop `clancy serve`"),
+        "{}",
+        stderr(&busy)
+    );
+
+    let (status, said) = served.terminate(Duration::from_secs(15))?;
+    assert!(status.success(), "{status:?}");
+    assert_eq!(said, "clancy stopped\n");
+    // Stopped, it leaves the data dir to the next process, record intact.
+    let list = clancy(&data, &["approvals", "list"])?;
+    assert!(list.status.success(), "{}", stderr(&list));
+    assert!(stdout(&list).contains("poster"), "{}", stdout(&list));
+    let verify = clancy(&data, &["audit", "verify"])?;
+    assert!(verify.status.success(), "{}", stdout(&verify));
+    Ok(())
+}
+
+#[test]
+fn the_daemon_refuses_a_clear_text_public_address_and_a_second_daemon() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let open = clancy(&data, &["serve", "--listen", "0.0.0.0:0"])?;
+    assert_eq!(open.status.code(), Some(2));
+    assert!(
+        stderr(&open).contains("is not a loopback address")
+            && stderr(&open).contains("--insecure-http"),
+        "{}",
+        stderr(&open)
+    );
+    let first = Served::start(&data, &[])?;
+    let second = clancy(&data, &["serve", "--listen", "127.0.0.1:0"])?;
+    assert_eq!(second.status.code(), Some(2));
+    assert!(
+        stderr(&second).contains("in use by another clancy process"),
+        "{}",
+        stderr(&second)
+    );
+    assert_eq!(first.get("/healthz")?.0, 200, "the first one serves on");
+    let bad_tick = clancy(&data, &["serve", "--tick-secs", "0"])?;
+    assert_eq!(bad_tick.status.code(), Some(2));
+    Ok(())
+}
+
+#[test]
+fn the_host_log_can_be_json_lines() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let manifest = dir.path().join("employee.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "name = \"printer\"\ncomponent = {HOSTILE:?}\n{}",
+            grants(&Receiver::start(vec![])?.url())
+        ),
+    )?;
+    let out = Command::new(env!("CARGO_BIN_EXE_clancy"))
+        .arg("--data-dir")
+        .arg(&data)
+        .args([
+            "--log-format",
+            "json",
+            "run",
+            &manifest.display().to_string(),
+            "--task",
+            "print hi",
+        ])
+        .env("CLANCY_LOG", "info")
+        .env_remove("CLANCY_DATA_DIR")
+        .output()?;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines: Vec<serde_json::Value> = stderr(&out)
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    assert!(
+        lines.iter().any(|l| l["fields"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("hello from the guest: hi"))),
+        "{lines:?}"
+    );
+    Ok(())
+}
