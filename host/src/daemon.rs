@@ -10,6 +10,10 @@
 //! and checks every request's `Host` (no DNS rebinding). SIGTERM or Ctrl-C
 //! stop it gracefully: no new tick starts, the one running finishes.
 //!
+//! The API (`/api/v1`, JSON, errors as RFC 9457 problem+json) takes a
+//! bearer token (`clancy tokens create`) that acts as one operator with a
+//! role: managers and admins list the pending queue and approve or deny.
+//!
 //! The [`Org`] is blocking (sled, wasmtime): every call into it runs on
 //! tokio's blocking pool, so a slow store or receiver never stalls the
 //! HTTP side or the timer.
@@ -19,15 +23,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 
-use crate::approvals::Status;
+use crate::approvals::{Approval, Status};
 use crate::notify::DeliveryState;
+use crate::operators::{Operator, Role};
 use crate::org::Org;
+use crate::org::{DecideError, Verdict};
 
 /// How the daemon runs.
 #[derive(Clone, Debug)]
@@ -153,6 +159,10 @@ impl Daemon {
             .route("/healthz", get(healthz))
             .route("/readyz", get(readyz))
             .route("/metrics", get(metrics))
+            .route("/api/v1/approvals", get(list_approvals))
+            .route("/api/v1/approvals/{id}/approve", post(approve))
+            .route("/api/v1/approvals/{id}/deny", post(deny))
+            .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
             .layer(axum::middleware::from_fn_with_state(
                 self.shared.clone(),
                 check_host,
@@ -359,4 +369,270 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         counter(&c.gave_up).to_string(),
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// The largest request body the API reads.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// An RFC 9457 problem: every API error.
+struct Problem {
+    status: StatusCode,
+    title: &'static str,
+    detail: String,
+}
+
+impl Problem {
+    fn new(status: StatusCode, title: &'static str, detail: impl Into<String>) -> Problem {
+        Problem {
+            status,
+            title,
+            detail: detail.into(),
+        }
+    }
+
+    fn internal(detail: impl std::fmt::Display) -> Problem {
+        tracing::error!("API request failed: {detail}");
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "The host could not complete the request",
+            "the host could not complete the request; see its log",
+        )
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({
+            "type": "about:blank",
+            "title": self.title,
+            "status": self.status.as_u16(),
+            "detail": self.detail,
+        });
+        let mut response = (
+            self.status,
+            [(header::CONTENT_TYPE, "application/problem+json")],
+            body.to_string(),
+        )
+            .into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}
+
+/// The operator the request's bearer token acts as, if their role is at
+/// least `needed`.
+async fn operator(
+    shared: &Arc<Shared>,
+    headers: &HeaderMap,
+    needed: Role,
+) -> Result<Operator, Problem> {
+    let unauthorized = |detail: &str| {
+        Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "Not signed in",
+            detail.to_string(),
+        )
+    };
+    let secret = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| {
+            unauthorized("send `Authorization: Bearer <token>` (see `clancy tokens create`)")
+        })?
+        .trim()
+        .to_string();
+    let org = shared.org.clone();
+    let checked = blocking(move || {
+        let now = org.now();
+        let result = org.operators().authenticate(&secret, now)?;
+        if let Err(refused) = &result
+            && matches!(
+                refused,
+                crate::operators::TokenRefused::Expired | crate::operators::TokenRefused::Revoked
+            )
+        {
+            // Someone holds a real token that no longer works: on record.
+            let _ = org.audit_operator_action(
+                "api-sign-in",
+                "a bearer token",
+                &format!("refused: {refused}"),
+            );
+        }
+        Ok::<_, crate::store::StoreError>(result)
+    })
+    .await
+    .map_err(Problem::internal)?
+    .map_err(Problem::internal)?;
+    let (operator, _token) = checked.map_err(|refused| unauthorized(&refused.to_string()))?;
+    if operator.role < needed {
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "Not allowed",
+            format!(
+                "this needs the role {needed} or above; the token acts as {} ({})",
+                operator.name, operator.role
+            ),
+        ));
+    }
+    Ok(operator)
+}
+
+/// What the API says about a request.
+fn approval_json(a: &Approval) -> serde_json::Value {
+    let r = &a.request;
+    serde_json::json!({
+        "id": a.id,
+        "status": a.status,
+        "employee": r.employee,
+        "task": r.task,
+        "integration": r.integration,
+        "scope": r.scope,
+        "action": r.operation.action(),
+        "method": r.operation.method(),
+        "reason": r.reason,
+        "gated_because": a.gated_because,
+        "preview": a.preview(),
+        "created_at": a.created_at,
+        "expires_at": a.expires_at,
+        "decided_by": a.decided_by,
+        "outcome": a.outcome,
+    })
+}
+
+/// `GET /api/v1/approvals`: the pending queue, oldest first.
+async fn list_approvals(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    operator(&shared, &headers, Role::Manager).await?;
+    let org = shared.org.clone();
+    let pending = blocking(move || org.approvals().list())
+        .await
+        .map_err(Problem::internal)?
+        .map_err(Problem::internal)?;
+    let items: Vec<serde_json::Value> = pending
+        .iter()
+        .filter(|a| a.status == Status::Pending)
+        .map(approval_json)
+        .collect();
+    Ok(axum::Json(serde_json::json!({ "items": items })).into_response())
+}
+
+/// The body of a decision: an optional comment, nothing else.
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct DecisionBody {
+    comment: Option<String>,
+}
+
+fn decision_body(headers: &HeaderMap, body: &[u8]) -> Result<DecisionBody, Problem> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(DecisionBody::default());
+    }
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|t| t.trim() == "application/json")
+        });
+    if !json {
+        return Err(Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Unsupported media type",
+            "send the body as application/json",
+        ));
+    }
+    let body: DecisionBody = serde_json::from_slice(body).map_err(|e| {
+        Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid body",
+            format!("{e} (expected {{\"comment\": \"…\"}})"),
+        )
+    })?;
+    if body.comment.as_ref().is_some_and(|c| c.len() > 2000) {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid body",
+            "the comment is longer than 2000 bytes",
+        ));
+    }
+    Ok(body)
+}
+
+async fn approve(
+    state: State<Arc<Shared>>,
+    id: Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, Problem> {
+    decide(state, id, headers, body, Verdict::Approve).await
+}
+
+async fn deny(
+    state: State<Arc<Shared>>,
+    id: Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, Problem> {
+    decide(state, id, headers, body, Verdict::Deny).await
+}
+
+/// `POST /api/v1/approvals/{id}/approve|deny`: decide as the token's operator.
+async fn decide(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+    verdict: Verdict,
+) -> Result<Response, Problem> {
+    let operator = operator(&shared, &headers, Role::User).await?;
+    let body = decision_body(&headers, &body)?;
+    let org = shared.org.clone();
+    let decided =
+        blocking(move || org.decide(&id, verdict, &operator.name, body.comment.as_deref()))
+            .await
+            .map_err(Problem::internal)?;
+    match decided {
+        Ok(a) => Ok(axum::Json(approval_json(&a)).into_response()),
+        Err(e) => Err(decide_problem(e)),
+    }
+}
+
+/// The problem a refused decision is.
+fn decide_problem(e: DecideError) -> Problem {
+    let detail = e.to_string();
+    match e {
+        DecideError::Unknown(_) => Problem::new(StatusCode::NOT_FOUND, "No such request", detail),
+        DecideError::NotAllowed { .. } => {
+            Problem::new(StatusCode::FORBIDDEN, "Not allowed", detail)
+        }
+        DecideError::AlreadyDecided { .. }
+        | DecideError::Expired(_)
+        | DecideError::Void { .. }
+        | DecideError::Tampered(_)
+        | DecideError::Deferred(_)
+        | DecideError::Question(_)
+        | DecideError::NotAQuestion(_) => Problem::new(
+            StatusCode::CONFLICT,
+            "The request cannot be decided so",
+            detail,
+        ),
+        DecideError::BadEdit { .. } | DecideError::BadAnswer { .. } => {
+            Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid decision", detail)
+        }
+        DecideError::Store(crate::store::StoreError::Tampered { .. }) => Problem::new(
+            StatusCode::CONFLICT,
+            "The request was changed outside the host",
+            detail,
+        ),
+        DecideError::Store(_) | DecideError::Org(_) => Problem::internal(detail),
+    }
 }

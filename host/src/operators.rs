@@ -160,3 +160,148 @@ impl Operators {
         self.store.scan_json(AREA, b"o/")
     }
 }
+
+/// An API token: it acts as one operator, with a role no higher than
+/// theirs. Only its SHA-256 is stored; the secret is shown once.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Token {
+    /// `tk-…`, the public part (lists, revocation, the audit log).
+    pub id: String,
+    /// Who it acts as.
+    pub operator: String,
+    /// The most it may do (never more than the operator's role now).
+    pub role: Role,
+    /// SHA-256 of the secret, hex.
+    pub hash: String,
+    /// Who made it.
+    pub created_by: String,
+    /// When.
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    /// After this it is refused.
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+    /// Revoked tokens are refused.
+    pub revoked: bool,
+}
+
+/// The longest a token may live.
+pub const MAX_TOKEN_DAYS: u32 = 365;
+
+/// Why a token was refused (the API answers 401 to every one alike).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TokenRefused {
+    /// Not a Clancy token, or unknown, or its secret does not match.
+    #[error("the token is not valid")]
+    Invalid,
+    /// It expired.
+    #[error("the token expired")]
+    Expired,
+    /// It was revoked.
+    #[error("the token was revoked")]
+    Revoked,
+    /// Its operator is gone.
+    #[error("the token's operator no longer exists")]
+    NoOperator,
+}
+
+const TOKEN_PREFIX: &str = "clancy_";
+
+fn token_hash(secret: &str) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(secret.as_bytes()))
+}
+
+impl Operators {
+    /// Make a token for `operator` with `role` (at most theirs), valid for
+    /// `days`. Returns it and the secret to show once.
+    pub fn create_token(
+        &self,
+        operator: &Operator,
+        role: Role,
+        days: u32,
+        by: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(Token, String), StoreError> {
+        let mut random = [0u8; 32];
+        getrandom::fill(&mut random)
+            .map_err(|e| StoreError::Io(format!("no randomness for a token: {e}")))?;
+        let id = format!("tk-{}", &hex::encode(&random[..6]));
+        let secret = format!("{TOKEN_PREFIX}{id}_{}", hex::encode(&random[6..]));
+        let token = Token {
+            id,
+            operator: operator.name.clone(),
+            role: role.min(operator.role),
+            hash: token_hash(&secret),
+            created_by: by.to_string(),
+            created_at: now,
+            expires_at: now + chrono::Duration::days(i64::from(days.min(MAX_TOKEN_DAYS))),
+            revoked: false,
+        };
+        self.store
+            .put_json(AREA, format!("t/{}", token.id).as_bytes(), &token)?;
+        Ok((token, secret))
+    }
+
+    /// Every token (never their secrets).
+    pub fn tokens(&self) -> Result<Vec<Token>, StoreError> {
+        self.store.scan_json(AREA, b"t/")
+    }
+
+    /// One token.
+    pub fn token(&self, id: &str) -> Result<Option<Token>, StoreError> {
+        if !id.starts_with("tk-") || id.len() > 32 || !valid_name(id) {
+            return Ok(None);
+        }
+        self.store.get_json(AREA, format!("t/{id}").as_bytes())
+    }
+
+    /// Revoke a token. Returns it, or `None` if there is no such token.
+    pub fn revoke_token(&self, id: &str) -> Result<Option<Token>, StoreError> {
+        let Some(mut token) = self.token(id)? else {
+            return Ok(None);
+        };
+        token.revoked = true;
+        self.store
+            .put_json(AREA, format!("t/{}", token.id).as_bytes(), &token)?;
+        Ok(Some(token))
+    }
+
+    /// The operator a bearer `secret` acts as, with the token's role (never
+    /// more than the operator's role now), and the token.
+    pub fn authenticate(
+        &self,
+        secret: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Result<(Operator, Token), TokenRefused>, StoreError> {
+        let Some(id) = secret
+            .strip_prefix(TOKEN_PREFIX)
+            .and_then(|rest| rest.rsplit_once('_'))
+            .map(|(id, _)| id)
+        else {
+            return Ok(Err(TokenRefused::Invalid));
+        };
+        let Some(token) = self.token(id)? else {
+            return Ok(Err(TokenRefused::Invalid));
+        };
+        let given = token_hash(secret);
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(
+            given.as_bytes(),
+            token.hash.as_bytes(),
+        )) {
+            return Ok(Err(TokenRefused::Invalid));
+        }
+        if token.revoked {
+            return Ok(Err(TokenRefused::Revoked));
+        }
+        if now >= token.expires_at {
+            return Ok(Err(TokenRefused::Expired));
+        }
+        let Some(operator) = self.get(&token.operator)? else {
+            return Ok(Err(TokenRefused::NoOperator));
+        };
+        let acting = Operator {
+            role: token.role.min(operator.role),
+            ..operator
+        };
+        Ok(Ok((acting, token)))
+    }
+}

@@ -265,6 +265,76 @@ impl Org {
         )
     }
 
+    /// Make an API token acting as `operator` with `role`, valid `days`,
+    /// on the word of `by`: an admin makes tokens for anyone, anyone else
+    /// only for themselves; the role is never above the creator's. Audited
+    /// (never the secret). Returns the token and the secret, shown once.
+    pub fn create_token(
+        &self,
+        operator: &str,
+        role: Role,
+        days: u32,
+        by: &str,
+    ) -> Result<(crate::operators::Token, String), OrgError> {
+        let operators = self.operators();
+        let creator = operators.get(by)?.ok_or_else(|| {
+            OrgError::NotAllowed(format!("{by} is not an operator of this organisation"))
+        })?;
+        let target = operators.get(operator)?.ok_or_else(|| {
+            OrgError::NotAllowed(format!(
+                "{operator} is not an operator of this organisation"
+            ))
+        })?;
+        if creator.role != Role::Admin && creator.name != target.name {
+            return Err(OrgError::NotAllowed(format!(
+                "{by} may only make tokens for themselves (an admin makes them for others)"
+            )));
+        }
+        if role > creator.role || role > target.role {
+            return Err(OrgError::NotAllowed(format!(
+                "a token's role may not be above its creator's or its operator's ({by} is {}, {operator} is {})",
+                creator.role, target.role
+            )));
+        }
+        if !(1..=crate::operators::MAX_TOKEN_DAYS).contains(&days) {
+            return Err(OrgError::NotAllowed(format!(
+                "a token lives from 1 to {} days",
+                crate::operators::MAX_TOKEN_DAYS
+            )));
+        }
+        let (token, secret) = operators.create_token(&target, role, days, by, self.now())?;
+        self.audit_operator_action(
+            "tokens-create",
+            &format!("{} for {operator} as {role}, {days} days", token.id),
+            &format!(
+                "token {} made by {by} (the secret is never recorded)",
+                token.id
+            ),
+        )?;
+        Ok((token, secret))
+    }
+
+    /// Revoke token `id` on the word of `by` (an admin, or its operator). Audited.
+    pub fn revoke_token(&self, id: &str, by: &str) -> Result<crate::operators::Token, OrgError> {
+        let operators = self.operators();
+        let token = operators
+            .token(id)?
+            .ok_or_else(|| OrgError::NotAllowed(format!("no token {id:?} in this organisation")))?;
+        let allowed = operators
+            .get(by)?
+            .is_some_and(|o| o.role == Role::Admin || o.name == token.operator);
+        if !allowed {
+            return Err(OrgError::NotAllowed(format!(
+                "{by} may not revoke {id}: only an admin or its operator may"
+            )));
+        }
+        let revoked = operators
+            .revoke_token(id)?
+            .ok_or_else(|| OrgError::NotAllowed(format!("no token {id:?}")))?;
+        self.audit_operator_action("tokens-revoke", id, &format!("token {id} revoked by {by}"))?;
+        Ok(revoked)
+    }
+
     /// Record an operator's action on the organisation itself (adding
     /// operators, resetting the sandbox, showing the webhook secret).
     pub fn audit_operator_action(

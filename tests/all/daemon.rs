@@ -246,3 +246,221 @@ fn the_host_log_can_be_json_lines() -> Result<()> {
     );
     Ok(())
 }
+
+/// Run a CLI command that must succeed; its stdout.
+fn ok(data: &Path, args: &[&str]) -> Result<String> {
+    let o = clancy(data, args)?;
+    anyhow::ensure!(o.status.success(), "{args:?}: {}{}", stdout(&o), stderr(&o));
+    Ok(stdout(&o))
+}
+
+/// The secret `tokens create` printed (its last line).
+fn token(data: &Path, args: &[&str]) -> Result<String> {
+    let out = ok(data, args)?;
+    Ok(out.lines().last().unwrap_or_default().trim().to_string())
+}
+
+#[test]
+fn operators_decide_through_the_api_with_a_token_and_nothing_else_gets_in() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let manifest = dir.path().join("employee.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "name = \"poster\"\ncomponent = {HOSTILE:?}\n{}",
+            crate::env::with_hostile_imports(crate::env::GATED_GENERAL_POST)
+        ),
+    )?;
+    let run = ok(
+        &data,
+        &[
+            "run",
+            &manifest.display().to_string(),
+            "--task",
+            "post via the api",
+        ],
+    )?;
+    let id = run
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+        .find(|w| w.starts_with("ap-"))
+        .with_context(|| format!("no request id in {run:?}"))?
+        .to_string();
+    ok(
+        &data,
+        &[
+            "operators",
+            "add",
+            "alice",
+            "--role",
+            "admin",
+            "--as",
+            "alice",
+        ],
+    )?;
+    ok(
+        &data,
+        &[
+            "operators",
+            "add",
+            "bob",
+            "--role",
+            "manager",
+            "--as",
+            "alice",
+        ],
+    )?;
+    ok(
+        &data,
+        &["operators", "add", "uma", "--role", "user", "--as", "alice"],
+    )?;
+    let bob = token(
+        &data,
+        &[
+            "tokens", "create", "--for", "bob", "--role", "manager", "--as", "alice",
+        ],
+    )?;
+    let uma = token(
+        &data,
+        &[
+            "tokens", "create", "--for", "uma", "--role", "user", "--as", "alice",
+        ],
+    )?;
+    let revoked = token(
+        &data,
+        &[
+            "tokens", "create", "--for", "bob", "--role", "manager", "--as", "bob",
+        ],
+    )?;
+    let revoked_id = revoked
+        .trim_start_matches("clancy_")
+        .rsplit_once('_')
+        .map(|(i, _)| i.to_string())
+        .context("id")?;
+    ok(&data, &["tokens", "revoke", &revoked_id, "--as", "bob"])?;
+    // A user cannot mint a manager's token, nor one for someone else.
+    let refused = clancy(
+        &data,
+        &[
+            "tokens", "create", "--for", "uma", "--role", "manager", "--as", "uma",
+        ],
+    )?;
+    assert_eq!(refused.status.code(), Some(2), "{}", stdout(&refused));
+    let refused = clancy(
+        &data,
+        &[
+            "tokens", "create", "--for", "bob", "--role", "user", "--as", "uma",
+        ],
+    )?;
+    assert_eq!(refused.status.code(), Some(2), "{}", stdout(&refused));
+
+    let served = Served::start(&data, &[])?;
+    let client = reqwest::blocking::Client::new();
+    let list = format!("{}/api/v1/approvals", served.url);
+    let approve = format!("{}/api/v1/approvals/{id}/approve", served.url);
+    let problem = |r: reqwest::blocking::Response| -> Result<(u16, serde_json::Value)> {
+        let status = r.status().as_u16();
+        let kind = r
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        anyhow::ensure!(kind == "application/problem+json", "{status}: {kind}");
+        Ok((status, serde_json::from_str(&r.text()?)?))
+    };
+    let json_body = |v: serde_json::Value| v.to_string();
+    // Nobody, a forged token, a revoked one: 401, nothing listed.
+    let (code, body) = problem(client.get(&list).send()?)?;
+    assert_eq!(code, 401, "{body}");
+    let forged = format!("{}0", &bob[..bob.len() - 1]);
+    for secret in [forged.as_str(), revoked.as_str(), "Basic x", "clancy_"] {
+        let (code, body) = problem(client.get(&list).bearer_auth(secret).send()?)?;
+        assert_eq!(code, 401, "{secret}: {body}");
+    }
+    // A user's token may not read the queue.
+    let (code, _) = problem(client.get(&list).bearer_auth(&uma).send()?)?;
+    assert_eq!(code, 403);
+    // A manager's may.
+    let listed: serde_json::Value =
+        serde_json::from_str(&client.get(&list).bearer_auth(&bob).send()?.text()?)?;
+    assert_eq!(listed["items"][0]["id"], id.as_str(), "{listed}");
+    assert!(
+        listed["items"][0]["preview"]
+            .as_str()
+            .is_some_and(|p| p.contains("via the api"))
+    );
+
+    // Bad bodies change nothing.
+    let (code, _) = problem(
+        client
+            .post(&approve)
+            .bearer_auth(&bob)
+            .header("content-type", "application/json")
+            .body(json_body(
+                serde_json::json!({"comment": "ok", "as": "alice"}),
+            ))
+            .send()?,
+    )?;
+    assert_eq!(code, 422, "unknown fields are refused");
+    let (code, _) = problem(
+        client
+            .post(&approve)
+            .bearer_auth(&bob)
+            .header("content-type", "text/plain")
+            .body("comment=ok")
+            .send()?,
+    )?;
+    assert_eq!(code, 415);
+    let huge = client
+        .post(&approve)
+        .bearer_auth(&bob)
+        .header("content-type", "application/json")
+        .body(format!("{{\"comment\": \"{}\"}}", "x".repeat(70 * 1024)))
+        .send()?;
+    assert_eq!(huge.status().as_u16(), 413, "the body limit holds");
+    let (code, _) = problem(
+        client
+            .post(format!("{}/api/v1/approvals/ap-nope/approve", served.url))
+            .bearer_auth(&bob)
+            .send()?,
+    )?;
+    assert_eq!(code, 404);
+    // The user may not decide a request that waits for a manager.
+    let (code, _) = problem(client.post(&approve).bearer_auth(&uma).send()?)?;
+    assert_eq!(code, 403);
+
+    // Bob approves; the host runs exactly that action, once.
+    let decided: serde_json::Value = serde_json::from_str(
+        &client
+            .post(&approve)
+            .bearer_auth(&bob)
+            .header("content-type", "application/json")
+            .body(json_body(serde_json::json!({"comment": "looks right"})))
+            .send()?
+            .text()?,
+    )?;
+    assert_eq!(decided["status"], "executed", "{decided}");
+    assert_eq!(decided["decided_by"], "bob");
+    let (code, _) = problem(client.post(&approve).bearer_auth(&bob).send()?)?;
+    assert_eq!(code, 409, "decided once");
+
+    served.terminate(Duration::from_secs(15))?;
+    let log = ok(&data, &["audit", "log", "--json"])?;
+    assert!(log.contains("approved by bob: looks right"), "{log}");
+    assert!(log.contains("tokens-create") && log.contains("tokens-revoke"));
+    assert!(
+        log.contains("refused: the token was revoked"),
+        "the revoked token's use is on record"
+    );
+    for secret in [&bob, &uma, &revoked] {
+        assert!(
+            !log.contains(secret.as_str()),
+            "a token secret reached the audit log"
+        );
+    }
+    let listed = ok(&data, &["tokens", "list", "--json"])?;
+    assert!(!listed.contains("hash") && !listed.contains(&bob));
+    assert!(ok(&data, &["audit", "verify"])?.starts_with("audit log intact"));
+    Ok(())
+}

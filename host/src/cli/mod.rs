@@ -12,6 +12,7 @@ mod operators;
 mod sandbox;
 mod serve;
 mod task;
+mod tokens;
 mod undo;
 
 use std::path::PathBuf;
@@ -83,6 +84,9 @@ enum Command {
     Notify(notify::NotifyCommand),
     /// Undo an action (by its number in the audit log) or every write of a task.
     Undo(undo::UndoArgs),
+    /// API tokens for the daemon: create, list, revoke.
+    #[command(subcommand)]
+    Tokens(tokens::TokensCommand),
     /// Run the daemon: own the data dir, keep time (escalations, expiries,
     /// widening ends, notification delivery) and serve health checks and
     /// metrics over HTTP.
@@ -149,6 +153,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Undo(args) => undo::run(global, args, &mut out),
         Command::Sandbox(command) => sandbox::run(global, command, &mut out),
         Command::Serve(args) => serve::run(global, args, &mut out),
+        Command::Tokens(command) => tokens::run(global, command, &mut out),
     }
 }
 
