@@ -160,8 +160,16 @@ fn the_daemon_keeps_time_with_no_command_typed_and_stops_cleanly_on_sigterm() ->
         .send()?;
     assert_eq!(misdirected.status().as_u16(), 421);
 
-    // While it serves, the data dir is its own.
+    // While it serves, the data dir is its own: approvals commands go
+    // through it (with a token), the others say it is in use.
     let busy = clancy(&data, &["approvals", "list"])?;
+    assert_eq!(busy.status.code(), Some(2));
+    assert!(
+        stderr(&busy).contains("set CLANCY_TOKEN"),
+        "{}",
+        stderr(&busy)
+    );
+    let busy = clancy(&data, &["audit", "verify"])?;
     assert_eq!(busy.status.code(), Some(2));
     assert!(
         stderr(&busy).contains("stop `clancy serve`"),
@@ -462,5 +470,142 @@ fn operators_decide_through_the_api_with_a_token_and_nothing_else_gets_in() -> R
     let listed = ok(&data, &["tokens", "list", "--json"])?;
     assert!(!listed.contains("hash") && !listed.contains(&bob));
     assert!(ok(&data, &["audit", "verify"])?.starts_with("audit log intact"));
+    Ok(())
+}
+
+/// `clancy` with a token in the environment.
+fn clancy_with_token(
+    data: &Path,
+    token: Option<&str>,
+    args: &[&str],
+) -> Result<std::process::Output> {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_clancy"));
+    command
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .env_remove("CLANCY_DATA_DIR")
+        .env_remove("CLANCY_SERVER")
+        .env_remove("CLANCY_TOKEN");
+    if let Some(t) = token {
+        command.env("CLANCY_TOKEN", t);
+    }
+    Ok(command.output()?)
+}
+
+/// While the daemon serves the data dir, `clancy approvals list|approve|deny`
+/// go through its API with the operator's token instead of failing on the
+/// lock; without a token, or with `--as`, they say why in one line.
+#[test]
+fn the_cli_decides_through_a_running_daemon_with_a_token() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let manifest = dir.path().join("employee.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "name = \"poster\"\ncomponent = {HOSTILE:?}\n{}",
+            crate::env::with_hostile_imports(crate::env::GATED_GENERAL_POST)
+        ),
+    )?;
+    let mut ids = Vec::new();
+    for text in ["post first", "post second"] {
+        let run = ok(
+            &data,
+            &["run", &manifest.display().to_string(), "--task", text],
+        )?;
+        ids.push(
+            run.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+                .find(|w| w.starts_with("ap-"))
+                .with_context(|| format!("no request id in {run:?}"))?
+                .to_string(),
+        );
+    }
+    ok(
+        &data,
+        &[
+            "operators",
+            "add",
+            "mia",
+            "--role",
+            "manager",
+            "--as",
+            "mia",
+        ],
+    )?;
+    let mia = token(
+        &data,
+        &[
+            "tokens", "create", "--for", "mia", "--role", "manager", "--as", "mia",
+        ],
+    )?;
+    let served = Served::start(&data, &[])?;
+
+    let without = clancy_with_token(&data, None, &["approvals", "list"])?;
+    assert_eq!(without.status.code(), Some(2));
+    assert!(
+        stderr(&without).contains("set CLANCY_TOKEN"),
+        "{}",
+        stderr(&without)
+    );
+    let list = clancy_with_token(&data, Some(&mia), &["approvals", "list"])?;
+    assert!(list.status.success(), "{}", stderr(&list));
+    assert!(
+        stdout(&list).contains(&ids[0]) && stdout(&list).contains(&ids[1]),
+        "{}",
+        stdout(&list)
+    );
+    let as_someone = clancy_with_token(
+        &data,
+        Some(&mia),
+        &["approvals", "approve", &ids[0], "--as", "alice"],
+    )?;
+    assert_eq!(as_someone.status.code(), Some(2));
+    assert!(stderr(&as_someone).contains("the token says who you are"));
+
+    let approved = clancy_with_token(
+        &data,
+        Some(&mia),
+        &["approvals", "approve", &ids[0], "--comment", "fine"],
+    )?;
+    assert!(
+        approved.status.success(),
+        "{}{}",
+        stdout(&approved),
+        stderr(&approved)
+    );
+    assert!(
+        stdout(&approved).starts_with(&format!("{}: approved; ", ids[0])),
+        "{}",
+        stdout(&approved)
+    );
+    let denied = clancy_with_token(&data, Some(&mia), &["approvals", "deny", &ids[1]])?;
+    assert_eq!(stdout(&denied).trim(), format!("{}: denied", ids[1]));
+    let again = clancy_with_token(&data, Some(&mia), &["approvals", "deny", &ids[0]])?;
+    assert_eq!(again.status.code(), Some(1));
+    assert!(stdout(&again).contains("REFUSED"), "{}", stdout(&again));
+
+    served.terminate(Duration::from_secs(15))?;
+    // The daemon is gone: the CLI works on the data dir again, and the
+    // record says who decided.
+    assert!(!data.join("daemon.json").exists());
+    let log = ok(&data, &["audit", "log"])?;
+    assert!(
+        log.contains("approved by mia: fine") && log.contains("denied by mia"),
+        "{log}"
+    );
+    // Someone who can write the data dir points the CLI elsewhere to catch
+    // its token: the CLI refuses to follow.
+    std::fs::write(
+        data.join("daemon.json"),
+        r#"{"url": "http://10.0.0.1:7878"}"#,
+    )?;
+    let lured = clancy_with_token(&data, Some(&mia), &["approvals", "list"])?;
+    assert_eq!(lured.status.code(), Some(2));
+    assert!(
+        stderr(&lured).contains("not a daemon on this machine"),
+        "{}",
+        stderr(&lured)
+    );
     Ok(())
 }

@@ -80,6 +80,9 @@ pub(super) fn run(
     command: ApprovalsCommand,
     out: &mut impl Write,
 ) -> Result<ExitCode> {
+    if let Some(remote) = super::remote(global)? {
+        return through_daemon(&remote, command, out);
+    }
     let host = open(global, DataDirMode::Existing)?;
     housekeeping(&host)?;
     let code = approvals(&host, command, out)?;
@@ -118,6 +121,127 @@ impl Filter {
             _ => false,
         })
     }
+}
+
+/// An approvals command sent to a running daemon: list, approve and deny
+/// (the token says who decides). What the API does not offer yet is refused
+/// with one line, never half done.
+fn through_daemon(
+    remote: &super::Remote,
+    command: ApprovalsCommand,
+    out: &mut impl Write,
+) -> Result<ExitCode> {
+    let call = |request: reqwest::blocking::RequestBuilder| -> Result<(u16, serde_json::Value)> {
+        let response = request
+            .bearer_auth(&remote.token)
+            .send()
+            .with_context(|| format!("cannot reach the daemon at {}", remote.url))?;
+        let status = response.status().as_u16();
+        let body: serde_json::Value = serde_json::from_str(&response.text()?).unwrap_or_default();
+        Ok((status, body))
+    };
+    let detail = |body: &serde_json::Value| {
+        human::line(body["detail"].as_str().unwrap_or("the daemon refused"))
+    };
+    let (verdict, decide) = match command {
+        ApprovalsCommand::List {
+            employee,
+            all,
+            json,
+        } => {
+            if all {
+                anyhow::bail!(
+                    "--all is not available through the daemon yet (stop it to list decided requests)"
+                );
+            }
+            let (status, body) = call(
+                remote
+                    .client
+                    .get(format!("{}/api/v1/approvals", remote.url)),
+            )?;
+            if status != 200 {
+                anyhow::bail!("the daemon refused: {}", detail(&body));
+            }
+            let items: Vec<&serde_json::Value> = body["items"]
+                .as_array()
+                .map(|a| a.iter().collect())
+                .unwrap_or_default();
+            let items: Vec<&serde_json::Value> = items
+                .into_iter()
+                .filter(|a| {
+                    employee
+                        .as_ref()
+                        .is_none_or(|e| a["employee"].as_str() == Some(e.as_str()))
+                })
+                .collect();
+            for a in &items {
+                if json {
+                    writeln!(out, "{a}")?;
+                } else {
+                    writeln!(out, "{}", a["preview"].as_str().unwrap_or_default())?;
+                }
+            }
+            if items.is_empty() && !json {
+                writeln!(out, "no pending requests")?;
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        ApprovalsCommand::Approve(d) => (Verdict::Approve, d),
+        ApprovalsCommand::Deny(d) => (Verdict::Deny, d),
+        ApprovalsCommand::Answer { .. } | ApprovalsCommand::Watch { .. } => {
+            anyhow::bail!(
+                "this approvals command is not available through the daemon yet (the daemon keeps time itself; stop it to answer from the CLI)"
+            );
+        }
+    };
+    if decide.by.is_some() {
+        anyhow::bail!("--as does not apply through the daemon: the token says who you are");
+    }
+    if !decide.edits.is_empty() || decide.all_matching.is_some() {
+        anyhow::bail!(
+            "--set and --all-matching are not available through the daemon yet; name request ids"
+        );
+    }
+    if decide.ids.is_empty() {
+        anyhow::bail!("name the request ids to decide (see `clancy approvals list`)");
+    }
+    let verb = if verdict == Verdict::Approve {
+        "approve"
+    } else {
+        "deny"
+    };
+    let mut refused = 0;
+    for id in &decide.ids {
+        let mut request = remote
+            .client
+            .post(format!("{}/api/v1/approvals/{id}/{verb}", remote.url));
+        if let Some(c) = &decide.comment {
+            request = request
+                .header("content-type", "application/json")
+                .body(serde_json::json!({ "comment": c }).to_string());
+        }
+        let (status, body) = call(request)?;
+        match status {
+            200 => match body["status"].as_str().unwrap_or_default() {
+                "denied" => writeln!(out, "{id}: denied")?,
+                other => writeln!(
+                    out,
+                    "{id}: approved; {}",
+                    human::line(body["outcome"].as_str().unwrap_or(other))
+                )?,
+            },
+            409 => {
+                refused += 1;
+                writeln!(out, "{id}: REFUSED: {}", detail(&body))?;
+            }
+            _ => anyhow::bail!("{id}: {}", detail(&body)),
+        }
+    }
+    Ok(if refused == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// The filter grammar: `key=value` terms separated by commas, each key one

@@ -50,6 +50,10 @@ pub(super) struct Global {
         value_name = "FILE"
     )]
     checkpoint_file: Option<PathBuf>,
+    /// A running daemon to talk to (its token in CLANCY_TOKEN) [default:
+    /// the one serving the data dir, if any].
+    #[arg(long, global = true, env = "CLANCY_SERVER", value_name = "URL")]
+    server: Option<String>,
     /// How the host's log (on stderr, filtered by CLANCY_LOG) is written.
     #[arg(long, global = true, value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -155,6 +159,78 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Serve(args) => serve::run(global, args, &mut out),
         Command::Tokens(command) => tokens::run(global, command, &mut out),
     }
+}
+
+/// Where a daemon says it serves a data dir, while it runs.
+pub(super) const DAEMON_FILE: &str = "daemon.json";
+
+/// A daemon the CLI talks to instead of opening the data dir.
+pub(super) struct Remote {
+    pub url: String,
+    pub token: String,
+    pub client: reqwest::blocking::Client,
+}
+
+/// The daemon to go through: `--server`, or the one serving the data dir
+/// (it answers its health check). `None`: work on the data dir directly.
+pub(super) fn remote(global: &Global) -> Result<Option<Remote>> {
+    let client = reqwest::blocking::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(3))
+        .timeout(std::time::Duration::from_secs(120))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let url = match &global.server {
+        Some(url) => url.trim_end_matches('/').to_string(),
+        None => {
+            let file = data_dir(global)?.join(DAEMON_FILE);
+            let Ok(text) = std::fs::read_to_string(&file) else {
+                return Ok(None);
+            };
+            let served: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("{} is damaged", file.display()))?;
+            let Some(url) = served["url"].as_str().map(str::to_string) else {
+                return Ok(None);
+            };
+            // The token goes where this file points: only ever to this
+            // machine (a daemon elsewhere is named with --server).
+            let local = reqwest::Url::parse(&url).is_ok_and(|u| {
+                u.scheme() == "http"
+                    && matches!(
+                        u.host(),
+                        Some(url::Host::Ipv4(ip)) if ip.is_loopback()
+                    )
+            });
+            if !local {
+                anyhow::bail!(
+                    "{} names {url:?}, which is not a daemon on this machine; pass --server URL to talk to a daemon elsewhere",
+                    file.display()
+                );
+            }
+            // A file left by a daemon that died answers nothing: work locally.
+            let alive = client
+                .get(format!("{url}/healthz"))
+                .timeout(std::time::Duration::from_secs(2))
+                .send()
+                .is_ok_and(|r| r.status().is_success());
+            if !alive {
+                return Ok(None);
+            }
+            url
+        }
+    };
+    let token = std::env::var("CLANCY_TOKEN")
+        .ok()
+        .filter(|t| !t.trim().is_empty())
+        .with_context(|| {
+            format!(
+                "a daemon serves this data dir at {url}: set CLANCY_TOKEN to an API token (`clancy tokens create`, made while the daemon is stopped)"
+            )
+        })?;
+    Ok(Some(Remote {
+        url,
+        token: token.trim().to_string(),
+        client,
+    }))
 }
 
 /// What every approvals command does first and last: close tasks a killed

@@ -43,15 +43,24 @@ pub(super) fn run(global: &Global, args: ServeArgs, out: &mut impl Write) -> Res
         .build()?;
     let served = runtime.block_on(async {
         let daemon = Daemon::bind(org.clone(), &config).await?;
+        let url = format!("http://{}", daemon.local_addr()?);
+        // Tells the CLI on this data dir where to send its commands.
+        let file = data_dir(global)?.join(super::DAEMON_FILE);
+        std::fs::write(
+            &file,
+            serde_json::json!({ "url": url, "pid": std::process::id(), "org": org.org() })
+                .to_string(),
+        )?;
         writeln!(
             out,
-            "clancy serving org {} of {} on http://{}",
+            "clancy serving org {} of {} on {url}",
             org.org(),
             data_dir(global)?.display(),
-            daemon.local_addr()?
         )?;
         out.flush()?;
-        daemon.run(stopped()).await?;
+        let served = daemon.run(stopped()).await;
+        let _ = std::fs::remove_file(&file);
+        served?;
         anyhow::Ok(())
     });
     // The runtime goes first, then the org (its engine owns a runtime of
