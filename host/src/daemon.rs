@@ -4,8 +4,9 @@
 //! At start it records tasks a killed process left open and finishes
 //! approved actions a crash interrupted. Then, every tick, without anyone
 //! typing a command, it moves requests along their escalation ladders,
-//! expires the overdue ones, ends widenings whose time ran out and delivers
-//! due notifications (with their retries). It serves `/healthz`, `/readyz`
+//! expires the overdue ones, ends widenings whose time ran out, delivers
+//! due notifications (with their retries) and starts the scheduled tasks
+//! that are due (`[[schedule]]` in a registered employee's manifest). It serves `/healthz`, `/readyz`
 //! and Prometheus `/metrics` over HTTP, on loopback unless told otherwise,
 //! and checks every request's `Host` (no DNS rebinding). SIGTERM or Ctrl-C
 //! stop it gracefully: no new tick starts, the one running finishes.
@@ -76,6 +77,10 @@ struct Counters {
     escalated: AtomicU64,
     delivered: AtomicU64,
     gave_up: AtomicU64,
+    tasks_completed: AtomicU64,
+    tasks_failed: AtomicU64,
+    tasks_trapped: AtomicU64,
+    schedules_failed: AtomicU64,
 }
 
 struct Shared {
@@ -231,6 +236,17 @@ fn timer_round(shared: &Shared) -> Result<(), String> {
         .fetch_add(delivery.delivered.len() as u64, Ordering::Relaxed);
     c.gave_up
         .fetch_add(delivery.gave_up.len() as u64, Ordering::Relaxed);
+    let round = org.run_due_schedules().map_err(|e| e.to_string())?;
+    for task in &round.ran {
+        match task.end {
+            crate::runtime::TaskEnd::Completed { .. } => &c.tasks_completed,
+            crate::runtime::TaskEnd::Failed { .. } => &c.tasks_failed,
+            crate::runtime::TaskEnd::Trapped { .. } => &c.tasks_trapped,
+        }
+        .fetch_add(1, Ordering::Relaxed);
+    }
+    c.schedules_failed
+        .fetch_add(round.failed.len() as u64, Ordering::Relaxed);
     Ok(())
 }
 
@@ -368,6 +384,23 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         "Notifications given up after their last attempt.",
         counter(&c.gave_up).to_string(),
     );
+    text.push_str(
+        "# HELP clancy_tasks_total Scheduled tasks run, by how they ended.\n# TYPE clancy_tasks_total counter\n",
+    );
+    for (outcome, v) in [
+        ("completed", &c.tasks_completed),
+        ("failed", &c.tasks_failed),
+        ("trapped", &c.tasks_trapped),
+    ] {
+        text.push_str(&format!(
+            "clancy_tasks_total{{outcome=\"{outcome}\"}} {}\n",
+            counter(v)
+        ));
+    }
+    text.push_str(&format!(
+        "# HELP clancy_schedules_failed_total Scheduled tasks that could not start.\n# TYPE clancy_schedules_failed_total counter\nclancy_schedules_failed_total {}\n",
+        counter(&c.schedules_failed)
+    ));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 

@@ -356,6 +356,29 @@ pub struct Manifest {
     /// Where notifications about its approval requests go.
     #[serde(default)]
     pub notify: Vec<crate::notify::Target>,
+    /// Tasks the daemon runs on a timer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schedules: Vec<Schedule>,
+}
+
+/// A task the daemon starts every `every_secs` seconds.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Schedule {
+    /// Seconds between two runs.
+    pub every_secs: u64,
+    /// The task's instruction.
+    pub task: String,
+}
+
+/// The shortest and longest `every` of a schedule.
+pub const SCHEDULE_EVERY: std::ops::RangeInclusive<u64> = 1..=30 * 24 * 3600;
+
+impl Schedule {
+    /// A stable name for this schedule (its terms' digest): a changed
+    /// schedule starts its own timer.
+    pub fn id(&self) -> String {
+        hex::encode(&crate::digest::digest(self)[..8])
+    }
 }
 
 impl Manifest {
@@ -652,6 +675,36 @@ impl Manifest {
             });
         }
 
+        let mut schedules = Vec::new();
+        for s in raw.schedule {
+            let every = humantime::parse_duration(s.every.as_ref().trim())
+                .ok()
+                .map(|d| d.as_secs())
+                .filter(|secs| SCHEDULE_EVERY.contains(secs))
+                .ok_or_else(|| {
+                    at(
+                        s.every.span(),
+                        format!(
+                            "every = {:?} is not a period from 1s to 30d (e.g. \"15m\", \"1h 30m\", \"1d\")",
+                            s.every.as_ref()
+                        ),
+                    )
+                })?;
+            let task = s.task.as_ref().trim();
+            if task.is_empty() || task.len() > crate::runtime::MAX_INSTRUCTION_BYTES {
+                return Err(at(
+                    s.task.span(),
+                    format!(
+                        "a schedule's task needs text, at most {} bytes",
+                        crate::runtime::MAX_INSTRUCTION_BYTES
+                    ),
+                ));
+            }
+            schedules.push(Schedule {
+                every_secs: every,
+                task: task.to_string(),
+            });
+        }
         Ok(Manifest {
             name: name.clone(),
             component,
@@ -659,6 +712,7 @@ impl Manifest {
             grants,
             limits,
             notify,
+            schedules,
         })
     }
 }
@@ -734,6 +788,15 @@ struct RawManifest {
     limits: Option<RawLimits>,
     #[serde(default)]
     notify: Vec<RawNotify>,
+    #[serde(default)]
+    schedule: Vec<RawSchedule>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSchedule {
+    every: Spanned<String>,
+    task: Spanned<String>,
 }
 
 #[derive(Deserialize)]

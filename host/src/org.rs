@@ -32,6 +32,7 @@ mod decisions;
 mod explain;
 mod registry;
 mod rollback;
+mod schedules;
 pub use decisions::{DecideError, Verdict};
 pub use rollback::{UndoError, UndoOutcome, UndoReport};
 

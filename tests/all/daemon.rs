@@ -609,3 +609,90 @@ fn the_cli_decides_through_a_running_daemon_with_a_token() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn scheduled_tasks_run_on_their_timer_and_bad_schedules_are_refused() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let manifest = dir.path().join("employee.toml");
+    let chat =
+        "[[grant]]\nintegration = \"slack\"\nscope = \"channel:#general\"\nactions = [\"post\"]\n";
+    let text = |schedule: &str| {
+        format!(
+            "name = \"ticker\"\ncomponent = {HOSTILE:?}\n{}\n[[schedule]]\n{schedule}\n",
+            crate::env::with_hostile_imports(chat)
+        )
+    };
+    for (bad, why) in [
+        ("every = \"soon\"\ntask = \"post x\"", "is not a period"),
+        ("every = \"0s\"\ntask = \"post x\"", "is not a period"),
+        ("every = \"90d\"\ntask = \"post x\"", "is not a period"),
+        ("every = \"1m\"\ntask = \"  \"", "needs text"),
+        (
+            "every = \"1m\"\ntask = \"post x\"\ncron = \"* * * * *\"",
+            "unknown field",
+        ),
+    ] {
+        std::fs::write(&manifest, text(bad))?;
+        let o = clancy(&data, &["check", &manifest.display().to_string()])?;
+        assert_eq!(o.status.code(), Some(2), "{bad}");
+        assert!(
+            stderr(&o).contains("employee.toml:") && stderr(&o).contains(why),
+            "{bad}: {}",
+            stderr(&o)
+        );
+    }
+    std::fs::write(
+        &manifest,
+        text("every = \"1s\"\ntask = \"post on the hour\""),
+    )?;
+    // Loading registers the employee with its schedule (audited with the diff).
+    ok(
+        &data,
+        &[
+            "run",
+            &manifest.display().to_string(),
+            "--task",
+            "print registered",
+        ],
+    )?;
+    let log = ok(&data, &["audit", "log"])?;
+    assert!(log.contains("schedule every 1s: post on the hour"), "{log}");
+
+    let served = Served::start(&data, &[])?;
+    let started = Instant::now();
+    loop {
+        let (_, text) = served.get("/metrics")?;
+        if metric(&text, "clancy_tasks_total{outcome=\"completed\"}").is_some_and(|n| n >= 2.0) {
+            break;
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(20),
+            "no scheduled runs: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    served.terminate(Duration::from_secs(15))?;
+    let entries: Vec<serde_json::Value> = ok(&data, &["audit", "log", "--json"])?
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    let runs: Vec<&serde_json::Value> = entries
+        .iter()
+        .filter(|e| e["kind"] == "task-start" && e["args"] == "post on the hour")
+        .collect();
+    assert!(runs.len() >= 2, "{} scheduled runs", runs.len());
+    for run in runs {
+        let task = run["task"].as_str().unwrap_or_default();
+        assert!(
+            entries.iter().any(|e| e["kind"] == "task-end"
+                && e["task"] == task
+                && e["result"]
+                    .as_str()
+                    .is_some_and(|r| r.starts_with("completed: posted"))),
+            "scheduled task {task} did not complete"
+        );
+    }
+    assert!(ok(&data, &["audit", "verify"])?.starts_with("audit log intact"));
+    Ok(())
+}

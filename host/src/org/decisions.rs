@@ -270,6 +270,12 @@ impl Org {
     }
 
     /// The employee, loaded from its stored manifest, to hear a decision.
+    /// `employee` as registered: its stored manifest and pinned component,
+    /// loaded once per version (what on-decision and schedules run).
+    pub fn registered_employee(&self, employee: &str) -> Result<Arc<LoadedEmployee>, OrgError> {
+        self.reactor(employee)
+    }
+
     fn reactor(&self, employee: &str) -> Result<Arc<LoadedEmployee>, OrgError> {
         let manifest = self
             .stored_manifest(employee)?

@@ -132,7 +132,16 @@ fn describe(m: &Manifest) -> Vec<String> {
     lines.extend(m.grants.iter().map(grant_line));
     lines.push(limits_line(m));
     lines.extend(m.notify.iter().map(notify_line));
+    lines.extend(m.schedules.iter().map(schedule_line));
     lines
+}
+
+fn schedule_line(s: &crate::manifest::Schedule) -> String {
+    format!(
+        "schedule every {}: {}",
+        humantime::format_duration(std::time::Duration::from_secs(s.every_secs)),
+        crate::human::line(&s.task)
+    )
 }
 
 fn component(m: &Manifest) -> String {
@@ -255,6 +264,16 @@ pub fn diff(before: &Manifest, after: &Manifest) -> Vec<String> {
     for t in &after.notify {
         if !before.notify.iter().any(|o| o == t) {
             changes.push(format!("+ {}", notify_line(t)));
+        }
+    }
+    for s in &before.schedules {
+        if !after.schedules.contains(s) {
+            changes.push(format!("- {}", schedule_line(s)));
+        }
+    }
+    for s in &after.schedules {
+        if !before.schedules.contains(s) {
+            changes.push(format!("+ {}", schedule_line(s)));
         }
     }
     changes
