@@ -13,7 +13,8 @@
 //!
 //! The API (`/api/v1`, JSON, errors as RFC 9457 problem+json) takes a
 //! bearer token (`clancy tokens create`) that acts as one operator with a
-//! role: managers and admins list the pending queue and approve or deny.
+//! role: managers and admins list the pending queue, approve or deny, and
+//! start a task for a registered employee.
 //!
 //! The [`Org`] is blocking (sled, wasmtime): every call into it runs on
 //! tokio's blocking pool, so a slow store or receiver never stalls the
@@ -167,6 +168,7 @@ impl Daemon {
             .route("/api/v1/approvals", get(list_approvals))
             .route("/api/v1/approvals/{id}/approve", post(approve))
             .route("/api/v1/approvals/{id}/deny", post(deny))
+            .route("/api/v1/tasks", post(start_task))
             .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
             .layer(axum::middleware::from_fn_with_state(
                 self.shared.clone(),
@@ -568,15 +570,7 @@ fn decision_body(headers: &HeaderMap, body: &[u8]) -> Result<DecisionBody, Probl
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(DecisionBody::default());
     }
-    let json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(';')
-                .next()
-                .is_some_and(|t| t.trim() == "application/json")
-        });
-    if !json {
+    if !is_json(headers) {
         return Err(Problem::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "Unsupported media type",
@@ -668,4 +662,90 @@ fn decide_problem(e: DecideError) -> Problem {
         ),
         DecideError::Store(_) | DecideError::Org(_) => Problem::internal(detail),
     }
+}
+
+/// The body of `POST /api/v1/tasks`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TaskBody {
+    employee: String,
+    task: String,
+}
+
+/// Whether the request says its body is JSON.
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|t| t.trim() == "application/json")
+        })
+}
+
+/// `POST /api/v1/tasks`: run one task with a registered employee (its
+/// pinned component, its grants and limits), as the token's operator, and
+/// answer how it ended.
+async fn start_task(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, Problem> {
+    let operator = operator(&shared, &headers, Role::Manager).await?;
+    if !is_json(&headers) {
+        return Err(Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Unsupported media type",
+            "send the body as application/json",
+        ));
+    }
+    let body: TaskBody = serde_json::from_slice(&body).map_err(|e| {
+        Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid body",
+            format!("{e} (expected {{\"employee\": \"…\", \"task\": \"…\"}})"),
+        )
+    })?;
+    let org = shared.org.clone();
+    let ran = blocking(move || -> Result<crate::runtime::TaskResult, Problem> {
+        if org
+            .stored_manifest(&body.employee)
+            .map_err(Problem::internal)?
+            .is_none()
+        {
+            return Err(Problem::new(
+                StatusCode::NOT_FOUND,
+                "No such employee",
+                format!(
+                    "no employee {:?} is registered in this organisation",
+                    body.employee
+                ),
+            ));
+        }
+        let employee = org
+            .registered_employee(&body.employee)
+            .map_err(Problem::internal)?;
+        let result = employee.run(&body.task).map_err(|e| match e {
+            crate::runtime::StartError::Instruction(why) => {
+                Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid task", why)
+            }
+            other => Problem::internal(other),
+        })?;
+        org.audit_operator_action(
+            "tasks-start",
+            &format!("{} {}", body.employee, result.task_id),
+            &format!("started by {} through the API", operator.name),
+        )
+        .map_err(Problem::internal)?;
+        Ok(result)
+    })
+    .await
+    .map_err(Problem::internal)??;
+    Ok(axum::Json(serde_json::json!({
+        "task_id": ran.task_id,
+        "end": ran.end,
+        "guest_output": ran.guest_output,
+    }))
+    .into_response())
 }

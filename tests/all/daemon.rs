@@ -453,9 +453,61 @@ fn operators_decide_through_the_api_with_a_token_and_nothing_else_gets_in() -> R
     let (code, _) = problem(client.post(&approve).bearer_auth(&bob).send()?)?;
     assert_eq!(code, 409, "decided once");
 
+    // A manager starts a task for the registered employee; it runs its
+    // pinned component under its grants (the post waits for approval).
+    let tasks = format!("{}/api/v1/tasks", served.url);
+    let start = |token: &str, body: serde_json::Value| {
+        client
+            .post(&tasks)
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+    };
+    let ran: serde_json::Value = serde_json::from_str(
+        &start(
+            &bob,
+            serde_json::json!({"employee": "poster", "task": "post from the api"}),
+        )?
+        .text()?,
+    )?;
+    assert_eq!(ran["end"]["status"], "completed", "{ran}");
+    assert!(
+        ran["end"]["summary"]
+            .as_str()
+            .is_some_and(|s| s.contains("queued for approval")),
+        "{ran}"
+    );
+    for (token, body, code) in [
+        (
+            &uma,
+            serde_json::json!({"employee": "poster", "task": "post x"}),
+            403,
+        ),
+        (
+            &bob,
+            serde_json::json!({"employee": "nobody", "task": "post x"}),
+            404,
+        ),
+        (
+            &bob,
+            serde_json::json!({"employee": "poster", "task": " "}),
+            422,
+        ),
+        (
+            &bob,
+            serde_json::json!({"employee": "poster", "task": "x", "grants": []}),
+            422,
+        ),
+    ] {
+        let (got, body) = problem(start(token, body)?)?;
+        assert_eq!(got, code, "{body}");
+    }
+
     served.terminate(Duration::from_secs(15))?;
     let log = ok(&data, &["audit", "log", "--json"])?;
     assert!(log.contains("approved by bob: looks right"), "{log}");
+    assert!(log.contains("started by bob through the API"), "{log}");
     assert!(log.contains("tokens-create") && log.contains("tokens-revoke"));
     assert!(
         log.contains("refused: the token was revoked"),
