@@ -518,26 +518,12 @@ async fn operator(
     Ok(operator)
 }
 
-/// What the API says about a request.
+/// What the API says about a request: the facts a notification carries
+/// (never the whole action) and its preview.
 fn approval_json(a: &Approval) -> serde_json::Value {
-    let r = &a.request;
-    serde_json::json!({
-        "id": a.id,
-        "status": a.status,
-        "employee": r.employee,
-        "task": r.task,
-        "integration": r.integration,
-        "scope": r.scope,
-        "action": r.operation.action(),
-        "method": r.operation.method(),
-        "reason": r.reason,
-        "gated_because": a.gated_because,
-        "preview": a.preview(),
-        "created_at": a.created_at,
-        "expires_at": a.expires_at,
-        "decided_by": a.decided_by,
-        "outcome": a.outcome,
-    })
+    let mut facts = crate::notify::request_facts(a, false);
+    facts["preview"] = serde_json::Value::String(a.preview());
+    facts
 }
 
 /// `GET /api/v1/approvals`: the pending queue, oldest first.

@@ -134,7 +134,7 @@ fn payload_preview(approval: &Approval, include_content: bool) -> String {
 
 /// What a payload says about a request: who, what, why and where it
 /// stands; the action's content (`request`) only with `include_content`.
-fn request_facts(approval: &Approval, include_content: bool) -> serde_json::Value {
+pub fn request_facts(approval: &Approval, include_content: bool) -> serde_json::Value {
     let r = &approval.request;
     let mut facts = serde_json::json!({
         "id": approval.id,
