@@ -196,7 +196,7 @@ fn an_on_decision_that_sleeps_forever_does_not_hang_the_approver() -> Result<()>
     let took = started.elapsed();
     assert_eq!(answered.status, Status::Answered);
     assert!(
-        took < std::time::Duration::from_secs(5),
+        took < std::time::Duration::from_secs(10),
         "answering took {took:?}"
     );
     let reactions: Vec<String> = env

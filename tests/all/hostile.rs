@@ -62,16 +62,17 @@ fn a_guest_blocked_in_a_wasi_call_is_stopped_at_its_time_limit() -> Result<()> {
             "{command}: {:?}",
             result.end
         );
-        // The limit is 1 s; the sleep is 20 s or forever.
+        // The limit is 1 s; the sleep is 20 s or forever (10 s leaves room
+        // for a loaded machine).
         assert!(
-            took < std::time::Duration::from_secs(5),
+            took < std::time::Duration::from_secs(10),
             "{command} held the host for {took:?}"
         );
         task_end_recorded(&env, &result.task_id, "time limit of 1000 ms")?;
         // The next task runs at once, on the same host.
         let started = std::time::Instant::now();
         host_still_serves(&env)?;
-        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
     }
     // A short sleep within the limit is allowed and completes.
     let result = env.run(HOSTILE, HOSTILE_GRANTS, "sleep 10")?;
