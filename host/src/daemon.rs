@@ -87,8 +87,10 @@ struct Counters {
 struct Shared {
     org: Arc<Org>,
     counters: Counters,
-    /// `Host` values requests may carry.
+    /// `Host` values requests may carry (empty: any IP address with `port`).
     hosts: Vec<String>,
+    /// The port it listens on.
+    port: u16,
 }
 
 /// A bound daemon, not yet serving.
@@ -134,7 +136,7 @@ impl Daemon {
             format!("[::1]:{port}"),
         ];
         if config.listen.ip().is_unspecified() {
-            // Bound to every address: the operator names the host they use.
+            // Bound to every address: requests name it by an address.
             hosts.clear();
         }
         Ok(Daemon {
@@ -143,6 +145,7 @@ impl Daemon {
                 org,
                 counters: Counters::default(),
                 hosts,
+                port,
             }),
             tick: config.tick,
         })
@@ -223,33 +226,62 @@ async fn keep_time(
 }
 
 /// One round of the timer, on a blocking thread.
+/// Each step runs whatever the others did: a request the queue cannot
+/// read does not stop notifications or schedules. Errors are joined.
 fn timer_round(shared: &Shared) -> Result<(), String> {
     let org = &shared.org;
-    let changed = org.tick().map_err(|e| e.to_string())?;
     let c = &shared.counters;
-    for a in &changed {
-        match a.status {
-            Status::Expired => c.expired.fetch_add(1, Ordering::Relaxed),
-            _ => c.escalated.fetch_add(1, Ordering::Relaxed),
-        };
-    }
-    let delivery = org.deliver_notifications().map_err(|e| e.to_string())?;
-    c.delivered
-        .fetch_add(delivery.delivered.len() as u64, Ordering::Relaxed);
-    c.gave_up
-        .fetch_add(delivery.gave_up.len() as u64, Ordering::Relaxed);
-    let round = org.run_due_schedules().map_err(|e| e.to_string())?;
-    for task in &round.ran {
-        match task.end {
-            crate::runtime::TaskEnd::Completed { .. } => &c.tasks_completed,
-            crate::runtime::TaskEnd::Failed { .. } => &c.tasks_failed,
-            crate::runtime::TaskEnd::Trapped { .. } => &c.tasks_trapped,
+    let mut errors = Vec::new();
+    match org.tick() {
+        Ok(changed) => {
+            for a in &changed {
+                match a.status {
+                    Status::Expired => c.expired.fetch_add(1, Ordering::Relaxed),
+                    _ => c.escalated.fetch_add(1, Ordering::Relaxed),
+                };
+            }
         }
-        .fetch_add(1, Ordering::Relaxed);
+        Err(e) => errors.push(format!("escalation and expiry: {e}")),
     }
-    c.schedules_failed
-        .fetch_add(round.failed.len() as u64, Ordering::Relaxed);
-    Ok(())
+    match org.deliver_notifications() {
+        Ok(delivery) => {
+            c.delivered
+                .fetch_add(delivery.delivered.len() as u64, Ordering::Relaxed);
+            c.gave_up
+                .fetch_add(delivery.gave_up.len() as u64, Ordering::Relaxed);
+        }
+        Err(e) => errors.push(format!("notifications: {e}")),
+    }
+    match org.run_due_schedules() {
+        Ok(round) => {
+            for task in &round.ran {
+                match task.end {
+                    crate::runtime::TaskEnd::Completed { .. } => &c.tasks_completed,
+                    crate::runtime::TaskEnd::Failed { .. } => &c.tasks_failed,
+                    crate::runtime::TaskEnd::Trapped { .. } => &c.tasks_trapped,
+                }
+                .fetch_add(1, Ordering::Relaxed);
+            }
+            c.schedules_failed
+                .fetch_add(round.failed.len() as u64, Ordering::Relaxed);
+        }
+        Err(e) => errors.push(format!("schedules: {e}")),
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors.join("; "))
+    }
+}
+
+/// Whether `host` names this daemon: one of `hosts`, or, when it listens on
+/// every address (`hosts` empty), an IP address with its port. A DNS
+/// rebinding page always sends a name, so it never passes.
+fn host_allowed(hosts: &[String], port: u16, host: &str) -> bool {
+    if hosts.is_empty() {
+        return host.parse::<SocketAddr>().is_ok_and(|a| a.port() == port);
+    }
+    hosts.iter().any(|h| h == host)
 }
 
 /// Refuse a request whose `Host` is not this daemon's (a page on another
@@ -260,7 +292,7 @@ async fn check_host(State(shared): State<Arc<Shared>>, request: Request, next: N
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("");
-    if !shared.hosts.is_empty() && !shared.hosts.iter().any(|h| h == host) {
+    if !host_allowed(&shared.hosts, shared.port, host) {
         return (
             StatusCode::MISDIRECTED_REQUEST,
             format!("this daemon does not serve the host {host:?}\n"),
@@ -734,4 +766,25 @@ async fn start_task(
         "guest_output": ran.guest_output,
     }))
     .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_allowed;
+
+    #[test]
+    fn only_this_daemons_names_or_addresses_pass_the_host_check() {
+        let hosts = vec!["127.0.0.1:7878".to_string(), "localhost:7878".to_string()];
+        assert!(host_allowed(&hosts, 7878, "127.0.0.1:7878"));
+        assert!(host_allowed(&hosts, 7878, "localhost:7878"));
+        for bad in ["evil.example:7878", "127.0.0.1:80", "", "localhost"] {
+            assert!(!host_allowed(&hosts, 7878, bad), "{bad}");
+        }
+        // Listening on every address: any address with the port, never a name.
+        assert!(host_allowed(&[], 7878, "10.1.2.3:7878"));
+        assert!(host_allowed(&[], 7878, "[fd00::1]:7878"));
+        for bad in ["rebind.example:7878", "10.1.2.3:80", "10.1.2.3", ""] {
+            assert!(!host_allowed(&[], 7878, bad), "{bad}");
+        }
+    }
 }
