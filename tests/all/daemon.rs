@@ -23,15 +23,34 @@ struct Served {
 
 impl Served {
     fn start(data: &Path, extra: &[&str]) -> Result<Served> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_clancy"))
+        Served::start_with(data, extra, None, None)
+    }
+
+    /// Start it, paused at `pause` (see `clancy::pause_point`) if given,
+    /// its stderr into `stderr` if given.
+    fn start_with(
+        data: &Path,
+        extra: &[&str],
+        pause: Option<&str>,
+        stderr: Option<&Path>,
+    ) -> Result<Served> {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_clancy"));
+        command
             .arg("--data-dir")
             .arg(data)
             .args(["serve", "--listen", "127.0.0.1:0", "--tick-secs", "1"])
             .args(extra)
             .env_remove("CLANCY_DATA_DIR")
+            .env_remove("CLANCY_TEST_PAUSE_AT")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()?;
+            .stderr(match stderr {
+                Some(path) => Stdio::from(std::fs::File::create(path)?),
+                None => Stdio::null(),
+            });
+        if let Some(point) = pause {
+            command.env("CLANCY_TEST_PAUSE_AT", point);
+        }
+        let mut child = command.spawn()?;
         let mut stdout = BufReader::new(child.stdout.take().context("no stdout")?);
         let mut line = String::new();
         stdout.read_line(&mut line)?;
@@ -749,6 +768,75 @@ fn scheduled_tasks_run_on_their_timer_and_bad_schedules_are_refused() -> Result<
             "scheduled task {task} did not complete"
         );
     }
+    assert!(ok(&data, &["audit", "verify"])?.starts_with("audit log intact"));
+    Ok(())
+}
+
+/// Killed with SIGKILL while an approved action runs through its API (after
+/// the service took the post, before the result was recorded), the daemon
+/// restarts, finishes the action without repeating it, and the record
+/// verifies.
+#[test]
+fn a_daemon_killed_mid_approval_resumes_it_once_on_restart() -> Result<()> {
+    let (dir, data) = poster()?;
+    let id = queue(&dir, &data, "post exactly once")?;
+    ok(
+        &data,
+        &[
+            "operators",
+            "add",
+            "mia",
+            "--role",
+            "manager",
+            "--as",
+            "mia",
+        ],
+    )?;
+    let mia = token(
+        &data,
+        &[
+            "tokens", "create", "--for", "mia", "--role", "manager", "--as", "mia",
+        ],
+    )?;
+    let log = dir.path().join("serve.err");
+    let mut served = Served::start_with(&data, &[], Some("execute:after-provider"), Some(&log))?;
+    let approve = format!("{}/api/v1/approvals/{id}/approve", served.url);
+    let secret = mia.clone();
+    // The approval hangs at the pause point; its answer never comes.
+    let _pending = std::thread::spawn(move || {
+        reqwest::blocking::Client::new()
+            .post(approve)
+            .bearer_auth(secret)
+            .timeout(Duration::from_secs(60))
+            .send()
+            .map(|r| r.status())
+    });
+    let started = Instant::now();
+    while !std::fs::read_to_string(&log)?.contains("paused at execute:after-provider") {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(20),
+            "never reached the pause point"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    served.child.kill()?;
+    served.child.wait()?;
+    drop(served);
+
+    // Restarted, it finishes what was approved before it serves.
+    let again = Served::start(&data, &[])?;
+    again.terminate(Duration::from_secs(15))?;
+    let listed = ok(&data, &["approvals", "list", "--all", "--json"])?;
+    let request: serde_json::Value = listed
+        .lines()
+        .map(serde_json::from_str::<serde_json::Value>)
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .find(|a| a["id"] == id.as_str())
+        .context("the request is gone")?;
+    assert_eq!(request["status"], "executed", "{request}");
+    let chat = ok(&data, &["sandbox", "show", "chat", "--json"])?;
+    assert_eq!(chat.matches("exactly once").count(), 1, "{chat}");
     assert!(ok(&data, &["audit", "verify"])?.starts_with("audit log intact"));
     Ok(())
 }
