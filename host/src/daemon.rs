@@ -170,7 +170,9 @@ impl Daemon {
             .route("/metrics", get(metrics))
             .route("/api/v1/approvals", get(list_approvals))
             .route("/api/v1/approvals/{id}/approve", post(approve))
+            .route("/api/v1/approvals/{id}", get(get_approval))
             .route("/api/v1/approvals/{id}/deny", post(deny))
+            .route("/api/v1/approvals/{id}/answer", post(answer))
             .route("/api/v1/tasks", post(start_task))
             .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
             .layer(axum::middleware::from_fn_with_state(
@@ -575,6 +577,77 @@ async fn list_approvals(
         .map(approval_json)
         .collect();
     Ok(axum::Json(serde_json::json!({ "items": items })).into_response())
+}
+
+/// `GET /api/v1/approvals/{id}`: one request, whatever its status.
+async fn get_approval(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    operator(&shared, &headers, Role::Manager).await?;
+    let org = shared.org.clone();
+    let found = blocking(move || org.approvals().get(&id).map(|a| (id, a)))
+        .await
+        .map_err(Problem::internal)?
+        .map_err(|e| match e {
+            crate::store::StoreError::Tampered { .. } => Problem::new(
+                StatusCode::CONFLICT,
+                "The request was changed outside the host",
+                e.to_string(),
+            ),
+            other => Problem::internal(other),
+        })?;
+    match found {
+        (_, Some(a)) => Ok(axum::Json(approval_json(&a)).into_response()),
+        (id, None) => Err(Problem::new(
+            StatusCode::NOT_FOUND,
+            "No such request",
+            format!("no approval request {id:?} in this organisation"),
+        )),
+    }
+}
+
+/// The body of an answer: the option chosen, and an optional comment.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AnswerBody {
+    option: String,
+    comment: Option<String>,
+}
+
+/// `POST /api/v1/approvals/{id}/answer`: answer an employee's question with
+/// one of its options, as the token's operator.
+async fn answer(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, Problem> {
+    let operator = operator(&shared, &headers, Role::User).await?;
+    if !is_json(&headers) {
+        return Err(Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Unsupported media type",
+            "send the body as application/json",
+        ));
+    }
+    let body: AnswerBody = serde_json::from_slice(&body).map_err(|e| {
+        Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid body",
+            format!("{e} (expected {{\"option\": \"…\"}})"),
+        )
+    })?;
+    let org = shared.org.clone();
+    let answered =
+        blocking(move || org.answer(&id, &body.option, &operator.name, body.comment.as_deref()))
+            .await
+            .map_err(Problem::internal)?;
+    match answered {
+        Ok(a) => Ok(axum::Json(approval_json(&a)).into_response()),
+        Err(e) => Err(decide_problem(e)),
+    }
 }
 
 /// The body of a decision: an optional comment, nothing else.

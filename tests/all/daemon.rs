@@ -596,6 +596,7 @@ fn the_cli_decides_through_a_running_daemon_with_a_token() -> Result<()> {
         queue(&dir, &data, "post first")?,
         queue(&dir, &data, "post second")?,
     ];
+    let question = queue(&dir, &data, "ask Refund twice?|yes|no")?;
     ok(
         &data,
         &[
@@ -659,6 +660,37 @@ fn the_cli_decides_through_a_running_daemon_with_a_token() -> Result<()> {
     let again = clancy_with_token(&data, Some(&mia), &["approvals", "deny", &ids[0]])?;
     assert_eq!(again.status.code(), Some(1));
     assert!(stdout(&again).contains("REFUSED"), "{}", stdout(&again));
+    // A question is answered through the daemon with one of its options.
+    let wrong = clancy_with_token(
+        &data,
+        Some(&mia),
+        &["approvals", "answer", &question, "maybe"],
+    )?;
+    assert_eq!(wrong.status.code(), Some(2));
+    assert!(
+        stderr(&wrong).contains("is not one of the options"),
+        "{}",
+        stderr(&wrong)
+    );
+    let answered = clancy_with_token(&data, Some(&mia), &["approvals", "answer", &question, "no"])?;
+    assert_eq!(
+        stdout(&answered).trim(),
+        format!("{question}: answered \"no\""),
+        "{}",
+        stderr(&answered)
+    );
+    let one: serde_json::Value = serde_json::from_str(
+        &reqwest::blocking::Client::new()
+            .get(format!("{}/api/v1/approvals/{question}", served.url))
+            .bearer_auth(&mia)
+            .send()?
+            .text()?,
+    )?;
+    assert_eq!(
+        (one["status"].as_str(), one["outcome"].as_str()),
+        (Some("answered"), Some("no")),
+        "{one}"
+    );
 
     served.terminate(Duration::from_secs(15))?;
     // The daemon is gone: the CLI works on the data dir again, and the

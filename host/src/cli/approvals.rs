@@ -188,9 +188,36 @@ fn through_daemon(
         }
         ApprovalsCommand::Approve(d) => (Verdict::Approve, d),
         ApprovalsCommand::Deny(d) => (Verdict::Deny, d),
-        ApprovalsCommand::Answer { .. } | ApprovalsCommand::Watch { .. } => {
+        ApprovalsCommand::Answer {
+            id,
+            option,
+            by,
+            comment,
+        } => {
+            if by.is_some() {
+                anyhow::bail!("--as does not apply through the daemon: the token says who you are");
+            }
+            let request = remote
+                .client
+                .post(format!("{}/api/v1/approvals/{id}/answer", remote.url))
+                .header("content-type", "application/json")
+                .body(serde_json::json!({ "option": option, "comment": comment }).to_string());
+            let (status, body) = call(request)?;
+            return match status {
+                200 => {
+                    writeln!(out, "{id}: answered {option:?}")?;
+                    Ok(ExitCode::SUCCESS)
+                }
+                409 => {
+                    writeln!(out, "{id}: REFUSED: {}", detail(&body))?;
+                    Ok(ExitCode::from(1))
+                }
+                _ => anyhow::bail!("{id}: {}", detail(&body)),
+            };
+        }
+        ApprovalsCommand::Watch { .. } => {
             anyhow::bail!(
-                "this approvals command is not available through the daemon yet (the daemon keeps time itself; stop it to answer from the CLI)"
+                "`approvals watch` is not needed while the daemon runs: it keeps time itself"
             );
         }
     };
