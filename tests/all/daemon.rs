@@ -317,6 +317,21 @@ fn queue(dir: &tempfile::TempDir, data: &Path, task: &str) -> Result<String> {
         .to_string())
 }
 
+/// Register `name` as a manager (the org's first operator may add
+/// themselves) and make them a manager's token; its secret.
+fn manager_token(data: &Path, name: &str) -> Result<String> {
+    ok(
+        data,
+        &["operators", "add", name, "--role", "manager", "--as", name],
+    )?;
+    token(
+        data,
+        &[
+            "tokens", "create", "--for", name, "--role", "manager", "--as", name,
+        ],
+    )
+}
+
 /// The secret `tokens create` printed (its last line).
 fn token(data: &Path, args: &[&str]) -> Result<String> {
     let out = ok(data, args)?;
@@ -597,24 +612,7 @@ fn the_cli_decides_through_a_running_daemon_with_a_token() -> Result<()> {
         queue(&dir, &data, "post second")?,
     ];
     let question = queue(&dir, &data, "ask Refund twice?|yes|no")?;
-    ok(
-        &data,
-        &[
-            "operators",
-            "add",
-            "mia",
-            "--role",
-            "manager",
-            "--as",
-            "mia",
-        ],
-    )?;
-    let mia = token(
-        &data,
-        &[
-            "tokens", "create", "--for", "mia", "--role", "manager", "--as", "mia",
-        ],
-    )?;
+    let mia = manager_token(&data, "mia")?;
     let served = Served::start(&data, &[])?;
 
     let without = clancy_with_token(&data, None, &["approvals", "list"])?;
@@ -812,24 +810,7 @@ fn scheduled_tasks_run_on_their_timer_and_bad_schedules_are_refused() -> Result<
 fn a_daemon_killed_mid_approval_resumes_it_once_on_restart() -> Result<()> {
     let (dir, data) = poster()?;
     let id = queue(&dir, &data, "post exactly once")?;
-    ok(
-        &data,
-        &[
-            "operators",
-            "add",
-            "mia",
-            "--role",
-            "manager",
-            "--as",
-            "mia",
-        ],
-    )?;
-    let mia = token(
-        &data,
-        &[
-            "tokens", "create", "--for", "mia", "--role", "manager", "--as", "mia",
-        ],
-    )?;
+    let mia = manager_token(&data, "mia")?;
     let log = dir.path().join("serve.err");
     let mut served = Served::start_with(&data, &[], Some("execute:after-provider"), Some(&log))?;
     let approve = format!("{}/api/v1/approvals/{id}/approve", served.url);
