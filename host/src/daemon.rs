@@ -625,20 +625,7 @@ async fn answer(
     body: axum::body::Bytes,
 ) -> Result<Response, Problem> {
     let operator = operator(&shared, &headers, Role::User).await?;
-    if !is_json(&headers) {
-        return Err(Problem::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "Unsupported media type",
-            "send the body as application/json",
-        ));
-    }
-    let body: AnswerBody = serde_json::from_slice(&body).map_err(|e| {
-        Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "Invalid body",
-            format!("{e} (expected {{\"option\": \"…\"}})"),
-        )
-    })?;
+    let body: AnswerBody = json_body(&headers, &body, r#"{"option": "…"}"#)?;
     let org = shared.org.clone();
     let answered =
         blocking(move || org.answer(&id, &body.option, &operator.name, body.comment.as_deref()))
@@ -661,20 +648,7 @@ fn decision_body(headers: &HeaderMap, body: &[u8]) -> Result<DecisionBody, Probl
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(DecisionBody::default());
     }
-    if !is_json(headers) {
-        return Err(Problem::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "Unsupported media type",
-            "send the body as application/json",
-        ));
-    }
-    let body: DecisionBody = serde_json::from_slice(body).map_err(|e| {
-        Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "Invalid body",
-            format!("{e} (expected {{\"comment\": \"…\"}})"),
-        )
-    })?;
+    let body: DecisionBody = json_body(headers, body, r#"{"comment": "…"}"#)?;
     if body.comment.as_ref().is_some_and(|c| c.len() > 2000) {
         return Err(Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -763,16 +737,35 @@ struct TaskBody {
     task: String,
 }
 
-/// Whether the request says its body is JSON.
-fn is_json(headers: &HeaderMap) -> bool {
-    headers
+/// The request's JSON body as `T`: 415 unless it says it is JSON, 422 if
+/// it does not parse (unknown fields included); `expected` shows its shape.
+fn json_body<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: &[u8],
+    expected: &str,
+) -> Result<T, Problem> {
+    let json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| {
             v.split(';')
                 .next()
                 .is_some_and(|t| t.trim() == "application/json")
-        })
+        });
+    if !json {
+        return Err(Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Unsupported media type",
+            "send the body as application/json",
+        ));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid body",
+            format!("{e} (expected {expected})"),
+        )
+    })
 }
 
 /// `POST /api/v1/tasks`: run one task with a registered employee (its
@@ -784,20 +777,7 @@ async fn start_task(
     body: axum::body::Bytes,
 ) -> Result<Response, Problem> {
     let operator = operator(&shared, &headers, Role::Manager).await?;
-    if !is_json(&headers) {
-        return Err(Problem::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "Unsupported media type",
-            "send the body as application/json",
-        ));
-    }
-    let body: TaskBody = serde_json::from_slice(&body).map_err(|e| {
-        Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "Invalid body",
-            format!("{e} (expected {{\"employee\": \"…\", \"task\": \"…\"}})"),
-        )
-    })?;
+    let body: TaskBody = json_body(&headers, &body, r#"{"employee": "…", "task": "…"}"#)?;
     let org = shared.org.clone();
     let ran = blocking(move || -> Result<crate::runtime::TaskResult, Problem> {
         if org

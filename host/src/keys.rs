@@ -113,7 +113,9 @@ impl Keys {
         Ok(Some(Keys::from_secret(&secret)))
     }
 
-    fn create(data_dir: &Path) -> Result<Keys, KeyError> {
+    /// Create the key of `data_dir` (and `keys/`); if another process made
+    /// one in the meantime, that one is loaded.
+    pub fn create(data_dir: &Path) -> Result<Keys, KeyError> {
         let path = key_path(data_dir);
         let io = |e: std::io::Error| KeyError::Io {
             path: path.clone(),

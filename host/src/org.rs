@@ -140,7 +140,7 @@ impl Org {
                     crate::keys::key_path(data_dir).display()
                 )));
             }
-            None => crate::keys::Keys::load_or_create(data_dir).map_err(key_error)?,
+            None => crate::keys::Keys::create(data_dir).map_err(key_error)?,
         };
         let keys = Arc::new(keys);
         let org_store = OrgStore::new(store.clone(), org, keys.clone());

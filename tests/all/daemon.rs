@@ -34,14 +34,12 @@ impl Served {
         pause: Option<&str>,
         stderr: Option<&Path>,
     ) -> Result<Served> {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_clancy"));
+        let mut command = crate::env::clancy_command(
+            data,
+            &["serve", "--listen", "127.0.0.1:0", "--tick-secs", "1"],
+        );
         command
-            .arg("--data-dir")
-            .arg(data)
-            .args(["serve", "--listen", "127.0.0.1:0", "--tick-secs", "1"])
             .args(extra)
-            .env_remove("CLANCY_DATA_DIR")
-            .env_remove("CLANCY_TEST_PAUSE_AT")
             .stdout(Stdio::piped())
             .stderr(match stderr {
                 Some(path) => Stdio::from(std::fs::File::create(path)?),
@@ -256,20 +254,19 @@ fn the_host_log_can_be_json_lines() -> Result<()> {
             grants(&Receiver::start(vec![])?.url())
         ),
     )?;
-    let out = Command::new(env!("CARGO_BIN_EXE_clancy"))
-        .arg("--data-dir")
-        .arg(&data)
-        .args([
+    let out = crate::env::clancy_command(
+        &data,
+        &[
             "--log-format",
             "json",
             "run",
             &manifest.display().to_string(),
             "--task",
             "print hi",
-        ])
-        .env("CLANCY_LOG", "info")
-        .env_remove("CLANCY_DATA_DIR")
-        .output()?;
+        ],
+    )
+    .env("CLANCY_LOG", "info")
+    .output()?;
     assert!(out.status.success(), "{}", stderr(&out));
     let lines: Vec<serde_json::Value> = stderr(&out)
         .lines()
@@ -587,14 +584,7 @@ fn clancy_with_token(
     token: Option<&str>,
     args: &[&str],
 ) -> Result<std::process::Output> {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_clancy"));
-    command
-        .arg("--data-dir")
-        .arg(data)
-        .args(args)
-        .env_remove("CLANCY_DATA_DIR")
-        .env_remove("CLANCY_SERVER")
-        .env_remove("CLANCY_TOKEN");
+    let mut command = crate::env::clancy_command(data, args);
     if let Some(t) = token {
         command.env("CLANCY_TOKEN", t);
     }

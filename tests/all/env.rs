@@ -14,14 +14,24 @@ use clancy::operators::{Operator, Role};
 use clancy::org::{DataDirMode, Org};
 use clancy::runtime::{TaskEnd, TaskResult};
 
-/// Run the real `clancy` binary on `data`.
-pub fn clancy(data: &Path, args: &[&str]) -> Result<Output> {
-    Ok(Command::new(env!("CARGO_BIN_EXE_clancy"))
+/// The real `clancy` binary on `data`, with none of the caller's Clancy
+/// settings (data dir, daemon, token) leaking in.
+pub fn clancy_command(data: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_clancy"));
+    command
         .arg("--data-dir")
         .arg(data)
         .args(args)
         .env_remove("CLANCY_DATA_DIR")
-        .output()?)
+        .env_remove("CLANCY_SERVER")
+        .env_remove("CLANCY_TOKEN")
+        .env_remove("CLANCY_TEST_PAUSE_AT");
+    command
+}
+
+/// Run the real `clancy` binary on `data`.
+pub fn clancy(data: &Path, args: &[&str]) -> Result<Output> {
+    Ok(clancy_command(data, args).output()?)
 }
 
 /// A command's standard output.
