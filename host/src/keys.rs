@@ -63,6 +63,7 @@ pub enum KeyError {
 pub struct Keys {
     signing: SigningKey,
     seal: [u8; 32],
+    secrets: [u8; 32],
 }
 
 impl std::fmt::Debug for Keys {
@@ -160,13 +161,62 @@ impl Keys {
     }
 
     fn from_secret(secret: &[u8; 32]) -> Keys {
-        let mut mac =
-            Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
-        mac.update(b"clancy store seal v1");
+        let derive = |label: &[u8]| -> [u8; 32] {
+            let mut mac =
+                Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
+            mac.update(label);
+            mac.finalize().into_bytes().into()
+        };
         Keys {
             signing: SigningKey::from_bytes(secret),
-            seal: mac.finalize().into_bytes().into(),
+            seal: derive(b"clancy store seal v1"),
+            secrets: derive(b"clancy secret box v1"),
         }
+    }
+
+    /// Encrypt `plain` (XChaCha20-Poly1305, random nonce) bound to the
+    /// record it belongs to: `identity` is the associated data, so the
+    /// ciphertext moved to another record does not decrypt.
+    pub(crate) fn encrypt(&self, identity: &[&[u8]], plain: &[u8]) -> Vec<u8> {
+        use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+        let cipher = chacha20poly1305::XChaCha20Poly1305::new((&self.secrets).into());
+        let mut nonce = [0u8; 24];
+        getrandom::fill(&mut nonce).expect("the OS has randomness");
+        let aad = identity_bytes(identity);
+        let mut out = nonce.to_vec();
+        out.extend(
+            cipher
+                .encrypt(
+                    (&nonce).into(),
+                    Payload {
+                        msg: plain,
+                        aad: &aad,
+                    },
+                )
+                .expect("XChaCha20-Poly1305 encrypts any length a record has"),
+        );
+        out
+    }
+
+    /// Decrypt what [`Keys::encrypt`] made for `identity`; `None` if it was
+    /// changed, made for another record or under another key.
+    pub(crate) fn decrypt(&self, identity: &[&[u8]], sealed: &[u8]) -> Option<Vec<u8>> {
+        use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+        if sealed.len() < 24 {
+            return None;
+        }
+        let (nonce, body) = sealed.split_at(24);
+        let cipher = chacha20poly1305::XChaCha20Poly1305::new((&self.secrets).into());
+        let aad = identity_bytes(identity);
+        cipher
+            .decrypt(
+                nonce.into(),
+                Payload {
+                    msg: body,
+                    aad: &aad,
+                },
+            )
+            .ok()
     }
 
     /// The public half of the checkpoint key, hex (what `clancy audit key` prints).
@@ -207,6 +257,16 @@ impl Keys {
     pub(crate) fn sealed(&self, parts: &[&[u8]], tag: &[u8]) -> bool {
         self.sealer(parts).verify_slice(tag).is_ok()
     }
+}
+
+/// Length-prefixed parts, so no two identities are alike.
+fn identity_bytes(parts: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for part in parts {
+        out.extend((part.len() as u64).to_be_bytes());
+        out.extend(*part);
+    }
+    out
 }
 
 /// A signed statement: `org`'s audit log had entry `seq` with hash `head`.

@@ -6,6 +6,7 @@
 //! and [`audit`] (the tamper-evident log).
 #![deny(missing_docs)]
 
+pub mod accounts;
 pub mod addresses;
 pub mod approvals;
 pub mod audit;

@@ -258,12 +258,79 @@ impl Org {
             )));
         }
         let by = by.unwrap_or("the first operator's setup");
+        let before = operators.get(&operator.name)?;
         operators.put(operator)?;
+        // A changed role takes effect at once: their sessions end.
+        if before.is_some_and(|b| b.role != operator.role) {
+            self.accounts().end_sessions_of(&operator.name)?;
+        }
         self.audit_operator_action(
             "operators-add",
             &format!("{} as {}", operator.name, operator.role),
             &format!("{} is {} (set by {by})", operator.name, operator.role),
         )
+    }
+
+    /// This org's sign-in records (passwords, second factors, sessions).
+    pub fn accounts(&self) -> crate::accounts::Accounts {
+        crate::accounts::Accounts::new(self.org.clone())
+    }
+
+    /// A new one-time enrolment code for operator `name` (it sets their
+    /// password and second factor, replacing any they had), on the word of
+    /// `by`. Audited, never the code.
+    pub fn invite(&self, name: &str, by: &str) -> Result<String, OrgError> {
+        if self.operators().get(name)?.is_none() {
+            return Err(OrgError::NotAllowed(format!(
+                "{name} is not an operator of this organisation"
+            )));
+        }
+        let code = self.accounts().invite(name, self.now())?;
+        self.audit_operator_action(
+            "operators-enrolment",
+            name,
+            &format!(
+                "an enrolment code for {name} was made by {by}, valid {} hours (the code is never recorded)",
+                crate::accounts::ENROLMENT_HOURS
+            ),
+        )?;
+        Ok(code)
+    }
+
+    /// On a first start with no admin who can sign in: the admin to enrol
+    /// (the first existing admin without a password, or a new `admin`) and
+    /// a one-time enrolment code for them. `None` once an admin has enrolled.
+    pub fn bootstrap_admin(&self) -> Result<Option<(String, String)>, OrgError> {
+        let accounts = self.accounts();
+        let admins: Vec<Operator> = self
+            .operators()
+            .list()?
+            .into_iter()
+            .filter(|o| o.role == Role::Admin)
+            .collect();
+        for admin in &admins {
+            if accounts.enrolled(&admin.name)? {
+                return Ok(None);
+            }
+        }
+        let name = match admins.first() {
+            Some(admin) => admin.name.clone(),
+            None => {
+                let admin = Operator {
+                    name: "admin".into(),
+                    role: Role::Admin,
+                };
+                if self.operators().get(&admin.name)?.is_some() {
+                    return Err(OrgError::NotAllowed(
+                        "the organisation has no admin and its operator \"admin\" is not one: add an admin with `clancy operators add NAME --role admin`".into(),
+                    ));
+                }
+                self.add_operator(&admin, None)?;
+                admin.name
+            }
+        };
+        let code = self.invite(&name, "the daemon's first start")?;
+        Ok(Some((name, code)))
     }
 
     /// Make an API token acting as `operator` with `role`, valid `days`,

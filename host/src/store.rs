@@ -329,6 +329,11 @@ impl OrgStore {
             .collect()
     }
 
+    /// The keys this view seals with (and encrypts secrets with).
+    pub(crate) fn keys(&self) -> &crate::keys::Keys {
+        &self.keys
+    }
+
     /// The organisation this view belongs to.
     pub fn org(&self) -> &str {
         &self.org

@@ -15,14 +15,16 @@ use crate::env::{clancy, stderr, stdout};
 use crate::notify::{Receiver, grants};
 
 /// A running `clancy serve` and its base URL.
-struct Served {
+pub(crate) struct Served {
     child: Child,
-    url: String,
+    pub(crate) url: String,
     stdout: BufReader<std::process::ChildStdout>,
+    /// The first admin's enrolment link, when the daemon printed one.
+    pub(crate) enrol_link: Option<String>,
 }
 
 impl Served {
-    fn start(data: &Path, extra: &[&str]) -> Result<Served> {
+    pub(crate) fn start(data: &Path, extra: &[&str]) -> Result<Served> {
         Served::start_with(data, extra, None, None)
     }
 
@@ -50,14 +52,30 @@ impl Served {
         }
         let mut child = command.spawn()?;
         let mut stdout = BufReader::new(child.stdout.take().context("no stdout")?);
+        let mut enrol_link = None;
         let mut line = String::new();
-        stdout.read_line(&mut line)?;
+        loop {
+            line.clear();
+            anyhow::ensure!(stdout.read_line(&mut line)? > 0, "the daemon did not start");
+            if line.starts_with("clancy serving") {
+                break;
+            }
+            enrol_link = line
+                .split_whitespace()
+                .find(|w| w.contains("/enrol#"))
+                .map(str::to_string);
+        }
         let url = line
             .split_whitespace()
             .find(|w| w.starts_with("http://"))
             .with_context(|| format!("no address in {line:?}"))?
             .to_string();
-        Ok(Served { child, url, stdout })
+        Ok(Served {
+            child,
+            url,
+            stdout,
+            enrol_link,
+        })
     }
 
     fn get(&self, path: &str) -> Result<(u16, String)> {
@@ -67,7 +85,10 @@ impl Served {
 
     /// SIGTERM, then wait (at most `limit`) for the exit status and the
     /// rest of what it printed.
-    fn terminate(mut self, limit: Duration) -> Result<(std::process::ExitStatus, String)> {
+    pub(crate) fn terminate(
+        mut self,
+        limit: Duration,
+    ) -> Result<(std::process::ExitStatus, String)> {
         let killed = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()?;

@@ -24,3 +24,4 @@ mod plugins;
 mod registry;
 mod revocation;
 mod rollback;
+mod signin;

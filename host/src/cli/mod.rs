@@ -80,8 +80,8 @@ enum Command {
     /// Review and decide actions waiting for a human.
     #[command(subcommand)]
     Approvals(approvals::ApprovalsCommand),
-    /// The people who decide requests, and their roles.
-    #[command(subcommand)]
+    /// The people who decide requests, their roles and enrolment codes.
+    #[command(subcommand, visible_alias = "users")]
     Operators(operators::OperatorsCommand),
     /// Webhook notifications: the signing secret and the outbox.
     #[command(subcommand)]

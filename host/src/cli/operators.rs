@@ -1,4 +1,6 @@
-//! `clancy operators add|list`: the people who decide, and their roles.
+//! `clancy operators add|enrol|list` (also `clancy users …`): the people
+//! who decide, their roles, and the one-time codes that let them sign in
+//! to the daemon.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -23,6 +25,15 @@ pub(super) enum OperatorsCommand {
         #[arg(long = "as", value_name = "ADMIN")]
         by: Option<String>,
     },
+    /// Make a new one-time enrolment code for an operator (it replaces
+    /// their password and second factor, e.g. a lost phone).
+    Enrol {
+        /// The operator.
+        name: String,
+        /// The admin doing it [default: $USER].
+        #[arg(long = "as", value_name = "ADMIN")]
+        by: Option<String>,
+    },
     /// List operators.
     List {
         /// JSON Lines.
@@ -41,14 +52,37 @@ pub(super) fn run(
         OperatorsCommand::Add { name, role, by } => {
             let role: Role = role.parse()?;
             let host = open(global, DataDirMode::Create)?;
+            let by = who(by).ok();
             host.add_operator(
                 &Operator {
                     name: name.clone(),
                     role,
                 },
-                who(by).ok().as_deref(),
+                by.as_deref(),
             )?;
             writeln!(out, "operator {name} is {role}")?;
+            if !host.accounts().enrolled(&name)? {
+                let code = host.invite(&name, by.as_deref().unwrap_or("the CLI"))?;
+                print_code(out, &name, &code)?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        OperatorsCommand::Enrol { name, by } => {
+            let host = open(global, DataDirMode::Existing)?;
+            let by = who(by)?;
+            let admin = host.operators().get(&by)?;
+            let has_admin = host
+                .operators()
+                .list()?
+                .iter()
+                .any(|o| o.role == Role::Admin);
+            if has_admin && admin.is_none_or(|a| a.role != Role::Admin) {
+                anyhow::bail!(
+                    "{by} is not an admin of this organisation: only an admin makes enrolment codes (pass --as ADMIN)"
+                );
+            }
+            let code = host.invite(&name, &by)?;
+            print_code(out, &name, &code)?;
             Ok(ExitCode::SUCCESS)
         }
         OperatorsCommand::List { json } => {
@@ -70,4 +104,14 @@ pub(super) fn run(
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Show an enrolment code and how to spend it.
+fn print_code(out: &mut impl Write, name: &str, code: &str) -> Result<()> {
+    writeln!(
+        out,
+        "enrolment code for {name} (single use, valid {} hours; shown this once):\n{code}\nspend it at the daemon's /enrol#CODE page, or POST /api/v1/enrol {{\"code\", \"password\"}}",
+        crate::accounts::ENROLMENT_HOURS
+    )?;
+    Ok(())
 }

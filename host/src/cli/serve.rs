@@ -26,6 +26,30 @@ pub(super) struct ServeArgs {
     /// terminates TLS).
     #[arg(long)]
     insecure_http: bool,
+    /// Requests per second from one IP address (bursts of twice that).
+    #[arg(long, default_value_t = 50, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    rate_per_ip: u32,
+    /// Requests per second by one operator or token (bursts of twice that).
+    #[arg(long, default_value_t = 20, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    rate_per_operator: u32,
+    /// Sign-in and enrolment attempts per minute from one IP address.
+    #[arg(long, default_value_t = 10, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    sign_ins_per_minute: u32,
+    /// A session without a request for this long ends (e.g. 30m).
+    #[arg(long, default_value = "30m", value_name = "DURATION", value_parser = session_duration)]
+    session_idle: chrono::Duration,
+    /// A session ends this long after sign-in, whatever happens (e.g. 12h).
+    #[arg(long, default_value = "12h", value_name = "DURATION", value_parser = session_duration)]
+    session_max: chrono::Duration,
+}
+
+/// A session length: 1 minute to 30 days.
+fn session_duration(text: &str) -> Result<chrono::Duration, String> {
+    let d = humantime::parse_duration(text).map_err(|e| format!("{text:?}: {e}"))?;
+    if d < Duration::from_secs(60) || d > Duration::from_secs(30 * 86_400) {
+        return Err(format!("{text:?} is outside 1m to 30d"));
+    }
+    chrono::Duration::from_std(d).map_err(|e| e.to_string())
 }
 
 /// Serve until told to stop. Prints one line when it listens (with the
@@ -35,7 +59,19 @@ pub(super) fn run(global: &Global, args: ServeArgs, out: &mut impl Write) -> Res
         listen: args.listen,
         tick: Duration::from_secs(args.tick_secs),
         insecure_http: args.insecure_http,
+        rate_limits: crate::daemon::RateLimits {
+            per_ip: args.rate_per_ip,
+            per_operator: args.rate_per_operator,
+            sign_ins_per_minute: args.sign_ins_per_minute,
+        },
+        sessions: crate::accounts::SessionLimits {
+            idle: args.session_idle,
+            absolute: args.session_max,
+        },
     };
+    if config.sessions.idle > config.sessions.absolute {
+        anyhow::bail!("--session-idle may not be longer than --session-max");
+    }
     let org = Arc::new(open(global, DataDirMode::Create)?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .thread_name("clancy-serve")
@@ -51,6 +87,15 @@ pub(super) fn run(global: &Global, args: ServeArgs, out: &mut impl Write) -> Res
             serde_json::json!({ "url": url, "pid": std::process::id(), "org": org.org() })
                 .to_string(),
         )?;
+        let first = org.clone();
+        let bootstrap = tokio::task::spawn_blocking(move || first.bootstrap_admin()).await??;
+        if let Some((name, code)) = bootstrap {
+            writeln!(
+                out,
+                "no admin can sign in yet: {name} enrols at {url}/enrol#{code} (single use, valid {} hours)",
+                crate::accounts::ENROLMENT_HOURS
+            )?;
+        }
         writeln!(
             out,
             "clancy serving org {} of {} on {url}",

@@ -11,10 +11,11 @@
 //! and checks every request's `Host` (no DNS rebinding). SIGTERM or Ctrl-C
 //! stop it gracefully: no new tick starts, the one running finishes.
 //!
-//! The API (`/api/v1`, JSON, errors as RFC 9457 problem+json) takes a
-//! bearer token (`clancy tokens create`) that acts as one operator with a
-//! role: managers and admins list the pending queue, approve or deny, and
-//! start a task for a registered employee.
+//! The API (`/api/v1`, JSON, errors as RFC 9457 problem+json, described
+//! by the OpenAPI document at `/api/v1/openapi.json`) takes a bearer token
+//! (`clancy tokens create`) or a session from signing in with a password
+//! and, for admins and managers, a TOTP code ([`auth`], [`people`]).
+//! `/enrol` is the page where a new operator spends their enrolment code.
 //!
 //! The [`Org`] is blocking (sled, wasmtime): every call into it runs on
 //! tokio's blocking pool, so a slow store or receiver never stalls the
@@ -25,17 +26,23 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use utoipa::OpenApi as _;
 
-use crate::approvals::{Approval, Status};
+use crate::accounts::SessionLimits;
+use crate::approvals::Status;
 use crate::notify::DeliveryState;
-use crate::operators::{Operator, Role};
 use crate::org::Org;
-use crate::org::{DecideError, Verdict};
+
+mod api;
+mod auth;
+mod people;
+
+pub use auth::RateLimits;
 
 /// How the daemon runs.
 #[derive(Clone, Debug)]
@@ -46,6 +53,10 @@ pub struct Config {
     pub tick: Duration,
     /// Allow a non-loopback address without TLS.
     pub insecure_http: bool,
+    /// How much each caller may ask.
+    pub rate_limits: RateLimits,
+    /// How long sessions live.
+    pub sessions: SessionLimits,
 }
 
 /// The daemon could not start.
@@ -91,6 +102,12 @@ struct Shared {
     hosts: Vec<String>,
     /// The port it listens on.
     port: u16,
+    /// Rate limiters per IP, per operator, for sign-ins.
+    limiters: auth::Limiters,
+    /// How long sessions live.
+    sessions: SessionLimits,
+    /// Whether it serves TLS (cookies are `Secure`, origins `https`).
+    tls: bool,
 }
 
 /// A bound daemon, not yet serving.
@@ -146,6 +163,9 @@ impl Daemon {
                 counters: Counters::default(),
                 hosts,
                 port,
+                limiters: auth::Limiters::new(config.rate_limits),
+                sessions: config.sessions,
+                tls: false,
             }),
             tick: config.tick,
         })
@@ -168,24 +188,56 @@ impl Daemon {
             .route("/healthz", get(healthz))
             .route("/readyz", get(readyz))
             .route("/metrics", get(metrics))
-            .route("/api/v1/approvals", get(list_approvals))
-            .route("/api/v1/approvals/{id}/approve", post(approve))
-            .route("/api/v1/approvals/{id}", get(get_approval))
-            .route("/api/v1/approvals/{id}/deny", post(deny))
-            .route("/api/v1/approvals/{id}/answer", post(answer))
-            .route("/api/v1/tasks", post(start_task))
-            .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+            .route("/enrol", get(enrol_page))
+            .route("/enrol.js", get(enrol_script))
+            .route("/api/v1/openapi.json", get(openapi))
+            .route(
+                "/api/v1/session",
+                post(people::sign_in)
+                    .get(people::whoami)
+                    .delete(people::sign_out),
+            )
+            .route("/api/v1/enrol", post(people::enrol))
+            .route(
+                "/api/v1/operators",
+                get(people::list_operators).post(people::put_operator),
+            )
+            .route(
+                "/api/v1/operators/{name}/enrolment",
+                post(people::new_enrolment),
+            )
+            .route(
+                "/api/v1/tokens",
+                get(people::list_tokens).post(people::create_token),
+            )
+            .route("/api/v1/tokens/{id}/revoke", post(people::revoke_token))
+            .route("/api/v1/approvals", get(api::list_approvals))
+            .route("/api/v1/approvals/{id}", get(api::get_approval))
+            .route("/api/v1/approvals/{id}/approve", post(api::approve))
+            .route("/api/v1/approvals/{id}/deny", post(api::deny))
+            .route("/api/v1/approvals/{id}/answer", post(api::answer))
+            .route("/api/v1/tasks", post(api::start_task))
+            .fallback(not_found)
+            .method_not_allowed_fallback(method_not_allowed)
+            .layer(DefaultBodyLimit::max(api::MAX_BODY_BYTES))
+            .layer(axum::middleware::from_fn_with_state(
+                self.shared.clone(),
+                auth::guard,
+            ))
             .layer(axum::middleware::from_fn_with_state(
                 self.shared.clone(),
                 check_host,
             ))
             .with_state(self.shared.clone());
-        let served = axum::serve(self.listener, app)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                let _ = stop_tx.send(true);
-            })
-            .await;
+        let served = axum::serve(
+            self.listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        })
+        .await;
         // The round in progress finishes; no new one starts.
         if let Err(e) = timer.await {
             tracing::error!("the timer stopped abnormally: {e}");
@@ -214,6 +266,7 @@ async fn keep_time(
             _ = interval.tick() => {}
             _ = stop.changed() => return,
         }
+        shared.limiters.forget_quiet();
         let round = shared.clone();
         let done = blocking(move || timer_round(&round)).await;
         shared.counters.rounds.fetch_add(1, Ordering::Relaxed);
@@ -302,6 +355,108 @@ async fn check_host(State(shared): State<Arc<Shared>>, request: Request, next: N
             .into_response();
     }
     next.run(request).await
+}
+
+/// The API's description, generated from the routes' declarations.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "Clancy",
+        description = "The API of a Clancy daemon: one organisation's approvals, tasks, operators and tokens."
+    ),
+    paths(
+        people::sign_in,
+        people::whoami,
+        people::sign_out,
+        people::enrol,
+        people::list_operators,
+        people::put_operator,
+        people::new_enrolment,
+        people::list_tokens,
+        people::create_token,
+        people::revoke_token,
+        api::list_approvals,
+        api::get_approval,
+        api::approve,
+        api::deny,
+        api::answer,
+        api::start_task,
+    ),
+    modifiers(&SecuritySchemes)
+)]
+struct ApiDoc;
+
+/// Bearer tokens and the session cookie, as the document's security schemes.
+struct SecuritySchemes;
+
+impl utoipa::Modify for SecuritySchemes {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme,
+        };
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(auth::COOKIE))),
+        );
+    }
+}
+
+/// The OpenAPI 3.1 document of this API.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+async fn openapi() -> Response {
+    match ApiDoc::openapi().to_json() {
+        Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
+        Err(e) => api::Problem::internal(e).into_response(),
+    }
+}
+
+async fn not_found() -> api::Problem {
+    api::Problem::new(StatusCode::NOT_FOUND, "Not found", "no such route")
+}
+
+async fn method_not_allowed() -> api::Problem {
+    api::Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "Method not allowed",
+        "this route does not take that method",
+    )
+}
+
+/// The page a new operator opens from their enrolment link: the code rides
+/// in the fragment (never sent to the server or its logs); the page posts
+/// it with the chosen password and shows the second factor's URI once.
+async fn enrol_page() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; connect-src 'self'; form-action 'none'; frame-ancestors 'none'",
+            ),
+            (header::REFERRER_POLICY, "no-referrer"),
+            (header::X_FRAME_OPTIONS, "DENY"),
+        ],
+        ENROL_PAGE,
+    )
+        .into_response()
+}
+
+const ENROL_PAGE: &str = include_str!("enrol.html");
+
+async fn enrol_script() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        include_str!("enrol.js"),
+    )
+        .into_response()
 }
 
 async fn healthz() -> &'static str {
@@ -438,387 +593,6 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         counter(&c.schedules_failed)
     ));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
-}
-
-/// The largest request body the API reads.
-const MAX_BODY_BYTES: usize = 64 * 1024;
-
-/// An RFC 9457 problem: every API error.
-struct Problem {
-    status: StatusCode,
-    title: &'static str,
-    detail: String,
-}
-
-impl Problem {
-    fn new(status: StatusCode, title: &'static str, detail: impl Into<String>) -> Problem {
-        Problem {
-            status,
-            title,
-            detail: detail.into(),
-        }
-    }
-
-    fn internal(detail: impl std::fmt::Display) -> Problem {
-        tracing::error!("API request failed: {detail}");
-        Problem::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "The host could not complete the request",
-            "the host could not complete the request; see its log",
-        )
-    }
-}
-
-impl IntoResponse for Problem {
-    fn into_response(self) -> Response {
-        let body = serde_json::json!({
-            "type": "about:blank",
-            "title": self.title,
-            "status": self.status.as_u16(),
-            "detail": self.detail,
-        });
-        let mut response = (
-            self.status,
-            [(header::CONTENT_TYPE, "application/problem+json")],
-            body.to_string(),
-        )
-            .into_response();
-        if self.status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Bearer"),
-            );
-        }
-        response
-    }
-}
-
-/// The operator the request's bearer token acts as, if their role is at
-/// least `needed`.
-async fn operator(
-    shared: &Arc<Shared>,
-    headers: &HeaderMap,
-    needed: Role,
-) -> Result<Operator, Problem> {
-    let unauthorized = |detail: &str| {
-        Problem::new(
-            StatusCode::UNAUTHORIZED,
-            "Not signed in",
-            detail.to_string(),
-        )
-    };
-    let secret = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| {
-            unauthorized("send `Authorization: Bearer <token>` (see `clancy tokens create`)")
-        })?
-        .trim()
-        .to_string();
-    let org = shared.org.clone();
-    let checked = blocking(move || {
-        let now = org.now();
-        let result = org.operators().authenticate(&secret, now)?;
-        if let Err(refused) = &result
-            && matches!(
-                refused,
-                crate::operators::TokenRefused::Expired | crate::operators::TokenRefused::Revoked
-            )
-        {
-            // Someone holds a real token that no longer works: on record.
-            let _ = org.audit_operator_action(
-                "api-sign-in",
-                "a bearer token",
-                &format!("refused: {refused}"),
-            );
-        }
-        Ok::<_, crate::store::StoreError>(result)
-    })
-    .await
-    .map_err(Problem::internal)?
-    .map_err(Problem::internal)?;
-    let (operator, _token) = checked.map_err(|refused| unauthorized(&refused.to_string()))?;
-    if operator.role < needed {
-        return Err(Problem::new(
-            StatusCode::FORBIDDEN,
-            "Not allowed",
-            format!(
-                "this needs the role {needed} or above; the token acts as {} ({})",
-                operator.name, operator.role
-            ),
-        ));
-    }
-    Ok(operator)
-}
-
-/// What the API says about a request: the facts a notification carries
-/// (never the whole action) and its preview.
-fn approval_json(a: &Approval) -> serde_json::Value {
-    let mut facts = crate::notify::request_facts(a, false);
-    facts["preview"] = serde_json::Value::String(a.preview());
-    facts
-}
-
-/// `GET /api/v1/approvals`: the pending queue, oldest first.
-async fn list_approvals(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-) -> Result<Response, Problem> {
-    operator(&shared, &headers, Role::Manager).await?;
-    let org = shared.org.clone();
-    let pending = blocking(move || org.approvals().list())
-        .await
-        .map_err(Problem::internal)?
-        .map_err(Problem::internal)?;
-    let items: Vec<serde_json::Value> = pending
-        .iter()
-        .filter(|a| a.status == Status::Pending)
-        .map(approval_json)
-        .collect();
-    Ok(axum::Json(serde_json::json!({ "items": items })).into_response())
-}
-
-/// `GET /api/v1/approvals/{id}`: one request, whatever its status.
-async fn get_approval(
-    State(shared): State<Arc<Shared>>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Result<Response, Problem> {
-    operator(&shared, &headers, Role::Manager).await?;
-    let org = shared.org.clone();
-    let found = blocking(move || org.approvals().get(&id).map(|a| (id, a)))
-        .await
-        .map_err(Problem::internal)?
-        .map_err(|e| match e {
-            crate::store::StoreError::Tampered { .. } => Problem::new(
-                StatusCode::CONFLICT,
-                "The request was changed outside the host",
-                e.to_string(),
-            ),
-            other => Problem::internal(other),
-        })?;
-    match found {
-        (_, Some(a)) => Ok(axum::Json(approval_json(&a)).into_response()),
-        (id, None) => Err(Problem::new(
-            StatusCode::NOT_FOUND,
-            "No such request",
-            format!("no approval request {id:?} in this organisation"),
-        )),
-    }
-}
-
-/// The body of an answer: the option chosen, and an optional comment.
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AnswerBody {
-    option: String,
-    comment: Option<String>,
-}
-
-/// `POST /api/v1/approvals/{id}/answer`: answer an employee's question with
-/// one of its options, as the token's operator.
-async fn answer(
-    State(shared): State<Arc<Shared>>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Result<Response, Problem> {
-    let operator = operator(&shared, &headers, Role::User).await?;
-    let body: AnswerBody = json_body(&headers, &body, r#"{"option": "…"}"#)?;
-    let org = shared.org.clone();
-    let answered =
-        blocking(move || org.answer(&id, &body.option, &operator.name, body.comment.as_deref()))
-            .await
-            .map_err(Problem::internal)?;
-    match answered {
-        Ok(a) => Ok(axum::Json(approval_json(&a)).into_response()),
-        Err(e) => Err(decide_problem(e)),
-    }
-}
-
-/// The body of a decision: an optional comment, nothing else.
-#[derive(serde::Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct DecisionBody {
-    comment: Option<String>,
-}
-
-fn decision_body(headers: &HeaderMap, body: &[u8]) -> Result<DecisionBody, Problem> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(DecisionBody::default());
-    }
-    let body: DecisionBody = json_body(headers, body, r#"{"comment": "…"}"#)?;
-    if body.comment.as_ref().is_some_and(|c| c.len() > 2000) {
-        return Err(Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "Invalid body",
-            "the comment is longer than 2000 bytes",
-        ));
-    }
-    Ok(body)
-}
-
-async fn approve(
-    state: State<Arc<Shared>>,
-    id: Path<String>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Result<Response, Problem> {
-    decide(state, id, headers, body, Verdict::Approve).await
-}
-
-async fn deny(
-    state: State<Arc<Shared>>,
-    id: Path<String>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Result<Response, Problem> {
-    decide(state, id, headers, body, Verdict::Deny).await
-}
-
-/// `POST /api/v1/approvals/{id}/approve|deny`: decide as the token's operator.
-async fn decide(
-    State(shared): State<Arc<Shared>>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-    verdict: Verdict,
-) -> Result<Response, Problem> {
-    let operator = operator(&shared, &headers, Role::User).await?;
-    let body = decision_body(&headers, &body)?;
-    let org = shared.org.clone();
-    let decided =
-        blocking(move || org.decide(&id, verdict, &operator.name, body.comment.as_deref()))
-            .await
-            .map_err(Problem::internal)?;
-    match decided {
-        Ok(a) => Ok(axum::Json(approval_json(&a)).into_response()),
-        Err(e) => Err(decide_problem(e)),
-    }
-}
-
-/// The problem a refused decision is.
-fn decide_problem(e: DecideError) -> Problem {
-    let detail = e.to_string();
-    match e {
-        DecideError::Unknown(_) => Problem::new(StatusCode::NOT_FOUND, "No such request", detail),
-        DecideError::NotAllowed { .. } => {
-            Problem::new(StatusCode::FORBIDDEN, "Not allowed", detail)
-        }
-        DecideError::AlreadyDecided { .. }
-        | DecideError::Expired(_)
-        | DecideError::Void { .. }
-        | DecideError::Tampered(_)
-        | DecideError::Deferred(_)
-        | DecideError::Question(_)
-        | DecideError::NotAQuestion(_) => Problem::new(
-            StatusCode::CONFLICT,
-            "The request cannot be decided so",
-            detail,
-        ),
-        DecideError::BadEdit { .. } | DecideError::BadAnswer { .. } => {
-            Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid decision", detail)
-        }
-        DecideError::Store(crate::store::StoreError::Tampered { .. }) => Problem::new(
-            StatusCode::CONFLICT,
-            "The request was changed outside the host",
-            detail,
-        ),
-        DecideError::Store(_) | DecideError::Org(_) => Problem::internal(detail),
-    }
-}
-
-/// The body of `POST /api/v1/tasks`.
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TaskBody {
-    employee: String,
-    task: String,
-}
-
-/// The request's JSON body as `T`: 415 unless it says it is JSON, 422 if
-/// it does not parse (unknown fields included); `expected` shows its shape.
-fn json_body<T: serde::de::DeserializeOwned>(
-    headers: &HeaderMap,
-    body: &[u8],
-    expected: &str,
-) -> Result<T, Problem> {
-    let json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(';')
-                .next()
-                .is_some_and(|t| t.trim() == "application/json")
-        });
-    if !json {
-        return Err(Problem::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "Unsupported media type",
-            "send the body as application/json",
-        ));
-    }
-    serde_json::from_slice(body).map_err(|e| {
-        Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "Invalid body",
-            format!("{e} (expected {expected})"),
-        )
-    })
-}
-
-/// `POST /api/v1/tasks`: run one task with a registered employee (its
-/// pinned component, its grants and limits), as the token's operator, and
-/// answer how it ended.
-async fn start_task(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Result<Response, Problem> {
-    let operator = operator(&shared, &headers, Role::Manager).await?;
-    let body: TaskBody = json_body(&headers, &body, r#"{"employee": "…", "task": "…"}"#)?;
-    let org = shared.org.clone();
-    let ran = blocking(move || -> Result<crate::runtime::TaskResult, Problem> {
-        if org
-            .stored_manifest(&body.employee)
-            .map_err(Problem::internal)?
-            .is_none()
-        {
-            return Err(Problem::new(
-                StatusCode::NOT_FOUND,
-                "No such employee",
-                format!(
-                    "no employee {:?} is registered in this organisation",
-                    body.employee
-                ),
-            ));
-        }
-        let employee = org
-            .registered_employee(&body.employee)
-            .map_err(Problem::internal)?;
-        let result = employee.run(&body.task).map_err(|e| match e {
-            crate::runtime::StartError::Instruction(why) => {
-                Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid task", why)
-            }
-            other => Problem::internal(other),
-        })?;
-        org.audit_operator_action(
-            "tasks-start",
-            &format!("{} {}", body.employee, result.task_id),
-            &format!("started by {} through the API", operator.name),
-        )
-        .map_err(Problem::internal)?;
-        Ok(result)
-    })
-    .await
-    .map_err(Problem::internal)??;
-    Ok(axum::Json(serde_json::json!({
-        "task_id": ran.task_id,
-        "end": ran.end,
-        "guest_output": ran.guest_output,
-    }))
-    .into_response())
 }
 
 #[cfg(test)]

@@ -1,0 +1,612 @@
+//! The API under `/api/v1`: JSON in and out, errors as RFC 9457
+//! problem+json, every call into the [`Org`](crate::org::Org) on the
+//! blocking pool, every route described in the OpenAPI document served at
+//! `/api/v1/openapi.json` (generated from these declarations).
+
+use std::sync::Arc;
+
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoResponses, ToSchema};
+
+use super::auth::Caller;
+use super::{Shared, blocking};
+use crate::approvals::{Approval, Status};
+use crate::operators::Role;
+use crate::org::{DecideError, Verdict};
+
+/// The largest request body the API reads.
+pub(super) const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// An RFC 9457 problem: every API error.
+pub(super) struct Problem {
+    status: StatusCode,
+    title: &'static str,
+    detail: String,
+    retry_after: Option<u64>,
+}
+
+/// The body of every error (RFC 9457).
+#[derive(Serialize, ToSchema)]
+pub(super) struct ProblemBody {
+    /// Always `about:blank`: the status and title say what happened.
+    #[serde(rename = "type")]
+    kind: String,
+    /// What went wrong, in a few words.
+    title: String,
+    /// The HTTP status.
+    status: u16,
+    /// What went wrong here, and what to do.
+    detail: String,
+}
+
+/// The errors any authenticated route may answer.
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+pub(super) enum Refusals {
+    /// The body is not valid JSON of the documented shape, or a parameter is invalid.
+    #[response(status = 400, content_type = "application/problem+json")]
+    BadRequest(ProblemBody),
+    /// No valid token or live session.
+    #[response(status = 401, content_type = "application/problem+json")]
+    Unauthorized(ProblemBody),
+    /// The caller's role does not allow it, or a CSRF check failed.
+    #[response(status = 403, content_type = "application/problem+json")]
+    Forbidden(ProblemBody),
+    /// No such thing in this organisation.
+    #[response(status = 404, content_type = "application/problem+json")]
+    NotFound(ProblemBody),
+    /// The thing is in a state that does not allow it.
+    #[response(status = 409, content_type = "application/problem+json")]
+    Conflict(ProblemBody),
+    /// The body is larger than 64 KiB.
+    #[response(status = 413)]
+    TooLarge,
+    /// The body is not `application/json`.
+    #[response(status = 415, content_type = "application/problem+json")]
+    UnsupportedMediaType(ProblemBody),
+    /// The body parses but its content is refused.
+    #[response(status = 422, content_type = "application/problem+json")]
+    Unprocessable(ProblemBody),
+    /// Too many requests; `Retry-After` says when to come back.
+    #[response(status = 429, content_type = "application/problem+json")]
+    TooManyRequests(ProblemBody),
+}
+
+impl Problem {
+    pub(super) fn new(
+        status: StatusCode,
+        title: &'static str,
+        detail: impl Into<String>,
+    ) -> Problem {
+        Problem {
+            status,
+            title,
+            detail: detail.into(),
+            retry_after: None,
+        }
+    }
+
+    /// Say when to come back (seconds), for 429s.
+    pub(super) fn retry_after(mut self, seconds: u64) -> Problem {
+        self.retry_after = Some(seconds);
+        self
+    }
+
+    pub(super) fn bad_request(detail: impl std::fmt::Display) -> Problem {
+        Problem::new(StatusCode::BAD_REQUEST, "Bad request", detail.to_string())
+    }
+
+    pub(super) fn internal(detail: impl std::fmt::Display) -> Problem {
+        tracing::error!("API request failed: {detail}");
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "The host could not complete the request",
+            "the host could not complete the request; see its log",
+        )
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let body = ProblemBody {
+            kind: "about:blank".into(),
+            title: self.title.into(),
+            status: self.status.as_u16(),
+            detail: self.detail,
+        };
+        let mut response = (
+            self.status,
+            [(header::CONTENT_TYPE, "application/problem+json")],
+            serde_json::to_string(&body).unwrap_or_default(),
+        )
+            .into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}
+
+/// A request waiting for (or past) a human decision: the facts a
+/// notification carries, never the whole action, and its preview.
+#[derive(Serialize, ToSchema)]
+pub(super) struct ApprovalView {
+    id: String,
+    /// pending, approved, executed, failed, denied, expired, edited, void or answered.
+    status: String,
+    employee: String,
+    task: String,
+    /// The service (absent for a question).
+    integration: Option<String>,
+    scope: String,
+    action: String,
+    method: String,
+    /// The employee's plain-English reason.
+    reason: String,
+    /// Why the host asked a human.
+    gated_because: String,
+    created_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+    decided_by: Option<String>,
+    outcome: Option<String>,
+    /// What the action would do, in a line a reviewer reads.
+    preview: String,
+}
+
+impl From<&Approval> for ApprovalView {
+    fn from(a: &Approval) -> ApprovalView {
+        let r = &a.request;
+        ApprovalView {
+            id: a.id.clone(),
+            status: serde_json::to_value(a.status)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            employee: r.employee.clone(),
+            task: r.task.clone(),
+            integration: r.integration.map(|i| i.to_string()),
+            scope: r.scope.to_string(),
+            action: r.operation.action().to_string(),
+            method: r.operation.method().to_string(),
+            reason: r.reason.clone(),
+            gated_because: a.gated_because.clone(),
+            created_at: a.created_at,
+            expires_at: a.expires_at,
+            decided_by: a.decided_by.clone(),
+            outcome: a.outcome.clone(),
+            preview: a.preview(),
+        }
+    }
+}
+
+/// One page of the pending queue.
+#[derive(Serialize, ToSchema)]
+pub(super) struct ApprovalPage {
+    items: Vec<ApprovalView>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    next_cursor: Option<String>,
+}
+
+/// Where a page starts and how long it is.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(super) struct PageQuery {
+    /// At most this many items (1-500, default 100).
+    #[param(minimum = 1, maximum = 500)]
+    limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+impl PageQuery {
+    fn limit(&self) -> Result<usize, Problem> {
+        match self.limit {
+            None => Ok(100),
+            Some(n @ 1..=500) => Ok(n as usize),
+            Some(n) => Err(Problem::bad_request(format!(
+                "limit {n} is out of range (1-500)"
+            ))),
+        }
+    }
+}
+
+/// A cursor names the last item of a page by its place in the queue's
+/// order (creation time, then id), so items added meanwhile never shift a
+/// page: each is listed exactly once.
+fn encode_cursor(a: &Approval) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!(
+        "{}|{}",
+        a.created_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+        a.id
+    ))
+}
+
+fn decode_cursor(cursor: &str) -> Result<(DateTime<Utc>, String), Problem> {
+    use base64::Engine as _;
+    let bad = || Problem::bad_request("the cursor is not one this API gave out");
+    let text = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(bad)?;
+    let (time, id) = text.split_once('|').ok_or_else(bad)?;
+    let time = DateTime::parse_from_rfc3339(time)
+        .map_err(|_| bad())?
+        .with_timezone(&Utc);
+    Ok((time, id.to_string()))
+}
+
+/// `GET /api/v1/approvals`: the pending queue, oldest first, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/api/v1/approvals",
+    tag = "approvals",
+    params(PageQuery),
+    responses((status = 200, description = "A page of pending requests", body = ApprovalPage), Refusals),
+    security(("bearer" = []), ("session" = []))
+)]
+pub(super) async fn list_approvals(
+    State(shared): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
+    query: Result<Query<PageQuery>, QueryRejection>,
+) -> Result<Json<ApprovalPage>, Problem> {
+    caller.needs(Role::Manager)?;
+    let Query(query) = query.map_err(Problem::bad_request)?;
+    let limit = query.limit()?;
+    let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
+    let org = shared.org.clone();
+    let all = blocking(move || org.approvals().list())
+        .await
+        .map_err(Problem::internal)?
+        .map_err(Problem::internal)?;
+    let mut pending = all
+        .iter()
+        .filter(|a| a.status == Status::Pending)
+        .filter(|a| {
+            after
+                .as_ref()
+                .is_none_or(|(t, id)| (a.created_at, &a.id) > (*t, id))
+        });
+    let items: Vec<&Approval> = pending.by_ref().take(limit).collect();
+    let more = pending.next().is_some();
+    Ok(Json(ApprovalPage {
+        next_cursor: items.last().filter(|_| more).map(|a| encode_cursor(a)),
+        items: items.into_iter().map(ApprovalView::from).collect(),
+    }))
+}
+
+/// An id in a path, or a 400 problem.
+pub(super) fn path_id(path: Result<Path<String>, PathRejection>) -> Result<String, Problem> {
+    path.map(|Path(id)| id).map_err(Problem::bad_request)
+}
+
+/// `GET /api/v1/approvals/{id}`: one request, whatever its status.
+#[utoipa::path(
+    get,
+    path = "/api/v1/approvals/{id}",
+    tag = "approvals",
+    params(("id" = String, Path, description = "The request's id")),
+    responses((status = 200, description = "The request", body = ApprovalView), Refusals),
+    security(("bearer" = []), ("session" = []))
+)]
+pub(super) async fn get_approval(
+    State(shared): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<ApprovalView>, Problem> {
+    caller.needs(Role::Manager)?;
+    let id = path_id(id)?;
+    let org = shared.org.clone();
+    let found = blocking(move || org.approvals().get(&id).map(|a| (id, a)))
+        .await
+        .map_err(Problem::internal)?
+        .map_err(|e| match e {
+            crate::store::StoreError::Tampered { .. } => Problem::new(
+                StatusCode::CONFLICT,
+                "The request was changed outside the host",
+                e.to_string(),
+            ),
+            other => Problem::internal(other),
+        })?;
+    match found {
+        (_, Some(a)) => Ok(Json(ApprovalView::from(&a))),
+        (id, None) => Err(Problem::new(
+            StatusCode::NOT_FOUND,
+            "No such request",
+            format!("no approval request {id:?} in this organisation"),
+        )),
+    }
+}
+
+/// The body of an answer: the option chosen, and an optional comment.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AnswerBody {
+    /// One of the question's options.
+    option: String,
+    /// Why (at most 2000 bytes).
+    comment: Option<String>,
+}
+
+/// `POST /api/v1/approvals/{id}/answer`: answer an employee's question
+/// with one of its options.
+#[utoipa::path(
+    post,
+    path = "/api/v1/approvals/{id}/answer",
+    tag = "approvals",
+    params(("id" = String, Path, description = "The question's id")),
+    request_body = AnswerBody,
+    responses((status = 200, description = "The answered question", body = ApprovalView), Refusals),
+    security(("bearer" = []), ("session" = []))
+)]
+pub(super) async fn answer(
+    State(shared): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
+    id: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<ApprovalView>, Problem> {
+    let operator = caller.needs(Role::User)?.clone();
+    let id = path_id(id)?;
+    let body: AnswerBody = json_body(&headers, &body, r#"{"option": "…"}"#)?;
+    check_comment(body.comment.as_deref())?;
+    let org = shared.org.clone();
+    let answered =
+        blocking(move || org.answer(&id, &body.option, &operator.name, body.comment.as_deref()))
+            .await
+            .map_err(Problem::internal)?;
+    answered
+        .map(|a| Json(ApprovalView::from(&a)))
+        .map_err(decide_problem)
+}
+
+/// The body of a decision: an optional comment, nothing else.
+#[derive(Deserialize, Default, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct DecisionBody {
+    /// Why (at most 2000 bytes).
+    comment: Option<String>,
+}
+
+fn check_comment(comment: Option<&str>) -> Result<(), Problem> {
+    if comment.is_some_and(|c| c.len() > 2000) {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid body",
+            "the comment is longer than 2000 bytes",
+        ));
+    }
+    Ok(())
+}
+
+fn decision_body(headers: &HeaderMap, body: &[u8]) -> Result<DecisionBody, Problem> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(DecisionBody::default());
+    }
+    let body: DecisionBody = json_body(headers, body, r#"{"comment": "…"}"#)?;
+    check_comment(body.comment.as_deref())?;
+    Ok(body)
+}
+
+/// `POST /api/v1/approvals/{id}/approve`: approve as the caller; the
+/// action runs before the answer.
+#[utoipa::path(
+    post,
+    path = "/api/v1/approvals/{id}/approve",
+    tag = "approvals",
+    params(("id" = String, Path, description = "The request's id")),
+    request_body(content = Option<DecisionBody>, description = "An optional comment (the body may be empty)"),
+    responses((status = 200, description = "The decided request", body = ApprovalView), Refusals),
+    security(("bearer" = []), ("session" = []))
+)]
+pub(super) async fn approve(
+    state: State<Arc<Shared>>,
+    caller: Extension<Caller>,
+    id: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<ApprovalView>, Problem> {
+    decide(state, caller, id, headers, body, Verdict::Approve).await
+}
+
+/// `POST /api/v1/approvals/{id}/deny`: deny as the caller.
+#[utoipa::path(
+    post,
+    path = "/api/v1/approvals/{id}/deny",
+    tag = "approvals",
+    params(("id" = String, Path, description = "The request's id")),
+    request_body(content = Option<DecisionBody>, description = "An optional comment (the body may be empty)"),
+    responses((status = 200, description = "The decided request", body = ApprovalView), Refusals),
+    security(("bearer" = []), ("session" = []))
+)]
+pub(super) async fn deny(
+    state: State<Arc<Shared>>,
+    caller: Extension<Caller>,
+    id: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<ApprovalView>, Problem> {
+    decide(state, caller, id, headers, body, Verdict::Deny).await
+}
+
+async fn decide(
+    State(shared): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
+    id: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+    verdict: Verdict,
+) -> Result<Json<ApprovalView>, Problem> {
+    let operator = caller.needs(Role::User)?.clone();
+    let id = path_id(id)?;
+    let body = decision_body(&headers, &body)?;
+    let org = shared.org.clone();
+    let decided =
+        blocking(move || org.decide(&id, verdict, &operator.name, body.comment.as_deref()))
+            .await
+            .map_err(Problem::internal)?;
+    decided
+        .map(|a| Json(ApprovalView::from(&a)))
+        .map_err(decide_problem)
+}
+
+/// The problem a refused decision is.
+fn decide_problem(e: DecideError) -> Problem {
+    let detail = e.to_string();
+    match e {
+        DecideError::Unknown(_) => Problem::new(StatusCode::NOT_FOUND, "No such request", detail),
+        DecideError::NotAllowed { .. } => {
+            Problem::new(StatusCode::FORBIDDEN, "Not allowed", detail)
+        }
+        DecideError::AlreadyDecided { .. }
+        | DecideError::Expired(_)
+        | DecideError::Void { .. }
+        | DecideError::Tampered(_)
+        | DecideError::Deferred(_)
+        | DecideError::Question(_)
+        | DecideError::NotAQuestion(_) => Problem::new(
+            StatusCode::CONFLICT,
+            "The request cannot be decided so",
+            detail,
+        ),
+        DecideError::BadEdit { .. } | DecideError::BadAnswer { .. } => {
+            Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid decision", detail)
+        }
+        DecideError::Store(crate::store::StoreError::Tampered { .. }) => Problem::new(
+            StatusCode::CONFLICT,
+            "The request was changed outside the host",
+            detail,
+        ),
+        DecideError::Store(_) | DecideError::Org(_) => Problem::internal(detail),
+    }
+}
+
+/// The body of `POST /api/v1/tasks`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TaskBody {
+    /// A registered employee.
+    employee: String,
+    /// What to do, in plain words.
+    task: String,
+}
+
+/// How a task ended.
+#[derive(Serialize, ToSchema)]
+pub(super) struct TaskView {
+    task_id: String,
+    /// `{"status": "completed", "summary"}`, `{"status": "failed", "error"}` or `{"status": "trapped", "reason"}`.
+    #[schema(value_type = Object)]
+    end: serde_json::Value,
+    /// What the employee printed (capped).
+    guest_output: String,
+}
+
+/// The request's JSON body as `T`: 415 unless it says it is JSON, 422 if
+/// it does not parse (unknown fields included); `expected` shows its shape.
+pub(super) fn json_body<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: &[u8],
+    expected: &str,
+) -> Result<T, Problem> {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|t| t.trim() == "application/json")
+        });
+    if !json {
+        return Err(Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Unsupported media type",
+            "send the body as application/json",
+        ));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid body",
+            format!("{e} (expected {expected})"),
+        )
+    })
+}
+
+/// `POST /api/v1/tasks`: run one task with a registered employee (its
+/// pinned component, its grants and limits), as the caller, and answer
+/// how it ended.
+#[utoipa::path(
+    post,
+    path = "/api/v1/tasks",
+    tag = "tasks",
+    request_body = TaskBody,
+    responses((status = 200, description = "How the task ended", body = TaskView), Refusals),
+    security(("bearer" = []), ("session" = []))
+)]
+pub(super) async fn start_task(
+    State(shared): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<TaskView>, Problem> {
+    let operator = caller.needs(Role::Manager)?.clone();
+    let body: TaskBody = json_body(&headers, &body, r#"{"employee": "…", "task": "…"}"#)?;
+    let org = shared.org.clone();
+    let ran = blocking(move || -> Result<crate::runtime::TaskResult, Problem> {
+        if org
+            .stored_manifest(&body.employee)
+            .map_err(Problem::internal)?
+            .is_none()
+        {
+            return Err(Problem::new(
+                StatusCode::NOT_FOUND,
+                "No such employee",
+                format!(
+                    "no employee {:?} is registered in this organisation",
+                    body.employee
+                ),
+            ));
+        }
+        let employee = org
+            .registered_employee(&body.employee)
+            .map_err(Problem::internal)?;
+        let result = employee.run(&body.task).map_err(|e| match e {
+            crate::runtime::StartError::Instruction(why) => {
+                Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid task", why)
+            }
+            other => Problem::internal(other),
+        })?;
+        org.audit_operator_action(
+            "tasks-start",
+            &format!("{} {}", body.employee, result.task_id),
+            &format!("started by {} through the API", operator.name),
+        )
+        .map_err(Problem::internal)?;
+        Ok(result)
+    })
+    .await
+    .map_err(Problem::internal)??;
+    Ok(Json(TaskView {
+        task_id: ran.task_id,
+        end: serde_json::to_value(&ran.end).unwrap_or_default(),
+        guest_output: ran.guest_output,
+    }))
+}

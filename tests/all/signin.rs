@@ -1,0 +1,500 @@
+//! Operators who sign in to the daemon: enrolment codes, passwords, TOTP,
+//! sessions, CSRF, lockout and rate limits, attacked over real HTTP.
+//!
+//! Most tests run the daemon in this process on a manual clock (so a
+//! session can grow idle without waiting half an hour); the first-start
+//! test runs the real binary.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
+use anyhow::{Context, Result};
+use chrono::{Duration, Utc};
+use clancy::accounts::SessionLimits;
+use clancy::approvals::ManualClock;
+use clancy::daemon::{Config, Daemon, RateLimits};
+use clancy::operators::{Operator, Role};
+use clancy::org::Org;
+use reqwest::blocking::{Client, Response};
+use serde_json::{Value, json};
+
+use crate::env::TestEnv;
+
+/// A daemon running in this process on a manual clock.
+struct Live {
+    url: String,
+    org: Arc<Org>,
+    clock: Arc<ManualClock>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Live {
+    fn start(limits: RateLimits) -> Result<Live> {
+        let TestEnv { dir, mut host } = TestEnv::new()?;
+        let clock = Arc::new(ManualClock::new(Utc::now()));
+        host.use_clock(clock.clone());
+        let org = Arc::new(host);
+        let config = Config {
+            listen: "127.0.0.1:0".parse::<SocketAddr>()?,
+            tick: StdDuration::from_secs(3600),
+            insecure_http: false,
+            rate_limits: limits,
+            sessions: SessionLimits::default(),
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let served = org.clone();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                let daemon = match Daemon::bind(served, &config).await {
+                    Ok(d) => d,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(daemon.local_addr().map_err(|e| e.to_string()));
+                let _ = daemon
+                    .run(async move {
+                        let _ = stopped.await;
+                    })
+                    .await;
+            });
+        });
+        let addr = ready_rx
+            .recv_timeout(StdDuration::from_secs(30))?
+            .map_err(anyhow::Error::msg)?;
+        Ok(Live {
+            url: format!("http://{addr}"),
+            org,
+            clock,
+            stop: Some(stop),
+            thread: Some(thread),
+            _dir: dir,
+        })
+    }
+
+    /// An enrolled operator: returns their otpauth URI (for admins and managers).
+    fn enrol(&self, name: &str, role: Role, password: &str) -> Result<Option<String>> {
+        self.org.add_operator(
+            &Operator {
+                name: name.into(),
+                role,
+            },
+            None,
+        )?;
+        let code = self.org.invite(name, "the test")?;
+        let r = post_json(
+            &self.url,
+            "/api/v1/enrol",
+            &json!({"code": code, "password": password}),
+        )?;
+        anyhow::ensure!(r.status() == 200, "enrol: {}", r.text()?);
+        let body: Value = serde_json::from_str(&r.text()?)?;
+        Ok(body["otpauth_uri"].as_str().map(str::to_string))
+    }
+
+    /// The TOTP code of `otpauth` at the daemon's time.
+    fn code(&self, otpauth: &str) -> Result<String> {
+        let totp = totp_rs::Totp::from_url(otpauth)?;
+        Ok(totp.generate(self.org.now().timestamp() as u64).to_string())
+    }
+
+    fn sign_in(&self, user: &str, password: &str, totp: Option<&str>) -> Result<Response> {
+        post_json(
+            &self.url,
+            "/api/v1/session",
+            &json!({"user": user, "password": password, "totp": totp}),
+        )
+    }
+
+    /// Sign in; the session's cookie pair (`clancy_session=…`) and CSRF token.
+    fn session(&self, user: &str, password: &str, totp: Option<&str>) -> Result<(String, String)> {
+        let r = self.sign_in(user, password, totp)?;
+        anyhow::ensure!(r.status() == 201, "sign in: {}", r.status());
+        let cookie = r
+            .headers()
+            .get("set-cookie")
+            .context("no cookie")?
+            .to_str()?
+            .to_string();
+        for flag in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+            anyhow::ensure!(cookie.contains(flag), "{cookie} lacks {flag}");
+        }
+        let pair = cookie
+            .split(';')
+            .next()
+            .context("empty cookie")?
+            .to_string();
+        let body: Value = serde_json::from_str(&r.text()?)?;
+        let csrf = body["csrf_token"].as_str().context("no csrf token")?;
+        Ok((pair, csrf.to_string()))
+    }
+
+    fn entries_about(&self, action: &str) -> Result<Vec<String>> {
+        Ok(self
+            .org
+            .audit()
+            .entries()?
+            .into_iter()
+            .filter(|e| e.record.action == action)
+            .map(|e| format!("{} {}", e.record.args, e.record.result))
+            .collect())
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn client() -> Client {
+    Client::builder()
+        .timeout(StdDuration::from_secs(60))
+        .build()
+        .expect("client")
+}
+
+fn post_json(url: &str, path: &str, body: &Value) -> Result<Response> {
+    Ok(client()
+        .post(format!("{url}{path}"))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()?)
+}
+
+const PASSWORD: &str = "a sentence nobody guesses";
+
+#[test]
+fn the_first_start_prints_an_admin_enrolment_link_that_works_once() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let served = crate::daemon::Served::start(&data, &[])?;
+    let link = served
+        .enrol_link
+        .clone()
+        .context("no enrolment link printed")?;
+    let (page, code) = link.split_once('#').context("no code in the link")?;
+    assert_eq!(page, format!("{}/enrol", served.url));
+    let html = client().get(page).send()?;
+    assert_eq!(html.status(), 200);
+    let csp = html
+        .headers()
+        .get("content-security-policy")
+        .context("no CSP")?
+        .to_str()?
+        .to_string();
+    assert!(csp.contains("default-src 'none'"), "{csp}");
+
+    let weak = post_json(
+        &served.url,
+        "/api/v1/enrol",
+        &json!({"code": code, "password": "short"}),
+    )?;
+    assert_eq!(weak.status(), 422);
+    let named = post_json(
+        &served.url,
+        "/api/v1/enrol",
+        &json!({"code": code, "password": "admin is my password"}),
+    )?;
+    assert_eq!(
+        named.status(),
+        422,
+        "a password holding the name is refused"
+    );
+    let enrolled = post_json(
+        &served.url,
+        "/api/v1/enrol",
+        &json!({"code": code, "password": PASSWORD}),
+    )?
+    .text()?;
+    let enrolled: Value = serde_json::from_str(&enrolled)?;
+    assert_eq!(enrolled["user"], "admin");
+    assert_eq!(enrolled["role"], "admin");
+    let otpauth = enrolled["otpauth_uri"]
+        .as_str()
+        .context("no second factor")?;
+    let again = post_json(
+        &served.url,
+        "/api/v1/enrol",
+        &json!({"code": code, "password": PASSWORD}),
+    )?;
+    assert_eq!(again.status(), 422, "an enrolment code is spent once");
+
+    let signin = |totp: Option<String>| {
+        post_json(
+            &served.url,
+            "/api/v1/session",
+            &json!({"user": "admin", "password": PASSWORD, "totp": totp}),
+        )
+    };
+    let no_code = signin(None)?;
+    assert_eq!(no_code.status(), 401, "an admin needs a second factor");
+    let totp = totp_rs::Totp::from_url(otpauth)?;
+    let code_now = totp.generate(Utc::now().timestamp() as u64).to_string();
+    let ok = signin(Some(code_now.clone()))?;
+    assert_eq!(ok.status(), 201);
+    let cookie = ok
+        .headers()
+        .get("set-cookie")
+        .context("no cookie")?
+        .to_str()?
+        .split(';')
+        .next()
+        .context("empty")?
+        .to_string();
+    let me = client()
+        .get(format!("{}/api/v1/session", served.url))
+        .header("cookie", &cookie)
+        .send()?
+        .text()?;
+    let me: Value = serde_json::from_str(&me)?;
+    assert_eq!(me["user"], "admin");
+    assert_eq!(me["via"], "session");
+    let replay = signin(Some(code_now))?;
+    assert_eq!(replay.status(), 401, "a TOTP code is accepted once");
+
+    let (status, _) = served.terminate(StdDuration::from_secs(15))?;
+    assert!(status.success());
+    let log = crate::env::clancy(&data, &["audit", "log"])?;
+    let log = crate::env::stdout(&log);
+    assert!(log.contains("admin signed in from 127.0.0.1"), "{log}");
+    assert!(log.contains("refused from 127.0.0.1"), "{log}");
+    assert!(!log.contains(PASSWORD), "a password reached the audit log");
+    assert!(
+        !log.contains(code),
+        "an enrolment code reached the audit log"
+    );
+    // The daemon enrolled an admin: the next start prints no link.
+    let served = crate::daemon::Served::start(&data, &[])?;
+    assert!(served.enrol_link.is_none());
+    Ok(())
+}
+
+#[test]
+fn a_cross_site_request_riding_on_a_session_cookie_is_refused_and_audited() -> Result<()> {
+    let live = Live::start(RateLimits::default())?;
+    live.enrol("erin", Role::User, PASSWORD)?;
+    let (cookie, csrf) = live.session("erin", PASSWORD, None)?;
+    let host = live.url.trim_start_matches("http://").to_string();
+    let make = |csrf: Option<&str>, origin: Option<&str>| {
+        let mut r = client()
+            .post(format!("{}/api/v1/tokens", live.url))
+            .header("cookie", &cookie)
+            .header("content-type", "application/json")
+            .body(json!({"role": "user", "days": 1}).to_string());
+        if let Some(c) = csrf {
+            r = r.header("x-csrf-token", c);
+        }
+        if let Some(o) = origin {
+            r = r.header("origin", o);
+        }
+        r.send()
+    };
+    let own_origin = format!("http://{host}");
+    // A form on another site: the cookie rides along, nothing else.
+    assert_eq!(make(None, Some("https://evil.example"))?.status(), 403);
+    assert_eq!(
+        make(None, Some(&own_origin))?.status(),
+        403,
+        "no CSRF token"
+    );
+    assert_eq!(
+        make(Some(&csrf), Some("https://evil.example"))?.status(),
+        403
+    );
+    assert_eq!(make(Some(&csrf), None)?.status(), 403, "no Origin");
+    assert_eq!(
+        make(Some("0".repeat(48).as_str()), Some(&own_origin))?.status(),
+        403
+    );
+    assert!(
+        live.org.operators().tokens()?.is_empty(),
+        "a refused request made a token"
+    );
+    let made = make(Some(&csrf), Some(&own_origin))?;
+    assert_eq!(made.status(), 201);
+    let refusals = live.entries_about("api-csrf-refused")?;
+    assert_eq!(refusals.len(), 5, "{refusals:?}");
+    // Signing in from another site's form (login CSRF) is refused too.
+    let forced = client()
+        .post(format!("{}/api/v1/session", live.url))
+        .header("content-type", "application/json")
+        .header("origin", "https://evil.example")
+        .body(json!({"user": "erin", "password": PASSWORD}).to_string())
+        .send()?;
+    assert_eq!(forced.status(), 403);
+    // Reading needs no CSRF token: a GET changes nothing.
+    let me = client()
+        .get(format!("{}/api/v1/session", live.url))
+        .header("cookie", &cookie)
+        .send()?;
+    assert_eq!(me.status(), 200);
+    Ok(())
+}
+
+#[test]
+fn wrong_passwords_or_codes_lock_the_account_and_sign_ins_are_limited_per_ip() -> Result<()> {
+    let live = Live::start(RateLimits {
+        sign_ins_per_minute: 12,
+        ..RateLimits::default()
+    })?;
+    let otpauth = live
+        .enrol("mgr", Role::Manager, PASSWORD)?
+        .context("no totp")?;
+    for _ in 0..3 {
+        assert_eq!(live.sign_in("mgr", "wrong password!!", None)?.status(), 401);
+    }
+    for _ in 0..2 {
+        let wrong_code = live.sign_in("mgr", PASSWORD, Some("000000"))?;
+        assert_eq!(wrong_code.status(), 401);
+    }
+    // Five failures: even the right password and code are refused now.
+    let code = live.code(&otpauth)?;
+    let locked = live.sign_in("mgr", PASSWORD, Some(&code))?;
+    assert_eq!(locked.status(), 429);
+    let wait: i64 = locked
+        .headers()
+        .get("retry-after")
+        .context("no Retry-After")?
+        .to_str()?
+        .parse()?;
+    assert!((14 * 60..=15 * 60 + 1).contains(&wait), "{wait}");
+    live.clock.advance(Duration::minutes(16));
+    let code = live.code(&otpauth)?;
+    assert_eq!(live.sign_in("mgr", PASSWORD, Some(&code))?.status(), 201);
+    let refused = live.entries_about("sign-in")?;
+    assert_eq!(
+        refused.iter().filter(|e| e.contains("refused")).count(),
+        6,
+        "{refused:?}"
+    );
+    // Guessing across names from one address hits the per-IP budget.
+    let mut statuses = Vec::new();
+    for n in 0..8 {
+        statuses.push(
+            live.sign_in(&format!("nobody{n}"), "guess guess guess", None)?
+                .status(),
+        );
+    }
+    assert!(
+        statuses.contains(&reqwest::StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_session_ends_when_idle_too_old_signed_out_or_its_role_changes() -> Result<()> {
+    let live = Live::start(RateLimits::default())?;
+    live.enrol("uma", Role::User, PASSWORD)?;
+    let whoami = |cookie: &str| -> Result<u16> {
+        Ok(client()
+            .get(format!("{}/api/v1/session", live.url))
+            .header("cookie", cookie)
+            .send()?
+            .status()
+            .as_u16())
+    };
+    let (cookie, _) = live.session("uma", PASSWORD, None)?;
+    assert_eq!(whoami(&cookie)?, 200);
+    live.clock.advance(Duration::minutes(31));
+    assert_eq!(whoami(&cookie)?, 401, "idle for 31 minutes");
+
+    let (cookie, _) = live.session("uma", PASSWORD, None)?;
+    for _ in 0..(12 * 60 / 25) {
+        live.clock.advance(Duration::minutes(25));
+        assert_eq!(whoami(&cookie)?, 200);
+    }
+    live.clock.advance(Duration::minutes(25));
+    assert_eq!(whoami(&cookie)?, 401, "older than 12 hours");
+
+    let (cookie, csrf) = live.session("uma", PASSWORD, None)?;
+    let out = client()
+        .delete(format!("{}/api/v1/session", live.url))
+        .header("cookie", &cookie)
+        .header("x-csrf-token", &csrf)
+        .header("origin", &live.url)
+        .send()?;
+    assert_eq!(out.status(), 204);
+    assert_eq!(whoami(&cookie)?, 401, "signed out");
+
+    let (cookie, _) = live.session("uma", PASSWORD, None)?;
+    live.org.add_operator(
+        &Operator {
+            name: "uma".into(),
+            role: Role::Manager,
+        },
+        Some("alice"),
+    )?;
+    assert_eq!(whoami(&cookie)?, 401, "a changed role ends the session");
+    // A forged cookie for her name gets nothing.
+    assert_eq!(
+        whoami(&format!("clancy_session=uma.{}", "ab".repeat(32)))?,
+        401
+    );
+    Ok(())
+}
+
+#[test]
+fn every_operator_and_address_is_rate_limited_with_retry_after() -> Result<()> {
+    let live = Live::start(RateLimits {
+        per_ip: 1000,
+        per_operator: 2,
+        sign_ins_per_minute: 10,
+    })?;
+    let (_, secret) = live.org.create_token("alice", Role::Manager, 1, "alice")?;
+    let mut answers = Vec::new();
+    for _ in 0..8 {
+        let r = client()
+            .get(format!("{}/api/v1/approvals", live.url))
+            .bearer_auth(&secret)
+            .send()?;
+        answers.push((r.status().as_u16(), r.headers().get("retry-after").cloned()));
+    }
+    let limited: Vec<_> = answers.iter().filter(|(s, _)| *s == 429).collect();
+    assert!(!limited.is_empty(), "{answers:?}");
+    assert!(
+        limited.iter().all(|(_, after)| after.is_some()),
+        "{answers:?}"
+    );
+    // Another operator is not slowed by alice's burst.
+    let (_, other) = live.org.create_token("bob", Role::Manager, 1, "bob")?;
+    let r = client()
+        .get(format!("{}/api/v1/approvals", live.url))
+        .bearer_auth(&other)
+        .send()?;
+    assert_eq!(r.status(), 200);
+    drop(live);
+
+    let live = Live::start(RateLimits {
+        per_ip: 1,
+        per_operator: 1000,
+        sign_ins_per_minute: 10,
+    })?;
+    let statuses: Vec<u16> = (0..6)
+        .map(|_| -> Result<u16> {
+            Ok(client()
+                .get(format!("{}/api/v1/openapi.json", live.url))
+                .send()?
+                .status()
+                .as_u16())
+        })
+        .collect::<Result<_>>()?;
+    assert!(statuses.contains(&429), "{statuses:?}");
+    Ok(())
+}
