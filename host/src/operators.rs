@@ -34,7 +34,9 @@ pub enum OperatorError {
 }
 
 /// What an operator may do. Admins outrank managers, who outrank users.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Role {
     /// Reviews and decides requests addressed to users.

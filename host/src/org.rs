@@ -259,6 +259,15 @@ impl Org {
         }
         let by = by.unwrap_or("the first operator's setup");
         let before = operators.get(&operator.name)?;
+        if before.as_ref().is_some_and(|b| b.role == Role::Admin)
+            && operator.role != Role::Admin
+            && admins.len() == 1
+        {
+            return Err(OrgError::NotAllowed(format!(
+                "{} is the organisation's only admin: make another admin first",
+                operator.name
+            )));
+        }
         operators.put(operator)?;
         // A changed role takes effect at once: their sessions end.
         if before.is_some_and(|b| b.role != operator.role) {

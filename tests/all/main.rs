@@ -2,6 +2,7 @@
 //! guests built by `tests/build.rs`) against the real host, sandbox workspace
 //! and `clancy` binary. One binary with modules links faster than many.
 
+mod api_schema;
 mod approvals;
 mod approvals_cli;
 mod audit_log;

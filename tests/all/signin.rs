@@ -233,7 +233,7 @@ fn the_first_start_prints_an_admin_enrolment_link_that_works_once() -> Result<()
         "/api/v1/enrol",
         &json!({"code": code, "password": PASSWORD}),
     )?;
-    assert_eq!(again.status(), 422, "an enrolment code is spent once");
+    assert_eq!(again.status(), 403, "an enrolment code is spent once");
 
     let signin = |totp: Option<String>| {
         post_json(
@@ -496,5 +496,143 @@ fn every_operator_and_address_is_rate_limited_with_retry_after() -> Result<()> {
         })
         .collect::<Result<_>>()?;
     assert!(statuses.contains(&429), "{statuses:?}");
+    Ok(())
+}
+
+/// The permission matrix (the README's table): each route and the least
+/// role that may call it. Public routes take no credentials.
+const MATRIX: &[(&str, &str, Option<&str>, Option<Role>)] = &[
+    ("GET", "/api/v1/session", None, Some(Role::User)),
+    ("DELETE", "/api/v1/session", None, Some(Role::User)),
+    ("GET", "/api/v1/operators", None, Some(Role::Admin)),
+    (
+        "POST",
+        "/api/v1/operators",
+        Some(r#"{"name": "newbie", "role": "user"}"#),
+        Some(Role::Admin),
+    ),
+    (
+        "POST",
+        "/api/v1/operators/uma/enrolment",
+        None,
+        Some(Role::Admin),
+    ),
+    ("GET", "/api/v1/tokens", None, Some(Role::User)),
+    (
+        "POST",
+        "/api/v1/tokens",
+        Some(r#"{"role": "user", "days": 1}"#),
+        Some(Role::User),
+    ),
+    (
+        "POST",
+        "/api/v1/tokens/tk-000000000000/revoke",
+        None,
+        Some(Role::User),
+    ),
+    ("GET", "/api/v1/approvals", None, Some(Role::Manager)),
+    (
+        "GET",
+        "/api/v1/approvals/apr-none",
+        None,
+        Some(Role::Manager),
+    ),
+    (
+        "POST",
+        "/api/v1/approvals/apr-none/approve",
+        None,
+        Some(Role::User),
+    ),
+    (
+        "POST",
+        "/api/v1/approvals/apr-none/deny",
+        None,
+        Some(Role::User),
+    ),
+    (
+        "POST",
+        "/api/v1/approvals/apr-none/answer",
+        Some(r#"{"option": "yes"}"#),
+        Some(Role::User),
+    ),
+    (
+        "POST",
+        "/api/v1/tasks",
+        Some(r#"{"employee": "nobody", "task": "x"}"#),
+        Some(Role::Manager),
+    ),
+    ("GET", "/api/v1/openapi.json", None, None),
+];
+
+#[test]
+fn every_route_answers_every_role_as_the_permission_matrix_says() -> Result<()> {
+    let live = Live::start(RateLimits {
+        per_ip: 10_000,
+        per_operator: 10_000,
+        sign_ins_per_minute: 100,
+    })?;
+    live.org.add_operator(
+        &Operator {
+            name: "ada".into(),
+            role: Role::Admin,
+        },
+        None,
+    )?;
+    live.org.add_operator(
+        &Operator {
+            name: "uma".into(),
+            role: Role::User,
+        },
+        Some("ada"),
+    )?;
+    let mut tokens = Vec::new();
+    for (name, role) in [
+        ("uma", Role::User),
+        ("alice", Role::Manager),
+        ("ada", Role::Admin),
+    ] {
+        tokens.push((role, Some(live.org.create_token(name, role, 1, "ada")?.1)));
+    }
+    // Unauthenticated, and a token of another organisation's daemon.
+    let stranger = Live::start(RateLimits::default())?;
+    let foreign = stranger
+        .org
+        .create_token("alice", Role::Manager, 1, "alice")?
+        .1;
+    let call = |method: &str, path: &str, body: Option<&str>, token: Option<&str>| -> Result<u16> {
+        let mut r = client().request(method.parse()?, format!("{}{path}", live.url));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            r = r
+                .header("content-type", "application/json")
+                .body(b.to_string());
+        }
+        Ok(r.send()?.status().as_u16())
+    };
+    for (method, path, body, least) in MATRIX {
+        let anonymous = call(method, path, *body, None)?;
+        let foreigner = call(method, path, *body, Some(&foreign))?;
+        match least {
+            None => assert_eq!(anonymous, 200, "{method} {path} is public"),
+            Some(_) => {
+                assert_eq!(anonymous, 401, "{method} {path} unauthenticated");
+                assert_eq!(foreigner, 401, "{method} {path} with another org's token");
+            }
+        }
+        for (role, token) in &tokens {
+            let status = call(method, path, *body, token.as_deref())?;
+            match least {
+                Some(least) if role < least => {
+                    assert_eq!(status, 403, "{method} {path} as {role}")
+                }
+                _ => assert!(
+                    status != 401 && status != 403 && status < 500,
+                    "{method} {path} as {role}: {status}"
+                ),
+            }
+        }
+    }
     Ok(())
 }

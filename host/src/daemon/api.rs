@@ -210,6 +210,7 @@ pub(super) struct PageQuery {
     #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
     /// The `next_cursor` of the previous page.
+    #[param(pattern = "^[A-Za-z0-9_-]{1,200}$")]
     cursor: Option<String>,
 }
 
@@ -341,7 +342,7 @@ pub(super) async fn get_approval(
 pub(super) struct AnswerBody {
     /// One of the question's options.
     option: String,
-    /// Why (at most 2000 bytes).
+    /// Why (at most 2000 characters).
     comment: Option<String>,
 }
 
@@ -381,16 +382,17 @@ pub(super) async fn answer(
 #[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct DecisionBody {
-    /// Why (at most 2000 bytes).
+    /// Why (at most 2000 characters).
+    #[schema(max_length = 2000)]
     comment: Option<String>,
 }
 
 fn check_comment(comment: Option<&str>) -> Result<(), Problem> {
-    if comment.is_some_and(|c| c.len() > 2000) {
+    if comment.is_some_and(|c| c.chars().count() > 2000) {
         return Err(Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "Invalid body",
-            "the comment is longer than 2000 bytes",
+            "the comment is longer than 2000 characters",
         ));
     }
     Ok(())
@@ -400,7 +402,8 @@ fn decision_body(headers: &HeaderMap, body: &[u8]) -> Result<DecisionBody, Probl
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(DecisionBody::default());
     }
-    let body: DecisionBody = json_body(headers, body, r#"{"comment": "…"}"#)?;
+    let body: Option<DecisionBody> = json_body(headers, body, r#"{"comment": "…"}"#)?;
+    let body = body.unwrap_or_default();
     check_comment(body.comment.as_deref())?;
     Ok(body)
 }

@@ -382,6 +382,7 @@ async fn check_host(State(shared): State<Arc<Shared>>, request: Request, next: N
         api::answer,
         api::start_task,
     ),
+    components(schemas(api::ProblemBody)),
     modifiers(&SecuritySchemes)
 )]
 struct ApiDoc;

@@ -35,8 +35,7 @@ pub(super) struct SignInBody {
 #[derive(Serialize, ToSchema)]
 pub(super) struct SessionView {
     user: String,
-    /// admin, manager or user.
-    role: String,
+    role: Role,
     /// How this request was authenticated: `session` or `token`.
     via: String,
     /// Send it back as `X-CSRF-Token` on every request that changes something.
@@ -59,11 +58,9 @@ fn problem_for_sign_in(e: &SignInError, now: DateTime<Utc>) -> Problem {
             "Second factor missing",
             e.to_string(),
         ),
-        SignInError::BadEnrolment => Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "Invalid enrolment",
-            e.to_string(),
-        ),
+        SignInError::BadEnrolment => {
+            Problem::new(StatusCode::FORBIDDEN, "Invalid enrolment", e.to_string())
+        }
         SignInError::WeakPassword(_) => Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "Password refused",
@@ -163,7 +160,7 @@ pub(super) async fn sign_in(
         StatusCode::CREATED,
         Json(SessionView {
             user: operator.name,
-            role: operator.role.to_string(),
+            role: operator.role,
             via: "session".into(),
             csrf_token: Some(csrf),
         }),
@@ -191,7 +188,7 @@ pub(super) async fn whoami(Extension(caller): Extension<Caller>) -> Json<Session
     };
     Json(SessionView {
         user: caller.operator.name.clone(),
-        role: caller.operator.role.to_string(),
+        role: caller.operator.role,
         via: via.into(),
         csrf_token,
     })
@@ -234,8 +231,10 @@ pub(super) async fn sign_out(
 #[serde(deny_unknown_fields)]
 pub(super) struct EnrolBody {
     /// The one-time code (`enr_…`).
+    #[schema(pattern = "^enr_[0-9a-f]{48}$")]
     code: String,
     /// At least 12 characters, not containing the operator's name.
+    #[schema(min_length = 12, max_length = 1024)]
     password: String,
 }
 
@@ -243,7 +242,7 @@ pub(super) struct EnrolBody {
 #[derive(Serialize, ToSchema)]
 pub(super) struct EnrolledView {
     user: String,
-    role: String,
+    role: Role,
     /// For admins and managers: add it to an authenticator app now; it is
     /// shown this once. Signing in needs a code from it.
     otpauth_uri: Option<String>,
@@ -289,7 +288,7 @@ pub(super) async fn enrol(
                 .map_err(Problem::internal)?;
                 Ok(Json(EnrolledView {
                     user: enrolled.operator.name,
-                    role: enrolled.operator.role.to_string(),
+                    role: enrolled.operator.role,
                     otpauth_uri: enrolled.otpauth,
                 }))
             }
@@ -314,7 +313,7 @@ pub(super) async fn enrol(
 #[derive(Serialize, ToSchema)]
 pub(super) struct OperatorView {
     name: String,
-    role: String,
+    role: Role,
     /// Whether they set a password (spent an enrolment code).
     enrolled: bool,
     /// Shown once, when one was just made.
@@ -332,9 +331,9 @@ pub(super) struct OperatorList {
 #[serde(deny_unknown_fields)]
 pub(super) struct OperatorBody {
     /// 1-64 letters, digits, `.`, `_`, `-` or `@`.
+    #[schema(pattern = "^[A-Za-z0-9._@-]{1,64}$")]
     name: String,
-    /// admin, manager or user.
-    role: String,
+    role: Role,
 }
 
 fn org_problem(e: OrgError) -> Problem {
@@ -372,7 +371,7 @@ pub(super) async fn list_operators(
                 Ok(OperatorView {
                     enrolled: accounts.enrolled(&o.name)?,
                     name: o.name,
-                    role: o.role.to_string(),
+                    role: o.role,
                     enrolment_code: None,
                 })
             })
@@ -402,16 +401,7 @@ pub(super) async fn put_operator(
 ) -> Result<Response, Problem> {
     let admin = caller.needs(Role::Admin)?.name.clone();
     let body: OperatorBody = json_body(&headers, &body, r#"{"name": "…", "role": "manager"}"#)?;
-    let role: Role = body
-        .role
-        .parse()
-        .map_err(|e: crate::operators::OperatorError| {
-            Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "Invalid operator",
-                e.to_string(),
-            )
-        })?;
+    let role = body.role;
     let org = shared.org.clone();
     let view = blocking(move || -> Result<OperatorView, OrgError> {
         let operator = Operator {
@@ -427,7 +417,7 @@ pub(super) async fn put_operator(
         };
         Ok(OperatorView {
             name: operator.name,
-            role: operator.role.to_string(),
+            role: operator.role,
             enrolled,
             enrolment_code,
         })
@@ -465,7 +455,7 @@ pub(super) async fn new_enrolment(
         Ok(Some(OperatorView {
             enrolled: org.accounts().enrolled(&operator.name)?,
             name: operator.name,
-            role: operator.role.to_string(),
+            role: operator.role,
             enrolment_code: Some(code),
         }))
     })
@@ -487,7 +477,7 @@ pub(super) async fn new_enrolment(
 pub(super) struct TokenView {
     id: String,
     operator: String,
-    role: String,
+    role: Role,
     created_by: String,
     created_at: DateTime<Utc>,
     expires_at: DateTime<Utc>,
@@ -501,7 +491,7 @@ impl TokenView {
         TokenView {
             id: t.id,
             operator: t.operator,
-            role: t.role.to_string(),
+            role: t.role,
             created_by: t.created_by,
             created_at: t.created_at,
             expires_at: t.expires_at,
@@ -522,9 +512,10 @@ pub(super) struct TokenList {
 #[serde(deny_unknown_fields)]
 pub(super) struct TokenBody {
     /// Who it acts as (default: the caller; only admins name others).
+    #[schema(pattern = "^[A-Za-z0-9._@-]{1,64}$")]
     operator: Option<String>,
-    /// admin, manager or user: never above the caller's or the operator's.
-    role: String,
+    /// Never above the caller's or the operator's.
+    role: Role,
     /// Days until it expires (1-365, default 30).
     #[schema(minimum = 1, maximum = 365)]
     days: Option<u32>,
@@ -575,16 +566,7 @@ pub(super) async fn create_token(
 ) -> Result<Response, Problem> {
     let me = caller.needs(Role::User)?.clone();
     let body: TokenBody = json_body(&headers, &body, r#"{"role": "manager", "days": 30}"#)?;
-    let role: Role = body
-        .role
-        .parse()
-        .map_err(|e: crate::operators::OperatorError| {
-            Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "Invalid token",
-                e.to_string(),
-            )
-        })?;
+    let role = body.role;
     if role > me.role {
         return Err(Problem::new(
             StatusCode::FORBIDDEN,
