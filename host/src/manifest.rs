@@ -11,6 +11,7 @@ use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -361,11 +362,16 @@ pub struct Manifest {
     pub schedules: Vec<Schedule>,
 }
 
-/// A task the daemon starts every `every_secs` seconds.
+/// A task the daemon starts every `every_secs` seconds, or at the times a
+/// cron expression names (in UTC).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Schedule {
-    /// Seconds between two runs.
-    pub every_secs: u64,
+    /// Seconds between two runs (`every = "15m"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every_secs: Option<u64>,
+    /// A cron expression (`cron = "0 9 * * MON-FRI"`), in UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cron: Option<String>,
     /// The task's instruction.
     pub task: String,
 }
@@ -379,6 +385,44 @@ impl Schedule {
     pub fn id(&self) -> String {
         hex::encode(&crate::digest::digest(self)[..8])
     }
+
+    /// When it runs next after `now` (`None`: a cron expression that never
+    /// matches again).
+    pub fn next_after(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        match (&self.cron, self.every_secs) {
+            (Some(cron), _) => parse_cron(cron)
+                .ok()?
+                .find_next_occurrence(&now, false)
+                .ok(),
+            (None, Some(secs)) => i64::try_from(secs)
+                .ok()
+                .and_then(chrono::Duration::try_seconds)
+                .map(|d| now + d),
+            (None, None) => None,
+        }
+    }
+
+    /// How it reads in a diff or a list.
+    pub fn when(&self) -> String {
+        match (&self.cron, self.every_secs) {
+            (Some(cron), _) => format!("cron {cron:?} (UTC)"),
+            (None, Some(secs)) => format!("every {secs}s"),
+            (None, None) => "never".into(),
+        }
+    }
+}
+
+/// A standard five-field cron expression (minute hour day-of-month month
+/// day-of-week), or six with seconds first.
+fn parse_cron(text: &str) -> Result<croner::Cron, String> {
+    use std::str::FromStr as _;
+    let fields = text.split_whitespace().count();
+    if !(5..=6).contains(&fields) {
+        return Err(format!(
+            "{text:?} has {fields} fields; a cron expression has 5 (minute hour day month weekday) or 6 (seconds first)"
+        ));
+    }
+    croner::Cron::from_str(text).map_err(|e| format!("{text:?} is not a cron expression: {e}"))
 }
 
 impl Manifest {
@@ -677,19 +721,41 @@ impl Manifest {
 
         let mut schedules = Vec::new();
         for s in raw.schedule {
-            let every = humantime::parse_duration(s.every.as_ref().trim())
-                .ok()
-                .map(|d| d.as_secs())
-                .filter(|secs| SCHEDULE_EVERY.contains(secs))
-                .ok_or_else(|| {
-                    at(
-                        s.every.span(),
-                        format!(
-                            "every = {:?} is not a period from 1s to 30d (e.g. \"15m\", \"1h 30m\", \"1d\")",
-                            s.every.as_ref()
-                        ),
-                    )
-                })?;
+            let (every, cron) = match (&s.every, &s.cron) {
+                (Some(every), None) => {
+                    let secs = humantime::parse_duration(every.as_ref().trim())
+                        .ok()
+                        .map(|d| d.as_secs())
+                        .filter(|secs| SCHEDULE_EVERY.contains(secs))
+                        .ok_or_else(|| {
+                            at(
+                                every.span(),
+                                format!(
+                                    "every = {:?} is not a period from 1s to 30d (e.g. \"15m\", \"1h 30m\", \"1d\")",
+                                    every.as_ref()
+                                ),
+                            )
+                        })?;
+                    (Some(secs), None)
+                }
+                (None, Some(cron)) => {
+                    let text = cron.as_ref().trim();
+                    let parsed = parse_cron(text).map_err(|e| at(cron.span(), e))?;
+                    if parsed
+                        .find_next_occurrence(&chrono::Utc::now(), false)
+                        .is_err()
+                    {
+                        return Err(at(cron.span(), format!("cron = {text:?} never runs")));
+                    }
+                    (None, Some(text.to_string()))
+                }
+                _ => {
+                    return Err(at(
+                        s.task.span(),
+                        "a schedule needs exactly one of every = \"15m\" or cron = \"0 9 * * MON-FRI\"".to_string(),
+                    ));
+                }
+            };
             let task = s.task.as_ref().trim();
             if task.is_empty() || task.len() > crate::runtime::MAX_INSTRUCTION_BYTES {
                 return Err(at(
@@ -702,6 +768,7 @@ impl Manifest {
             }
             schedules.push(Schedule {
                 every_secs: every,
+                cron,
                 task: task.to_string(),
             });
         }
@@ -795,7 +862,8 @@ struct RawManifest {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSchedule {
-    every: Spanned<String>,
+    every: Option<Spanned<String>>,
+    cron: Option<Spanned<String>>,
     task: Spanned<String>,
 }
 

@@ -746,8 +746,16 @@ fn scheduled_tasks_run_on_their_timer_and_bad_schedules_are_refused() -> Result<
         ("every = \"1m\"\ntask = \"  \"", "needs text"),
         (
             "every = \"1m\"\ntask = \"post x\"\ncron = \"* * * * *\"",
-            "unknown field",
+            "exactly one of",
         ),
+        ("task = \"post x\"", "exactly one of"),
+        (
+            "cron = \"61 * * * *\"\ntask = \"post x\"",
+            "is not a cron expression",
+        ),
+        ("cron = \"* * *\"\ntask = \"post x\"", "has 3 fields"),
+        ("cron = \"0 0 30 2 *\"\ntask = \"post x\"", "never runs"),
+        ("cron = \"every monday\"\ntask = \"post x\"", "has 2 fields"),
     ] {
         std::fs::write(&manifest, text(bad))?;
         let o = clancy(&data, &["check", &manifest.display().to_string()])?;
@@ -760,7 +768,9 @@ fn scheduled_tasks_run_on_their_timer_and_bad_schedules_are_refused() -> Result<
     }
     std::fs::write(
         &manifest,
-        text("every = \"1s\"\ntask = \"post on the hour\""),
+        text(
+            "every = \"1s\"\ntask = \"post on the hour\"\n\n[[schedule]]\ncron = \"* * * * * *\"\ntask = \"post by cron\"",
+        ),
     )?;
     // Loading registers the employee with its schedule (audited with the diff).
     ok(
@@ -774,12 +784,16 @@ fn scheduled_tasks_run_on_their_timer_and_bad_schedules_are_refused() -> Result<
     )?;
     let log = ok(&data, &["audit", "log"])?;
     assert!(log.contains("schedule every 1s: post on the hour"), "{log}");
+    assert!(
+        log.contains("schedule cron \"* * * * * *\" (UTC): post by cron"),
+        "{log}"
+    );
 
     let served = Served::start(&data, &[])?;
     let started = Instant::now();
     loop {
         let (_, text) = served.get("/metrics")?;
-        if metric(&text, "clancy_tasks_total{outcome=\"completed\"}").is_some_and(|n| n >= 2.0) {
+        if metric(&text, "clancy_tasks_total{outcome=\"completed\"}").is_some_and(|n| n >= 4.0) {
             break;
         }
         anyhow::ensure!(
@@ -798,6 +812,12 @@ fn scheduled_tasks_run_on_their_timer_and_bad_schedules_are_refused() -> Result<
         .filter(|e| e["kind"] == "task-start" && e["args"] == "post on the hour")
         .collect();
     assert!(runs.len() >= 2, "{} scheduled runs", runs.len());
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["kind"] == "task-start" && e["args"] == "post by cron"),
+        "the cron schedule never ran"
+    );
     for run in runs {
         let task = run["task"].as_str().unwrap_or_default();
         assert!(

@@ -137,11 +137,14 @@ fn describe(m: &Manifest) -> Vec<String> {
 }
 
 fn schedule_line(s: &crate::manifest::Schedule) -> String {
-    format!(
-        "schedule every {}: {}",
-        humantime::format_duration(std::time::Duration::from_secs(s.every_secs)),
-        crate::human::line(&s.task)
-    )
+    let when = match (&s.cron, s.every_secs) {
+        (None, Some(secs)) => format!(
+            "every {}",
+            humantime::format_duration(std::time::Duration::from_secs(secs))
+        ),
+        _ => s.when(),
+    };
+    format!("schedule {when}: {}", crate::human::line(&s.task))
 }
 
 fn component(m: &Manifest) -> String {

@@ -3,12 +3,13 @@
 //!
 //! Each schedule of each registered employee has a durable next run time
 //! (area `schedules`, keyed by employee and the schedule's own id, so a
-//! changed schedule starts afresh). The first run is one period after the
-//! schedule is first seen. A due run moves the next time on *before* the
+//! changed schedule starts afresh). The first run is the schedule's next
+//! time after it is first seen (one period on, or the cron expression's
+//! next match, in UTC); a slot missed while the daemon was down runs once. A due run moves the next time on *before* the
 //! task starts: a restart never runs a slot twice, and a task cut short by
 //! a kill is recorded as interrupted at the next start, never silently lost.
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 
 use crate::runtime::TaskResult;
 use crate::store::StoreError;
@@ -38,9 +39,10 @@ impl Org {
                 let next = match &stored {
                     Some(bytes) => crate::store::decode::<DateTime<Utc>>(AREA, bytes)?,
                     None => {
-                        // First seen: the first run is one period from now.
-                        let first = now + period(schedule.every_secs);
-                        self.org.put_json(AREA, &key, &first)?;
+                        // First seen: the first run is its next time after now.
+                        if let Some(first) = schedule.next_after(now) {
+                            self.org.put_json(AREA, &key, &first)?;
+                        }
                         continue;
                     }
                 };
@@ -49,7 +51,9 @@ impl Org {
                 }
                 // The slot is taken before the task runs, conditionally: of
                 // two rounds, one runs it.
-                let after = crate::store::encode(&(now + period(schedule.every_secs)))?;
+                // A cron expression that never matches again waits forever.
+                let after = schedule.next_after(now).unwrap_or(DateTime::<Utc>::MAX_UTC);
+                let after = crate::store::encode(&after)?;
                 if !self.org.write_if(
                     AREA,
                     &key,
@@ -65,7 +69,7 @@ impl Org {
                         tracing::error!("{why}");
                         let _ = self.audit_operator_action(
                             "schedule",
-                            &format!("{} every {}s", manifest.name, schedule.every_secs),
+                            &format!("{} {}", manifest.name, schedule.when()),
                             &format!("not started: {e}"),
                         );
                         round.failed.push(why);
@@ -82,11 +86,4 @@ impl Org {
             .run(task)
             .map_err(|e| OrgError::DataDir(e.to_string()))
     }
-}
-
-fn period(secs: u64) -> Duration {
-    i64::try_from(secs)
-        .ok()
-        .and_then(Duration::try_seconds)
-        .unwrap_or(Duration::days(30))
 }
