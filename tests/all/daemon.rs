@@ -36,10 +36,14 @@ impl Served {
         pause: Option<&str>,
         stderr: Option<&Path>,
     ) -> Result<Served> {
-        let mut command = crate::env::clancy_command(
-            data,
-            &["serve", "--listen", "127.0.0.1:0", "--tick-secs", "1"],
-        );
+        // Loopback on a free port, unless `extra` says where.
+        let listen: &[&str] = if extra.contains(&"--listen") {
+            &[]
+        } else {
+            &["--listen", "127.0.0.1:0"]
+        };
+        let mut command = crate::env::clancy_command(data, &["serve", "--tick-secs", "1"]);
+        command.args(listen);
         command
             .args(extra)
             .stdout(Stdio::piped())
@@ -67,7 +71,7 @@ impl Served {
         }
         let url = line
             .split_whitespace()
-            .find(|w| w.starts_with("http://"))
+            .find(|w| w.starts_with("http://") || w.starts_with("https://"))
             .with_context(|| format!("no address in {line:?}"))?
             .to_string();
         Ok(Served {

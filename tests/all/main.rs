@@ -26,3 +26,4 @@ mod registry;
 mod revocation;
 mod rollback;
 mod signin;
+mod tls;

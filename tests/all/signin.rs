@@ -41,6 +41,7 @@ impl Live {
             listen: "127.0.0.1:0".parse::<SocketAddr>()?,
             tick: StdDuration::from_secs(3600),
             insecure_http: false,
+            tls: None,
             rate_limits: limits,
             sessions: SessionLimits::default(),
         };

@@ -173,12 +173,25 @@ pub(super) struct Remote {
 
 /// The daemon to go through: `--server`, or the one serving the data dir
 /// (it answers its health check). `None`: work on the data dir directly.
+/// `CLANCY_CA_CERT` names a PEM certificate to trust besides the system's
+/// (a daemon's own, self-signed one).
 pub(super) fn remote(global: &Global) -> Result<Option<Remote>> {
-    let client = reqwest::blocking::Client::builder()
+    let mut builder = reqwest::blocking::Client::builder()
         .connect_timeout(std::time::Duration::from_secs(3))
         .timeout(std::time::Duration::from_secs(120))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()?;
+        .redirect(reqwest::redirect::Policy::none());
+    if let Some(ca) = std::env::var_os("CLANCY_CA_CERT").filter(|v| !v.is_empty()) {
+        let pem = std::fs::read(&ca)
+            .with_context(|| format!("CLANCY_CA_CERT: cannot read {}", ca.to_string_lossy()))?;
+        let cert = reqwest::Certificate::from_pem(&pem).with_context(|| {
+            format!(
+                "CLANCY_CA_CERT: {} is not a PEM certificate",
+                ca.to_string_lossy()
+            )
+        })?;
+        builder = builder.add_root_certificate(cert);
+    }
+    let client = builder.build()?;
     let url = match &global.server {
         Some(url) => url.trim_end_matches('/').to_string(),
         None => {
@@ -194,7 +207,7 @@ pub(super) fn remote(global: &Global) -> Result<Option<Remote>> {
             // The token goes where this file points: only ever to this
             // machine (a daemon elsewhere is named with --server).
             let local = reqwest::Url::parse(&url).is_ok_and(|u| {
-                u.scheme() == "http"
+                matches!(u.scheme(), "http" | "https")
                     && matches!(
                         u.host(),
                         Some(url::Host::Ipv4(ip)) if ip.is_loopback()

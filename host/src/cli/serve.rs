@@ -24,8 +24,14 @@ pub(super) struct ServeArgs {
     tick_secs: u64,
     /// Allow a non-loopback address without TLS (only behind a proxy that
     /// terminates TLS).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "tls_cert")]
     insecure_http: bool,
+    /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The certificate's private key (PEM, readable by its owner only).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
     /// Requests per second from one IP address (bursts of twice that).
     #[arg(long, default_value_t = 50, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
     rate_per_ip: u32,
@@ -59,6 +65,7 @@ pub(super) fn run(global: &Global, args: ServeArgs, out: &mut impl Write) -> Res
         listen: args.listen,
         tick: Duration::from_secs(args.tick_secs),
         insecure_http: args.insecure_http,
+        tls: args.tls_cert.zip(args.tls_key),
         rate_limits: crate::daemon::RateLimits {
             per_ip: args.rate_per_ip,
             per_operator: args.rate_per_operator,
@@ -79,7 +86,8 @@ pub(super) fn run(global: &Global, args: ServeArgs, out: &mut impl Write) -> Res
         .build()?;
     let served = runtime.block_on(async {
         let daemon = Daemon::bind(org.clone(), &config).await?;
-        let url = format!("http://{}", daemon.local_addr()?);
+        let scheme = if daemon.tls() { "https" } else { "http" };
+        let url = format!("{scheme}://{}", daemon.local_addr()?);
         // Tells the CLI on this data dir where to send its commands.
         let file = data_dir(global)?.join(super::DAEMON_FILE);
         std::fs::write(

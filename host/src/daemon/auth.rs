@@ -9,7 +9,7 @@
 //! sign-in attempts against a much smaller per-IP budget: over any of them
 //! the answer is 429 with `Retry-After`.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
@@ -154,7 +154,7 @@ fn public(method: &Method, path: &str) -> bool {
 /// rate. The [`Caller`] is handed to the route in the request's extensions.
 pub(super) async fn guard(
     State(shared): State<Arc<Shared>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(super::tls::Peer(peer)): ConnectInfo<super::tls::Peer>,
     mut request: Request,
     next: Next,
 ) -> Response {

@@ -41,8 +41,10 @@ use crate::org::Org;
 mod api;
 mod auth;
 mod people;
+mod tls;
 
 pub use auth::RateLimits;
+pub use tls::acceptor as tls_acceptor;
 
 /// How the daemon runs.
 #[derive(Clone, Debug)]
@@ -53,6 +55,8 @@ pub struct Config {
     pub tick: Duration,
     /// Allow a non-loopback address without TLS.
     pub insecure_http: bool,
+    /// Serve TLS with this certificate chain and key (PEM files).
+    pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
     /// How much each caller may ask.
     pub rate_limits: RateLimits,
     /// How long sessions live.
@@ -78,6 +82,9 @@ pub enum ServeError {
     /// Start-up work on the data dir failed.
     #[error("{0}")]
     Start(String),
+    /// The TLS certificate or key cannot be used.
+    #[error("{0}")]
+    Tls(String),
 }
 
 /// What the timer has done since start, for `/metrics`.
@@ -113,6 +120,7 @@ struct Shared {
 /// A bound daemon, not yet serving.
 pub struct Daemon {
     listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shared: Arc<Shared>,
     tick: Duration,
 }
@@ -121,7 +129,11 @@ impl Daemon {
     /// Check the address, bind it, and do the start-up work on the data dir
     /// (close interrupted tasks, finish interrupted approved actions).
     pub async fn bind(org: Arc<Org>, config: &Config) -> Result<Daemon, ServeError> {
-        if !config.listen.ip().is_loopback() && !config.insecure_http {
+        let tls = match &config.tls {
+            Some((cert, key)) => Some(tls::acceptor(cert, key).map_err(ServeError::Tls)?),
+            None => None,
+        };
+        if !config.listen.ip().is_loopback() && !config.insecure_http && tls.is_none() {
             return Err(ServeError::NotLoopback(config.listen));
         }
         let listener = tokio::net::TcpListener::bind(config.listen)
@@ -159,14 +171,15 @@ impl Daemon {
         Ok(Daemon {
             listener,
             shared: Arc::new(Shared {
+                tls: tls.is_some(),
                 org,
                 counters: Counters::default(),
                 hosts,
                 port,
                 limiters: auth::Limiters::new(config.rate_limits),
                 sessions: config.sessions,
-                tls: false,
             }),
+            tls,
             tick: config.tick,
         })
     }
@@ -174,6 +187,11 @@ impl Daemon {
     /// The address it listens on.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// Whether it serves TLS (`https://`).
+    pub fn tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// Serve and keep time until `shutdown` resolves; then stop accepting,
@@ -229,15 +247,23 @@ impl Daemon {
                 check_host,
             ))
             .with_state(self.shared.clone());
-        let served = axum::serve(
-            self.listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
+        let stopping = async move {
             shutdown.await;
             let _ = stop_tx.send(true);
-        })
-        .await;
+        };
+        let service = app.into_make_service_with_connect_info::<tls::Peer>();
+        let served = match self.tls {
+            Some(acceptor) => {
+                axum::serve(tls::TlsListener::new(self.listener, acceptor)?, service)
+                    .with_graceful_shutdown(stopping)
+                    .await
+            }
+            None => {
+                axum::serve(self.listener, service)
+                    .with_graceful_shutdown(stopping)
+                    .await
+            }
+        };
         // The round in progress finishes; no new one starts.
         if let Err(e) = timer.await {
             tracing::error!("the timer stopped abnormally: {e}");

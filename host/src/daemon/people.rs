@@ -1,7 +1,6 @@
 //! The API's people routes: enrolling, signing in and out, operators
 //! (admins only) and API tokens.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::rejection::PathRejection;
@@ -107,7 +106,7 @@ fn named(user: &str) -> String {
 )]
 pub(super) async fn sign_in(
     State(shared): State<Arc<Shared>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(super::tls::Peer(peer)): ConnectInfo<super::tls::Peer>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, Problem> {
@@ -259,7 +258,7 @@ pub(super) struct EnrolledView {
 )]
 pub(super) async fn enrol(
     State(shared): State<Arc<Shared>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(super::tls::Peer(peer)): ConnectInfo<super::tls::Peer>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Json<EnrolledView>, Problem> {
