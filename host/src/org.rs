@@ -33,8 +33,10 @@ mod explain;
 mod registry;
 mod rollback;
 mod schedules;
+mod tasks;
 pub use decisions::{DecideError, Verdict};
 pub use rollback::{UndoError, UndoOutcome, UndoReport};
+pub use tasks::{MAX_QUEUED, TaskError, TaskRecord, TaskState};
 
 /// Opening the host or loading an employee failed.
 #[derive(Debug, thiserror::Error)]

@@ -26,7 +26,9 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/api/v1/approvals/{id}/approve", &["post"]),
     ("/api/v1/approvals/{id}/deny", &["post"]),
     ("/api/v1/approvals/{id}/answer", &["post"]),
-    ("/api/v1/tasks", &["post"]),
+    ("/api/v1/tasks", &["post", "get"]),
+    ("/api/v1/tasks/{id}", &["get"]),
+    ("/api/v1/tasks/{id}/cancel", &["post"]),
 ];
 
 fn schemathesis(served: &Served, token: &str, paths: &[&str], include: bool) -> Result<()> {

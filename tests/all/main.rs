@@ -22,6 +22,7 @@ mod limits;
 mod mail_scope;
 mod notify;
 mod plugins;
+mod queue;
 mod registry;
 mod revocation;
 mod rollback;

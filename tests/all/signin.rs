@@ -22,9 +22,9 @@ use serde_json::{Value, json};
 use crate::env::TestEnv;
 
 /// A daemon running in this process on a manual clock.
-struct Live {
-    url: String,
-    org: Arc<Org>,
+pub(crate) struct Live {
+    pub(crate) url: String,
+    pub(crate) org: Arc<Org>,
     clock: Arc<ManualClock>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -33,9 +33,19 @@ struct Live {
 
 impl Live {
     fn start(limits: RateLimits) -> Result<Live> {
+        Live::start_with(limits, |_| Ok(()))
+    }
+
+    /// Start it after `prepare` had the org to itself (as a previous
+    /// process would have left it).
+    pub(crate) fn start_with(
+        limits: RateLimits,
+        prepare: impl FnOnce(&Org) -> Result<()>,
+    ) -> Result<Live> {
         let TestEnv { dir, mut host } = TestEnv::new()?;
         let clock = Arc::new(ManualClock::new(Utc::now()));
         host.use_clock(clock.clone());
+        prepare(&host)?;
         let org = Arc::new(host);
         let config = Config {
             listen: "127.0.0.1:0".parse::<SocketAddr>()?,
@@ -44,6 +54,8 @@ impl Live {
             tls: None,
             rate_limits: limits,
             sessions: SessionLimits::default(),
+            workers: 1,
+            drain: StdDuration::from_secs(5),
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -163,7 +175,7 @@ impl Drop for Live {
     }
 }
 
-fn client() -> Client {
+pub(crate) fn client() -> Client {
     Client::builder()
         .timeout(StdDuration::from_secs(60))
         .build()
@@ -560,6 +572,19 @@ const MATRIX: &[(&str, &str, Option<&str>, Option<Role>)] = &[
         "POST",
         "/api/v1/tasks",
         Some(r#"{"employee": "nobody", "task": "x"}"#),
+        Some(Role::Manager),
+    ),
+    ("GET", "/api/v1/tasks", None, Some(Role::Manager)),
+    (
+        "GET",
+        "/api/v1/tasks/no-such-task",
+        None,
+        Some(Role::Manager),
+    ),
+    (
+        "POST",
+        "/api/v1/tasks/no-such-task/cancel",
+        None,
         Some(Role::Manager),
     ),
     ("GET", "/api/v1/openapi.json", None, None),

@@ -41,6 +41,13 @@ pub(super) struct ServeArgs {
     /// Sign-in and enrolment attempts per minute from one IP address.
     #[arg(long, default_value_t = 10, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
     sign_ins_per_minute: u32,
+    /// Workers that run queued tasks [default: one per core].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    workers: Option<u16>,
+    /// At SIGTERM, how long running tasks may take to finish before the
+    /// daemon exits (they are recorded as interrupted at the next start).
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    drain: Duration,
     /// A session without a request for this long ends (e.g. 30m).
     #[arg(long, default_value = "30m", value_name = "DURATION", value_parser = session_duration)]
     session_idle: chrono::Duration,
@@ -75,6 +82,11 @@ pub(super) fn run(global: &Global, args: ServeArgs, out: &mut impl Write) -> Res
             idle: args.session_idle,
             absolute: args.session_max,
         },
+        workers: args.workers.map_or_else(
+            || std::thread::available_parallelism().map_or(1, usize::from),
+            usize::from,
+        ),
+        drain: args.drain,
     };
     if config.sessions.idle > config.sessions.absolute {
         anyhow::bail!("--session-idle may not be longer than --session-max");
@@ -117,8 +129,9 @@ pub(super) fn run(global: &Global, args: ServeArgs, out: &mut impl Write) -> Res
         anyhow::Ok(())
     });
     // The runtime goes first, then the org (its engine owns a runtime of
-    // its own, which may not be dropped inside an async context).
-    drop(runtime);
+    // its own, which may not be dropped inside an async context). A task
+    // still running after the drain is left to end with the process.
+    runtime.shutdown_timeout(Duration::from_secs(1));
     drop(org);
     served?;
     // Said if anyone still listens; a closed stdout does not make a clean

@@ -18,7 +18,7 @@ use super::auth::Caller;
 use super::{Shared, blocking};
 use crate::approvals::{Approval, Status};
 use crate::operators::Role;
-use crate::org::{DecideError, Verdict};
+use crate::org::{DecideError, TaskError, TaskRecord, TaskState, Verdict};
 
 /// The largest request body the API reads.
 pub(super) const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -229,13 +229,11 @@ impl PageQuery {
 /// A cursor names the last item of a page by its place in the queue's
 /// order (creation time, then id), so items added meanwhile never shift a
 /// page: each is listed exactly once.
-fn encode_cursor(a: &Approval) -> String {
+fn encode_cursor(time: DateTime<Utc>, id: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!(
-        "{}|{}",
-        a.created_at
-            .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
-        a.id
+        "{}|{id}",
+        time.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
     ))
 }
 
@@ -288,7 +286,10 @@ pub(super) async fn list_approvals(
     let items: Vec<&Approval> = pending.by_ref().take(limit).collect();
     let more = pending.next().is_some();
     Ok(Json(ApprovalPage {
-        next_cursor: items.last().filter(|_| more).map(|a| encode_cursor(a)),
+        next_cursor: items
+            .last()
+            .filter(|_| more)
+            .map(|a| encode_cursor(a.created_at, &a.id)),
         items: items.into_iter().map(ApprovalView::from).collect(),
     }))
 }
@@ -511,15 +512,66 @@ pub(super) struct TaskBody {
     task: String,
 }
 
-/// How a task ended.
+/// A requested task and where it stands.
 #[derive(Serialize, ToSchema)]
 pub(super) struct TaskView {
-    task_id: String,
-    /// `{"status": "completed", "summary"}`, `{"status": "failed", "error"}` or `{"status": "trapped", "reason"}`.
-    #[schema(value_type = Object)]
-    end: serde_json::Value,
+    /// The task id (also in its audit entries: `clancy audit explain ID`).
+    id: String,
+    employee: String,
+    task: String,
+    requested_by: String,
+    requested_at: DateTime<Utc>,
+    state: TaskState,
+    started_at: Option<DateTime<Utc>>,
+    ended_at: Option<DateTime<Utc>>,
+    /// The employee's summary or error, or why it stopped.
+    outcome: Option<String>,
     /// What the employee printed (capped).
-    guest_output: String,
+    guest_output: Option<String>,
+}
+
+impl From<TaskRecord> for TaskView {
+    fn from(t: TaskRecord) -> TaskView {
+        TaskView {
+            id: t.id,
+            employee: t.employee,
+            task: t.task,
+            requested_by: t.requested_by,
+            requested_at: t.requested_at,
+            state: t.state,
+            started_at: t.started_at,
+            ended_at: t.ended_at,
+            outcome: t.outcome,
+            guest_output: t.guest_output,
+        }
+    }
+}
+
+/// One page of tasks.
+#[derive(Serialize, ToSchema)]
+pub(super) struct TaskPage {
+    items: Vec<TaskView>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    next_cursor: Option<String>,
+}
+
+fn task_problem(e: TaskError) -> Problem {
+    let detail = e.to_string();
+    match e {
+        TaskError::NoEmployee(_) => Problem::new(StatusCode::NOT_FOUND, "No such employee", detail),
+        TaskError::Unknown(_) => Problem::new(StatusCode::NOT_FOUND, "No such task", detail),
+        TaskError::Invalid(_) => {
+            Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid task", detail)
+        }
+        TaskError::Full => {
+            Problem::new(StatusCode::SERVICE_UNAVAILABLE, "The queue is full", detail)
+                .retry_after(30)
+        }
+        TaskError::NotQueued { .. } => {
+            Problem::new(StatusCode::CONFLICT, "The task cannot be cancelled", detail)
+        }
+        TaskError::Org(e) => Problem::internal(e),
+    }
 }
 
 /// The request's JSON body as `T`: 415 unless it says it is JSON, 422 if
@@ -553,15 +605,20 @@ pub(super) fn json_body<T: serde::de::DeserializeOwned>(
     })
 }
 
-/// `POST /api/v1/tasks`: run one task with a registered employee (its
-/// pinned component, its grants and limits), as the caller, and answer
-/// how it ended.
+/// `POST /api/v1/tasks`: queue a task for a registered employee (it runs
+/// with its pinned component, grants and limits, on the daemon's workers).
+/// Answers at once with the task; `GET /api/v1/tasks/{id}` tells how it
+/// goes. A full queue answers 503 with `Retry-After`.
 #[utoipa::path(
     post,
     path = "/api/v1/tasks",
     tag = "tasks",
     request_body = TaskBody,
-    responses((status = 200, description = "How the task ended", body = TaskView), Refusals),
+    responses(
+        (status = 202, description = "Queued", body = TaskView),
+        (status = 503, description = "The queue is full", content_type = "application/problem+json", body = ProblemBody),
+        Refusals
+    ),
     security(("bearer" = []), ("session" = []))
 )]
 pub(super) async fn start_task(
@@ -569,47 +626,108 @@ pub(super) async fn start_task(
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: axum::body::Bytes,
-) -> Result<Json<TaskView>, Problem> {
+) -> Result<Response, Problem> {
     let operator = caller.needs(Role::Manager)?.clone();
     let body: TaskBody = json_body(&headers, &body, r#"{"employee": "…", "task": "…"}"#)?;
     let org = shared.org.clone();
-    let ran = blocking(move || -> Result<crate::runtime::TaskResult, Problem> {
-        if org
-            .stored_manifest(&body.employee)
-            .map_err(Problem::internal)?
-            .is_none()
-        {
-            return Err(Problem::new(
-                StatusCode::NOT_FOUND,
-                "No such employee",
-                format!(
-                    "no employee {:?} is registered in this organisation",
-                    body.employee
-                ),
-            ));
-        }
-        let employee = org
-            .registered_employee(&body.employee)
-            .map_err(Problem::internal)?;
-        let result = employee.run(&body.task).map_err(|e| match e {
-            crate::runtime::StartError::Instruction(why) => {
-                Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid task", why)
-            }
-            other => Problem::internal(other),
-        })?;
-        org.audit_operator_action(
-            "tasks-start",
-            &format!("{} {}", body.employee, result.task_id),
-            &format!("started by {} through the API", operator.name),
-        )
+    let queued = blocking(move || org.request_task(&body.employee, &body.task, &operator.name))
+        .await
+        .map_err(Problem::internal)?
+        .map_err(task_problem)?;
+    shared.work.notify_one();
+    let location = format!("/api/v1/tasks/{}", queued.id);
+    let mut response = (StatusCode::ACCEPTED, Json(TaskView::from(queued))).into_response();
+    if let Ok(value) = header::HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    Ok(response)
+}
+
+/// `GET /api/v1/tasks`: requested tasks, oldest first, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/api/v1/tasks",
+    tag = "tasks",
+    params(PageQuery),
+    responses((status = 200, description = "A page of tasks", body = TaskPage), Refusals),
+    security(("bearer" = []), ("session" = []))
+)]
+pub(super) async fn list_tasks(
+    State(shared): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
+    query: Result<Query<PageQuery>, QueryRejection>,
+) -> Result<Json<TaskPage>, Problem> {
+    caller.needs(Role::Manager)?;
+    let Query(query) = query.map_err(Problem::bad_request)?;
+    let limit = query.limit()?;
+    let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
+    let org = shared.org.clone();
+    let all = blocking(move || org.tasks())
+        .await
+        .map_err(Problem::internal)?
         .map_err(Problem::internal)?;
-        Ok(result)
-    })
-    .await
-    .map_err(Problem::internal)??;
-    Ok(Json(TaskView {
-        task_id: ran.task_id,
-        end: serde_json::to_value(&ran.end).unwrap_or_default(),
-        guest_output: ran.guest_output,
+    let mut rest = all.into_iter().filter(|t| {
+        after
+            .as_ref()
+            .is_none_or(|(time, id)| (t.requested_at, &t.id) > (*time, id))
+    });
+    let items: Vec<TaskRecord> = rest.by_ref().take(limit).collect();
+    let more = rest.next().is_some();
+    Ok(Json(TaskPage {
+        next_cursor: items
+            .last()
+            .filter(|_| more)
+            .map(|t| encode_cursor(t.requested_at, &t.id)),
+        items: items.into_iter().map(TaskView::from).collect(),
     }))
+}
+
+/// `GET /api/v1/tasks/{id}`: one task and where it stands.
+#[utoipa::path(
+    get,
+    path = "/api/v1/tasks/{id}",
+    tag = "tasks",
+    params(("id" = String, Path, description = "The task id")),
+    responses((status = 200, description = "The task", body = TaskView), Refusals),
+    security(("bearer" = []), ("session" = []))
+)]
+pub(super) async fn get_task(
+    State(shared): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<TaskView>, Problem> {
+    caller.needs(Role::Manager)?;
+    let id = path_id(id)?;
+    let org = shared.org.clone();
+    let lookup = id.clone();
+    blocking(move || org.task(&lookup))
+        .await
+        .map_err(Problem::internal)?
+        .map_err(Problem::internal)?
+        .map(|t| Json(TaskView::from(t)))
+        .ok_or_else(|| task_problem(TaskError::Unknown(id)))
+}
+
+/// `POST /api/v1/tasks/{id}/cancel`: cancel a task that has not started.
+#[utoipa::path(
+    post,
+    path = "/api/v1/tasks/{id}/cancel",
+    tag = "tasks",
+    params(("id" = String, Path, description = "The task id")),
+    responses((status = 200, description = "Cancelled", body = TaskView), Refusals),
+    security(("bearer" = []), ("session" = []))
+)]
+pub(super) async fn cancel_task(
+    State(shared): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<TaskView>, Problem> {
+    let operator = caller.needs(Role::Manager)?.clone();
+    let id = path_id(id)?;
+    let org = shared.org.clone();
+    blocking(move || org.cancel_task(&id, &operator.name))
+        .await
+        .map_err(Problem::internal)?
+        .map(|t| Json(TaskView::from(t)))
+        .map_err(task_problem)
 }

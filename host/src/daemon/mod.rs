@@ -61,6 +61,10 @@ pub struct Config {
     pub rate_limits: RateLimits,
     /// How long sessions live.
     pub sessions: SessionLimits,
+    /// Workers that run queued tasks.
+    pub workers: usize,
+    /// At shutdown, how long running tasks may take to finish.
+    pub drain: Duration,
 }
 
 /// The daemon could not start.
@@ -115,6 +119,8 @@ struct Shared {
     sessions: SessionLimits,
     /// Whether it serves TLS (cookies are `Secure`, origins `https`).
     tls: bool,
+    /// Wakes a worker when a task is queued.
+    work: tokio::sync::Notify,
 }
 
 /// A bound daemon, not yet serving.
@@ -123,6 +129,8 @@ pub struct Daemon {
     tls: Option<tokio_rustls::TlsAcceptor>,
     shared: Arc<Shared>,
     tick: Duration,
+    workers: usize,
+    drain: Duration,
 }
 
 impl Daemon {
@@ -151,6 +159,7 @@ impl Daemon {
             start
                 .record_interrupted_tasks()
                 .map_err(|e| e.to_string())?;
+            start.interrupt_running_tasks().map_err(|e| e.to_string())?;
             start.resume_approved().map_err(|e| e.to_string())?;
             Ok(())
         })
@@ -178,8 +187,11 @@ impl Daemon {
                 port,
                 limiters: auth::Limiters::new(config.rate_limits),
                 sessions: config.sessions,
+                work: tokio::sync::Notify::new(),
             }),
             tls,
+            workers: config.workers.max(1),
+            drain: config.drain,
             tick: config.tick,
         })
     }
@@ -201,7 +213,10 @@ impl Daemon {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let timer = tokio::spawn(keep_time(self.shared.clone(), self.tick, stop_rx));
+        let timer = tokio::spawn(keep_time(self.shared.clone(), self.tick, stop_rx.clone()));
+        let workers: Vec<_> = (0..self.workers)
+            .map(|_| tokio::spawn(work(self.shared.clone(), stop_rx.clone())))
+            .collect();
         let app = axum::Router::new()
             .route("/healthz", get(healthz))
             .route("/readyz", get(readyz))
@@ -234,7 +249,9 @@ impl Daemon {
             .route("/api/v1/approvals/{id}/approve", post(api::approve))
             .route("/api/v1/approvals/{id}/deny", post(api::deny))
             .route("/api/v1/approvals/{id}/answer", post(api::answer))
-            .route("/api/v1/tasks", post(api::start_task))
+            .route("/api/v1/tasks", post(api::start_task).get(api::list_tasks))
+            .route("/api/v1/tasks/{id}", get(api::get_task))
+            .route("/api/v1/tasks/{id}/cancel", post(api::cancel_task))
             .fallback(not_found)
             .method_not_allowed_fallback(method_not_allowed)
             .layer(DefaultBodyLimit::max(api::MAX_BODY_BYTES))
@@ -264,9 +281,18 @@ impl Daemon {
                     .await
             }
         };
-        // The round in progress finishes; no new one starts.
+        // The round in progress finishes; no new one starts. Running tasks
+        // get `drain` to finish; one still running after that is recorded
+        // as interrupted at the next start.
         if let Err(e) = timer.await {
             tracing::error!("the timer stopped abnormally: {e}");
+        }
+        let drained = tokio::time::timeout(self.drain, futures_join(workers)).await;
+        if drained.is_err() {
+            tracing::warn!(
+                "tasks still running after {:?}: they are recorded as interrupted at the next start",
+                self.drain
+            );
         }
         served
     }
@@ -277,6 +303,55 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| format!("a host task failed: {e}"))
+}
+
+/// Wait for every worker.
+async fn futures_join(workers: Vec<tokio::task::JoinHandle<()>>) {
+    for w in workers {
+        if let Err(e) = w.await {
+            tracing::error!("a worker stopped abnormally: {e}");
+        }
+    }
+}
+
+/// A worker: take the oldest queued task, run it on the blocking pool
+/// (its guest under all its limits), record how it ended; when nothing
+/// waits, sleep until a task is queued (or a second passes). Stops taking
+/// tasks when told to stop; a task it runs finishes.
+async fn work(shared: Arc<Shared>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let taker = shared.clone();
+        match blocking(move || taker.org.take_task()).await {
+            Ok(Ok(Some(record))) => {
+                let runner = shared.clone();
+                match blocking(move || runner.org.run_task(record)).await {
+                    Ok(Ok(done)) => {
+                        let c = &shared.counters;
+                        match done.state {
+                            crate::org::TaskState::Completed => &c.tasks_completed,
+                            crate::org::TaskState::Trapped => &c.tasks_trapped,
+                            _ => &c.tasks_failed,
+                        }
+                        .fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(Err(e)) => tracing::error!("recording a task's end failed: {e}"),
+                    Err(e) => tracing::error!("a task failed: {e}"),
+                }
+                continue;
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => tracing::error!("taking a queued task failed: {e}"),
+            Err(e) => tracing::error!("taking a queued task failed: {e}"),
+        }
+        tokio::select! {
+            () = shared.work.notified() => {}
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.changed() => return,
+        }
+    }
 }
 
 /// Every `tick`: escalate, expire, end widenings, deliver notifications.
@@ -335,13 +410,8 @@ fn timer_round(shared: &Shared) -> Result<(), String> {
     }
     match org.run_due_schedules() {
         Ok(round) => {
-            for task in &round.ran {
-                match task.end {
-                    crate::runtime::TaskEnd::Completed { .. } => &c.tasks_completed,
-                    crate::runtime::TaskEnd::Failed { .. } => &c.tasks_failed,
-                    crate::runtime::TaskEnd::Trapped { .. } => &c.tasks_trapped,
-                }
-                .fetch_add(1, Ordering::Relaxed);
+            if !round.queued.is_empty() {
+                shared.work.notify_waiters();
             }
             c.schedules_failed
                 .fetch_add(round.failed.len() as u64, Ordering::Relaxed);
@@ -407,6 +477,9 @@ async fn check_host(State(shared): State<Arc<Shared>>, request: Request, next: N
         api::deny,
         api::answer,
         api::start_task,
+        api::list_tasks,
+        api::get_task,
+        api::cancel_task,
     ),
     components(schemas(api::ProblemBody)),
     modifiers(&SecuritySchemes)
@@ -505,7 +578,7 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
 /// Prometheus text exposition: the queue, the outbox and the timer.
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     let read = shared.clone();
-    let gauges = blocking(move || -> Result<(u64, i64, u64, u64), String> {
+    let gauges = blocking(move || -> Result<(u64, i64, u64, u64, u64), String> {
         let org = &read.org;
         let now = org.now();
         let pending: Vec<_> = org
@@ -526,11 +599,12 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
             .filter(|n| n.state == DeliveryState::Pending)
             .count() as u64;
         let entries = org.audit().len().map_err(|e| e.to_string())?;
-        Ok((pending.len() as u64, oldest, waiting, entries))
+        let queued = org.queued_tasks().map_err(|e| e.to_string())? as u64;
+        Ok((pending.len() as u64, oldest, waiting, entries, queued))
     })
     .await
     .and_then(|r| r);
-    let (pending, oldest, waiting, entries) = match gauges {
+    let (pending, oldest, waiting, entries, queued) = match gauges {
         Ok(g) => g,
         Err(e) => return (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
     };
@@ -565,6 +639,12 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         "gauge",
         "Entries in the audit log.",
         entries.to_string(),
+    );
+    metric(
+        "clancy_tasks_queued",
+        "gauge",
+        "Tasks waiting for a worker.",
+        queued.to_string(),
     );
     metric(
         "clancy_timer_rounds_total",
@@ -603,7 +683,7 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         counter(&c.gave_up).to_string(),
     );
     text.push_str(
-        "# HELP clancy_tasks_total Scheduled tasks run, by how they ended.\n# TYPE clancy_tasks_total counter\n",
+        "# HELP clancy_tasks_total Queued tasks run, by how they ended.\n# TYPE clancy_tasks_total counter\n",
     );
     for (outcome, v) in [
         ("completed", &c.tasks_completed),

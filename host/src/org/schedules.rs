@@ -5,30 +5,30 @@
 //! (area `schedules`, keyed by employee and the schedule's own id, so a
 //! changed schedule starts afresh). The first run is the schedule's next
 //! time after it is first seen (one period on, or the cron expression's
-//! next match, in UTC); a slot missed while the daemon was down runs once. A due run moves the next time on *before* the
-//! task starts: a restart never runs a slot twice, and a task cut short by
-//! a kill is recorded as interrupted at the next start, never silently lost.
+//! next match, in UTC); a slot missed while the daemon was down runs once.
+//! A due slot is taken (the next time moved on, conditionally) before its
+//! task is queued: a restart never queues a slot twice, and the queue
+//! ([`Org::request_task`]) keeps the task until a worker runs it.
 
 use chrono::{DateTime, Utc};
 
-use crate::runtime::TaskResult;
 use crate::store::StoreError;
 
-use super::{Org, OrgError};
+use super::{Org, TaskRecord};
 
 const AREA: &str = "schedules";
 
 /// What one round of schedules did.
 #[derive(Debug, Default)]
 pub struct ScheduleRound {
-    /// Tasks started, with how they ended.
-    pub ran: Vec<TaskResult>,
+    /// Tasks queued (the daemon's workers run them).
+    pub queued: Vec<TaskRecord>,
     /// Schedules that could not start, with why.
     pub failed: Vec<String>,
 }
 
 impl Org {
-    /// Start every scheduled task that is due now, one after another.
+    /// Queue every scheduled task that is due now.
     pub fn run_due_schedules(&self) -> Result<ScheduleRound, StoreError> {
         let now = self.now();
         let mut round = ScheduleRound::default();
@@ -62,15 +62,15 @@ impl Org {
                 )? {
                     continue;
                 }
-                match self.start_scheduled(&manifest.name, &schedule.task) {
-                    Ok(result) => round.ran.push(result),
+                match self.request_task(&manifest.name, &schedule.task, "schedule") {
+                    Ok(record) => round.queued.push(record),
                     Err(e) => {
-                        let why = format!("{}'s schedule could not start: {e}", manifest.name);
+                        let why = format!("{}'s schedule could not queue: {e}", manifest.name);
                         tracing::error!("{why}");
                         let _ = self.audit_operator_action(
                             "schedule",
                             &format!("{} {}", manifest.name, schedule.when()),
-                            &format!("not started: {e}"),
+                            &format!("not queued: {e}"),
                         );
                         round.failed.push(why);
                     }
@@ -78,12 +78,5 @@ impl Org {
             }
         }
         Ok(round)
-    }
-
-    fn start_scheduled(&self, employee: &str, task: &str) -> Result<TaskResult, OrgError> {
-        let loaded = self.registered_employee(employee)?;
-        loaded
-            .run(task)
-            .map_err(|e| OrgError::DataDir(e.to_string()))
     }
 }

@@ -374,6 +374,12 @@ impl LoadedEmployee {
 
     /// Run one task in a fresh store.
     pub fn run(&self, instruction: &str) -> Result<TaskResult, StartError> {
+        self.run_as(&uuid::Uuid::new_v4().to_string(), instruction)
+    }
+
+    /// [`LoadedEmployee::run`] under a task id the caller chose (a queued
+    /// task keeps the id it was given when it was requested).
+    pub fn run_as(&self, task_id: &str, instruction: &str) -> Result<TaskResult, StartError> {
         if instruction.trim().is_empty() {
             return Err(StartError::Instruction("the task is empty".into()));
         }
@@ -383,7 +389,7 @@ impl LoadedEmployee {
                 instruction.len()
             )));
         }
-        let task_id = uuid::Uuid::new_v4().to_string();
+        let task_id = task_id.to_string();
         let audit = self.mediator.audit();
         audit.append(
             crate::audit::Kind::TaskStart,

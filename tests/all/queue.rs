@@ -1,0 +1,221 @@
+//! The daemon's task queue: requested tasks are stored before they run,
+//! run by workers, survive a restart, and are never run twice.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clancy::daemon::RateLimits;
+use clancy::operators::Role;
+use clancy::org::{TaskError, TaskState};
+use clancy_guests::HOSTILE;
+use serde_json::Value;
+
+use crate::env::{TestEnv, with_hostile_imports};
+use crate::signin::{Live, client};
+
+const CHAT: &str =
+    "[[grant]]\nintegration = \"slack\"\nscope = \"channel:#general\"\nactions = [\"post\"]\n";
+
+fn register(org: &clancy::org::Org) -> Result<()> {
+    org.load(TestEnv::manifest(HOSTILE, &with_hostile_imports(CHAT))?)?;
+    Ok(())
+}
+
+/// Poll a task until it ended.
+fn ended(live: &Live, token: &str, id: &str) -> Result<Value> {
+    let started = Instant::now();
+    loop {
+        let seen: Value = serde_json::from_str(
+            &client()
+                .get(format!("{}/api/v1/tasks/{id}", live.url))
+                .bearer_auth(token)
+                .send()?
+                .text()?,
+        )?;
+        if seen["ended_at"].is_string() {
+            return Ok(seen);
+        }
+        anyhow::ensure!(started.elapsed() < Duration::from_secs(30), "{seen}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn queued_tasks_survive_a_restart_and_one_cut_short_is_interrupted_not_rerun() -> Result<()> {
+    let mut ids = (String::new(), String::new());
+    // What a killed daemon leaves: one task taken and running, one waiting.
+    let live = Live::start_with(RateLimits::default(), |org| {
+        register(org)?;
+        let running = org.request_task("test-employee", "print first", "alice")?;
+        let waiting = org.request_task("test-employee", "print second", "alice")?;
+        let taken = org.take_task()?.context("nothing to take")?;
+        assert_eq!(taken.id, running.id, "the oldest is taken first");
+        ids = (running.id, waiting.id);
+        Ok(())
+    })?;
+    let (_, token) = live.org.create_token("alice", Role::Manager, 1, "alice")?;
+    let cut = ended(&live, &token, &ids.0)?;
+    assert_eq!(cut["state"], "interrupted", "{cut}");
+    let ran = ended(&live, &token, &ids.1)?;
+    assert_eq!(ran["state"], "completed", "{ran}");
+    // The interrupted one never started again; the audit trail closes it.
+    let entries = live.org.audit().entries()?;
+    let starts = |id: &str| {
+        entries
+            .iter()
+            .filter(|e| e.kind == clancy::audit::Kind::TaskStart && e.record.task == id)
+            .count()
+    };
+    assert_eq!(starts(&ids.0), 0, "an interrupted task was run again");
+    assert_eq!(starts(&ids.1), 1);
+    assert!(
+        entries
+            .iter()
+            .any(|e| e.record.task == ids.1 && e.record.action == "tasks-requested"),
+        "the request is audited under the task's id"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_task_is_requested_listed_and_cancelled_through_the_api_and_bad_requests_change_nothing()
+-> Result<()> {
+    let live = Live::start_with(RateLimits::default(), register)?;
+    let (_, token) = live.org.create_token("bob", Role::Manager, 1, "bob")?;
+    let post = |body: &str| {
+        client()
+            .post(format!("{}/api/v1/tasks", live.url))
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+    };
+    let queued = post(r#"{"employee": "test-employee", "task": "print hello"}"#)?;
+    assert_eq!(queued.status(), 202);
+    let location = queued
+        .headers()
+        .get("location")
+        .context("no Location")?
+        .to_str()?
+        .to_string();
+    let queued: Value = serde_json::from_str(&queued.text()?)?;
+    let id = queued["id"].as_str().context("no id")?;
+    assert_eq!(location, format!("/api/v1/tasks/{id}"));
+    let done = ended(&live, &token, id)?;
+    assert_eq!(done["state"], "completed", "{done}");
+    assert_eq!(done["requested_by"], "bob");
+    for (body, code) in [
+        (r#"{"employee": "nobody", "task": "x"}"#, 404),
+        (r#"{"employee": "test-employee", "task": "   "}"#, 422),
+        (r#"{"employee": "test-employee"}"#, 422),
+        (
+            r#"{"employee": "test-employee", "task": "x", "run_as": "admin"}"#,
+            422,
+        ),
+    ] {
+        assert_eq!(post(body)?.status().as_u16(), code, "{body}");
+    }
+    assert_eq!(
+        live.org.tasks()?.len(),
+        1,
+        "a refused request queued a task"
+    );
+
+    // A finished task cannot be cancelled; the list pages through them all.
+    let cancel = client()
+        .post(format!("{}/api/v1/tasks/{id}/cancel", live.url))
+        .bearer_auth(&token)
+        .send()?;
+    assert_eq!(cancel.status(), 409);
+    let listed: Value = serde_json::from_str(
+        &client()
+            .get(format!("{}/api/v1/tasks?limit=1", live.url))
+            .bearer_auth(&token)
+            .send()?
+            .text()?,
+    )?;
+    assert_eq!(listed["items"][0]["id"], id);
+    assert!(listed["next_cursor"].is_null());
+    Ok(())
+}
+
+#[test]
+fn a_full_queue_refuses_new_tasks_and_a_cancelled_one_never_runs() -> Result<()> {
+    let env = TestEnv::new()?;
+    register(&env.host)?;
+    let first = env
+        .host
+        .request_task("test-employee", "print one", "alice")?;
+    let cancelled = env.host.cancel_task(&first.id, "alice")?;
+    assert_eq!(cancelled.state, TaskState::Cancelled);
+    assert!(
+        env.host.take_task()?.is_none(),
+        "a cancelled task was taken"
+    );
+    assert!(matches!(
+        env.host.cancel_task(&first.id, "alice"),
+        Err(TaskError::NotQueued { .. })
+    ));
+    for n in 0..clancy::org::MAX_QUEUED {
+        env.host
+            .request_task("test-employee", &format!("print {n}"), "alice")?;
+    }
+    assert!(matches!(
+        env.host
+            .request_task("test-employee", "print one more", "alice"),
+        Err(TaskError::Full)
+    ));
+    assert_eq!(env.host.queued_tasks()?, clancy::org::MAX_QUEUED);
+    // Taken in the order they were asked for, each once.
+    let a = env.host.take_task()?.context("empty")?;
+    let b = env.host.take_task()?.context("empty")?;
+    assert_eq!((a.task.as_str(), b.task.as_str()), ("print 0", "print 1"));
+    env.host
+        .request_task("test-employee", "print room again", "alice")?;
+    Ok(())
+}
+
+#[test]
+fn concurrent_requests_each_get_their_own_place_in_the_queue() -> Result<()> {
+    let env = TestEnv::new()?;
+    register(&env.host)?;
+    let host = &env.host;
+    let records: Vec<clancy::org::TaskRecord> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                scope.spawn(move || -> Result<Vec<_>> {
+                    (0..10)
+                        .map(|n| {
+                            Ok(host.request_task(
+                                "test-employee",
+                                &format!("print {t}-{n}"),
+                                "alice",
+                            )?)
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|h| h.join().map_err(|_| anyhow::anyhow!("a thread panicked"))?)
+            .collect::<Result<Vec<_>>>()
+            .map(|v| v.into_iter().flatten().collect())
+    })?;
+    let mut seqs: Vec<u64> = records.iter().map(|r| r.seq).collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(seqs, (1..=40).collect::<Vec<u64>>());
+    let mut taken = Vec::new();
+    while let Some(t) = host.take_task()? {
+        taken.push(t.seq);
+    }
+    assert_eq!(
+        taken,
+        (1..=40).collect::<Vec<u64>>(),
+        "taken in order, each once"
+    );
+    let verified = host.verify_audit(None)?;
+    assert!(verified.entries >= 40, "{} entries", verified.entries);
+    Ok(())
+}
