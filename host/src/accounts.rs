@@ -227,17 +227,26 @@ impl Accounts {
     /// A new single-use enrolment code for `name`, valid
     /// [`ENROLMENT_HOURS`]; spending it replaces their password and second
     /// factor and ends their sessions.
+    /// An operator has one code at a time: a new one replaces theirs, and
+    /// expired codes of anyone are cleared on the way.
     pub fn invite(&self, name: &str, now: DateTime<Utc>) -> Result<String, StoreError> {
         let code = format!("enr_{}", random_hex(24)?);
         let enrolment = Enrolment {
             name: name.to_string(),
             expires_at: now + Duration::hours(ENROLMENT_HOURS),
         };
-        self.store.put_json(
-            AREA,
-            format!("e/{}", sha256_hex(&code)).as_bytes(),
-            &enrolment,
-        )?;
+        let mut writes: Vec<crate::store::Write> = Vec::new();
+        for (key, value) in self.store.scan(AREA, b"e/")? {
+            let old: Enrolment = crate::store::decode(AREA, &value)?;
+            if old.name == name || now >= old.expires_at {
+                writes.push((key, None));
+            }
+        }
+        writes.push((
+            format!("e/{}", sha256_hex(&code)).into_bytes(),
+            Some(crate::store::encode(&enrolment)?),
+        ));
+        self.store.write(AREA, writes)?;
         Ok(code)
     }
 
@@ -464,6 +473,27 @@ impl Accounts {
         Ok(Some((operator, session)))
     }
 
+    /// Delete every session that has ended (idle or too old); the timer
+    /// does this, so sessions nobody presents again do not pile up.
+    /// Returns how many.
+    pub fn purge_sessions(
+        &self,
+        limits: SessionLimits,
+        now: DateTime<Utc>,
+    ) -> Result<usize, StoreError> {
+        let mut ended = Vec::new();
+        for (key, value) in self.store.scan(AREA, b"s/")? {
+            let session: Session = crate::store::decode(AREA, &value)?;
+            if now >= session.created_at + limits.absolute || now >= session.last_seen + limits.idle
+            {
+                ended.push((key, None));
+            }
+        }
+        let n = ended.len();
+        self.store.write(AREA, ended)?;
+        Ok(n)
+    }
+
     /// End the session a cookie value stands for.
     pub fn end_session(&self, cookie: &str) -> Result<(), StoreError> {
         if let Some((name, secret)) = cookie.rsplit_once('.') {
@@ -537,6 +567,17 @@ mod tests {
             accounts.enrol(&code, "correct horse battery", now),
             Err(SignInError::BadEnrolment)
         ));
+        // A new code replaces the one before.
+        let first = accounts.invite("alice", now).expect("invite");
+        let second = accounts.invite("alice", now).expect("invite");
+        assert!(matches!(
+            accounts.enrol(&first, "correct horse battery", now),
+            Err(SignInError::BadEnrolment)
+        ));
+        let enrolled = accounts
+            .enrol(&second, "correct horse battery", now)
+            .expect("the newest code works");
+        let otpauth = enrolled.otpauth.expect("a manager gets a second factor");
         assert!(matches!(
             accounts.sign_in("alice", "correct horse battery", None, now),
             Err(SignInError::CodeRequired)

@@ -29,6 +29,10 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/api/v1/tasks", &["post", "get"]),
     ("/api/v1/tasks/{id}", &["get"]),
     ("/api/v1/tasks/{id}/cancel", &["post"]),
+    ("/api/v1/tasks/{id}/explain", &["get"]),
+    ("/api/v1/audit", &["get"]),
+    ("/api/v1/audit/verify", &["get"]),
+    ("/api/v1/undo", &["post"]),
 ];
 
 fn schemathesis(served: &Served, token: &str, paths: &[&str], include: bool) -> Result<()> {

@@ -219,3 +219,90 @@ fn concurrent_requests_each_get_their_own_place_in_the_queue() -> Result<()> {
     assert!(verified.entries >= 40, "{} entries", verified.entries);
     Ok(())
 }
+
+#[test]
+fn a_manager_reads_verifies_explains_and_undoes_a_task_through_the_api() -> Result<()> {
+    let mut task = String::new();
+    let live = Live::start_with(RateLimits::default(), |org| {
+        let employee = org.load(TestEnv::manifest(HOSTILE, &with_hostile_imports(CHAT))?)?;
+        task = employee.run("post hello from the queue")?.task_id;
+        Ok(())
+    })?;
+    let (_, token) = live.org.create_token("alice", Role::Manager, 1, "alice")?;
+    let get = |path: &str| -> Result<Value> {
+        let r = client()
+            .get(format!("{}{path}", live.url))
+            .bearer_auth(&token)
+            .send()?;
+        anyhow::ensure!(r.status() == 200, "{path}: {}", r.status());
+        Ok(serde_json::from_str(&r.text()?)?)
+    };
+    let page = get(&format!("/api/v1/audit?task={task}&limit=2"))?;
+    let items = page["items"].as_array().context("no items")?;
+    assert_eq!(items.len(), 2);
+    assert!(items.iter().all(|e| e["task"] == task.as_str()), "{page}");
+    let next = page["next_cursor"].as_u64().context("no next page")?;
+    let rest = get(&format!("/api/v1/audit?task={task}&after={next}"))?;
+    let posted = rest["items"]
+        .as_array()
+        .context("no items")?
+        .iter()
+        .find(|e| e["action"] == "post" && e["outcome"] == "done")
+        .context("no post in the task's entries")?
+        .clone();
+    let explained = get(&format!("/api/v1/tasks/{task}/explain"))?;
+    assert!(
+        explained["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("hello from the queue")),
+        "{explained}"
+    );
+
+    let undo = |body: &str| -> Result<(u16, Value)> {
+        let r = client()
+            .post(format!("{}/api/v1/undo", live.url))
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()?;
+        let status = r.status().as_u16();
+        Ok((status, serde_json::from_str(&r.text()?)?))
+    };
+    let (status, undone) = undo(&format!(r#"{{"task": "{task}"}}"#))?;
+    assert_eq!(status, 200, "{undone}");
+    assert_eq!(undone["all_undone"], true, "{undone}");
+    let channel = live.org.sandbox().all_chat()?;
+    assert!(
+        !channel
+            .iter()
+            .flat_map(|(_, m)| m.iter())
+            .any(|m| m.text.contains("hello from the queue")),
+        "the post is still there"
+    );
+    let seq = posted["seq"].as_u64().context("no seq")?;
+    let (_, again) = undo(&format!(r#"{{"action": {seq}}}"#))?;
+    assert_eq!(
+        again["reports"][0]["outcome"]["outcome"], "already-undone",
+        "{again}"
+    );
+    for (body, code) in [
+        (r#"{"action": 1, "task": "x"}"#.to_string(), 422),
+        ("{}".to_string(), 422),
+        (r#"{"action": 999999}"#.to_string(), 404),
+        (r#"{"task": "no-such-task"}"#.to_string(), 404),
+    ] {
+        assert_eq!(undo(&body)?.0, code, "{body}");
+    }
+    let verified = get("/api/v1/audit/verify")?;
+    assert_eq!(verified["intact"], true, "{verified}");
+    let log = get(&format!("/api/v1/audit?task={task}"))?;
+    assert!(
+        log["items"]
+            .as_array()
+            .context("no items")?
+            .iter()
+            .any(|e| e["undoes"].as_u64() == Some(seq)),
+        "the undo is recorded under the task"
+    );
+    Ok(())
+}

@@ -587,6 +587,20 @@ const MATRIX: &[(&str, &str, Option<&str>, Option<Role>)] = &[
         None,
         Some(Role::Manager),
     ),
+    (
+        "GET",
+        "/api/v1/tasks/no-such-task/explain",
+        None,
+        Some(Role::Manager),
+    ),
+    ("GET", "/api/v1/audit", None, Some(Role::Manager)),
+    ("GET", "/api/v1/audit/verify", None, Some(Role::Manager)),
+    (
+        "POST",
+        "/api/v1/undo",
+        Some(r#"{"action": 999999}"#),
+        Some(Role::Manager),
+    ),
     ("GET", "/api/v1/openapi.json", None, None),
 ];
 

@@ -125,11 +125,7 @@ fn the_daemon_serves_https_with_secure_cookies_and_refuses_a_key_others_may_read
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))?;
 
     let alice = clancy(&data, &["operators", "add", "alice", "--role", "admin"])?;
-    let code = stdout(&alice)
-        .split_whitespace()
-        .find(|w| w.starts_with("enr_"))
-        .context("no enrolment code")?
-        .to_string();
+    assert!(alice.status.success(), "{}", stderr(&alice));
     let token = stdout(&clancy(
         &data,
         &[
@@ -161,6 +157,11 @@ fn the_daemon_serves_https_with_secure_cookies_and_refuses_a_key_others_may_read
         .to_string();
     assert!(served.url.starts_with("https://"), "{}", served.url);
     let base = format!("https://127.0.0.1:{port}");
+    // No admin has enrolled: the start printed alice's link (it replaced
+    // the code `operators add` printed: one code at a time).
+    let link = served.enrol_link.clone().context("no enrolment link")?;
+    assert!(link.starts_with("https://"), "{link}");
+    let code = link.split_once('#').context("no code")?.1.to_string();
     let client = trusting(&ca)?;
     assert_eq!(
         client.get(format!("{base}/healthz")).send()?.text()?,

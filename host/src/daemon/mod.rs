@@ -41,6 +41,7 @@ use crate::org::Org;
 mod api;
 mod auth;
 mod people;
+mod records;
 mod tls;
 
 pub use auth::RateLimits;
@@ -252,6 +253,10 @@ impl Daemon {
             .route("/api/v1/tasks", post(api::start_task).get(api::list_tasks))
             .route("/api/v1/tasks/{id}", get(api::get_task))
             .route("/api/v1/tasks/{id}/cancel", post(api::cancel_task))
+            .route("/api/v1/tasks/{id}/explain", get(records::explain))
+            .route("/api/v1/audit", get(records::search))
+            .route("/api/v1/audit/verify", get(records::verify))
+            .route("/api/v1/undo", post(records::undo))
             .fallback(not_found)
             .method_not_allowed_fallback(method_not_allowed)
             .layer(DefaultBodyLimit::max(api::MAX_BODY_BYTES))
@@ -408,6 +413,9 @@ fn timer_round(shared: &Shared) -> Result<(), String> {
         }
         Err(e) => errors.push(format!("notifications: {e}")),
     }
+    if let Err(e) = org.accounts().purge_sessions(shared.sessions, org.now()) {
+        errors.push(format!("sessions: {e}"));
+    }
     match org.run_due_schedules() {
         Ok(round) => {
             if !round.queued.is_empty() {
@@ -480,6 +488,10 @@ async fn check_host(State(shared): State<Arc<Shared>>, request: Request, next: N
         api::list_tasks,
         api::get_task,
         api::cancel_task,
+        records::search,
+        records::verify,
+        records::explain,
+        records::undo,
     ),
     components(schemas(api::ProblemBody)),
     modifiers(&SecuritySchemes)

@@ -1,0 +1,261 @@
+//! The API's audit and undo routes (managers and admins): search the log,
+//! verify it, explain a task, undo an action or a task's writes.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::{Extension, Json};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::api::{Problem, Refusals, json_body, path_id};
+use super::auth::Caller;
+use super::{Shared, blocking};
+use crate::operators::Role;
+use crate::org::{OrgError, UndoError};
+
+/// Which entries, and which page.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(super) struct AuditQuery {
+    /// Only this employee's entries (`host` for the host's own).
+    employee: Option<String>,
+    /// Only this task's entries (its full id).
+    task: Option<String>,
+    /// At most this many entries (1-1000, default 200).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u32>,
+    /// Entries after this one (the `next_cursor` of the previous page).
+    #[param(minimum = 0)]
+    after: Option<i64>,
+}
+
+/// A page of the audit log. Entries carry guest text JSON-escaped but
+/// otherwise as written: escape it before showing it to people.
+#[derive(Serialize, ToSchema)]
+pub(super) struct AuditPage {
+    /// Entries as `clancy audit log --json` prints them.
+    #[schema(value_type = Vec<Object>)]
+    items: Vec<crate::audit::Entry>,
+    /// Pass as `after` for the next page; absent on the last page.
+    next_cursor: Option<u64>,
+}
+
+/// `GET /api/v1/audit`: the log, oldest first, filtered, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/api/v1/audit",
+    tag = "audit",
+    params(AuditQuery),
+    responses((status = 200, description = "A page of entries", body = AuditPage), Refusals),
+    security(("bearer" = []), ("session" = []))
+)]
+pub(super) async fn search(
+    State(shared): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
+    query: Result<Query<AuditQuery>, QueryRejection>,
+) -> Result<Json<AuditPage>, Problem> {
+    caller.needs(Role::Manager)?;
+    let Query(query) = query.map_err(Problem::bad_request)?;
+    let limit = match query.limit {
+        None => 200,
+        Some(n @ 1..=1000) => n as usize,
+        Some(n) => {
+            return Err(Problem::bad_request(format!(
+                "limit {n} is out of range (1-1000)"
+            )));
+        }
+    };
+    let org = shared.org.clone();
+    let entries = blocking(move || org.audit().entries())
+        .await
+        .map_err(Problem::internal)?
+        .map_err(Problem::internal)?;
+    let after = match query.after {
+        None => 0,
+        Some(n) => u64::try_from(n)
+            .map_err(|_| Problem::bad_request(format!("after {n} is not an entry number")))?,
+    };
+    let mut matching = entries.into_iter().filter(|e| {
+        e.seq > after
+            && query
+                .employee
+                .as_ref()
+                .is_none_or(|x| e.record.employee == *x)
+            && query.task.as_ref().is_none_or(|x| e.record.task == *x)
+    });
+    let items: Vec<crate::audit::Entry> = matching.by_ref().take(limit).collect();
+    let more = matching.next().is_some();
+    Ok(Json(AuditPage {
+        next_cursor: items.last().filter(|_| more).map(|e| e.seq),
+        items,
+    }))
+}
+
+/// What verifying found.
+#[derive(Serialize, ToSchema)]
+pub(super) struct VerifyView {
+    /// Whether the chain and its checkpoints are intact.
+    intact: bool,
+    entries: u64,
+    /// The hash of the last entry: keep it elsewhere, compare later.
+    head: String,
+    /// Signed checkpoints that matched the log.
+    checkpoints: u64,
+    /// Entries after the last signed checkpoint.
+    unsigned_tail: u64,
+    /// Every problem found, in log order.
+    problems: Vec<String>,
+    /// The public key the checkpoints are signed with (hex).
+    public_key: String,
+}
+
+/// `GET /api/v1/audit/verify`: check the chain and the signed checkpoints.
+#[utoipa::path(
+    get,
+    path = "/api/v1/audit/verify",
+    tag = "audit",
+    responses((status = 200, description = "What verifying found", body = VerifyView), Refusals),
+    security(("bearer" = []), ("session" = []))
+)]
+pub(super) async fn verify(
+    State(shared): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<VerifyView>, Problem> {
+    caller.needs(Role::Manager)?;
+    let org = shared.org.clone();
+    let (v, public_key) = blocking(move || org.verify_audit(None).map(|v| (v, org.public_key())))
+        .await
+        .map_err(Problem::internal)?
+        .map_err(Problem::internal)?;
+    Ok(Json(VerifyView {
+        intact: v.is_intact(),
+        entries: v.entries,
+        head: v.head,
+        checkpoints: v.checkpoints,
+        unsigned_tail: v.unsigned_tail,
+        problems: v.problems,
+        public_key,
+    }))
+}
+
+/// A task's story.
+#[derive(Serialize, ToSchema)]
+pub(super) struct ExplainView {
+    task: String,
+    /// What it was asked, read, did or asked to do, what humans decided and
+    /// what was rolled back, as `clancy audit explain` prints it (guest text
+    /// escaped for people).
+    text: String,
+}
+
+fn undo_problem(e: UndoError) -> Problem {
+    let detail = e.to_string();
+    match e {
+        UndoError::UnknownAction(_) | UndoError::UnknownTask(_) => {
+            Problem::new(StatusCode::NOT_FOUND, "Not in the audit log", detail)
+        }
+        UndoError::Org(OrgError::NotAllowed(why)) => {
+            Problem::new(StatusCode::FORBIDDEN, "Not allowed", why)
+        }
+        UndoError::Org(other) => Problem::internal(other),
+    }
+}
+
+/// `GET /api/v1/tasks/{id}/explain`: a plain-English account of a task.
+#[utoipa::path(
+    get,
+    path = "/api/v1/tasks/{id}/explain",
+    tag = "audit",
+    params(("id" = String, Path, description = "The task id (or its first characters)")),
+    responses((status = 200, description = "The task's story", body = ExplainView), Refusals),
+    security(("bearer" = []), ("session" = []))
+)]
+pub(super) async fn explain(
+    State(shared): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
+    id: Result<axum::extract::Path<String>, PathRejection>,
+) -> Result<Json<ExplainView>, Problem> {
+    caller.needs(Role::Manager)?;
+    let id = path_id(id)?;
+    let org = shared.org.clone();
+    let task = id.clone();
+    let text = blocking(move || org.explain(&task))
+        .await
+        .map_err(Problem::internal)?
+        .map_err(undo_problem)?;
+    Ok(Json(ExplainView { task: id, text }))
+}
+
+/// `POST /api/v1/undo`'s body: one action by its audit entry number, or
+/// every write of a task.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct UndoBody {
+    /// An action's audit entry number (its result, or its intent).
+    #[schema(minimum = 1)]
+    action: Option<u64>,
+    /// A task id: every completed write of it, newest first.
+    task: Option<String>,
+}
+
+/// What became of each action.
+#[derive(Serialize, ToSchema)]
+pub(super) struct UndoView {
+    /// One report per action: its entry, what it was, and the outcome
+    /// (`undone`, `already-undone`, `refused`, `failed`, ...).
+    #[schema(value_type = Vec<Object>)]
+    reports: Vec<crate::org::UndoReport>,
+    /// Whether everything asked for is undone now.
+    all_undone: bool,
+}
+
+/// `POST /api/v1/undo`: undo through the employee's executor (its grant as
+/// in force now, its rate limits), as the caller. Audited.
+#[utoipa::path(
+    post,
+    path = "/api/v1/undo",
+    tag = "audit",
+    request_body = UndoBody,
+    responses((status = 200, description = "What became of each action", body = UndoView), Refusals),
+    security(("bearer" = []), ("session" = []))
+)]
+pub(super) async fn undo(
+    State(shared): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<UndoView>, Problem> {
+    let operator = caller.needs(Role::Manager)?.clone();
+    let body: UndoBody = json_body(&headers, &body, r#"{"action": 42} or {"task": "…"}"#)?;
+    enum Target {
+        Action(u64),
+        Task(String),
+    }
+    let target = match (body.action, body.task) {
+        (Some(action), None) => Target::Action(action),
+        (None, Some(task)) => Target::Task(task),
+        _ => {
+            return Err(Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Invalid body",
+                "name exactly one of action or task",
+            ));
+        }
+    };
+    let org = shared.org.clone();
+    let reports = blocking(move || match target {
+        Target::Action(action) => org.undo_action(action, &operator.name).map(|r| vec![r]),
+        Target::Task(task) => org.undo_task(&task, &operator.name),
+    })
+    .await
+    .map_err(Problem::internal)?
+    .map_err(undo_problem)?;
+    Ok(Json(UndoView {
+        all_undone: reports.iter().all(crate::org::UndoReport::is_undone),
+        reports,
+    }))
+}
