@@ -35,6 +35,7 @@ mod rollback;
 mod schedules;
 mod tasks;
 pub use decisions::{DecideError, Verdict};
+pub use registry::describe as describe_employee;
 pub use rollback::{UndoError, UndoOutcome, UndoReport};
 pub use tasks::{MAX_QUEUED, TaskError, TaskRecord, TaskState};
 

@@ -33,6 +33,7 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/api/v1/audit", &["get"]),
     ("/api/v1/audit/verify", &["get"]),
     ("/api/v1/undo", &["post"]),
+    ("/api/v1/employees", &["get"]),
 ];
 
 fn schemathesis(served: &Served, token: &str, paths: &[&str], include: bool) -> Result<()> {

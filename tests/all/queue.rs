@@ -293,6 +293,15 @@ fn a_manager_reads_verifies_explains_and_undoes_a_task_through_the_api() -> Resu
     ] {
         assert_eq!(undo(&body)?.0, code, "{body}");
     }
+    let employees = get("/api/v1/employees")?;
+    let me = &employees["items"][0];
+    assert_eq!(me["name"], "test-employee", "{employees}");
+    assert!(
+        me["describe"].as_array().is_some_and(|lines| lines
+            .iter()
+            .any(|l| l.as_str().is_some_and(|l| l.contains("channel:#general")))),
+        "{employees}"
+    );
     let verified = get("/api/v1/audit/verify")?;
     assert_eq!(verified["intact"], true, "{verified}");
     let log = get(&format!("/api/v1/audit?task={task}"))?;

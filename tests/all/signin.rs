@@ -601,6 +601,7 @@ const MATRIX: &[(&str, &str, Option<&str>, Option<Role>)] = &[
         Some(r#"{"action": 999999}"#),
         Some(Role::Manager),
     ),
+    ("GET", "/api/v1/employees", None, Some(Role::Manager)),
     ("GET", "/api/v1/openapi.json", None, None),
 ];
 

@@ -257,6 +257,7 @@ impl Daemon {
             .route("/api/v1/audit", get(records::search))
             .route("/api/v1/audit/verify", get(records::verify))
             .route("/api/v1/undo", post(records::undo))
+            .route("/api/v1/employees", get(records::employees))
             .fallback(not_found)
             .method_not_allowed_fallback(method_not_allowed)
             .layer(DefaultBodyLimit::max(api::MAX_BODY_BYTES))
@@ -492,6 +493,7 @@ async fn check_host(State(shared): State<Arc<Shared>>, request: Request, next: N
         records::verify,
         records::explain,
         records::undo,
+        records::employees,
     ),
     components(schemas(api::ProblemBody)),
     modifiers(&SecuritySchemes)

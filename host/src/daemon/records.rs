@@ -1,5 +1,6 @@
 //! The API's audit and undo routes (managers and admins): search the log,
-//! verify it, explain a task, undo an action or a task's writes.
+//! verify it, explain a task, undo an action or a task's writes; and the
+//! registered employees.
 
 use std::sync::Arc;
 
@@ -257,5 +258,52 @@ pub(super) async fn undo(
     Ok(Json(UndoView {
         all_undone: reports.iter().all(crate::org::UndoReport::is_undone),
         reports,
+    }))
+}
+
+/// A registered employee.
+#[derive(Serialize, ToSchema)]
+pub(super) struct EmployeeView {
+    name: String,
+    /// The SHA-256 its component is pinned by.
+    component_sha256: Option<String>,
+    /// What it may do, a line per part (component, grants, limits,
+    /// notification targets, schedules), as its diffs in the audit log show.
+    describe: Vec<String>,
+}
+
+/// The registered employees.
+#[derive(Serialize, ToSchema)]
+pub(super) struct EmployeeList {
+    items: Vec<EmployeeView>,
+}
+
+/// `GET /api/v1/employees`: every registered employee and what it may do.
+#[utoipa::path(
+    get,
+    path = "/api/v1/employees",
+    tag = "employees",
+    responses((status = 200, description = "The registered employees", body = EmployeeList), Refusals),
+    security(("bearer" = []), ("session" = []))
+)]
+pub(super) async fn employees(
+    State(shared): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<EmployeeList>, Problem> {
+    caller.needs(Role::Manager)?;
+    let org = shared.org.clone();
+    let registered = blocking(move || org.registered())
+        .await
+        .map_err(Problem::internal)?
+        .map_err(Problem::internal)?;
+    Ok(Json(EmployeeList {
+        items: registered
+            .iter()
+            .map(|m| EmployeeView {
+                name: m.name.clone(),
+                component_sha256: m.component_sha256.clone(),
+                describe: crate::org::describe_employee(m),
+            })
+            .collect(),
     }))
 }

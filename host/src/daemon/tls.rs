@@ -17,6 +17,9 @@ use tokio_rustls::server::TlsStream;
 
 /// How long a client has to finish its handshake.
 const HANDSHAKE: Duration = Duration::from_secs(10);
+/// Handshakes in progress at once; a connection past that is closed at
+/// once (a flood of silent connections cannot grow without bound).
+const MAX_HANDSHAKES: usize = 256;
 
 /// Where a request came from: the peer's address, behind TLS or not.
 #[derive(Clone, Copy, Debug)]
@@ -85,6 +88,7 @@ impl TlsListener {
     pub(super) fn new(tcp: TcpListener, acceptor: TlsAcceptor) -> std::io::Result<TlsListener> {
         let local = tcp.local_addr()?;
         let (tx, ready) = tokio::sync::mpsc::channel(64);
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
         tokio::spawn(async move {
             loop {
                 let (stream, peer) = tokio::select! {
@@ -98,8 +102,13 @@ impl TlsListener {
                     },
                     () = tx.closed() => return,
                 };
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    tracing::warn!("{MAX_HANDSHAKES} TLS handshakes in progress: closing {peer}");
+                    continue;
+                };
                 let (acceptor, tx) = (acceptor.clone(), tx.clone());
                 tokio::spawn(async move {
+                    let _slot = slot;
                     match tokio::time::timeout(HANDSHAKE, acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => {
                             let _ = tx.send((tls, peer)).await;

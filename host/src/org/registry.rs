@@ -127,7 +127,9 @@ impl Org {
     }
 }
 
-fn describe(m: &Manifest) -> Vec<String> {
+/// What a registered employee is, a line per part (component, each grant,
+/// limits, notification targets, schedules), as its diffs show them.
+pub fn describe(m: &Manifest) -> Vec<String> {
     let mut lines = vec![format!("component {}", component(m))];
     lines.extend(m.grants.iter().map(grant_line));
     lines.push(limits_line(m));
