@@ -26,6 +26,7 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/api/v1/approvals/{id}/approve", &["post"]),
     ("/api/v1/approvals/{id}/deny", &["post"]),
     ("/api/v1/approvals/{id}/answer", &["post"]),
+    ("/api/v1/approvals/batch", &["post"]),
     ("/api/v1/tasks", &["post", "get"]),
     ("/api/v1/tasks/{id}", &["get"]),
     ("/api/v1/tasks/{id}/cancel", &["post"]),

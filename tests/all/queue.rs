@@ -315,3 +315,80 @@ fn a_manager_reads_verifies_explains_and_undoes_a_task_through_the_api() -> Resu
     );
     Ok(())
 }
+
+#[test]
+fn requests_are_decided_in_a_batch_or_edited_then_approved_through_the_api() -> Result<()> {
+    let gated = with_hostile_imports(
+        "[[grant]]\nintegration = \"slack\"\nscope = \"channel:#general\"\nactions = [\"post\"]\napproval = \"required\"\n",
+    );
+    let live = Live::start_with(RateLimits::default(), |org| {
+        let employee = org.load(TestEnv::manifest(HOSTILE, &gated)?)?;
+        for n in 0..3 {
+            employee.run(&format!("post gated {n}"))?;
+        }
+        Ok(())
+    })?;
+    let (_, token) = live.org.create_token("alice", Role::Manager, 1, "alice")?;
+    let pending = live.org.approvals().list()?;
+    assert_eq!(pending.len(), 3);
+    let ids: Vec<String> = (0..3)
+        .map(|n| {
+            pending
+                .iter()
+                .find(|a| a.preview().contains(&format!("gated {n}")))
+                .map(|a| a.id.clone())
+                .context("no such request")
+        })
+        .collect::<Result<_>>()?;
+    let post = |path: &str, body: Value| -> Result<(u16, Value)> {
+        let r = client()
+            .post(format!("{}{path}", live.url))
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()?;
+        let status = r.status().as_u16();
+        Ok((status, serde_json::from_str(&r.text()?)?))
+    };
+    let (status, batch) = post(
+        "/api/v1/approvals/batch",
+        serde_json::json!({"ids": [ids[0], "apr-nope", ids[1], ids[0]], "verdict": "approve", "comment": "fine"}),
+    )?;
+    assert_eq!(status, 200, "{batch}");
+    assert_eq!(batch["refused"], 1, "{batch}");
+    let items = batch["items"].as_array().context("no items")?;
+    assert_eq!(items.len(), 3, "a repeated id is decided once: {batch}");
+    assert_eq!(items[0]["decided"]["status"], "executed");
+    assert_eq!(items[1]["refused"]["status"], 404);
+    assert_eq!(items[2]["decided"]["status"], "executed");
+
+    let approve = format!("/api/v1/approvals/{}/approve", ids[2]);
+    let deny = format!("/api/v1/approvals/{}/deny", ids[2]);
+    let (status, _) = post(&deny, serde_json::json!({"edits": {"text": "x"}}))?;
+    assert_eq!(status, 422, "edits never go with deny");
+    let (status, _) = post(&approve, serde_json::json!({"edits": {"colour": "red"}}))?;
+    assert_eq!(status, 422, "a field the action does not have");
+    let (status, edited) = post(
+        &approve,
+        serde_json::json!({"edits": {"text": "edited by a human"}}),
+    )?;
+    assert_eq!(status, 200, "{edited}");
+    let posts: Vec<String> = live
+        .org
+        .sandbox()
+        .all_chat()?
+        .into_iter()
+        .flat_map(|(_, m)| m.into_iter().map(|m| m.text))
+        .collect();
+    assert!(posts.iter().any(|p| p == "edited by a human"), "{posts:?}");
+    assert!(
+        !posts.iter().any(|p| p.contains("gated 2")),
+        "the original ran: {posts:?}"
+    );
+    let (status, _) = post(
+        "/api/v1/approvals/batch",
+        serde_json::json!({"ids": [], "verdict": "approve"}),
+    )?;
+    assert_eq!(status, 422);
+    Ok(())
+}

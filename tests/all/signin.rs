@@ -602,6 +602,12 @@ const MATRIX: &[(&str, &str, Option<&str>, Option<Role>)] = &[
         Some(Role::Manager),
     ),
     ("GET", "/api/v1/employees", None, Some(Role::Manager)),
+    (
+        "POST",
+        "/api/v1/approvals/batch",
+        Some(r#"{"ids": ["apr-none"], "verdict": "deny"}"#),
+        Some(Role::User),
+    ),
     ("GET", "/api/v1/openapi.json", None, None),
 ];
 

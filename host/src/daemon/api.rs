@@ -112,14 +112,21 @@ impl Problem {
     }
 }
 
-impl IntoResponse for Problem {
-    fn into_response(self) -> Response {
-        let body = ProblemBody {
+impl Problem {
+    /// Its RFC 9457 body.
+    pub(super) fn body(&self) -> ProblemBody {
+        ProblemBody {
             kind: "about:blank".into(),
             title: self.title.into(),
             status: self.status.as_u16(),
-            detail: self.detail,
-        };
+            detail: self.detail.clone(),
+        }
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let body = self.body();
         let mut response = (
             self.status,
             [(header::CONTENT_TYPE, "application/problem+json")],
@@ -379,13 +386,17 @@ pub(super) async fn answer(
         .map_err(decide_problem)
 }
 
-/// The body of a decision: an optional comment, nothing else.
+/// The body of a decision: an optional comment and, to approve an edited
+/// action instead (approve only), the fields to change.
 #[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct DecisionBody {
     /// Why (at most 2000 characters).
     #[schema(max_length = 2000)]
     comment: Option<String>,
+    /// Approve an edited action: field → new value (e.g. a mail's `body`).
+    /// The edit gets its own hash and is audited; the original never runs.
+    edits: Option<std::collections::BTreeMap<String, String>>,
 }
 
 fn check_comment(comment: Option<&str>) -> Result<(), Problem> {
@@ -461,14 +472,133 @@ async fn decide(
     let operator = caller.needs(Role::User)?.clone();
     let id = path_id(id)?;
     let body = decision_body(&headers, &body)?;
+    let edits: Vec<(String, String)> = body.edits.unwrap_or_default().into_iter().collect();
+    if !edits.is_empty() && verdict != Verdict::Approve {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid decision",
+            "edits go with approve, never deny",
+        ));
+    }
     let org = shared.org.clone();
-    let decided =
-        blocking(move || org.decide(&id, verdict, &operator.name, body.comment.as_deref()))
-            .await
-            .map_err(Problem::internal)?;
+    let comment = body.comment;
+    let decided = blocking(move || {
+        if edits.is_empty() {
+            org.decide(&id, verdict, &operator.name, comment.as_deref())
+        } else {
+            org.edit_and_approve(&id, &edits, &operator.name, comment.as_deref())
+        }
+    })
+    .await
+    .map_err(Problem::internal)?;
     decided
         .map(|a| Json(ApprovalView::from(&a)))
         .map_err(decide_problem)
+}
+
+/// `POST /api/v1/approvals/batch`'s body.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct BatchBody {
+    /// The requests (1-500).
+    #[schema(min_items = 1, max_items = 500)]
+    ids: Vec<String>,
+    /// `approve` or `deny`, for all of them.
+    verdict: BatchVerdict,
+    /// Why (at most 2000 characters).
+    #[schema(max_length = 2000)]
+    comment: Option<String>,
+}
+
+/// What a batch does.
+#[derive(Deserialize, ToSchema, Clone, Copy)]
+#[serde(rename_all = "kebab-case")]
+pub(super) enum BatchVerdict {
+    Approve,
+    Deny,
+}
+
+/// What became of one request of a batch.
+#[derive(Serialize, ToSchema)]
+pub(super) struct BatchItem {
+    id: String,
+    /// The request after the decision, when it was taken.
+    decided: Option<ApprovalView>,
+    /// Why it was refused, when it was.
+    refused: Option<ProblemBody>,
+}
+
+/// The batch's results, in the order asked.
+#[derive(Serialize, ToSchema)]
+pub(super) struct BatchResult {
+    items: Vec<BatchItem>,
+    /// How many were refused.
+    refused: usize,
+}
+
+/// `POST /api/v1/approvals/batch`: decide many requests at once, each as
+/// if decided alone (each checked, audited and executed on its own; one
+/// refused does not stop the others).
+#[utoipa::path(
+    post,
+    path = "/api/v1/approvals/batch",
+    tag = "approvals",
+    request_body = BatchBody,
+    responses((status = 200, description = "Each request's result", body = BatchResult), Refusals),
+    security(("bearer" = []), ("session" = []))
+)]
+pub(super) async fn batch(
+    State(shared): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<BatchResult>, Problem> {
+    let operator = caller.needs(Role::User)?.clone();
+    let body: BatchBody = json_body(
+        &headers,
+        &body,
+        r#"{"ids": ["…"], "verdict": "approve", "comment": "…"}"#,
+    )?;
+    check_comment(body.comment.as_deref())?;
+    if body.ids.is_empty() || body.ids.len() > 500 {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid body",
+            "a batch names 1 to 500 requests",
+        ));
+    }
+    let verdict = match body.verdict {
+        BatchVerdict::Approve => Verdict::Approve,
+        BatchVerdict::Deny => Verdict::Deny,
+    };
+    let org = shared.org.clone();
+    let items = blocking(move || {
+        let mut seen = std::collections::HashSet::new();
+        body.ids
+            .into_iter()
+            .filter(|id| seen.insert(id.clone()))
+            .map(
+                |id| match org.decide(&id, verdict, &operator.name, body.comment.as_deref()) {
+                    Ok(a) => BatchItem {
+                        id,
+                        decided: Some(ApprovalView::from(&a)),
+                        refused: None,
+                    },
+                    Err(e) => BatchItem {
+                        id,
+                        decided: None,
+                        refused: Some(decide_problem(e).body()),
+                    },
+                },
+            )
+            .collect::<Vec<_>>()
+    })
+    .await
+    .map_err(Problem::internal)?;
+    Ok(Json(BatchResult {
+        refused: items.iter().filter(|i| i.refused.is_some()).count(),
+        items,
+    }))
 }
 
 /// The problem a refused decision is.

@@ -246,6 +246,7 @@ impl Daemon {
             )
             .route("/api/v1/tokens/{id}/revoke", post(people::revoke_token))
             .route("/api/v1/approvals", get(api::list_approvals))
+            .route("/api/v1/approvals/batch", post(api::batch))
             .route("/api/v1/approvals/{id}", get(api::get_approval))
             .route("/api/v1/approvals/{id}/approve", post(api::approve))
             .route("/api/v1/approvals/{id}/deny", post(api::deny))
@@ -485,6 +486,7 @@ async fn check_host(State(shared): State<Arc<Shared>>, request: Request, next: N
         api::approve,
         api::deny,
         api::answer,
+        api::batch,
         api::start_task,
         api::list_tasks,
         api::get_task,
