@@ -161,6 +161,36 @@ impl Operators {
     pub fn list(&self) -> Result<Vec<Operator>, StoreError> {
         self.store.scan_json(AREA, b"o/")
     }
+
+    /// The employees a user is assigned (users start tasks for, and see the
+    /// work of, these only; managers and admins see every employee).
+    pub fn assigned(&self, name: &str) -> Result<Vec<String>, StoreError> {
+        if !valid_name(name) {
+            return Ok(Vec::new());
+        }
+        Ok(self
+            .store
+            .get_json(AREA, format!("a/{name}").as_bytes())?
+            .unwrap_or_default())
+    }
+
+    /// Set the employees `name` is assigned.
+    pub fn assign(&self, name: &str, employees: &[String]) -> Result<(), OperatorError> {
+        if !valid_name(name) {
+            return Err(OperatorError::InvalidName(name.to_string()));
+        }
+        Ok(self
+            .store
+            .put_json(AREA, format!("a/{name}").as_bytes(), &employees)?)
+    }
+}
+
+impl Operator {
+    /// Whether this operator may start tasks for, and see the work of,
+    /// `employee`: managers and admins any, users those assigned to them.
+    pub fn may_work_with(&self, employee: &str, assigned: &[String]) -> bool {
+        self.role >= Role::Manager || assigned.iter().any(|e| e == employee)
+    }
 }
 
 /// An API token: it acts as one operator, with a role no higher than

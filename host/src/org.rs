@@ -283,6 +283,38 @@ impl Org {
         )
     }
 
+    /// Assign `name` the employees in `employees` (each registered), on the
+    /// word of admin `by`. Audited.
+    pub fn assign(&self, name: &str, employees: &[String], by: &str) -> Result<(), OrgError> {
+        let operators = self.operators();
+        if operators.get(by)?.is_none_or(|o| o.role != Role::Admin) {
+            return Err(OrgError::NotAllowed(format!(
+                "{by} is not an admin: only an admin assigns employees"
+            )));
+        }
+        if operators.get(name)?.is_none() {
+            return Err(OrgError::NotAllowed(format!(
+                "{name} is not an operator of this organisation"
+            )));
+        }
+        for employee in employees {
+            if self.stored_manifest(employee)?.is_none() {
+                return Err(OrgError::NotAllowed(format!(
+                    "no employee {employee:?} is registered in this organisation"
+                )));
+            }
+        }
+        let mut list = employees.to_vec();
+        list.sort();
+        list.dedup();
+        operators.assign(name, &list)?;
+        self.audit_operator_action(
+            "operators-assign",
+            name,
+            &format!("{name} is assigned [{}] (set by {by})", list.join(", ")),
+        )
+    }
+
     /// This org's sign-in records (passwords, second factors, sessions).
     pub fn accounts(&self) -> crate::accounts::Accounts {
         crate::accounts::Accounts::new(self.org.clone())

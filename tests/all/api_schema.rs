@@ -19,6 +19,7 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/api/v1/enrol", &["post"]),
     ("/api/v1/operators", &["get", "post"]),
     ("/api/v1/operators/{name}/enrolment", &["post"]),
+    ("/api/v1/operators/{name}/employees", &["post"]),
     ("/api/v1/tokens", &["get", "post"]),
     ("/api/v1/tokens/{id}/revoke", &["post"]),
     ("/api/v1/approvals", &["get"]),

@@ -812,7 +812,7 @@ fn scheduled_tasks_run_on_their_timer_and_bad_schedules_are_refused() -> Result<
     let started = Instant::now();
     loop {
         let (_, text) = served.get("/metrics")?;
-        if metric(&text, "clancy_tasks_total{outcome=\"completed\"}").is_some_and(|n| n >= 4.0) {
+        if metric(&text, "clancy_tasks_total{outcome=\"completed\"}").is_some_and(|n| n >= 8.0) {
             break;
         }
         anyhow::ensure!(

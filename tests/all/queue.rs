@@ -392,3 +392,92 @@ fn requests_are_decided_in_a_batch_or_edited_then_approved_through_the_api() -> 
     assert_eq!(status, 422);
     Ok(())
 }
+
+#[test]
+fn a_user_starts_and_sees_only_the_work_of_employees_assigned_to_them() -> Result<()> {
+    let live = Live::start_with(RateLimits::default(), |org| {
+        register(org)?;
+        org.add_operator(
+            &clancy::operators::Operator {
+                name: "ada".into(),
+                role: Role::Admin,
+            },
+            None,
+        )?;
+        org.add_operator(
+            &clancy::operators::Operator {
+                name: "uma".into(),
+                role: Role::User,
+            },
+            Some("ada"),
+        )?;
+        Ok(())
+    })?;
+    let (_, uma) = live.org.create_token("uma", Role::User, 1, "ada")?;
+    let (_, ada) = live.org.create_token("ada", Role::Admin, 1, "ada")?;
+    let start = |token: &str| -> Result<(u16, Value)> {
+        let r = client()
+            .post(format!("{}/api/v1/tasks", live.url))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(r#"{"employee": "test-employee", "task": "print hello"}"#)
+            .send()?;
+        let status = r.status().as_u16();
+        Ok((status, serde_json::from_str(&r.text()?)?))
+    };
+    let list = |token: &str| -> Result<usize> {
+        let page: Value = serde_json::from_str(
+            &client()
+                .get(format!("{}/api/v1/tasks", live.url))
+                .bearer_auth(token)
+                .send()?
+                .text()?,
+        )?;
+        Ok(page["items"].as_array().context("no items")?.len())
+    };
+    // Unassigned: she can neither start nor see the employee's work.
+    assert_eq!(start(&uma)?.0, 403);
+    let (status, by_ada) = start(&ada)?;
+    assert_eq!(status, 202);
+    let adas = by_ada["id"].as_str().context("no id")?.to_string();
+    assert_eq!(list(&uma)?, 0);
+    let hidden = client()
+        .get(format!("{}/api/v1/tasks/{adas}", live.url))
+        .bearer_auth(&uma)
+        .send()?;
+    assert_eq!(
+        hidden.status(),
+        404,
+        "an unassigned employee's task is not there"
+    );
+    // Assigned by an admin (a user may not assign).
+    let assign = |token: &str, body: &str| -> Result<u16> {
+        Ok(client()
+            .post(format!("{}/api/v1/operators/uma/employees", live.url))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()?
+            .status()
+            .as_u16())
+    };
+    assert_eq!(assign(&uma, r#"{"employees": ["test-employee"]}"#)?, 403);
+    assert_eq!(assign(&ada, r#"{"employees": ["no-such-employee"]}"#)?, 403);
+    assert_eq!(assign(&ada, r#"{"employees": ["test-employee"]}"#)?, 200);
+    let (status, mine) = start(&uma)?;
+    assert_eq!(status, 202, "{mine}");
+    let done = ended(&live, &uma, mine["id"].as_str().context("no id")?)?;
+    assert_eq!(done["state"], "completed");
+    assert_eq!(
+        list(&uma)?,
+        2,
+        "she sees the employee's work, hers and ada's"
+    );
+    assert!(
+        live.org.audit().entries()?.iter().any(
+            |e| e.record.action == "operators-assign" && e.record.result.contains("set by ada")
+        ),
+        "the assignment is audited"
+    );
+    Ok(())
+}

@@ -574,13 +574,8 @@ const MATRIX: &[(&str, &str, Option<&str>, Option<Role>)] = &[
         Some(r#"{"employee": "nobody", "task": "x"}"#),
         Some(Role::Manager),
     ),
-    ("GET", "/api/v1/tasks", None, Some(Role::Manager)),
-    (
-        "GET",
-        "/api/v1/tasks/no-such-task",
-        None,
-        Some(Role::Manager),
-    ),
+    ("GET", "/api/v1/tasks", None, Some(Role::User)),
+    ("GET", "/api/v1/tasks/no-such-task", None, Some(Role::User)),
     (
         "POST",
         "/api/v1/tasks/no-such-task/cancel",

@@ -34,6 +34,18 @@ pub(super) enum OperatorsCommand {
         #[arg(long = "as", value_name = "ADMIN")]
         by: Option<String>,
     },
+    /// Assign a user the employees they start tasks for and see the work
+    /// of (managers and admins see every employee). Replaces their list.
+    Assign {
+        /// The operator.
+        name: String,
+        /// A registered employee (repeatable; none clears the list).
+        #[arg(long = "employee", value_name = "EMPLOYEE")]
+        employees: Vec<String>,
+        /// The admin doing it [default: $USER].
+        #[arg(long = "as", value_name = "ADMIN")]
+        by: Option<String>,
+    },
     /// List operators.
     List {
         /// JSON Lines.
@@ -83,6 +95,16 @@ pub(super) fn run(
             }
             let code = host.invite(&name, &by)?;
             print_code(out, &name, &code)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        OperatorsCommand::Assign {
+            name,
+            employees,
+            by,
+        } => {
+            let host = open(global, DataDirMode::Existing)?;
+            host.assign(&name, &employees, &who(by)?)?;
+            writeln!(out, "{name} is assigned [{}]", employees.join(", "))?;
             Ok(ExitCode::SUCCESS)
         }
         OperatorsCommand::List { json } => {

@@ -685,6 +685,16 @@ pub(super) struct TaskPage {
     next_cursor: Option<String>,
 }
 
+fn not_assigned(user: &str, employee: &str) -> Problem {
+    Problem::new(
+        StatusCode::FORBIDDEN,
+        "Not allowed",
+        format!(
+            "{user} is not assigned the employee {employee:?} (an admin assigns employees to users)"
+        ),
+    )
+}
+
 fn task_problem(e: TaskError) -> Problem {
     let detail = e.to_string();
     match e {
@@ -757,13 +767,22 @@ pub(super) async fn start_task(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, Problem> {
-    let operator = caller.needs(Role::Manager)?.clone();
+    let operator = caller.needs(Role::User)?.clone();
     let body: TaskBody = json_body(&headers, &body, r#"{"employee": "…", "task": "…"}"#)?;
     let org = shared.org.clone();
-    let queued = blocking(move || org.request_task(&body.employee, &body.task, &operator.name))
-        .await
-        .map_err(Problem::internal)?
-        .map_err(task_problem)?;
+    let queued = blocking(move || {
+        let assigned = org
+            .operators()
+            .assigned(&operator.name)
+            .map_err(Problem::internal)?;
+        if !operator.may_work_with(&body.employee, &assigned) {
+            return Err(not_assigned(&operator.name, &body.employee));
+        }
+        org.request_task(&body.employee, &body.task, &operator.name)
+            .map_err(task_problem)
+    })
+    .await
+    .map_err(Problem::internal)??;
     shared.work.notify_one();
     let location = format!("/api/v1/tasks/{}", queued.id);
     let mut response = (StatusCode::ACCEPTED, Json(TaskView::from(queued))).into_response();
@@ -787,19 +806,23 @@ pub(super) async fn list_tasks(
     Extension(caller): Extension<Caller>,
     query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Json<TaskPage>, Problem> {
-    caller.needs(Role::Manager)?;
+    let operator = caller.needs(Role::User)?.clone();
     let Query(query) = query.map_err(Problem::bad_request)?;
     let limit = query.limit()?;
     let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
     let org = shared.org.clone();
-    let all = blocking(move || org.tasks())
-        .await
-        .map_err(Problem::internal)?
-        .map_err(Problem::internal)?;
+    let (all, assigned) = blocking(move || {
+        Ok::<_, crate::store::StoreError>((org.tasks()?, org.operators().assigned(&operator.name)?))
+    })
+    .await
+    .map_err(Problem::internal)?
+    .map_err(Problem::internal)?;
+    let operator = &caller.operator;
     let mut rest = all.into_iter().filter(|t| {
-        after
-            .as_ref()
-            .is_none_or(|(time, id)| (t.requested_at, &t.id) > (*time, id))
+        operator.may_work_with(&t.employee, &assigned)
+            && after
+                .as_ref()
+                .is_none_or(|(time, id)| (t.requested_at, &t.id) > (*time, id))
     });
     let items: Vec<TaskRecord> = rest.by_ref().take(limit).collect();
     let more = rest.next().is_some();
@@ -826,14 +849,22 @@ pub(super) async fn get_task(
     Extension(caller): Extension<Caller>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<TaskView>, Problem> {
-    caller.needs(Role::Manager)?;
+    let operator = caller.needs(Role::User)?.clone();
     let id = path_id(id)?;
     let org = shared.org.clone();
     let lookup = id.clone();
-    blocking(move || org.task(&lookup))
-        .await
-        .map_err(Problem::internal)?
-        .map_err(Problem::internal)?
+    let (found, assigned) = blocking(move || {
+        Ok::<_, crate::store::StoreError>((
+            org.task(&lookup)?,
+            org.operators().assigned(&operator.name)?,
+        ))
+    })
+    .await
+    .map_err(Problem::internal)?
+    .map_err(Problem::internal)?;
+    // A task of an employee not assigned to a user is not there for them.
+    found
+        .filter(|t| caller.operator.may_work_with(&t.employee, &assigned))
         .map(|t| Json(TaskView::from(t)))
         .ok_or_else(|| task_problem(TaskError::Unknown(id)))
 }

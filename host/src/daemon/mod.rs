@@ -240,6 +240,7 @@ impl Daemon {
                 "/api/v1/operators/{name}/enrolment",
                 post(people::new_enrolment),
             )
+            .route("/api/v1/operators/{name}/employees", post(people::assign))
             .route(
                 "/api/v1/tokens",
                 get(people::list_tokens).post(people::create_token),
@@ -478,6 +479,7 @@ async fn check_host(State(shared): State<Arc<Shared>>, request: Request, next: N
         people::list_operators,
         people::put_operator,
         people::new_enrolment,
+        people::assign,
         people::list_tokens,
         people::create_token,
         people::revoke_token,

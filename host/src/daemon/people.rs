@@ -315,6 +315,8 @@ pub(super) struct OperatorView {
     role: Role,
     /// Whether they set a password (spent an enrolment code).
     enrolled: bool,
+    /// The employees a user starts tasks for and sees the work of.
+    employees: Vec<String>,
     /// Shown once, when one was just made.
     enrolment_code: Option<String>,
 }
@@ -369,6 +371,7 @@ pub(super) async fn list_operators(
             .map(|o| {
                 Ok(OperatorView {
                     enrolled: accounts.enrolled(&o.name)?,
+                    employees: org.operators().assigned(&o.name)?,
                     name: o.name,
                     role: o.role,
                     enrolment_code: None,
@@ -415,6 +418,7 @@ pub(super) async fn put_operator(
             Some(org.invite(&operator.name, &admin)?)
         };
         Ok(OperatorView {
+            employees: org.operators().assigned(&operator.name)?,
             name: operator.name,
             role: operator.role,
             enrolled,
@@ -453,6 +457,7 @@ pub(super) async fn new_enrolment(
         let code = org.invite(&operator.name, &admin)?;
         Ok(Some(OperatorView {
             enrolled: org.accounts().enrolled(&operator.name)?,
+            employees: org.operators().assigned(&operator.name)?,
             name: operator.name,
             role: operator.role,
             enrolment_code: Some(code),
@@ -469,6 +474,70 @@ pub(super) async fn new_enrolment(
         )
     })?;
     Ok((StatusCode::CREATED, Json(view)).into_response())
+}
+
+/// `POST /api/v1/operators/{name}/employees`'s body.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AssignBody {
+    /// Registered employees (replaces the list; empty clears it).
+    #[schema(max_items = 1000)]
+    employees: Vec<String>,
+}
+
+/// `POST /api/v1/operators/{name}/employees` (admins): the employees a user
+/// starts tasks for and sees the work of.
+#[utoipa::path(
+    post,
+    path = "/api/v1/operators/{name}/employees",
+    tag = "operators",
+    params(("name" = String, Path, description = "The operator")),
+    request_body = AssignBody,
+    responses((status = 200, description = "Assigned", body = OperatorView), Refusals),
+    security(("bearer" = []), ("session" = []))
+)]
+pub(super) async fn assign(
+    State(shared): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
+    name: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<OperatorView>, Problem> {
+    let admin = caller.needs(Role::Admin)?.name.clone();
+    let name = path_id(name)?;
+    let body: AssignBody = json_body(&headers, &body, r#"{"employees": ["…"]}"#)?;
+    if body.employees.len() > 1000 {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid body",
+            "at most 1000 employees",
+        ));
+    }
+    let org = shared.org.clone();
+    let view = blocking(move || -> Result<Option<OperatorView>, OrgError> {
+        let Some(operator) = org.operators().get(&name)? else {
+            return Ok(None);
+        };
+        org.assign(&operator.name, &body.employees, &admin)?;
+        Ok(Some(OperatorView {
+            enrolled: org.accounts().enrolled(&operator.name)?,
+            employees: org.operators().assigned(&operator.name)?,
+            name: operator.name,
+            role: operator.role,
+            enrolment_code: None,
+        }))
+    })
+    .await
+    .map_err(Problem::internal)?
+    .map_err(org_problem)?
+    .ok_or_else(|| {
+        Problem::new(
+            StatusCode::NOT_FOUND,
+            "No such operator",
+            "no such operator in this organisation",
+        )
+    })?;
+    Ok(Json(view))
 }
 
 /// An API token, never its secret (but once, when it is made).
