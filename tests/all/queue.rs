@@ -25,13 +25,7 @@ fn register(org: &clancy::org::Org) -> Result<()> {
 fn ended(live: &Live, token: &str, id: &str) -> Result<Value> {
     let started = Instant::now();
     loop {
-        let seen: Value = serde_json::from_str(
-            &client()
-                .get(format!("{}/api/v1/tasks/{id}", live.url))
-                .bearer_auth(token)
-                .send()?
-                .text()?,
-        )?;
+        let (_, seen) = live.get(token, &format!("/api/v1/tasks/{id}"))?;
         if seen["ended_at"].is_string() {
             return Ok(seen);
         }
@@ -230,12 +224,9 @@ fn a_manager_reads_verifies_explains_and_undoes_a_task_through_the_api() -> Resu
     })?;
     let (_, token) = live.org.create_token("alice", Role::Manager, 1, "alice")?;
     let get = |path: &str| -> Result<Value> {
-        let r = client()
-            .get(format!("{}{path}", live.url))
-            .bearer_auth(&token)
-            .send()?;
-        anyhow::ensure!(r.status() == 200, "{path}: {}", r.status());
-        Ok(serde_json::from_str(&r.text()?)?)
+        let (status, body) = live.get(&token, path)?;
+        anyhow::ensure!(status == 200, "{path}: {status} {body}");
+        Ok(body)
     };
     let page = get(&format!("/api/v1/audit?task={task}&limit=2"))?;
     let items = page["items"].as_array().context("no items")?;
@@ -258,16 +249,7 @@ fn a_manager_reads_verifies_explains_and_undoes_a_task_through_the_api() -> Resu
         "{explained}"
     );
 
-    let undo = |body: &str| -> Result<(u16, Value)> {
-        let r = client()
-            .post(format!("{}/api/v1/undo", live.url))
-            .bearer_auth(&token)
-            .header("content-type", "application/json")
-            .body(body.to_string())
-            .send()?;
-        let status = r.status().as_u16();
-        Ok((status, serde_json::from_str(&r.text()?)?))
-    };
+    let undo = |body: &str| live.post(&token, "/api/v1/undo", body);
     let (status, undone) = undo(&format!(r#"{{"task": "{task}"}}"#))?;
     assert_eq!(status, 200, "{undone}");
     assert_eq!(undone["all_undone"], true, "{undone}");
@@ -340,16 +322,7 @@ fn requests_are_decided_in_a_batch_or_edited_then_approved_through_the_api() -> 
                 .context("no such request")
         })
         .collect::<Result<_>>()?;
-    let post = |path: &str, body: Value| -> Result<(u16, Value)> {
-        let r = client()
-            .post(format!("{}{path}", live.url))
-            .bearer_auth(&token)
-            .header("content-type", "application/json")
-            .body(body.to_string())
-            .send()?;
-        let status = r.status().as_u16();
-        Ok((status, serde_json::from_str(&r.text()?)?))
-    };
+    let post = |path: &str, body: Value| live.post(&token, path, &body.to_string());
     let (status, batch) = post(
         "/api/v1/approvals/batch",
         serde_json::json!({"ids": [ids[0], "apr-nope", ids[1], ids[0]], "verdict": "approve", "comment": "fine"}),
@@ -415,24 +388,15 @@ fn a_user_starts_and_sees_only_the_work_of_employees_assigned_to_them() -> Resul
     })?;
     let (_, uma) = live.org.create_token("uma", Role::User, 1, "ada")?;
     let (_, ada) = live.org.create_token("ada", Role::Admin, 1, "ada")?;
-    let start = |token: &str| -> Result<(u16, Value)> {
-        let r = client()
-            .post(format!("{}/api/v1/tasks", live.url))
-            .bearer_auth(token)
-            .header("content-type", "application/json")
-            .body(r#"{"employee": "test-employee", "task": "print hello"}"#)
-            .send()?;
-        let status = r.status().as_u16();
-        Ok((status, serde_json::from_str(&r.text()?)?))
+    let start = |token: &str| {
+        live.post(
+            token,
+            "/api/v1/tasks",
+            r#"{"employee": "test-employee", "task": "print hello"}"#,
+        )
     };
     let list = |token: &str| -> Result<usize> {
-        let page: Value = serde_json::from_str(
-            &client()
-                .get(format!("{}/api/v1/tasks", live.url))
-                .bearer_auth(token)
-                .send()?
-                .text()?,
-        )?;
+        let (_, page) = live.get(token, "/api/v1/tasks")?;
         Ok(page["items"].as_array().context("no items")?.len())
     };
     // Unassigned: she can neither start nor see the employee's work.
@@ -441,25 +405,11 @@ fn a_user_starts_and_sees_only_the_work_of_employees_assigned_to_them() -> Resul
     assert_eq!(status, 202);
     let adas = by_ada["id"].as_str().context("no id")?.to_string();
     assert_eq!(list(&uma)?, 0);
-    let hidden = client()
-        .get(format!("{}/api/v1/tasks/{adas}", live.url))
-        .bearer_auth(&uma)
-        .send()?;
-    assert_eq!(
-        hidden.status(),
-        404,
-        "an unassigned employee's task is not there"
-    );
+    let (hidden, _) = live.get(&uma, &format!("/api/v1/tasks/{adas}"))?;
+    assert_eq!(hidden, 404, "an unassigned employee's task is not there");
     // Assigned by an admin (a user may not assign).
     let assign = |token: &str, body: &str| -> Result<u16> {
-        Ok(client()
-            .post(format!("{}/api/v1/operators/uma/employees", live.url))
-            .bearer_auth(token)
-            .header("content-type", "application/json")
-            .body(body.to_string())
-            .send()?
-            .status()
-            .as_u16())
+        Ok(live.post(token, "/api/v1/operators/uma/employees", body)?.0)
     };
     assert_eq!(assign(&uma, r#"{"employees": ["test-employee"]}"#)?, 403);
     assert_eq!(assign(&ada, r#"{"employees": ["no-such-employee"]}"#)?, 403);

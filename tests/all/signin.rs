@@ -115,6 +115,28 @@ impl Live {
         Ok(body["otpauth_uri"].as_str().map(str::to_string))
     }
 
+    /// `POST path` with a JSON body as the bearer of `token`: the status
+    /// and the JSON answer (null when there is none).
+    pub(crate) fn post(&self, token: &str, path: &str, body: &str) -> Result<(u16, Value)> {
+        let r = client()
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()?;
+        answer(r)
+    }
+
+    /// `GET path` as the bearer of `token`: the status and the JSON answer.
+    pub(crate) fn get(&self, token: &str, path: &str) -> Result<(u16, Value)> {
+        answer(
+            client()
+                .get(format!("{}{path}", self.url))
+                .bearer_auth(token)
+                .send()?,
+        )
+    }
+
     /// The TOTP code of `otpauth` at the daemon's time.
     fn code(&self, otpauth: &str) -> Result<String> {
         let totp = totp_rs::Totp::from_url(otpauth)?;
@@ -173,6 +195,17 @@ impl Drop for Live {
             let _ = thread.join();
         }
     }
+}
+
+fn answer(r: Response) -> Result<(u16, Value)> {
+    let status = r.status().as_u16();
+    let text = r.text()?;
+    let json = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text)?
+    };
+    Ok((status, json))
 }
 
 pub(crate) fn client() -> Client {
