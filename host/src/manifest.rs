@@ -360,6 +360,38 @@ pub struct Manifest {
     /// Tasks the daemon runs on a timer.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub schedules: Vec<Schedule>,
+    /// Tasks the daemon runs when something new arrives in a granted scope.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub triggers: Vec<Trigger>,
+}
+
+/// Where a trigger watches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TriggerSource {
+    /// New mail under a granted label.
+    Mail,
+    /// A new message in a granted channel.
+    Chat,
+}
+
+/// A task the daemon starts when new mail or a new message arrives in a
+/// scope the employee may read (its own mail and posts never trigger it).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Trigger {
+    /// What it watches.
+    pub on: TriggerSource,
+    /// The granted scope, e.g. `label:support` or `channel:#support`.
+    pub scope: String,
+    /// The task's instruction.
+    pub task: String,
+}
+
+impl Trigger {
+    /// A stable name for this trigger (its terms' digest).
+    pub fn id(&self) -> String {
+        hex::encode(&crate::digest::digest(self)[..8])
+    }
 }
 
 /// A task the daemon starts every `every_secs` seconds, or at the times a
@@ -772,6 +804,58 @@ impl Manifest {
                 task: task.to_string(),
             });
         }
+        let mut triggers = Vec::new();
+        for t in raw.trigger {
+            let on = match t.on.as_ref().as_str() {
+                "mail" => TriggerSource::Mail,
+                "chat" => TriggerSource::Chat,
+                other => {
+                    return Err(at(
+                        t.on.span(),
+                        format!("on = {other:?}: a trigger watches \"mail\" or \"chat\""),
+                    ));
+                }
+            };
+            let scope = t.scope.as_ref().trim();
+            let readable = grants.iter().any(|g| {
+                g.scope == scope
+                    && g.allows(crate::integrations::Action::Read)
+                    && matches!(
+                        (on, g.integration),
+                        (TriggerSource::Mail, crate::integrations::Integration::Gmail)
+                            | (TriggerSource::Chat, crate::integrations::Integration::Slack)
+                    )
+            });
+            if !readable {
+                return Err(at(
+                    t.scope.span(),
+                    format!(
+                        "scope = {scope:?}: a {} trigger watches a scope this employee has a {} grant with \"read\" for",
+                        t.on.as_ref(),
+                        if on == TriggerSource::Mail {
+                            "gmail"
+                        } else {
+                            "slack"
+                        }
+                    ),
+                ));
+            }
+            let task = t.task.as_ref().trim();
+            if task.is_empty() || task.len() > crate::runtime::MAX_INSTRUCTION_BYTES {
+                return Err(at(
+                    t.task.span(),
+                    format!(
+                        "a trigger's task needs text, at most {} bytes",
+                        crate::runtime::MAX_INSTRUCTION_BYTES
+                    ),
+                ));
+            }
+            triggers.push(Trigger {
+                on,
+                scope: scope.to_string(),
+                task: task.to_string(),
+            });
+        }
         Ok(Manifest {
             name: name.clone(),
             component,
@@ -780,6 +864,7 @@ impl Manifest {
             limits,
             notify,
             schedules,
+            triggers,
         })
     }
 }
@@ -857,6 +942,16 @@ struct RawManifest {
     notify: Vec<RawNotify>,
     #[serde(default)]
     schedule: Vec<RawSchedule>,
+    #[serde(default)]
+    trigger: Vec<RawTrigger>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTrigger {
+    on: Spanned<String>,
+    scope: Spanned<String>,
+    task: Spanned<String>,
 }
 
 #[derive(Deserialize)]

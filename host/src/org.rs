@@ -34,6 +34,7 @@ mod registry;
 mod rollback;
 mod schedules;
 mod tasks;
+mod triggers;
 pub use decisions::{DecideError, Verdict};
 pub use registry::describe as describe_employee;
 pub use rollback::{UndoError, UndoOutcome, UndoReport};

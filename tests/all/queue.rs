@@ -431,3 +431,77 @@ fn a_user_starts_and_sees_only_the_work_of_employees_assigned_to_them() -> Resul
     );
     Ok(())
 }
+
+#[test]
+fn new_mail_or_messages_in_a_granted_scope_queue_one_task_and_nothing_else_does() -> Result<()> {
+    use clancy::providers::ChatProvider as _;
+    let grants = with_hostile_imports(
+        "[[grant]]\nintegration = \"slack\"\nscope = \"channel:#general\"\nactions = [\"read\", \"post\"]\n",
+    );
+    let triggers = "[[trigger]]\non = \"mail\"\nscope = \"label:support\"\ntask = \"print triage the new mail\"\n\
+                    [[trigger]]\non = \"chat\"\nscope = \"channel:#general\"\ntask = \"print answer the channel\"\n";
+    // Bad triggers are refused with their line.
+    for (bad, why) in [
+        (
+            "[[trigger]]\non = \"sms\"\nscope = \"label:support\"\ntask = \"x\"\n",
+            "\"mail\" or \"chat\"",
+        ),
+        (
+            "[[trigger]]\non = \"mail\"\nscope = \"label:billing\"\ntask = \"x\"\n",
+            "\"read\" for",
+        ),
+        (
+            "[[trigger]]\non = \"chat\"\nscope = \"label:support\"\ntask = \"x\"\n",
+            "slack grant",
+        ),
+        (
+            "[[trigger]]\non = \"mail\"\nscope = \"label:support\"\ntask = \" \"\n",
+            "needs text",
+        ),
+    ] {
+        let err = TestEnv::manifest(HOSTILE, &format!("{grants}{bad}"))
+            .err()
+            .context("a bad trigger was taken")?;
+        assert!(format!("{err:#}").contains(why), "{bad}: {err:#}");
+    }
+    let env = TestEnv::new()?;
+    let employee = env
+        .host
+        .load(TestEnv::manifest(HOSTILE, &format!("{grants}{triggers}"))?)?;
+    let host = &env.host;
+    assert!(host.run_triggers()?.queued.is_empty(), "history set it off");
+    assert!(host.run_triggers()?.queued.is_empty());
+
+    host.sandbox()
+        .receive_mail("pat@customer.example", "support", "Help", "It broke")?;
+    host.sandbox()
+        .receive_mail("pat@customer.example", "billing", "Invoice", "Where?")?;
+    let round = host.run_triggers()?;
+    assert_eq!(round.queued.len(), 1, "{round:?}");
+    assert_eq!(round.queued[0].task, "print triage the new mail");
+    assert_eq!(
+        round.queued[0].requested_by,
+        "trigger: 1 new in label:support"
+    );
+    assert!(
+        host.run_triggers()?.queued.is_empty(),
+        "the same mail twice"
+    );
+
+    host.sandbox()
+        .post("#general", "dana", "anyone around?", None)?;
+    let round = host.run_triggers()?;
+    assert_eq!(round.queued.len(), 1, "{round:?}");
+    assert_eq!(round.queued[0].task, "print answer the channel");
+    // The employee's own post and sent mail never set it off.
+    employee.run("post replying in the channel")?;
+    assert!(host.run_triggers()?.queued.is_empty(), "it set itself off");
+    let log = host.audit().entries()?;
+    assert!(
+        log.iter()
+            .any(|e| e.record.action == "tasks-requested"
+                && e.record.result.contains("trigger: 1 new")),
+        "the queued task is audited with its trigger"
+    );
+    Ok(())
+}

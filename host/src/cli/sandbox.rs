@@ -19,6 +19,22 @@ pub(super) enum SandboxCommand {
         #[arg(long)]
         reset: bool,
     },
+    /// Deliver a mail from outside into the sandbox mailbox, under a label
+    /// (and INBOX), as if someone had written in (sets off mail triggers).
+    Receive {
+        /// The label it is filed under.
+        #[arg(long, default_value = "INBOX")]
+        label: String,
+        /// Who it is from.
+        #[arg(long)]
+        from: String,
+        /// Its subject.
+        #[arg(long)]
+        subject: String,
+        /// Its body.
+        #[arg(long)]
+        body: String,
+    },
     /// Show what is in the sandbox workspace.
     Show {
         /// Which part to show.
@@ -66,6 +82,23 @@ pub(super) fn run(
                 "sandbox workspace seeded in {}",
                 host.data_dir().display()
             )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        SandboxCommand::Receive {
+            label,
+            from,
+            subject,
+            body,
+        } => {
+            if !from.contains('@') || label.trim().is_empty() || label.chars().any(char::is_control)
+            {
+                anyhow::bail!("--from takes an email address and --label a label name");
+            }
+            let host = open(global, DataDirMode::Existing)?;
+            let id = host
+                .sandbox()
+                .receive_mail(&from, &label, &subject, &body)?;
+            writeln!(out, "{id} received under {label}")?;
             Ok(ExitCode::SUCCESS)
         }
         SandboxCommand::Show { what, json } => {

@@ -105,6 +105,7 @@ struct Counters {
     tasks_failed: AtomicU64,
     tasks_trapped: AtomicU64,
     schedules_failed: AtomicU64,
+    triggers_failed: AtomicU64,
 }
 
 struct Shared {
@@ -429,6 +430,16 @@ fn timer_round(shared: &Shared) -> Result<(), String> {
         }
         Err(e) => errors.push(format!("schedules: {e}")),
     }
+    match org.run_triggers() {
+        Ok(round) => {
+            if !round.queued.is_empty() {
+                shared.work.notify_waiters();
+            }
+            c.triggers_failed
+                .fetch_add(round.failed.len() as u64, Ordering::Relaxed);
+        }
+        Err(e) => errors.push(format!("triggers: {e}")),
+    }
     if errors.is_empty() {
         Ok(())
     } else {
@@ -716,6 +727,10 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     text.push_str(&format!(
         "# HELP clancy_schedules_failed_total Scheduled tasks that could not start.\n# TYPE clancy_schedules_failed_total counter\nclancy_schedules_failed_total {}\n",
         counter(&c.schedules_failed)
+    ));
+    text.push_str(&format!(
+        "# HELP clancy_triggers_failed_total Trigger looks or queueings that failed.\n# TYPE clancy_triggers_failed_total counter\nclancy_triggers_failed_total {}\n",
+        counter(&c.triggers_failed)
     ));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

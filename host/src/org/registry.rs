@@ -135,6 +135,7 @@ pub fn describe(m: &Manifest) -> Vec<String> {
     lines.push(limits_line(m));
     lines.extend(m.notify.iter().map(notify_line));
     lines.extend(m.schedules.iter().map(schedule_line));
+    lines.extend(m.triggers.iter().map(trigger_line));
     lines
 }
 
@@ -281,5 +282,27 @@ pub fn diff(before: &Manifest, after: &Manifest) -> Vec<String> {
             changes.push(format!("+ {}", schedule_line(s)));
         }
     }
+    for t in &before.triggers {
+        if !after.triggers.contains(t) {
+            changes.push(format!("- {}", trigger_line(t)));
+        }
+    }
+    for t in &after.triggers {
+        if !before.triggers.contains(t) {
+            changes.push(format!("+ {}", trigger_line(t)));
+        }
+    }
     changes
+}
+
+fn trigger_line(t: &crate::manifest::Trigger) -> String {
+    let on = match t.on {
+        crate::manifest::TriggerSource::Mail => "new mail",
+        crate::manifest::TriggerSource::Chat => "a new message",
+    };
+    format!(
+        "trigger on {on} in {}: {}",
+        crate::human::line(&t.scope),
+        crate::human::line(&t.task)
+    )
 }

@@ -134,6 +134,34 @@ impl Sandbox {
         self.store.write(AREA, writes)
     }
 
+    /// Mail arriving from outside: filed under `label` (and INBOX), as a
+    /// real mailbox would receive it. Returns its id. (`clancy sandbox
+    /// receive`, and tests of what new mail sets off.)
+    pub fn receive_mail(
+        &self,
+        from: &str,
+        label: &str,
+        subject: &str,
+        body: &str,
+    ) -> Result<String, StoreError> {
+        let mut labels = vec!["INBOX".to_string()];
+        if label != "INBOX" {
+            labels.push(label.to_string());
+        }
+        let message = mail::Message {
+            id: new_id("m"),
+            from: from.into(),
+            to: vec![seed::OWN_ADDRESS.into()],
+            subject: subject.into(),
+            body: body.into(),
+            labels,
+            received_at: now(),
+        };
+        self.store
+            .put_json(AREA, &key_of(&["mail", &message.id]), &message)?;
+        Ok(message.id)
+    }
+
     /// All mail (every label), newest first.
     pub fn all_mail(&self) -> Result<Vec<mail::Message>, StoreError> {
         let mut all: Vec<mail::Message> = self.store.scan_json(AREA, b"mail/")?;
