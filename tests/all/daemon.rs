@@ -903,3 +903,102 @@ fn a_daemon_killed_mid_approval_resumes_it_once_on_restart() -> Result<()> {
     assert!(ok(&data, &["audit", "verify"])?.starts_with("audit log intact"));
     Ok(())
 }
+
+#[test]
+fn a_daemon_killed_again_and_again_under_load_loses_no_approved_action_and_runs_none_twice()
+-> Result<()> {
+    let (dir, data) = poster()?;
+    let texts: Vec<String> = (0..12).map(|i| format!("load-{i:02}")).collect();
+    let ids: Vec<String> = texts
+        .iter()
+        .map(|t| queue(&dir, &data, &format!("post {t}")))
+        .collect::<Result<_>>()?;
+    let mia = manager_token(&data, "mia")?;
+    let mut answered_ok = std::collections::HashSet::new();
+    for round in 0..3u64 {
+        let mut served = Served::start(&data, &[])?;
+        // Three approvers at once, each through its share of the queue,
+        // and a fourth asking for tasks, while the daemon is killed.
+        let mut workers = Vec::new();
+        for share in 0..3 {
+            let mine: Vec<String> = ids.iter().skip(share).step_by(3).cloned().collect();
+            let (url, token) = (served.url.clone(), mia.clone());
+            workers.push(std::thread::spawn(move || {
+                let client = reqwest::blocking::Client::builder()
+                    .timeout(Duration::from_secs(20))
+                    .build()
+                    .expect("client");
+                mine.into_iter()
+                    .filter_map(|id| {
+                        let r = client
+                            .post(format!("{url}/api/v1/approvals/{id}/approve"))
+                            .bearer_auth(&token)
+                            .send()
+                            .ok()?;
+                        (r.status() == 200).then_some(id)
+                    })
+                    .collect::<Vec<String>>()
+            }));
+        }
+        let (url, token) = (served.url.clone(), mia.clone());
+        let load = std::thread::spawn(move || {
+            let client = reqwest::blocking::Client::new();
+            for _ in 0..20 {
+                let _ = client
+                    .get(format!("{url}/api/v1/approvals"))
+                    .bearer_auth(&token)
+                    .send();
+            }
+        });
+        std::thread::sleep(Duration::from_millis(150 * (round + 1)));
+        served.child.kill()?;
+        served.child.wait()?;
+        drop(served);
+        for w in workers {
+            answered_ok.extend(
+                w.join()
+                    .map_err(|_| anyhow::anyhow!("an approver panicked"))?,
+            );
+        }
+        let _ = load.join();
+        // After every restart the record verifies.
+        let again = Served::start(&data, &[])?;
+        again.terminate(Duration::from_secs(15))?;
+        let verify = ok(&data, &["audit", "verify"])?;
+        assert!(
+            verify.starts_with("audit log intact"),
+            "round {round}: {verify}"
+        );
+    }
+    // Whatever is still pending is approved now; then every action ran once.
+    let served = Served::start(&data, &[])?;
+    let client = reqwest::blocking::Client::new();
+    for id in &ids {
+        client
+            .post(format!("{}/api/v1/approvals/{id}/approve", served.url))
+            .bearer_auth(&mia)
+            .send()?;
+    }
+    served.terminate(Duration::from_secs(15))?;
+    let listed: Vec<serde_json::Value> = ok(&data, &["approvals", "list", "--all", "--json"])?
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    for id in &ids {
+        let request = listed
+            .iter()
+            .find(|a| a["id"] == id.as_str())
+            .context("a request is gone")?;
+        assert_eq!(request["status"], "executed", "{request}");
+    }
+    assert!(
+        !answered_ok.is_empty(),
+        "no approval was answered before a kill"
+    );
+    let chat = ok(&data, &["sandbox", "show", "chat", "--json"])?;
+    for text in &texts {
+        assert_eq!(chat.matches(text.as_str()).count(), 1, "{text}: {chat}");
+    }
+    assert!(ok(&data, &["audit", "verify"])?.starts_with("audit log intact"));
+    Ok(())
+}
