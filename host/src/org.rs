@@ -35,10 +35,12 @@ mod rollback;
 mod schedules;
 mod tasks;
 mod triggers;
+mod upgrades;
 pub use decisions::{DecideError, Verdict};
 pub use registry::describe as describe_employee;
 pub use rollback::{UndoError, UndoOutcome, UndoReport};
 pub use tasks::{MAX_QUEUED, TaskError, TaskRecord, TaskState};
+pub use upgrades::{Submitted, Upgrade, UpgradeError, UpgradeStatus, widens};
 
 /// Opening the host or loading an employee failed.
 #[derive(Debug, thiserror::Error)]

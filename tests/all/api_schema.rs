@@ -35,7 +35,10 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/api/v1/audit", &["get"]),
     ("/api/v1/audit/verify", &["get"]),
     ("/api/v1/undo", &["post"]),
-    ("/api/v1/employees", &["get"]),
+    ("/api/v1/employees", &["get", "post"]),
+    ("/api/v1/employees/upgrades", &["get"]),
+    ("/api/v1/employees/upgrades/{id}/approve", &["post"]),
+    ("/api/v1/employees/upgrades/{id}/deny", &["post"]),
 ];
 
 fn schemathesis(served: &Served, token: &str, paths: &[&str], include: bool) -> Result<()> {

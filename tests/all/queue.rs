@@ -505,3 +505,185 @@ fn new_mail_or_messages_in_a_granted_scope_queue_one_task_and_nothing_else_does(
     );
     Ok(())
 }
+
+#[test]
+fn a_submitted_employee_that_widens_waits_for_an_admin_and_narrowing_is_in_force_at_once()
+-> Result<()> {
+    use base64::Engine as _;
+    let live = Live::start_with(RateLimits::default(), |org| {
+        org.add_operator(
+            &clancy::operators::Operator {
+                name: "ada".into(),
+                role: Role::Admin,
+            },
+            None,
+        )?;
+        Ok(())
+    })?;
+    let (_, ada) = live.org.create_token("ada", Role::Admin, 1, "ada")?;
+    let (_, alice) = live.org.create_token("alice", Role::Manager, 1, "ada")?;
+    let component = base64::engine::general_purpose::STANDARD.encode(std::fs::read(HOSTILE)?);
+    let manifest = |actions: &str| {
+        format!(
+            "name = \"uploaded\"\ncomponent = \"../../etc/passwd\"\n{}",
+            with_hostile_imports(&format!(
+                "[[grant]]\nintegration = \"slack\"\nscope = \"channel:#general\"\nactions = [{actions}]\n"
+            ))
+        )
+    };
+    let submit = |token: &str, manifest: &str, component: &str| {
+        live.post(
+            token,
+            "/api/v1/employees",
+            &serde_json::json!({"manifest": manifest, "component": component}).to_string(),
+        )
+    };
+    let employees = || -> Result<Value> { Ok(live.get(&ada, "/api/v1/employees")?.1) };
+    let describe = |v: &Value| v["items"][0]["describe"].to_string();
+    // The in-force grant on #general, as the employee list describes it.
+    let general = || -> Result<String> {
+        Ok(employees()?["items"][0]["describe"]
+            .as_array()
+            .context("no description")?
+            .iter()
+            .filter_map(Value::as_str)
+            .find(|l| l.contains("channel:#general"))
+            .context("no #general grant")?
+            .to_string())
+    };
+
+    // New: waits for an admin, whoever submits it.
+    let (status, new) = submit(&alice, &manifest(r#""read", "post""#), &component)?;
+    assert_eq!(status, 202, "{new}");
+    assert!(new["diff"].as_array().is_some_and(|d| d.iter().any(|l| {
+        l.as_str()
+            .is_some_and(|l| l.starts_with("+ ") && l.contains("channel:#general"))
+    })));
+    assert!(employees()?["items"].as_array().is_some_and(Vec::is_empty));
+    let id = new["upgrade"]["id"]
+        .as_str()
+        .context("no upgrade id")?
+        .to_string();
+    let approve = |token: &str, id: &str| {
+        live.post(
+            token,
+            &format!("/api/v1/employees/upgrades/{id}/approve"),
+            "",
+        )
+    };
+    assert_eq!(
+        approve(&alice, &id)?.0,
+        403,
+        "a manager approves no widening"
+    );
+    let (status, approved) = approve(&ada, &id)?;
+    assert_eq!(status, 200, "{approved}");
+    assert_eq!(approved["status"], "approved");
+    assert_eq!(approve(&ada, &id)?.0, 409, "decided once");
+    let first = describe(&employees()?);
+    assert!(general()?.contains("read"), "{}", general()?);
+
+    // Narrowing is in force at once.
+    let (status, narrowed) = submit(&alice, &manifest(r#""post""#), &component)?;
+    assert_eq!(status, 200, "{narrowed}");
+    assert_eq!(narrowed["status"], "in-force");
+    let narrow = describe(&employees()?);
+    assert!(!general()?.contains("read"), "{}", general()?);
+    assert_ne!(narrow, first);
+
+    // Widening again waits; the narrow version stays in force; denied, it never comes.
+    let (status, wider) = submit(&alice, &manifest(r#""read", "post""#), &component)?;
+    assert_eq!(status, 202, "{wider}");
+    assert_eq!(describe(&employees()?), narrow);
+    let wider_id = wider["upgrade"]["id"]
+        .as_str()
+        .context("no id")?
+        .to_string();
+    let (status, _) = live.post(
+        &ada,
+        &format!("/api/v1/employees/upgrades/{wider_id}/deny"),
+        "",
+    )?;
+    assert_eq!(status, 200);
+    assert_eq!(describe(&employees()?), narrow);
+
+    // The same again changes nothing, and is in force at once.
+    let (status, same) = submit(&alice, &manifest(r#""post""#), &component)?;
+    assert_eq!(status, 200, "{same}");
+    assert!(same["diff"].as_array().is_some_and(Vec::is_empty), "{same}");
+
+    // Compared with a version no longer in force: stale, never applied.
+    let (_, wide) = submit(&alice, &manifest(r#""read", "post""#), &component)?;
+    let wide_id = wide["upgrade"]["id"].as_str().context("no id")?.to_string();
+    let (status, limits) = submit(
+        &ada,
+        &format!("{}\n[limits]\ntime_ms = 1000\n", manifest(r#""post""#)),
+        &component,
+    )?;
+    assert_eq!(status, 202, "a limits change waits too: {limits}");
+    let limits_id = limits["upgrade"]["id"]
+        .as_str()
+        .context("no id")?
+        .to_string();
+    assert_eq!(approve(&ada, &limits_id)?.0, 200);
+    let (status, refused) = approve(&ada, &wide_id)?;
+    assert_eq!(status, 409, "{refused}");
+    let (_, listed) = live.get(&ada, "/api/v1/employees/upgrades")?;
+    let stale = listed["items"]
+        .as_array()
+        .context("no items")?
+        .iter()
+        .find(|u| u["id"] == wide_id.as_str())
+        .context("the stale upgrade is gone")?
+        .clone();
+    assert_eq!(stale["status"], "stale", "{stale}");
+    assert!(
+        !general()?.contains("read"),
+        "a stale upgrade came into force"
+    );
+
+    // Bad submissions change nothing.
+    let before = employees()?;
+    for (manifest, component, why) in [
+        (
+            manifest(r#""post""#),
+            "not base64!".to_string(),
+            "not base64",
+        ),
+        (
+            manifest(r#""post""#),
+            base64::engine::general_purpose::STANDARD.encode(b"hello"),
+            "not WebAssembly",
+        ),
+        (
+            manifest(r#""post""#),
+            base64::engine::general_purpose::STANDARD
+                .encode(std::fs::read(clancy_guests::WRONG_WORLD)?),
+            "",
+        ),
+        (
+            "name = \"uploaded\"\ngrant = 3\n".to_string(),
+            component.clone(),
+            "manifest:",
+        ),
+        (
+            "name = \"uploaded\"\ncomponent = \"x.wasm\"\n".to_string(),
+            component.clone(),
+            "",
+        ),
+    ] {
+        let (status, body) = submit(&alice, &manifest, &component)?;
+        assert_eq!(status, 422, "{body}");
+        assert!(
+            body["detail"].as_str().is_some_and(|d| d.contains(why)),
+            "{body}"
+        );
+    }
+    assert_eq!(employees()?, before);
+    let log = live.org.audit().entries()?;
+    assert!(log.iter().any(|e| e.record.action == "employees-submitted"));
+    assert!(log.iter().any(
+        |e| e.record.action == "employees-upgrade" && e.record.result.contains("denied by ada")
+    ));
+    Ok(())
+}

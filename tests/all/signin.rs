@@ -632,6 +632,25 @@ const MATRIX: &[(&str, &str, Option<&str>, Option<Role>)] = &[
     ("GET", "/api/v1/employees", None, Some(Role::Manager)),
     (
         "POST",
+        "/api/v1/employees",
+        Some(r#"{"manifest": "name = 1", "component": ""}"#),
+        Some(Role::Manager),
+    ),
+    ("GET", "/api/v1/employees/upgrades", None, Some(Role::Admin)),
+    (
+        "POST",
+        "/api/v1/employees/upgrades/up-none/approve",
+        None,
+        Some(Role::Admin),
+    ),
+    (
+        "POST",
+        "/api/v1/employees/upgrades/up-none/deny",
+        None,
+        Some(Role::Admin),
+    ),
+    (
+        "POST",
         "/api/v1/approvals/batch",
         Some(r#"{"ids": ["apr-none"], "verdict": "deny"}"#),
         Some(Role::User),

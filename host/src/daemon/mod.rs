@@ -241,7 +241,10 @@ impl Daemon {
                 "/api/v1/operators/{name}/enrolment",
                 post(people::new_enrolment),
             )
-            .route("/api/v1/operators/{name}/employees", post(people::assign))
+            .route(
+                "/api/v1/operators/{name}/employees",
+                post(people::assign).layer(DefaultBodyLimit::max(1024 * 1024)),
+            )
             .route(
                 "/api/v1/tokens",
                 get(people::list_tokens).post(people::create_token),
@@ -260,7 +263,21 @@ impl Daemon {
             .route("/api/v1/audit", get(records::search))
             .route("/api/v1/audit/verify", get(records::verify))
             .route("/api/v1/undo", post(records::undo))
-            .route("/api/v1/employees", get(records::employees))
+            .route(
+                "/api/v1/employees",
+                get(records::employees)
+                    .post(records::submit)
+                    .layer(DefaultBodyLimit::max(records::MAX_SUBMISSION_BYTES)),
+            )
+            .route("/api/v1/employees/upgrades", get(records::upgrades))
+            .route(
+                "/api/v1/employees/upgrades/{id}/approve",
+                post(records::approve_upgrade),
+            )
+            .route(
+                "/api/v1/employees/upgrades/{id}/deny",
+                post(records::deny_upgrade),
+            )
             .fallback(not_found)
             .method_not_allowed_fallback(method_not_allowed)
             .layer(DefaultBodyLimit::max(api::MAX_BODY_BYTES))
@@ -509,6 +526,10 @@ async fn check_host(State(shared): State<Arc<Shared>>, request: Request, next: N
         records::explain,
         records::undo,
         records::employees,
+        records::submit,
+        records::upgrades,
+        records::approve_upgrade,
+        records::deny_upgrade,
     ),
     components(schemas(api::ProblemBody)),
     modifiers(&SecuritySchemes)

@@ -480,8 +480,8 @@ pub(super) async fn new_enrolment(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct AssignBody {
-    /// Registered employees (replaces the list; empty clears it).
-    #[schema(max_items = 1000)]
+    /// Registered employees (replaces the list; empty clears it; at most 100).
+    #[schema(max_items = 100)]
     employees: Vec<String>,
 }
 
@@ -506,11 +506,11 @@ pub(super) async fn assign(
     let admin = caller.needs(Role::Admin)?.name.clone();
     let name = path_id(name)?;
     let body: AssignBody = json_body(&headers, &body, r#"{"employees": ["…"]}"#)?;
-    if body.employees.len() > 1000 {
+    if body.employees.len() > 100 {
         return Err(Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "Invalid body",
-            "at most 1000 employees",
+            "at most 100 employees",
         ));
     }
     let org = shared.org.clone();

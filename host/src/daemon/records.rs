@@ -307,3 +307,217 @@ pub(super) async fn employees(
             .collect(),
     }))
 }
+
+/// `POST /api/v1/employees`'s body.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SubmitBody {
+    /// The employee's manifest (TOML); its `component` path is not read.
+    manifest: String,
+    /// The component, base64 (standard alphabet).
+    component: String,
+}
+
+/// A submitted version that waits (or waited) for an admin.
+#[derive(Serialize, ToSchema)]
+pub(super) struct UpgradeView {
+    id: String,
+    employee: String,
+    /// What changes: `+` added, `-` removed, `~` changed.
+    diff: Vec<String>,
+    requested_by: String,
+    requested_at: chrono::DateTime<chrono::Utc>,
+    status: crate::org::UpgradeStatus,
+    decided_by: Option<String>,
+}
+
+impl From<crate::org::Upgrade> for UpgradeView {
+    fn from(u: crate::org::Upgrade) -> UpgradeView {
+        UpgradeView {
+            id: u.id,
+            employee: u.employee,
+            diff: u.diff,
+            requested_by: u.requested_by,
+            requested_at: u.requested_at,
+            status: u.status,
+            decided_by: u.decided_by,
+        }
+    }
+}
+
+/// What submitting did.
+#[derive(Serialize, ToSchema)]
+pub(super) struct SubmitView {
+    /// `in-force` (it only narrows, or changes nothing) or `pending`.
+    status: String,
+    /// What changes.
+    diff: Vec<String>,
+    /// When pending: the upgrade an admin decides.
+    upgrade: Option<UpgradeView>,
+}
+
+/// Waiting versions.
+#[derive(Serialize, ToSchema)]
+pub(super) struct UpgradeList {
+    items: Vec<UpgradeView>,
+}
+
+fn upgrade_problem(e: crate::org::UpgradeError) -> Problem {
+    use crate::org::UpgradeError;
+    let detail = e.to_string();
+    match e {
+        UpgradeError::Invalid(_) => {
+            Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid employee", detail)
+        }
+        UpgradeError::Unknown(_) => Problem::new(StatusCode::NOT_FOUND, "No such upgrade", detail),
+        UpgradeError::Decided { .. } => Problem::new(
+            StatusCode::CONFLICT,
+            "The upgrade cannot be decided",
+            detail,
+        ),
+        UpgradeError::NotAllowed(_) => Problem::new(StatusCode::FORBIDDEN, "Not allowed", detail),
+        UpgradeError::Org(e) => Problem::internal(e),
+    }
+}
+
+/// The largest `POST /api/v1/employees` body (a component of ~36 MiB, base64).
+pub(super) const MAX_SUBMISSION_BYTES: usize = 48 * 1024 * 1024;
+
+/// `POST /api/v1/employees`: submit an employee (new, or a new version):
+/// it is compiled and checked, its component pinned, and compared with
+/// the version in force. What only narrows is in force at once (200);
+/// what may widen waits for an admin (202).
+#[utoipa::path(
+    post,
+    path = "/api/v1/employees",
+    tag = "employees",
+    request_body = SubmitBody,
+    responses(
+        (status = 200, description = "In force", body = SubmitView),
+        (status = 202, description = "Waits for an admin", body = SubmitView),
+        Refusals
+    ),
+    security(("bearer" = []), ("session" = []))
+)]
+pub(super) async fn submit(
+    State(shared): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<axum::response::Response, Problem> {
+    use axum::response::IntoResponse as _;
+    use base64::Engine as _;
+    let operator = caller.needs(Role::Manager)?.clone();
+    let body: SubmitBody = json_body(
+        &headers,
+        &body,
+        r#"{"manifest": "name = …", "component": "<base64>"}"#,
+    )?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(body.component.trim())
+        .map_err(|e| {
+            Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Invalid employee",
+                format!("the component is not base64: {e}"),
+            )
+        })?;
+    let org = shared.org.clone();
+    let submitted = blocking(move || org.submit_employee(&body.manifest, &bytes, &operator.name))
+        .await
+        .map_err(Problem::internal)?
+        .map_err(upgrade_problem)?;
+    Ok(match submitted {
+        crate::org::Submitted::InForce(diff) => Json(SubmitView {
+            status: "in-force".into(),
+            diff,
+            upgrade: None,
+        })
+        .into_response(),
+        crate::org::Submitted::Waiting(upgrade) => (
+            StatusCode::ACCEPTED,
+            Json(SubmitView {
+                status: "pending".into(),
+                diff: upgrade.diff.clone(),
+                upgrade: Some(UpgradeView::from(*upgrade)),
+            }),
+        )
+            .into_response(),
+    })
+}
+
+/// `GET /api/v1/employees/upgrades` (admins): submitted versions that wait
+/// or waited, oldest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/employees/upgrades",
+    tag = "employees",
+    responses((status = 200, description = "Submitted versions", body = UpgradeList), Refusals),
+    security(("bearer" = []), ("session" = []))
+)]
+pub(super) async fn upgrades(
+    State(shared): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<UpgradeList>, Problem> {
+    caller.needs(Role::Admin)?;
+    let org = shared.org.clone();
+    let all = blocking(move || org.upgrades())
+        .await
+        .map_err(Problem::internal)?
+        .map_err(Problem::internal)?;
+    Ok(Json(UpgradeList {
+        items: all.into_iter().map(UpgradeView::from).collect(),
+    }))
+}
+
+async fn decide_upgrade(
+    shared: Arc<Shared>,
+    caller: Caller,
+    id: Result<axum::extract::Path<String>, PathRejection>,
+    approve: bool,
+) -> Result<Json<UpgradeView>, Problem> {
+    let operator = caller.needs(Role::Admin)?.clone();
+    let id = path_id(id)?;
+    let org = shared.org.clone();
+    blocking(move || org.decide_upgrade(&id, approve, &operator))
+        .await
+        .map_err(Problem::internal)?
+        .map(|u| Json(UpgradeView::from(u)))
+        .map_err(upgrade_problem)
+}
+
+/// `POST /api/v1/employees/upgrades/{id}/approve` (admins): bring a waiting
+/// version into force (409 if the employee changed since it was compared).
+#[utoipa::path(
+    post,
+    path = "/api/v1/employees/upgrades/{id}/approve",
+    tag = "employees",
+    params(("id" = String, Path, description = "The upgrade (`up-…`)")),
+    responses((status = 200, description = "In force", body = UpgradeView), Refusals),
+    security(("bearer" = []), ("session" = []))
+)]
+pub(super) async fn approve_upgrade(
+    State(shared): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
+    id: Result<axum::extract::Path<String>, PathRejection>,
+) -> Result<Json<UpgradeView>, Problem> {
+    decide_upgrade(shared, caller, id, true).await
+}
+
+/// `POST /api/v1/employees/upgrades/{id}/deny` (admins): refuse a waiting
+/// version; the one in force stays.
+#[utoipa::path(
+    post,
+    path = "/api/v1/employees/upgrades/{id}/deny",
+    tag = "employees",
+    params(("id" = String, Path, description = "The upgrade (`up-…`)")),
+    responses((status = 200, description = "Refused", body = UpgradeView), Refusals),
+    security(("bearer" = []), ("session" = []))
+)]
+pub(super) async fn deny_upgrade(
+    State(shared): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
+    id: Result<axum::extract::Path<String>, PathRejection>,
+) -> Result<Json<UpgradeView>, Problem> {
+    decide_upgrade(shared, caller, id, false).await
+}

@@ -20,7 +20,7 @@ use crate::store::StoreError;
 use super::{Org, OrgError};
 
 impl Org {
-    fn component_path(&self, sha256: &str) -> String {
+    pub(super) fn component_path(&self, sha256: &str) -> String {
         format!("components/{}/{sha256}.wasm", self.org())
     }
 
