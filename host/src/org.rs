@@ -40,7 +40,7 @@ pub use decisions::{DecideError, Verdict};
 pub use registry::describe as describe_employee;
 pub use rollback::{UndoError, UndoOutcome, UndoReport};
 pub use tasks::{MAX_QUEUED, TaskError, TaskRecord, TaskState};
-pub use upgrades::{Submitted, Upgrade, UpgradeError, UpgradeStatus, widens};
+pub use upgrades::{Disabled, Submitted, Upgrade, UpgradeError, UpgradeStatus, widens};
 
 /// Opening the host or loading an employee failed.
 #[derive(Debug, thiserror::Error)]
@@ -645,6 +645,12 @@ impl Org {
     /// allow become void. A refused load changes nothing stored. Seeds the
     /// sandbox on first use.
     pub fn load(&self, mut manifest: Manifest) -> Result<LoadedEmployee, OrgError> {
+        if let Some(d) = self.disabled(&manifest.name)? {
+            return Err(OrgError::NotAllowed(format!(
+                "{} was disabled by {}; an admin enables it (`clancy employees enable {}`)",
+                manifest.name, d.by, manifest.name
+            )));
+        }
         let bytes = crate::runtime::read_component(&manifest.component)?;
         manifest.component_sha256 = Some(hex::encode(sha2::Sha256::digest(&bytes)));
         let loaded = self.instantiate(manifest, &bytes)?;

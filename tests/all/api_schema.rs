@@ -39,6 +39,8 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/api/v1/employees/upgrades", &["get"]),
     ("/api/v1/employees/upgrades/{id}/approve", &["post"]),
     ("/api/v1/employees/upgrades/{id}/deny", &["post"]),
+    ("/api/v1/employees/{name}/disable", &["post"]),
+    ("/api/v1/employees/{name}/enable", &["post"]),
 ];
 
 fn schemathesis(served: &Served, token: &str, paths: &[&str], include: bool) -> Result<()> {

@@ -687,3 +687,100 @@ fn a_submitted_employee_that_widens_waits_for_an_admin_and_narrowing_is_in_force
     ));
     Ok(())
 }
+
+#[test]
+fn a_disabled_employee_starts_nothing_until_an_admin_enables_it() -> Result<()> {
+    let mut waiting = String::new();
+    let live = Live::start_with(RateLimits::default(), |org| {
+        register(org)?;
+        let ada = clancy::operators::Operator {
+            name: "ada".into(),
+            role: Role::Admin,
+        };
+        org.add_operator(&ada, None)?;
+        waiting = org
+            .request_task("test-employee", "print queued before", "ada")?
+            .id;
+        org.set_disabled("test-employee", true, &ada)?;
+        Ok(())
+    })?;
+    let (_, ada) = live.org.create_token("ada", Role::Admin, 1, "ada")?;
+    let (_, alice) = live.org.create_token("alice", Role::Manager, 1, "ada")?;
+    let task = r#"{"employee": "test-employee", "task": "print hello"}"#;
+    let not_run = ended(&live, &ada, &waiting)?;
+    assert_eq!(not_run["state"], "cancelled", "{not_run}");
+    assert_eq!(live.post(&alice, "/api/v1/tasks", task)?.0, 409);
+    let (_, listed) = live.get(&ada, "/api/v1/employees")?;
+    assert_eq!(listed["items"][0]["disabled"], true, "{listed}");
+    let refused = live
+        .org
+        .load(TestEnv::manifest(HOSTILE, &with_hostile_imports(CHAT))?)
+        .err()
+        .context("a disabled employee was loaded")?;
+    assert!(refused.to_string().contains("disabled by ada"), "{refused}");
+    assert_eq!(
+        live.post(&alice, "/api/v1/employees/test-employee/enable", "")?
+            .0,
+        403,
+        "a manager enables nothing"
+    );
+    assert_eq!(
+        live.post(&ada, "/api/v1/employees/nobody/enable", "")?.0,
+        404
+    );
+    assert_eq!(
+        live.post(&ada, "/api/v1/employees/test-employee/enable", "")?
+            .0,
+        204
+    );
+    let (status, queued) = live.post(&alice, "/api/v1/tasks", task)?;
+    assert_eq!(status, 202, "{queued}");
+    let done = ended(&live, &alice, queued["id"].as_str().context("no id")?)?;
+    assert_eq!(done["state"], "completed");
+    let log = live.org.audit().entries()?;
+    for action in ["employees-disable", "employees-enable"] {
+        assert!(log.iter().any(|e| e.record.action == action), "{action}");
+    }
+
+    // The same from the command line, on a data dir of its own.
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let manifest = dir.path().join("employee.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "name = \"ticker\"\ncomponent = {HOSTILE:?}\n{}",
+            with_hostile_imports(CHAT)
+        ),
+    )?;
+    let manifest = manifest.display().to_string();
+    let clancy = |args: &[&str]| crate::env::clancy(&data, args);
+    assert!(
+        clancy(&["operators", "add", "ada", "--role", "admin"])?
+            .status
+            .success()
+    );
+    assert!(
+        clancy(&["run", &manifest, "--task", "print hi"])?
+            .status
+            .success()
+    );
+    let off = clancy(&["employees", "disable", "ticker", "--as", "ada"])?;
+    assert!(off.status.success(), "{}", crate::env::stderr(&off));
+    assert!(crate::env::stdout(&clancy(&["employees", "list"])?).contains("ticker (DISABLED)"));
+    let run = clancy(&["run", &manifest, "--task", "print hi"])?;
+    assert!(!run.status.success());
+    assert!(
+        crate::env::stderr(&run).contains("disabled by ada"),
+        "{}",
+        crate::env::stderr(&run)
+    );
+    let by_nobody = clancy(&["employees", "enable", "ticker", "--as", "mallory"])?;
+    assert_eq!(
+        by_nobody.status.code(),
+        Some(2),
+        "{}",
+        crate::env::stderr(&by_nobody)
+    );
+    Ok(())
+}

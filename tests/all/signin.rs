@@ -639,6 +639,18 @@ const MATRIX: &[(&str, &str, Option<&str>, Option<Role>)] = &[
     ("GET", "/api/v1/employees/upgrades", None, Some(Role::Admin)),
     (
         "POST",
+        "/api/v1/employees/nobody/disable",
+        None,
+        Some(Role::Admin),
+    ),
+    (
+        "POST",
+        "/api/v1/employees/nobody/enable",
+        None,
+        Some(Role::Admin),
+    ),
+    (
+        "POST",
         "/api/v1/employees/upgrades/up-none/approve",
         None,
         Some(Role::Admin),

@@ -7,6 +7,7 @@
 
 mod approvals;
 mod audit;
+mod employees;
 mod notify;
 mod operators;
 mod sandbox;
@@ -80,6 +81,9 @@ enum Command {
     /// Review and decide actions waiting for a human.
     #[command(subcommand)]
     Approvals(approvals::ApprovalsCommand),
+    /// The registered employees; disable or enable one.
+    #[command(subcommand)]
+    Employees(employees::EmployeesCommand),
     /// The people who decide requests, their roles and enrolment codes.
     #[command(subcommand, visible_alias = "users")]
     Operators(operators::OperatorsCommand),
@@ -153,6 +157,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Audit(command) => audit::run(global, command, &mut out),
         Command::Approvals(command) => approvals::run(global, command, &mut out),
         Command::Operators(command) => operators::run(global, command, &mut out),
+        Command::Employees(command) => employees::run(global, command, &mut out),
         Command::Notify(command) => notify::run(global, command, &mut out),
         Command::Undo(args) => undo::run(global, args, &mut out),
         Command::Sandbox(command) => sandbox::run(global, command, &mut out),

@@ -699,6 +699,9 @@ fn task_problem(e: TaskError) -> Problem {
     let detail = e.to_string();
     match e {
         TaskError::NoEmployee(_) => Problem::new(StatusCode::NOT_FOUND, "No such employee", detail),
+        TaskError::Disabled(_) => {
+            Problem::new(StatusCode::CONFLICT, "The employee is disabled", detail)
+        }
         TaskError::Unknown(_) => Problem::new(StatusCode::NOT_FOUND, "No such task", detail),
         TaskError::Invalid(_) => {
             Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid task", detail)

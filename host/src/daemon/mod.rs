@@ -270,6 +270,8 @@ impl Daemon {
                     .layer(DefaultBodyLimit::max(records::MAX_SUBMISSION_BYTES)),
             )
             .route("/api/v1/employees/upgrades", get(records::upgrades))
+            .route("/api/v1/employees/{name}/disable", post(records::disable))
+            .route("/api/v1/employees/{name}/enable", post(records::enable))
             .route(
                 "/api/v1/employees/upgrades/{id}/approve",
                 post(records::approve_upgrade),
@@ -530,6 +532,8 @@ async fn check_host(State(shared): State<Arc<Shared>>, request: Request, next: N
         records::upgrades,
         records::approve_upgrade,
         records::deny_upgrade,
+        records::disable,
+        records::enable,
     ),
     components(schemas(api::ProblemBody)),
     modifiers(&SecuritySchemes)

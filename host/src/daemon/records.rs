@@ -270,6 +270,8 @@ pub(super) struct EmployeeView {
     /// What it may do, a line per part (component, grants, limits,
     /// notification targets, schedules), as its diffs in the audit log show.
     describe: Vec<String>,
+    /// Whether an admin disabled it (it starts no task).
+    disabled: bool,
 }
 
 /// The registered employees.
@@ -292,20 +294,25 @@ pub(super) async fn employees(
 ) -> Result<Json<EmployeeList>, Problem> {
     caller.needs(Role::Manager)?;
     let org = shared.org.clone();
-    let registered = blocking(move || org.registered())
-        .await
-        .map_err(Problem::internal)?
-        .map_err(Problem::internal)?;
-    Ok(Json(EmployeeList {
-        items: registered
-            .iter()
-            .map(|m| EmployeeView {
-                name: m.name.clone(),
-                component_sha256: m.component_sha256.clone(),
-                describe: crate::org::describe_employee(m),
-            })
-            .collect(),
-    }))
+    let items = blocking(
+        move || -> Result<Vec<EmployeeView>, crate::store::StoreError> {
+            org.registered()?
+                .iter()
+                .map(|m| {
+                    Ok(EmployeeView {
+                        name: m.name.clone(),
+                        component_sha256: m.component_sha256.clone(),
+                        describe: crate::org::describe_employee(m),
+                        disabled: org.disabled(&m.name)?.is_some(),
+                    })
+                })
+                .collect()
+        },
+    )
+    .await
+    .map_err(Problem::internal)?
+    .map_err(Problem::internal)?;
+    Ok(Json(EmployeeList { items }))
 }
 
 /// `POST /api/v1/employees`'s body.
@@ -520,4 +527,55 @@ pub(super) async fn deny_upgrade(
     id: Result<axum::extract::Path<String>, PathRejection>,
 ) -> Result<Json<UpgradeView>, Problem> {
     decide_upgrade(shared, caller, id, false).await
+}
+
+async fn set_disabled(
+    shared: Arc<Shared>,
+    caller: Caller,
+    name: Result<axum::extract::Path<String>, PathRejection>,
+    disabled: bool,
+) -> Result<StatusCode, Problem> {
+    let operator = caller.needs(Role::Admin)?.clone();
+    let name = path_id(name)?;
+    let org = shared.org.clone();
+    blocking(move || org.set_disabled(&name, disabled, &operator))
+        .await
+        .map_err(Problem::internal)?
+        .map_err(upgrade_problem)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /api/v1/employees/{name}/disable` (admins): the employee starts no
+/// task (API, schedule, trigger, `clancy run`); queued ones are not run.
+#[utoipa::path(
+    post,
+    path = "/api/v1/employees/{name}/disable",
+    tag = "employees",
+    params(("name" = String, Path, description = "The employee")),
+    responses((status = 204, description = "Disabled"), Refusals),
+    security(("bearer" = []), ("session" = []))
+)]
+pub(super) async fn disable(
+    State(shared): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
+    name: Result<axum::extract::Path<String>, PathRejection>,
+) -> Result<StatusCode, Problem> {
+    set_disabled(shared, caller, name, true).await
+}
+
+/// `POST /api/v1/employees/{name}/enable` (admins): undo a disable.
+#[utoipa::path(
+    post,
+    path = "/api/v1/employees/{name}/enable",
+    tag = "employees",
+    params(("name" = String, Path, description = "The employee")),
+    responses((status = 204, description = "Enabled"), Refusals),
+    security(("bearer" = []), ("session" = []))
+)]
+pub(super) async fn enable(
+    State(shared): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
+    name: Result<axum::extract::Path<String>, PathRejection>,
+) -> Result<StatusCode, Problem> {
+    set_disabled(shared, caller, name, false).await
 }

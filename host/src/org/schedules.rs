@@ -33,6 +33,9 @@ impl Org {
         let now = self.now();
         let mut round = ScheduleRound::default();
         for manifest in self.registered()? {
+            if self.disabled(&manifest.name)?.is_some() {
+                continue;
+            }
             for schedule in &manifest.schedules {
                 let key = format!("{}/{}", manifest.name, schedule.id()).into_bytes();
                 let stored = self.org.get(AREA, &key)?;

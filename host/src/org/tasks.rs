@@ -76,6 +76,9 @@ pub enum TaskError {
     /// No such registered employee.
     #[error("no employee {0:?} is registered in this organisation")]
     NoEmployee(String),
+    /// The employee is disabled.
+    #[error("the employee {0:?} is disabled; an admin enables it")]
+    Disabled(String),
     /// The instruction is unusable.
     #[error("invalid task: {0}")]
     Invalid(String),
@@ -132,6 +135,9 @@ impl Org {
     ) -> Result<TaskRecord, TaskError> {
         if self.stored_manifest(employee)?.is_none() {
             return Err(TaskError::NoEmployee(employee.to_string()));
+        }
+        if self.disabled(employee)?.is_some() {
+            return Err(TaskError::Disabled(employee.to_string()));
         }
         if task.trim().is_empty() {
             return Err(TaskError::Invalid("the task is empty".into()));
@@ -266,6 +272,16 @@ impl Org {
     /// Run a task [`Org::take_task`] took, with its employee's registered
     /// manifest and pinned component, and record how it ended.
     pub fn run_task(&self, mut record: TaskRecord) -> Result<TaskRecord, StoreError> {
+        if let Some(d) = self.disabled(&record.employee)? {
+            record.state = TaskState::Cancelled;
+            record.ended_at = Some(self.now());
+            record.outcome = Some(format!(
+                "not run: {} was disabled by {}",
+                record.employee, d.by
+            ));
+            self.org.put_json(AREA, &record_key(&record.id), &record)?;
+            return Ok(record);
+        }
         let ran = self
             .registered_employee(&record.employee)
             .map_err(|e| e.to_string())

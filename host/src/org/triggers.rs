@@ -34,6 +34,9 @@ impl Org {
     pub fn run_triggers(&self) -> Result<TriggerRound, StoreError> {
         let mut round = TriggerRound::default();
         for manifest in self.registered()? {
+            if self.disabled(&manifest.name)?.is_some() {
+                continue;
+            }
             for trigger in &manifest.triggers {
                 match self.new_items(&manifest, trigger) {
                     Ok(0) => {}

@@ -75,8 +75,8 @@ pub enum UpgradeError {
     /// The manifest or component is not acceptable.
     #[error("{0}")]
     Invalid(String),
-    /// No such upgrade.
-    #[error("no upgrade {0:?} in this organisation")]
+    /// No such upgrade or employee.
+    #[error("no {0:?} in this organisation")]
     Unknown(String),
     /// Decided already, or stale.
     #[error("upgrade {id} is {status:?}")]
@@ -244,5 +244,66 @@ impl Org {
             });
         }
         Ok(upgrade)
+    }
+}
+
+/// Who disabled an employee, and when.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Disabled {
+    /// The admin.
+    pub by: String,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+impl Org {
+    /// Whether `employee` is disabled (it starts no task, by any trigger).
+    pub fn disabled(&self, employee: &str) -> Result<Option<Disabled>, StoreError> {
+        self.org
+            .get_json("employees", format!("disabled/{employee}").as_bytes())
+    }
+
+    /// Disable or enable a registered employee on the word of admin `by`.
+    /// Audited. A disabled employee starts no task (API, schedule, trigger,
+    /// `clancy run`); tasks already queued for it are not run.
+    pub fn set_disabled(
+        &self,
+        employee: &str,
+        disabled: bool,
+        by: &Operator,
+    ) -> Result<(), UpgradeError> {
+        if by.role != Role::Admin {
+            return Err(UpgradeError::NotAllowed(format!(
+                "{} is not an admin: only an admin disables or enables employees",
+                by.name
+            )));
+        }
+        if self.stored_manifest(employee)?.is_none() {
+            return Err(UpgradeError::Unknown(employee.to_string()));
+        }
+        let key = format!("disabled/{employee}").into_bytes();
+        let value = if disabled {
+            Some(crate::store::encode(&Disabled {
+                by: by.name.clone(),
+                at: self.now(),
+            })?)
+        } else {
+            None
+        };
+        self.org.write("employees", vec![(key, value)])?;
+        self.audit_operator_action(
+            if disabled {
+                "employees-disable"
+            } else {
+                "employees-enable"
+            },
+            employee,
+            &format!(
+                "{employee} {} by {}",
+                if disabled { "disabled" } else { "enabled" },
+                by.name
+            ),
+        )?;
+        Ok(())
     }
 }
