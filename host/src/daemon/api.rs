@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoResponses, ToSchema};
 
 use super::auth::Caller;
-use super::{Shared, blocking};
+use super::{Shared, with_org};
 use crate::approvals::{Approval, Status};
 use crate::operators::Role;
 use crate::org::{DecideError, TaskError, TaskRecord, TaskState, Verdict};
@@ -277,10 +277,8 @@ pub(super) async fn list_approvals(
     let Query(query) = query.map_err(Problem::bad_request)?;
     let limit = query.limit()?;
     let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
-    let org = shared.org.clone();
-    let all = blocking(move || org.approvals().list())
-        .await
-        .map_err(Problem::internal)?
+    let all = with_org(&shared, move |org| org.approvals().list())
+        .await?
         .map_err(Problem::internal)?;
     let mut pending = all
         .iter()
@@ -322,18 +320,18 @@ pub(super) async fn get_approval(
 ) -> Result<Json<ApprovalView>, Problem> {
     caller.needs(Role::Manager)?;
     let id = path_id(id)?;
-    let org = shared.org.clone();
-    let found = blocking(move || org.approvals().get(&id).map(|a| (id, a)))
-        .await
-        .map_err(Problem::internal)?
-        .map_err(|e| match e {
-            crate::store::StoreError::Tampered { .. } => Problem::new(
-                StatusCode::CONFLICT,
-                "The request was changed outside the host",
-                e.to_string(),
-            ),
-            other => Problem::internal(other),
-        })?;
+    let found = with_org(&shared, move |org| {
+        org.approvals().get(&id).map(|a| (id, a))
+    })
+    .await?
+    .map_err(|e| match e {
+        crate::store::StoreError::Tampered { .. } => Problem::new(
+            StatusCode::CONFLICT,
+            "The request was changed outside the host",
+            e.to_string(),
+        ),
+        other => Problem::internal(other),
+    })?;
     match found {
         (_, Some(a)) => Ok(Json(ApprovalView::from(&a))),
         (id, None) => Err(Problem::new(
@@ -376,11 +374,10 @@ pub(super) async fn answer(
     let id = path_id(id)?;
     let body: AnswerBody = json_body(&headers, &body, r#"{"option": "…"}"#)?;
     check_comment(body.comment.as_deref())?;
-    let org = shared.org.clone();
-    let answered =
-        blocking(move || org.answer(&id, &body.option, &operator.name, body.comment.as_deref()))
-            .await
-            .map_err(Problem::internal)?;
+    let answered = with_org(&shared, move |org| {
+        org.answer(&id, &body.option, &operator.name, body.comment.as_deref())
+    })
+    .await?;
     answered
         .map(|a| Json(ApprovalView::from(&a)))
         .map_err(decide_problem)
@@ -480,17 +477,15 @@ async fn decide(
             "edits go with approve, never deny",
         ));
     }
-    let org = shared.org.clone();
     let comment = body.comment;
-    let decided = blocking(move || {
+    let decided = with_org(&shared, move |org| {
         if edits.is_empty() {
             org.decide(&id, verdict, &operator.name, comment.as_deref())
         } else {
             org.edit_and_approve(&id, &edits, &operator.name, comment.as_deref())
         }
     })
-    .await
-    .map_err(Problem::internal)?;
+    .await?;
     decided
         .map(|a| Json(ApprovalView::from(&a)))
         .map_err(decide_problem)
@@ -571,8 +566,7 @@ pub(super) async fn batch(
         BatchVerdict::Approve => Verdict::Approve,
         BatchVerdict::Deny => Verdict::Deny,
     };
-    let org = shared.org.clone();
-    let items = blocking(move || {
+    let items = with_org(&shared, move |org| {
         let mut seen = std::collections::HashSet::new();
         body.ids
             .into_iter()
@@ -593,8 +587,7 @@ pub(super) async fn batch(
             )
             .collect::<Vec<_>>()
     })
-    .await
-    .map_err(Problem::internal)?;
+    .await?;
     Ok(Json(BatchResult {
         refused: items.iter().filter(|i| i.refused.is_some()).count(),
         items,
@@ -772,8 +765,7 @@ pub(super) async fn start_task(
 ) -> Result<Response, Problem> {
     let operator = caller.needs(Role::User)?.clone();
     let body: TaskBody = json_body(&headers, &body, r#"{"employee": "…", "task": "…"}"#)?;
-    let org = shared.org.clone();
-    let queued = blocking(move || {
+    let queued = with_org(&shared, move |org| {
         let assigned = org
             .operators()
             .assigned(&operator.name)
@@ -784,8 +776,7 @@ pub(super) async fn start_task(
         org.request_task(&body.employee, &body.task, &operator.name)
             .map_err(task_problem)
     })
-    .await
-    .map_err(Problem::internal)??;
+    .await??;
     shared.work.notify_one();
     let location = format!("/api/v1/tasks/{}", queued.id);
     let mut response = (StatusCode::ACCEPTED, Json(TaskView::from(queued))).into_response();
@@ -813,12 +804,10 @@ pub(super) async fn list_tasks(
     let Query(query) = query.map_err(Problem::bad_request)?;
     let limit = query.limit()?;
     let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
-    let org = shared.org.clone();
-    let (all, assigned) = blocking(move || {
+    let (all, assigned) = with_org(&shared, move |org| {
         Ok::<_, crate::store::StoreError>((org.tasks()?, org.operators().assigned(&operator.name)?))
     })
-    .await
-    .map_err(Problem::internal)?
+    .await?
     .map_err(Problem::internal)?;
     let operator = &caller.operator;
     let mut rest = all.into_iter().filter(|t| {
@@ -854,16 +843,14 @@ pub(super) async fn get_task(
 ) -> Result<Json<TaskView>, Problem> {
     let operator = caller.needs(Role::User)?.clone();
     let id = path_id(id)?;
-    let org = shared.org.clone();
     let lookup = id.clone();
-    let (found, assigned) = blocking(move || {
+    let (found, assigned) = with_org(&shared, move |org| {
         Ok::<_, crate::store::StoreError>((
             org.task(&lookup)?,
             org.operators().assigned(&operator.name)?,
         ))
     })
-    .await
-    .map_err(Problem::internal)?
+    .await?
     .map_err(Problem::internal)?;
     // A task of an employee not assigned to a user is not there for them.
     found
@@ -888,10 +875,8 @@ pub(super) async fn cancel_task(
 ) -> Result<Json<TaskView>, Problem> {
     let operator = caller.needs(Role::Manager)?.clone();
     let id = path_id(id)?;
-    let org = shared.org.clone();
-    blocking(move || org.cancel_task(&id, &operator.name))
-        .await
-        .map_err(Problem::internal)?
+    with_org(&shared, move |org| org.cancel_task(&id, &operator.name))
+        .await?
         .map(|t| Json(TaskView::from(t)))
         .map_err(task_problem)
 }

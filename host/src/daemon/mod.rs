@@ -333,6 +333,18 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
         .map_err(|e| format!("a host task failed: {e}"))
 }
 
+/// Run `f` with the org on the blocking pool (the org is blocking: sled,
+/// wasmtime); a host task that fails is a 500 problem.
+async fn with_org<T: Send + 'static>(
+    shared: &Shared,
+    f: impl FnOnce(&Org) -> T + Send + 'static,
+) -> Result<T, api::Problem> {
+    let org = shared.org.clone();
+    blocking(move || f(&org))
+        .await
+        .map_err(api::Problem::internal)
+}
+
 /// Wait for every worker.
 async fn futures_join(workers: Vec<tokio::task::JoinHandle<()>>) {
     for w in workers {

@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 
 use super::api::{Problem, Refusals, json_body, path_id};
 use super::auth::{Caller, Via, same_origin, session_cookie, set_cookie};
-use super::{Shared, blocking};
+use super::{Shared, with_org};
 use crate::accounts::SignInError;
 use crate::operators::{Operator, Role, Token, valid_name};
 use crate::org::OrgError;
@@ -118,9 +118,8 @@ pub(super) async fn sign_in(
         r#"{"user": "…", "password": "…", "totp": "123456"}"#,
     )?;
     let old = session_cookie(&headers);
-    let org = shared.org.clone();
     let absolute = shared.sessions.absolute;
-    let (operator, cookie, csrf) = blocking(move || {
+    let (operator, cookie, csrf) = with_org(&shared, move |org| {
         let accounts = org.accounts();
         if let Some(old) = old {
             accounts.end_session(&old).map_err(Problem::internal)?;
@@ -153,8 +152,7 @@ pub(super) async fn sign_in(
             }
         }
     })
-    .await
-    .map_err(Problem::internal)??;
+    .await??;
     let mut response = (
         StatusCode::CREATED,
         Json(SessionView {
@@ -207,14 +205,12 @@ pub(super) async fn sign_out(
     Extension(caller): Extension<Caller>,
 ) -> Result<Response, Problem> {
     if let Via::Session { cookie, .. } = caller.via {
-        let org = shared.org.clone();
         let name = caller.operator.name.clone();
-        blocking(move || -> Result<(), OrgError> {
+        with_org(&shared, move |org| -> Result<(), OrgError> {
             org.accounts().end_session(&cookie)?;
             org.audit_operator_action("sign-out", &name, &format!("{name} signed out"))
         })
-        .await
-        .map_err(Problem::internal)?
+        .await?
         .map_err(Problem::internal)?;
     }
     let mut response = StatusCode::NO_CONTENT.into_response();
@@ -265,8 +261,7 @@ pub(super) async fn enrol(
     shared.limiters.sign_in_attempt(peer.ip())?;
     check_origin(&shared, &headers)?;
     let body: EnrolBody = json_body(&headers, &body, r#"{"code": "enr_…", "password": "…"}"#)?;
-    let org = shared.org.clone();
-    blocking(move || {
+    with_org(&shared, move |org| {
         let now = org.now();
         match org.accounts().enrol(&body.code, &body.password, now) {
             Ok(enrolled) => {
@@ -304,8 +299,7 @@ pub(super) async fn enrol(
             }
         }
     })
-    .await
-    .map_err(Problem::internal)?
+    .await?
 }
 
 /// An operator, as admins see them.
@@ -362,8 +356,7 @@ pub(super) async fn list_operators(
     Extension(caller): Extension<Caller>,
 ) -> Result<Json<OperatorList>, Problem> {
     caller.needs(Role::Admin)?;
-    let org = shared.org.clone();
-    let items = blocking(move || -> Result<Vec<OperatorView>, OrgError> {
+    let items = with_org(&shared, move |org| -> Result<Vec<OperatorView>, OrgError> {
         let accounts = org.accounts();
         org.operators()
             .list()?
@@ -379,8 +372,7 @@ pub(super) async fn list_operators(
             })
             .collect()
     })
-    .await
-    .map_err(Problem::internal)?
+    .await?
     .map_err(org_problem)?;
     Ok(Json(OperatorList { items }))
 }
@@ -404,8 +396,7 @@ pub(super) async fn put_operator(
     let admin = caller.needs(Role::Admin)?.name.clone();
     let body: OperatorBody = json_body(&headers, &body, r#"{"name": "…", "role": "manager"}"#)?;
     let role = body.role;
-    let org = shared.org.clone();
-    let view = blocking(move || -> Result<OperatorView, OrgError> {
+    let view = with_org(&shared, move |org| -> Result<OperatorView, OrgError> {
         let operator = Operator {
             name: body.name,
             role,
@@ -425,8 +416,7 @@ pub(super) async fn put_operator(
             enrolment_code,
         })
     })
-    .await
-    .map_err(Problem::internal)?
+    .await?
     .map_err(org_problem)?;
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
@@ -449,22 +439,23 @@ pub(super) async fn new_enrolment(
 ) -> Result<Response, Problem> {
     let admin = caller.needs(Role::Admin)?.name.clone();
     let name = path_id(name)?;
-    let org = shared.org.clone();
-    let view = blocking(move || -> Result<Option<OperatorView>, OrgError> {
-        let Some(operator) = org.operators().get(&name)? else {
-            return Ok(None);
-        };
-        let code = org.invite(&operator.name, &admin)?;
-        Ok(Some(OperatorView {
-            enrolled: org.accounts().enrolled(&operator.name)?,
-            employees: org.operators().assigned(&operator.name)?,
-            name: operator.name,
-            role: operator.role,
-            enrolment_code: Some(code),
-        }))
-    })
-    .await
-    .map_err(Problem::internal)?
+    let view = with_org(
+        &shared,
+        move |org| -> Result<Option<OperatorView>, OrgError> {
+            let Some(operator) = org.operators().get(&name)? else {
+                return Ok(None);
+            };
+            let code = org.invite(&operator.name, &admin)?;
+            Ok(Some(OperatorView {
+                enrolled: org.accounts().enrolled(&operator.name)?,
+                employees: org.operators().assigned(&operator.name)?,
+                name: operator.name,
+                role: operator.role,
+                enrolment_code: Some(code),
+            }))
+        },
+    )
+    .await?
     .map_err(org_problem)?
     .ok_or_else(|| {
         Problem::new(
@@ -513,22 +504,23 @@ pub(super) async fn assign(
             "at most 100 employees",
         ));
     }
-    let org = shared.org.clone();
-    let view = blocking(move || -> Result<Option<OperatorView>, OrgError> {
-        let Some(operator) = org.operators().get(&name)? else {
-            return Ok(None);
-        };
-        org.assign(&operator.name, &body.employees, &admin)?;
-        Ok(Some(OperatorView {
-            enrolled: org.accounts().enrolled(&operator.name)?,
-            employees: org.operators().assigned(&operator.name)?,
-            name: operator.name,
-            role: operator.role,
-            enrolment_code: None,
-        }))
-    })
-    .await
-    .map_err(Problem::internal)?
+    let view = with_org(
+        &shared,
+        move |org| -> Result<Option<OperatorView>, OrgError> {
+            let Some(operator) = org.operators().get(&name)? else {
+                return Ok(None);
+            };
+            org.assign(&operator.name, &body.employees, &admin)?;
+            Ok(Some(OperatorView {
+                enrolled: org.accounts().enrolled(&operator.name)?,
+                employees: org.operators().assigned(&operator.name)?,
+                name: operator.name,
+                role: operator.role,
+                enrolment_code: None,
+            }))
+        },
+    )
+    .await?
     .map_err(org_problem)?
     .ok_or_else(|| {
         Problem::new(
@@ -602,10 +594,8 @@ pub(super) async fn list_tokens(
     Extension(caller): Extension<Caller>,
 ) -> Result<Json<TokenList>, Problem> {
     let me = caller.needs(Role::User)?.clone();
-    let org = shared.org.clone();
-    let tokens = blocking(move || org.operators().tokens())
-        .await
-        .map_err(Problem::internal)?
+    let tokens = with_org(&shared, move |org| org.operators().tokens())
+        .await?
         .map_err(Problem::internal)?;
     Ok(Json(TokenList {
         items: tokens
@@ -651,11 +641,11 @@ pub(super) async fn create_token(
         ));
     }
     let operator = body.operator.unwrap_or_else(|| me.name.clone());
-    let org = shared.org.clone();
-    let (token, secret) = blocking(move || org.create_token(&operator, role, days, &me.name))
-        .await
-        .map_err(Problem::internal)?
-        .map_err(org_problem)?;
+    let (token, secret) = with_org(&shared, move |org| {
+        org.create_token(&operator, role, days, &me.name)
+    })
+    .await?
+    .map_err(org_problem)?;
     Ok((
         StatusCode::CREATED,
         Json(TokenView::of(token, Some(secret))),
@@ -680,8 +670,7 @@ pub(super) async fn revoke_token(
 ) -> Result<Json<TokenView>, Problem> {
     let me = caller.needs(Role::User)?.clone();
     let id = path_id(id)?;
-    let org = shared.org.clone();
-    let revoked = blocking(move || -> Result<Option<Token>, OrgError> {
+    let revoked = with_org(&shared, move |org| -> Result<Option<Token>, OrgError> {
         // Someone else's token is "not found" to a non-admin, never theirs to probe.
         match org.operators().token(&id)? {
             Some(t) if me.role == Role::Admin || t.operator == me.name => {
@@ -690,8 +679,7 @@ pub(super) async fn revoke_token(
             _ => Ok(None),
         }
     })
-    .await
-    .map_err(Problem::internal)?
+    .await?
     .map_err(org_problem)?
     .ok_or_else(|| {
         Problem::new(

@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 
 use super::api::{Problem, Refusals, json_body, path_id};
 use super::auth::Caller;
-use super::{Shared, blocking};
+use super::{Shared, with_org};
 use crate::operators::Role;
 use crate::org::{OrgError, UndoError};
 
@@ -70,10 +70,8 @@ pub(super) async fn search(
             )));
         }
     };
-    let org = shared.org.clone();
-    let entries = blocking(move || org.audit().entries())
-        .await
-        .map_err(Problem::internal)?
+    let entries = with_org(&shared, move |org| org.audit().entries())
+        .await?
         .map_err(Problem::internal)?;
     let after = match query.after {
         None => 0,
@@ -127,11 +125,11 @@ pub(super) async fn verify(
     Extension(caller): Extension<Caller>,
 ) -> Result<Json<VerifyView>, Problem> {
     caller.needs(Role::Manager)?;
-    let org = shared.org.clone();
-    let (v, public_key) = blocking(move || org.verify_audit(None).map(|v| (v, org.public_key())))
-        .await
-        .map_err(Problem::internal)?
-        .map_err(Problem::internal)?;
+    let (v, public_key) = with_org(&shared, move |org| {
+        org.verify_audit(None).map(|v| (v, org.public_key()))
+    })
+    .await?
+    .map_err(Problem::internal)?;
     Ok(Json(VerifyView {
         intact: v.is_intact(),
         entries: v.entries,
@@ -182,11 +180,9 @@ pub(super) async fn explain(
 ) -> Result<Json<ExplainView>, Problem> {
     caller.needs(Role::Manager)?;
     let id = path_id(id)?;
-    let org = shared.org.clone();
     let task = id.clone();
-    let text = blocking(move || org.explain(&task))
-        .await
-        .map_err(Problem::internal)?
+    let text = with_org(&shared, move |org| org.explain(&task))
+        .await?
         .map_err(undo_problem)?;
     Ok(Json(ExplainView { task: id, text }))
 }
@@ -247,13 +243,11 @@ pub(super) async fn undo(
             ));
         }
     };
-    let org = shared.org.clone();
-    let reports = blocking(move || match target {
+    let reports = with_org(&shared, move |org| match target {
         Target::Action(action) => org.undo_action(action, &operator.name).map(|r| vec![r]),
         Target::Task(task) => org.undo_task(&task, &operator.name),
     })
-    .await
-    .map_err(Problem::internal)?
+    .await?
     .map_err(undo_problem)?;
     Ok(Json(UndoView {
         all_undone: reports.iter().all(crate::org::UndoReport::is_undone),
@@ -293,9 +287,9 @@ pub(super) async fn employees(
     Extension(caller): Extension<Caller>,
 ) -> Result<Json<EmployeeList>, Problem> {
     caller.needs(Role::Manager)?;
-    let org = shared.org.clone();
-    let items = blocking(
-        move || -> Result<Vec<EmployeeView>, crate::store::StoreError> {
+    let items = with_org(
+        &shared,
+        move |org| -> Result<Vec<EmployeeView>, crate::store::StoreError> {
             org.registered()?
                 .iter()
                 .map(|m| {
@@ -309,8 +303,7 @@ pub(super) async fn employees(
                 .collect()
         },
     )
-    .await
-    .map_err(Problem::internal)?
+    .await?
     .map_err(Problem::internal)?;
     Ok(Json(EmployeeList { items }))
 }
@@ -429,11 +422,11 @@ pub(super) async fn submit(
                 format!("the component is not base64: {e}"),
             )
         })?;
-    let org = shared.org.clone();
-    let submitted = blocking(move || org.submit_employee(&body.manifest, &bytes, &operator.name))
-        .await
-        .map_err(Problem::internal)?
-        .map_err(upgrade_problem)?;
+    let submitted = with_org(&shared, move |org| {
+        org.submit_employee(&body.manifest, &bytes, &operator.name)
+    })
+    .await?
+    .map_err(upgrade_problem)?;
     Ok(match submitted {
         crate::org::Submitted::InForce(diff) => Json(SubmitView {
             status: "in-force".into(),
@@ -467,10 +460,8 @@ pub(super) async fn upgrades(
     Extension(caller): Extension<Caller>,
 ) -> Result<Json<UpgradeList>, Problem> {
     caller.needs(Role::Admin)?;
-    let org = shared.org.clone();
-    let all = blocking(move || org.upgrades())
-        .await
-        .map_err(Problem::internal)?
+    let all = with_org(&shared, move |org| org.upgrades())
+        .await?
         .map_err(Problem::internal)?;
     Ok(Json(UpgradeList {
         items: all.into_iter().map(UpgradeView::from).collect(),
@@ -485,12 +476,12 @@ async fn decide_upgrade(
 ) -> Result<Json<UpgradeView>, Problem> {
     let operator = caller.needs(Role::Admin)?.clone();
     let id = path_id(id)?;
-    let org = shared.org.clone();
-    blocking(move || org.decide_upgrade(&id, approve, &operator))
-        .await
-        .map_err(Problem::internal)?
-        .map(|u| Json(UpgradeView::from(u)))
-        .map_err(upgrade_problem)
+    with_org(&shared, move |org| {
+        org.decide_upgrade(&id, approve, &operator)
+    })
+    .await?
+    .map(|u| Json(UpgradeView::from(u)))
+    .map_err(upgrade_problem)
 }
 
 /// `POST /api/v1/employees/upgrades/{id}/approve` (admins): bring a waiting
@@ -537,11 +528,11 @@ async fn set_disabled(
 ) -> Result<StatusCode, Problem> {
     let operator = caller.needs(Role::Admin)?.clone();
     let name = path_id(name)?;
-    let org = shared.org.clone();
-    blocking(move || org.set_disabled(&name, disabled, &operator))
-        .await
-        .map_err(Problem::internal)?
-        .map_err(upgrade_problem)?;
+    with_org(&shared, move |org| {
+        org.set_disabled(&name, disabled, &operator)
+    })
+    .await?
+    .map_err(upgrade_problem)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
