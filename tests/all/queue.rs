@@ -300,9 +300,7 @@ fn a_manager_reads_verifies_explains_and_undoes_a_task_through_the_api() -> Resu
 
 #[test]
 fn requests_are_decided_in_a_batch_or_edited_then_approved_through_the_api() -> Result<()> {
-    let gated = with_hostile_imports(
-        "[[grant]]\nintegration = \"slack\"\nscope = \"channel:#general\"\nactions = [\"post\"]\napproval = \"required\"\n",
-    );
+    let gated = with_hostile_imports(crate::env::GATED_GENERAL_POST);
     let live = Live::start_with(RateLimits::default(), |org| {
         let employee = org.load(TestEnv::manifest(HOSTILE, &gated)?)?;
         for n in 0..3 {
