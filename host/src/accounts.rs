@@ -250,6 +250,16 @@ impl Accounts {
         Ok(code)
     }
 
+    /// Whether `code` is an enrolment code of this organisation (spent or
+    /// not yet checked for expiry): which org a code belongs to.
+    pub fn holds_enrolment(&self, code: &str) -> Result<bool, StoreError> {
+        if !code.starts_with("enr_") || code.len() > 64 {
+            return Ok(false);
+        }
+        let key = format!("e/{}", sha256_hex(code));
+        Ok(self.store.get(AREA, key.as_bytes())?.is_some())
+    }
+
     /// Spend an enrolment code: set the password, and for admins and
     /// managers make a new TOTP secret (returned as an `otpauth://` URI).
     pub fn enrol(

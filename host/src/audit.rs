@@ -323,7 +323,7 @@ pub struct Head {
 pub struct AuditError(#[from] pub StoreError);
 
 /// What `verify` found.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Verification {
     /// Entries checked.
     pub entries: u64,
@@ -503,6 +503,11 @@ impl AuditLog {
     /// Whether the log has no entries.
     pub fn is_empty(&self) -> Result<bool, StoreError> {
         Ok(self.len()? == 0)
+    }
+
+    /// The entry numbered `seq`, if the log has it.
+    pub fn entry(&self, seq: u64) -> Result<Option<Entry>, StoreError> {
+        self.store.get_json(AREA, &Self::entry_key(seq))
     }
 
     /// All entries in order.

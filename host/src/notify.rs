@@ -463,6 +463,10 @@ pub struct Delivery {
 /// One organisation's outbox.
 pub struct Outbox {
     store: OrgStore,
+    /// Held for a whole delivery round: two rounds at once (the daemon's
+    /// timer and `POST /api/v1/notifications/deliver`) would send the same
+    /// notification twice.
+    delivering: std::sync::Mutex<()>,
 }
 
 fn key(n: &Notification) -> Vec<u8> {
@@ -472,7 +476,10 @@ fn key(n: &Notification) -> Vec<u8> {
 impl Outbox {
     /// The outbox of `store`'s organisation.
     pub fn new(store: OrgStore) -> Outbox {
-        Outbox { store }
+        Outbox {
+            store,
+            delivering: std::sync::Mutex::new(()),
+        }
     }
 
     /// The org's webhook signing key (32 random bytes), created on first use.
@@ -552,6 +559,10 @@ impl Outbox {
 
     /// Try every pending notification that is due at `now`, once.
     pub fn deliver_due(&self, now: DateTime<Utc>) -> Result<Delivery, StoreError> {
+        let _round = self
+            .delivering
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let due: Vec<Notification> = self
             .list()?
             .into_iter()

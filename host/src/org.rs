@@ -98,17 +98,62 @@ pub struct Org {
     meter: Arc<Meter>,
     clock: Arc<dyn Clock>,
     sandbox: Sandbox,
-    runtime: OnceLock<Runtime>,
+    /// The engine, shared by every org a process serves.
+    runtime: Arc<OnceLock<Runtime>>,
     /// Employees loaded to hear decisions, by name, with the manifest they were loaded from.
     reactors: Mutex<HashMap<String, (String, Arc<LoadedEmployee>)>>,
 }
+
+/// The store's list of organisations (one key per name).
+const ORGS_AREA: &str = "orgs";
 
 impl Org {
     /// Open the data dir for `org` with the embedded sled store.
     pub fn open(data_dir: &Path, org: &str, mode: DataDirMode) -> Result<Org, OrgError> {
         let data = open_data_dir(data_dir, mode)?;
         let store: Arc<dyn Store> = Arc::new(SledStore::open(&data_dir.join("store"))?);
-        Org::with_store(data_dir, data, org, store)
+        Org::with_store(data_dir, data, org, store, mode == DataDirMode::Create)
+    }
+
+    /// Open every organisation of the data dir (those made with `clancy
+    /// orgs create` or by any command that created records with `--org`),
+    /// and `first`, which comes first: one store and one engine for all.
+    pub fn open_all(data_dir: &Path, first: &str, mode: DataDirMode) -> Result<Vec<Org>, OrgError> {
+        let data = open_data_dir(data_dir, mode)?;
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(&data_dir.join("store"))?);
+        let mut names = vec![first.to_string()];
+        for (key, _) in store.scan(ORGS_AREA, b"")? {
+            let name = String::from_utf8_lossy(&key).to_string();
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        let runtime = Arc::new(OnceLock::new());
+        let mut orgs = Vec::new();
+        for name in names {
+            let mut org = Org::with_store(
+                data_dir,
+                data.try_clone().map_err(|e| {
+                    OrgError::DataDir(format!("cannot open {}: {e}", data_dir.display()))
+                })?,
+                &name,
+                store.clone(),
+                true,
+            )?;
+            org.runtime = runtime.clone();
+            orgs.push(org);
+        }
+        Ok(orgs)
+    }
+
+    /// The organisations of the data dir, by name.
+    pub fn org_names(&self) -> Result<Vec<String>, OrgError> {
+        Ok(self
+            .store
+            .scan(ORGS_AREA, b"")?
+            .into_iter()
+            .map(|(k, _)| String::from_utf8_lossy(&k).to_string())
+            .collect())
     }
 
     /// Open with a given store (tests use this to inject failures).
@@ -118,7 +163,7 @@ impl Org {
         store: Arc<dyn Store>,
     ) -> Result<Org, OrgError> {
         let data = open_data_dir(data_dir, DataDirMode::Create)?;
-        Org::with_store(data_dir, data, org, store)
+        Org::with_store(data_dir, data, org, store, true)
     }
 
     fn with_store(
@@ -126,6 +171,7 @@ impl Org {
         data: Dir,
         org: &str,
         store: Arc<dyn Store>,
+        register: bool,
     ) -> Result<Org, OrgError> {
         if !valid_org(org) {
             return Err(OrgError::DataDir(format!(
@@ -149,6 +195,13 @@ impl Org {
             None => crate::keys::Keys::create(data_dir).map_err(key_error)?,
         };
         let keys = Arc::new(keys);
+        // Known to the data dir from its first use that may create records on.
+        if register && store.get(ORGS_AREA, org.as_bytes())?.is_none() {
+            store.write(
+                ORGS_AREA,
+                vec![(org.as_bytes().to_vec(), Some(b"{}".to_vec()))],
+            )?;
+        }
         let org_store = OrgStore::new(store.clone(), org, keys.clone());
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let audit = audit_log(
@@ -169,7 +222,7 @@ impl Org {
             sandbox: Sandbox::new(org_store.clone()),
             org: org_store,
             store,
-            runtime: OnceLock::new(),
+            runtime: Arc::new(OnceLock::new()),
             reactors: Mutex::new(HashMap::new()),
         })
     }
@@ -193,6 +246,32 @@ impl Org {
     /// The public half of the host key, hex: what checkpoints are signed with.
     pub fn public_key(&self) -> String {
         self.keys.public_key()
+    }
+
+    /// The audit log and this org's signed checkpoints as JSON Lines (an
+    /// entry per line, then `{"checkpoint": …}` lines), to verify elsewhere
+    /// with `clancy audit verify --export FILE --public-key KEY`. The export
+    /// itself is on record, with who asked for it.
+    pub fn audit_export(&self, by: &str) -> Result<String, OrgError> {
+        let anchors = self.audit_anchors(None, None)?;
+        let mut text = String::new();
+        let encode = |e: serde_json::Error| OrgError::DataDir(format!("cannot encode: {e}"));
+        for e in self.audit.entries()? {
+            text.push_str(&serde_json::to_string(&e).map_err(encode)?);
+            text.push('\n');
+        }
+        for cp in anchors.checkpoints.iter().filter(|c| c.org == self.org()) {
+            text.push_str(
+                &serde_json::to_string(&serde_json::json!({ "checkpoint": cp })).map_err(encode)?,
+            );
+            text.push('\n');
+        }
+        self.audit_operator_action(
+            "audit-export",
+            "",
+            &format!("the audit log was exported by {by}"),
+        )?;
+        Ok(text)
     }
 
     /// The checkpoints in the checkpoint file (or `file`), to verify the log
@@ -628,13 +707,7 @@ impl Org {
     /// Validate an employee without running it: its manifest (already parsed)
     /// and its component's imports against its grants.
     pub fn check(&self, manifest: Manifest) -> Result<CheckReport, OrgError> {
-        let (_component, imports) = self.runtime()?.compile(&manifest)?;
-        let problems = imports::check_imports(&manifest, &imports);
-        Ok(CheckReport {
-            manifest,
-            imports,
-            problems,
-        })
+        check_with(self.runtime()?, manifest)
     }
 
     /// Load an employee, ready to run tasks, and register it: its component
@@ -758,4 +831,21 @@ fn open_data_dir(path: &Path, mode: DataDirMode) -> Result<Dir, OrgError> {
     }
     Dir::open_ambient_dir(path, cap_std::ambient_authority())
         .map_err(|e| OrgError::DataDir(format!("cannot open the data dir {}: {e}", path.display())))
+}
+
+/// Check an employee's imports against its grants without any data dir
+/// (`clancy check` while a daemon owns it).
+pub fn check_employee(manifest: Manifest) -> Result<CheckReport, OrgError> {
+    let runtime = Runtime::new().map_err(|e| OrgError::Engine(e.to_string()))?;
+    check_with(&runtime, manifest)
+}
+
+fn check_with(runtime: &Runtime, manifest: Manifest) -> Result<CheckReport, OrgError> {
+    let (_component, imports) = runtime.compile(&manifest)?;
+    let problems = imports::check_imports(&manifest, &imports);
+    Ok(CheckReport {
+        manifest,
+        imports,
+        problems,
+    })
 }

@@ -7,6 +7,7 @@ mod approvals;
 mod approvals_cli;
 mod audit_log;
 mod cli;
+mod cli_daemon;
 mod crash;
 mod crash_recovery;
 mod daemon;

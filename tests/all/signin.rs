@@ -623,6 +623,26 @@ const MATRIX: &[(&str, &str, Option<&str>, Option<Role>)] = &[
     ),
     ("GET", "/api/v1/audit", None, Some(Role::Manager)),
     ("GET", "/api/v1/audit/verify", None, Some(Role::Manager)),
+    ("GET", "/api/v1/audit/export", None, Some(Role::Manager)),
+    (
+        "GET",
+        "/api/v1/tasks/no-such-task/events",
+        None,
+        Some(Role::User),
+    ),
+    ("GET", "/api/v1/notifications", None, Some(Role::Manager)),
+    (
+        "GET",
+        "/api/v1/notifications/secret",
+        None,
+        Some(Role::Admin),
+    ),
+    (
+        "POST",
+        "/api/v1/notifications/deliver",
+        None,
+        Some(Role::Manager),
+    ),
     (
         "POST",
         "/api/v1/undo",

@@ -123,26 +123,15 @@ impl Filter {
     }
 }
 
-/// An approvals command sent to a running daemon: list, approve and deny
-/// (the token says who decides). What the API does not offer yet is refused
-/// with one line, never half done.
+/// An approvals command sent to a running daemon (the token says who
+/// decides). Pending upgrades that widen an employee wait in the same queue
+/// for admins: they are listed with the requests and decided by their
+/// `up-…` id.
 fn through_daemon(
     remote: &super::Remote,
     command: ApprovalsCommand,
     out: &mut impl Write,
 ) -> Result<ExitCode> {
-    let call = |request: reqwest::blocking::RequestBuilder| -> Result<(u16, serde_json::Value)> {
-        let response = request
-            .bearer_auth(&remote.token)
-            .send()
-            .with_context(|| format!("cannot reach the daemon at {}", remote.url))?;
-        let status = response.status().as_u16();
-        let body: serde_json::Value = serde_json::from_str(&response.text()?).unwrap_or_default();
-        Ok((status, body))
-    };
-    let detail = |body: &serde_json::Value| {
-        human::line(body["detail"].as_str().unwrap_or("the daemon refused"))
-    };
     let (verdict, decide) = match command {
         ApprovalsCommand::List {
             employee,
@@ -151,22 +140,11 @@ fn through_daemon(
         } => {
             if all {
                 anyhow::bail!(
-                    "--all is not available through the daemon yet (stop it to list decided requests)"
+                    "--all is not available through the daemon: decided requests are in `clancy audit log`"
                 );
             }
-            let (status, body) = call(
-                remote
-                    .client
-                    .get(format!("{}/api/v1/approvals", remote.url)),
-            )?;
-            if status != 200 {
-                anyhow::bail!("the daemon refused: {}", detail(&body));
-            }
-            let items: Vec<&serde_json::Value> = body["items"]
-                .as_array()
-                .map(|a| a.iter().collect())
-                .unwrap_or_default();
-            let items: Vec<&serde_json::Value> = items
+            let items: Vec<serde_json::Value> = remote
+                .all_pages("/api/v1/approvals", &[], "cursor")?
                 .into_iter()
                 .filter(|a| {
                     employee
@@ -181,7 +159,15 @@ fn through_daemon(
                     writeln!(out, "{}", a["preview"].as_str().unwrap_or_default())?;
                 }
             }
-            if items.is_empty() && !json {
+            let upgrades = remote_upgrades(remote, employee.as_deref())?;
+            for u in &upgrades {
+                if json {
+                    writeln!(out, "{u}")?;
+                } else {
+                    writeln!(out, "{}", super::employees::upgrade_lines(u).join("\n"))?;
+                }
+            }
+            if items.is_empty() && upgrades.is_empty() && !json {
                 writeln!(out, "no pending requests")?;
             }
             return Ok(ExitCode::SUCCESS);
@@ -194,15 +180,11 @@ fn through_daemon(
             by,
             comment,
         } => {
-            if by.is_some() {
-                anyhow::bail!("--as does not apply through the daemon: the token says who you are");
-            }
-            let request = remote
-                .client
-                .post(format!("{}/api/v1/approvals/{id}/answer", remote.url))
-                .header("content-type", "application/json")
-                .body(serde_json::json!({ "option": option, "comment": comment }).to_string());
-            let (status, body) = call(request)?;
+            super::remote::no_as(&by)?;
+            let (status, body) = remote.post_status(
+                &format!("/api/v1/approvals/{}/answer", path_segment(&id)?),
+                &serde_json::json!({ "option": option, "comment": comment }),
+            )?;
             return match status {
                 200 => {
                     writeln!(out, "{id}: answered {option:?}")?;
@@ -221,47 +203,76 @@ fn through_daemon(
             );
         }
     };
-    if decide.by.is_some() {
-        anyhow::bail!("--as does not apply through the daemon: the token says who you are");
-    }
-    if !decide.edits.is_empty() || decide.all_matching.is_some() {
-        anyhow::bail!(
-            "--set and --all-matching are not available through the daemon yet; name request ids"
-        );
-    }
-    if decide.ids.is_empty() {
-        anyhow::bail!("name the request ids to decide (see `clancy approvals list`)");
-    }
+    super::remote::no_as(&decide.by)?;
     let verb = if verdict == Verdict::Approve {
         "approve"
     } else {
         "deny"
     };
-    let mut refused = 0;
-    for id in &decide.ids {
-        let mut request = remote
-            .client
-            .post(format!("{}/api/v1/approvals/{id}/{verb}", remote.url));
-        if let Some(c) = &decide.comment {
-            request = request
-                .header("content-type", "application/json")
-                .body(serde_json::json!({ "comment": c }).to_string());
+    let mut body = serde_json::json!({ "comment": decide.comment });
+    if !decide.edits.is_empty() {
+        if verdict != Verdict::Approve || decide.ids.len() != 1 || decide.all_matching.is_some() {
+            anyhow::bail!(
+                "--set edits one request: `clancy approvals approve <id> --set FIELD=VALUE`"
+            );
         }
-        let (status, body) = call(request)?;
+        body["edits"] = serde_json::Value::Object(
+            parse_edits(&decide.edits)?
+                .into_iter()
+                .map(|(f, v)| (f, serde_json::Value::String(v)))
+                .collect(),
+        );
+    }
+    let mut ids = decide.ids.clone();
+    if let Some(filter) = &decide.all_matching {
+        let terms = parse_terms(filter).map_err(anyhow::Error::msg)?;
+        ids.extend(
+            remote
+                .all_pages("/api/v1/approvals", &[], "cursor")?
+                .iter()
+                .filter(|a| terms.iter().all(|(k, v)| json_matches(a, k, v)))
+                .filter_map(|a| a["id"].as_str().map(str::to_string)),
+        );
+    }
+    let mut seen = std::collections::HashSet::new();
+    ids.retain(|id| seen.insert(id.clone()));
+    if ids.is_empty() {
+        anyhow::bail!(
+            "no pending request matches (name request ids or --all-matching FILTER; see `clancy approvals list`)"
+        );
+    }
+    let mut refused = 0;
+    for id in &ids {
+        let path = if id.starts_with("up-") {
+            format!("/api/v1/employees/upgrades/{}/{verb}", path_segment(id)?)
+        } else {
+            format!("/api/v1/approvals/{}/{verb}", path_segment(id)?)
+        };
+        let (status, answer) = remote.post_status(&path, &body)?;
         match status {
-            200 => match body["status"].as_str().unwrap_or_default() {
+            200 if id.starts_with("up-") => writeln!(
+                out,
+                "{id}: {}",
+                human::line(answer["status"].as_str().unwrap_or(verb))
+            )?,
+            200 => match answer["status"].as_str().unwrap_or_default() {
                 "denied" => writeln!(out, "{id}: denied")?,
                 other => writeln!(
                     out,
-                    "{id}: approved; {}",
-                    human::line(body["outcome"].as_str().unwrap_or(other))
+                    "{id}: approved{}; {}",
+                    answer["id"]
+                        .as_str()
+                        .filter(|new| new != id)
+                        .map(|new| format!(" as {new} (edited)"))
+                        .unwrap_or_default(),
+                    human::line(answer["outcome"].as_str().unwrap_or(other))
                 )?,
             },
             409 => {
                 refused += 1;
-                writeln!(out, "{id}: REFUSED: {}", detail(&body))?;
+                writeln!(out, "{id}: REFUSED: {}", detail(&answer))?;
             }
-            _ => anyhow::bail!("{id}: {}", detail(&body)),
+            _ => anyhow::bail!("{id}: {}", detail(&answer)),
         }
     }
     Ok(if refused == 0 {
@@ -269,6 +280,74 @@ fn through_daemon(
     } else {
         ExitCode::from(1)
     })
+}
+
+/// The problem's detail, escaped for a terminal.
+fn detail(body: &serde_json::Value) -> String {
+    human::line(body["detail"].as_str().unwrap_or("the daemon refused"))
+}
+
+/// An id as one URL path segment: ids are letters, digits and `-`; anything
+/// else is bad input, never a path of its own.
+pub(super) fn path_segment(id: &str) -> Result<&str> {
+    if id.is_empty()
+        || id.len() > 200
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'))
+        || id.starts_with('.')
+    {
+        anyhow::bail!("{:?} is not an id or a name", human::line(id));
+    }
+    Ok(id)
+}
+
+/// Pending upgrades, when the caller may see them (admins); others get none.
+fn remote_upgrades(
+    remote: &super::Remote,
+    employee: Option<&str>,
+) -> Result<Vec<serde_json::Value>> {
+    let (status, body) = remote.send(
+        remote
+            .client
+            .get(format!("{}/api/v1/employees/upgrades", remote.url)),
+    )?;
+    if status == 403 {
+        return Ok(Vec::new());
+    }
+    if status != 200 {
+        anyhow::bail!("the daemon refused to list upgrades: {}", detail(&body));
+    }
+    Ok(body["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|u| u["status"].as_str() == Some("pending"))
+        .filter(|u| employee.is_none_or(|e| u["employee"].as_str() == Some(e)))
+        .cloned()
+        .collect())
+}
+
+/// Whether a listed request (JSON) matches one filter term.
+fn json_matches(a: &serde_json::Value, key: &str, value: &str) -> bool {
+    let field = |f: &str| a[f].as_str().unwrap_or_default().to_string();
+    match key {
+        "task" => field("task").starts_with(value),
+        "employee" | "integration" | "action" => field(key) == value,
+        _ => false,
+    }
+}
+
+/// `--set FIELD=VALUE` edits.
+fn parse_edits(edits: &[String]) -> Result<Vec<(String, String)>> {
+    edits
+        .iter()
+        .map(|e| {
+            e.split_once('=')
+                .map(|(f, v)| (f.trim().to_string(), v.to_string()))
+                .with_context(|| format!("invalid edit {e:?} (expected FIELD=VALUE)"))
+        })
+        .collect()
 }
 
 /// The filter grammar: `key=value` terms separated by commas, each key one
@@ -358,7 +437,29 @@ fn approvals(host: &Org, command: ApprovalsCommand, out: &mut impl Write) -> Res
                     }
                 }
             }
-            if list.is_empty() && !json {
+            // Versions that may widen an employee wait in the same queue.
+            let upgrades: Vec<serde_json::Value> = host
+                .upgrades()?
+                .iter()
+                .filter(|u| all || u.status == crate::org::UpgradeStatus::Pending)
+                .filter(|u| employee.as_ref().is_none_or(|e| &u.employee == e))
+                .map(|u| {
+                    serde_json::to_value(u).map(|mut v| {
+                        if let Some(o) = v.as_object_mut() {
+                            o.remove("manifest");
+                        }
+                        v
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+            for u in &upgrades {
+                if json {
+                    writeln!(out, "{u}")?;
+                } else {
+                    writeln!(out, "{}", super::employees::upgrade_lines(u).join("\n"))?;
+                }
+            }
+            if list.is_empty() && upgrades.is_empty() && !json {
                 writeln!(out, "no {}requests", if all { "" } else { "pending " })?;
             }
             return Ok(ExitCode::SUCCESS);
@@ -410,13 +511,7 @@ fn approvals(host: &Org, command: ApprovalsCommand, out: &mut impl Write) -> Res
                 "--set edits one request: `clancy approvals approve <id> --set FIELD=VALUE`"
             );
         }
-        let mut edits = Vec::new();
-        for e in &decide.edits {
-            let (f, v) = e
-                .split_once('=')
-                .with_context(|| format!("invalid edit {e:?} (expected FIELD=VALUE)"))?;
-            edits.push((f.trim().to_string(), v.to_string()));
-        }
+        let edits = parse_edits(&decide.edits)?;
         let id = &decide.ids[0];
         match host.approvals().get(id)? {
             None => anyhow::bail!("no approval request {id:?} in this organisation"),
@@ -459,6 +554,28 @@ fn approvals(host: &Org, command: ApprovalsCommand, out: &mut impl Write) -> Res
             "no pending request matches (name request ids or --all-matching FILTER; see `clancy approvals list`)"
         );
     }
+    // Upgrades waiting in the queue are decided by an admin.
+    let (upgrades, ids): (Vec<String>, Vec<String>) =
+        ids.into_iter().partition(|id| id.starts_with("up-"));
+    let mut refused = 0;
+    for id in &upgrades {
+        let admin = host.operators().get(&by)?.ok_or_else(|| {
+            anyhow::anyhow!("{by} is not an operator of this organisation (pass --as ADMIN)")
+        })?;
+        match host.decide_upgrade(id, verdict == Verdict::Approve, &admin) {
+            Ok(u) => writeln!(out, "{id}: {:?}", u.status)?,
+            Err(
+                e @ (crate::org::UpgradeError::Unknown(_)
+                | crate::org::UpgradeError::NotAllowed(_)
+                | crate::org::UpgradeError::Org(_)
+                | crate::org::UpgradeError::Invalid(_)),
+            ) => return Err(e.into()),
+            Err(e) => {
+                refused += 1;
+                writeln!(out, "{id}: REFUSED: {e}")?;
+            }
+        }
+    }
     // Unknown ids, or an employee whose pinned component is gone, are bad
     // input or bad state: refuse before deciding anything.
     for id in &ids {
@@ -467,7 +584,6 @@ fn approvals(host: &Org, command: ApprovalsCommand, out: &mut impl Write) -> Res
             Some(a) => host.verify_pinned(&a.request.employee)?,
         }
     }
-    let mut refused = 0;
     for id in &ids {
         match host.decide(id, verdict, &by, decide.comment.as_deref()) {
             Ok(a) => match a.status {

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::Subcommand;
 
-use super::{Global, open};
+use super::{Global, Remote, open, who};
 use crate::audit::{Anchors, Entry, Verification, render_log};
 use crate::keys::{Checkpoint, parse_public_key};
 use crate::org::DataDirMode;
@@ -73,6 +73,17 @@ pub(super) fn run(
     command: AuditCommand,
     out: &mut impl Write,
 ) -> Result<ExitCode> {
+    // An export is verified without any data dir or daemon.
+    let offline = matches!(
+        command,
+        AuditCommand::Verify {
+            export: Some(_),
+            ..
+        }
+    );
+    if !offline && let Some(remote) = super::remote(global)? {
+        return through_daemon(&remote, command, out);
+    }
     match command {
         AuditCommand::Log {
             employee,
@@ -147,28 +158,135 @@ pub(super) fn run(
         }
         AuditCommand::Export { output } => {
             let host = open(global, DataDirMode::Existing)?;
-            let anchors = host.audit_anchors(None, None)?;
-            let mut text = String::new();
-            for e in host.audit().entries()? {
-                text.push_str(&serde_json::to_string(&e)?);
-                text.push('\n');
-            }
-            for cp in anchors.checkpoints.iter().filter(|c| c.org == host.org()) {
-                text.push_str(&serde_json::to_string(&ExportLine::Checkpoint {
-                    checkpoint: cp.clone(),
-                })?);
-                text.push('\n');
-            }
-            match output {
-                Some(path) => std::fs::write(&path, text)
-                    .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?,
-                None => out.write_all(text.as_bytes())?,
-            }
-            Ok(ExitCode::SUCCESS)
+            let text = host.audit_export(&who(None).unwrap_or_else(|_| "the CLI".into()))?;
+            write_export(&text, output.as_deref(), out)
         }
         AuditCommand::Explain { task } => {
             let host = open(global, DataDirMode::Existing)?;
             write!(out, "{}", host.explain(&task)?)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Write an export to `output`, or to standard output.
+fn write_export(text: &str, output: Option<&Path>, out: &mut impl Write) -> Result<ExitCode> {
+    match output {
+        Some(path) => std::fs::write(path, text)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?,
+        None => out.write_all(text.as_bytes())?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// An `audit` command through the daemon.
+fn through_daemon(
+    remote: &Remote,
+    command: AuditCommand,
+    out: &mut impl Write,
+) -> Result<ExitCode> {
+    match command {
+        AuditCommand::Log {
+            employee,
+            task,
+            json,
+        } => {
+            let mut query = Vec::new();
+            if let Some(e) = employee {
+                query.push(("employee", e));
+            }
+            if let Some(t) = task {
+                query.push(("task", t));
+            }
+            query.push(("limit", "1000".to_string()));
+            let entries: Vec<Entry> = remote
+                .all_pages("/api/v1/audit", &query, "after")?
+                .into_iter()
+                .map(serde_json::from_value)
+                .collect::<Result<_, _>>()
+                .map_err(|e| {
+                    anyhow::anyhow!("the daemon sent an entry this CLI cannot read: {e}")
+                })?;
+            if json {
+                for e in &entries {
+                    writeln!(out, "{}", serde_json::to_string(e)?)?;
+                }
+            } else {
+                for line in render_log(&entries) {
+                    writeln!(out, "{line}")?;
+                }
+            }
+            if entries.is_empty() && !json {
+                writeln!(out, "no audit entries match")?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Verify {
+            expect_head,
+            public_key,
+            checkpoints,
+            export: _,
+            json,
+        } => {
+            if checkpoints.is_some() {
+                anyhow::bail!(
+                    "--checkpoints is a file on this machine: verify an export against it (`clancy audit export -o FILE`, then `clancy audit verify --export FILE --public-key KEY --checkpoints COPY`)"
+                );
+            }
+            let public = public_key.as_deref().map(read_public_key).transpose()?;
+            let query: Vec<(&str, String)> = expect_head
+                .map(|h| ("expect_head", h))
+                .into_iter()
+                .collect();
+            let answer = remote.get("/api/v1/audit/verify", &query)?;
+            let own = answer["public_key"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let mut v: Verification = serde_json::from_value(answer).map_err(|e| {
+                anyhow::anyhow!("the daemon sent a result this CLI cannot read: {e}")
+            })?;
+            if let Some(expected) = public {
+                let expected = hex::encode(expected.as_bytes());
+                if expected != own {
+                    v.problems.insert(0, format!(
+                        "the daemon's host key {own} is not the expected key {expected}: the key was replaced"
+                    ));
+                }
+            }
+            v.problems.dedup();
+            report(&v, json, out)
+        }
+        AuditCommand::Key => {
+            let answer = remote.get("/api/v1/audit/verify", &[])?;
+            writeln!(out, "{}", answer["public_key"].as_str().unwrap_or_default())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Export { output } => {
+            let (status, text) = {
+                let response = remote
+                    .client
+                    .get(format!("{}/api/v1/audit/export", remote.url))
+                    .bearer_auth(&remote.token)
+                    .send()
+                    .map_err(|e| {
+                        anyhow::anyhow!("cannot reach the daemon at {}: {e}", remote.url)
+                    })?;
+                (response.status().as_u16(), response.text()?)
+            };
+            if status != 200 {
+                let body: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+                anyhow::bail!(
+                    "the daemon answered {status}: {}",
+                    crate::human::line(body["detail"].as_str().unwrap_or("refused"))
+                );
+            }
+            write_export(&text, output.as_deref(), out)
+        }
+        AuditCommand::Explain { task } => {
+            let task = super::approvals::path_segment(&task)?;
+            let answer = remote.get(&format!("/api/v1/tasks/{task}/explain"), &[])?;
+            write!(out, "{}", answer["text"].as_str().unwrap_or_default())?;
             Ok(ExitCode::SUCCESS)
         }
     }

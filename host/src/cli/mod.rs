@@ -10,9 +10,11 @@ mod audit;
 mod employees;
 mod notify;
 mod operators;
+mod remote;
 mod sandbox;
 mod serve;
 mod task;
+mod tasks;
 mod tokens;
 mod undo;
 
@@ -23,6 +25,8 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use crate::org::{DataDirMode, Org};
+
+use remote::{DAEMON_FILE, Remote, remote};
 
 /// Clancy runs digital employees as sandboxed WebAssembly components.
 #[derive(Parser, Debug)]
@@ -99,6 +103,9 @@ enum Command {
     /// widening ends, notification delivery) and serve health checks and
     /// metrics over HTTP.
     Serve(serve::ServeArgs),
+    /// Tasks queued for the daemon's workers: start, list, show, cancel, watch.
+    #[command(subcommand)]
+    Tasks(tasks::TasksCommand),
     /// Manage the local sandbox workspace.
     #[command(subcommand)]
     Sandbox(sandbox::SandboxCommand),
@@ -153,7 +160,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     match cli.command {
         Command::Run(args) => task::run(global, args, &mut out),
-        Command::Check(args) => task::check(global, args, &mut out),
+        Command::Check(args) => task::check(args, &mut out),
         Command::Audit(command) => audit::run(global, command, &mut out),
         Command::Approvals(command) => approvals::run(global, command, &mut out),
         Command::Operators(command) => operators::run(global, command, &mut out),
@@ -163,92 +170,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Sandbox(command) => sandbox::run(global, command, &mut out),
         Command::Serve(args) => serve::run(global, args, &mut out),
         Command::Tokens(command) => tokens::run(global, command, &mut out),
+        Command::Tasks(command) => tasks::run(global, command, &mut out),
     }
-}
-
-/// Where a daemon says it serves a data dir, while it runs.
-pub(super) const DAEMON_FILE: &str = "daemon.json";
-
-/// A daemon the CLI talks to instead of opening the data dir.
-pub(super) struct Remote {
-    pub url: String,
-    pub token: String,
-    pub client: reqwest::blocking::Client,
-}
-
-/// The daemon to go through: `--server`, or the one serving the data dir
-/// (it answers its health check). `None`: work on the data dir directly.
-/// `CLANCY_CA_CERT` names a PEM certificate to trust besides the system's
-/// (a daemon's own, self-signed one).
-pub(super) fn remote(global: &Global) -> Result<Option<Remote>> {
-    let mut builder = reqwest::blocking::Client::builder()
-        .connect_timeout(std::time::Duration::from_secs(3))
-        .timeout(std::time::Duration::from_secs(120))
-        .redirect(reqwest::redirect::Policy::none());
-    if let Some(ca) = std::env::var_os("CLANCY_CA_CERT").filter(|v| !v.is_empty()) {
-        let pem = std::fs::read(&ca)
-            .with_context(|| format!("CLANCY_CA_CERT: cannot read {}", ca.to_string_lossy()))?;
-        let cert = reqwest::Certificate::from_pem(&pem).with_context(|| {
-            format!(
-                "CLANCY_CA_CERT: {} is not a PEM certificate",
-                ca.to_string_lossy()
-            )
-        })?;
-        builder = builder.add_root_certificate(cert);
-    }
-    let client = builder.build()?;
-    let url = match &global.server {
-        Some(url) => url.trim_end_matches('/').to_string(),
-        None => {
-            let file = data_dir(global)?.join(DAEMON_FILE);
-            let Ok(text) = std::fs::read_to_string(&file) else {
-                return Ok(None);
-            };
-            let served: serde_json::Value = serde_json::from_str(&text)
-                .with_context(|| format!("{} is damaged", file.display()))?;
-            let Some(url) = served["url"].as_str().map(str::to_string) else {
-                return Ok(None);
-            };
-            // The token goes where this file points: only ever to this
-            // machine (a daemon elsewhere is named with --server).
-            let local = reqwest::Url::parse(&url).is_ok_and(|u| {
-                matches!(u.scheme(), "http" | "https")
-                    && matches!(
-                        u.host(),
-                        Some(url::Host::Ipv4(ip)) if ip.is_loopback()
-                    )
-            });
-            if !local {
-                anyhow::bail!(
-                    "{} names {url:?}, which is not a daemon on this machine; pass --server URL to talk to a daemon elsewhere",
-                    file.display()
-                );
-            }
-            // A file left by a daemon that died answers nothing: work locally.
-            let alive = client
-                .get(format!("{url}/healthz"))
-                .timeout(std::time::Duration::from_secs(2))
-                .send()
-                .is_ok_and(|r| r.status().is_success());
-            if !alive {
-                return Ok(None);
-            }
-            url
-        }
-    };
-    let token = std::env::var("CLANCY_TOKEN")
-        .ok()
-        .filter(|t| !t.trim().is_empty())
-        .with_context(|| {
-            format!(
-                "a daemon serves this data dir at {url}: set CLANCY_TOKEN to an API token (`clancy tokens create`, made while the daemon is stopped)"
-            )
-        })?;
-    Ok(Some(Remote {
-        url,
-        token: token.trim().to_string(),
-        client,
-    }))
 }
 
 /// What every approvals command does first and last: close tasks a killed

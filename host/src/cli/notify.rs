@@ -30,6 +30,9 @@ pub(super) fn run(
     command: NotifyCommand,
     out: &mut impl Write,
 ) -> Result<ExitCode> {
+    if let Some(remote) = super::remote(global)? {
+        return through_daemon(&remote, command, out);
+    }
     match command {
         NotifyCommand::Secret => {
             let host = open(global, DataDirMode::Create)?;
@@ -84,4 +87,55 @@ pub(super) fn run(
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// A `notify` command through the daemon.
+fn through_daemon(
+    remote: &super::Remote,
+    command: NotifyCommand,
+    out: &mut impl Write,
+) -> Result<ExitCode> {
+    let line = |v: &serde_json::Value| crate::human::line(v.as_str().unwrap_or_default());
+    match command {
+        NotifyCommand::Secret => {
+            let answer = remote.get("/api/v1/notifications/secret", &[])?;
+            writeln!(out, "{}", line(&answer["secret"]))?;
+        }
+        NotifyCommand::List { json } => {
+            let list = remote.get("/api/v1/notifications", &[])?;
+            let items = list["items"].as_array().cloned().unwrap_or_default();
+            for n in &items {
+                if json {
+                    writeln!(out, "{n}")?;
+                } else {
+                    writeln!(
+                        out,
+                        "{} {} about {} -> {}: {} after {} attempt(s){}",
+                        line(&n["id"]),
+                        line(&n["event"]),
+                        line(&n["approval"]),
+                        line(&n["target"]),
+                        line(&n["state"]),
+                        n["attempts"],
+                        n["last_error"]
+                            .as_str()
+                            .map(|e| format!(" ({})", crate::human::line(e)))
+                            .unwrap_or_default()
+                    )?;
+                }
+            }
+            if items.is_empty() && !json {
+                writeln!(out, "no notifications")?;
+            }
+        }
+        NotifyCommand::Deliver => {
+            let d = remote.post("/api/v1/notifications/deliver", &serde_json::json!({}))?;
+            writeln!(
+                out,
+                "delivered {}, retrying later {}, gave up {}",
+                d["delivered"], d["retrying"], d["gave_up"]
+            )?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

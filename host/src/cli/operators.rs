@@ -60,6 +60,9 @@ pub(super) fn run(
     command: OperatorsCommand,
     out: &mut impl Write,
 ) -> Result<ExitCode> {
+    if let Some(remote) = super::remote(global)? {
+        return through_daemon(&remote, command, out);
+    }
     match command {
         OperatorsCommand::Add { name, role, by } => {
             let role: Role = role.parse()?;
@@ -126,6 +129,69 @@ pub(super) fn run(
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// An `operators` command through the daemon (admins).
+fn through_daemon(
+    remote: &super::Remote,
+    command: OperatorsCommand,
+    out: &mut impl Write,
+) -> Result<ExitCode> {
+    use super::approvals::path_segment;
+    use super::remote::no_as;
+    use serde_json::json;
+    match command {
+        OperatorsCommand::Add { name, role, by } => {
+            no_as(&by)?;
+            let role: Role = role.parse()?;
+            let answer = remote.post("/api/v1/operators", &json!({"name": name, "role": role}))?;
+            writeln!(out, "operator {name} is {role}")?;
+            if let Some(code) = answer["enrolment_code"].as_str() {
+                print_code(out, &name, code)?;
+            }
+        }
+        OperatorsCommand::Enrol { name, by } => {
+            no_as(&by)?;
+            let answer = remote.post(
+                &format!("/api/v1/operators/{}/enrolment", path_segment(&name)?),
+                &json!({}),
+            )?;
+            print_code(
+                out,
+                &name,
+                answer["enrolment_code"].as_str().unwrap_or_default(),
+            )?;
+        }
+        OperatorsCommand::Assign {
+            name,
+            employees,
+            by,
+        } => {
+            no_as(&by)?;
+            remote.post(
+                &format!("/api/v1/operators/{}/employees", path_segment(&name)?),
+                &json!({ "employees": employees }),
+            )?;
+            writeln!(out, "{name} is assigned [{}]", employees.join(", "))?;
+        }
+        OperatorsCommand::List { json } => {
+            let list = remote.get("/api/v1/operators", &[])?;
+            let items = list["items"].as_array().cloned().unwrap_or_default();
+            for o in &items {
+                if json {
+                    writeln!(out, "{}", json!({"name": o["name"], "role": o["role"]}))?;
+                } else {
+                    writeln!(
+                        out,
+                        "{} ({})",
+                        crate::human::line(o["name"].as_str().unwrap_or_default()),
+                        crate::human::line(o["role"].as_str().unwrap_or_default())
+                    )?;
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Show an enrolment code and how to spend it.

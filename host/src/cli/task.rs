@@ -67,11 +67,10 @@ pub(super) fn run(global: &Global, args: RunArgs, out: &mut impl Write) -> Resul
         component,
         json,
     } = args;
-    let task = match (task, task_file) {
-        (Some(task), _) => task,
-        (None, Some(file)) => read_task_file(&file)?,
-        (None, None) => anyhow::bail!("pass --task or --task-file"),
-    };
+    let task = task_text(task, task_file)?;
+    if let Some(remote) = super::remote(global)? {
+        return run_through_daemon(&remote, &manifest, component, &task, json, out);
+    }
     let manifest = load_manifest(&manifest, &component)?;
     let host = open(global, DataDirMode::Create)?;
     // A task left open by a killed process is closed in the record first.
@@ -107,16 +106,77 @@ pub(super) fn run(global: &Global, args: RunArgs, out: &mut impl Write) -> Resul
     })
 }
 
+/// The task's text: `--task`, or the file `--task-file` names.
+pub(super) fn task_text(task: Option<String>, task_file: Option<PathBuf>) -> Result<String> {
+    match (task, task_file) {
+        (Some(task), _) => Ok(task),
+        (None, Some(file)) => read_task_file(&file),
+        (None, None) => anyhow::bail!("pass --task or --task-file"),
+    }
+}
+
+/// `clancy run` while a daemon owns the data dir: submit the employee (a
+/// version that only narrows, or changes nothing, is in force at once; one
+/// that may widen waits for an admin and the task does not start), queue
+/// the task and follow it to its end.
+fn run_through_daemon(
+    remote: &super::Remote,
+    manifest: &Path,
+    component: Option<PathBuf>,
+    task: &str,
+    json: bool,
+    out: &mut impl Write,
+) -> Result<ExitCode> {
+    use base64::Engine as _;
+    let text = std::fs::read_to_string(manifest)
+        .with_context(|| format!("cannot read the manifest {}", manifest.display()))?;
+    let loaded = load_manifest(manifest, &component)?;
+    let bytes = super::employees::read_component(&loaded.component)?;
+    let submitted = remote.post(
+        "/api/v1/employees",
+        &serde_json::json!({
+            "manifest": text,
+            "component": base64::engine::general_purpose::STANDARD.encode(&bytes),
+        }),
+    )?;
+    if submitted["status"].as_str() != Some("in-force") {
+        anyhow::bail!(
+            "{} waits for an admin ({}): this version may widen what it can do, so the task was not started; see `clancy approvals list`",
+            loaded.name,
+            human::line(submitted["upgrade"]["id"].as_str().unwrap_or_default())
+        );
+    }
+    let queued = remote.post(
+        "/api/v1/tasks",
+        &serde_json::json!({"employee": loaded.name, "task": task}),
+    )?;
+    let id = queued["id"].as_str().unwrap_or_default().to_string();
+    let mut progress = Vec::new();
+    let end = super::tasks::follow(remote, super::approvals::path_segment(&id)?, &mut progress)?;
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&end)?)?;
+    } else {
+        writeln!(out, "task {} ({})", human::line(&id), loaded.name)?;
+        out.write_all(&progress)?;
+        writeln!(
+            out,
+            "see what it did and why: clancy audit log --task {}",
+            &id[..id.len().min(8)]
+        )?;
+    }
+    Ok(super::tasks::exit_for(&end))
+}
+
 /// Check an employee's manifest and imports.
-pub(super) fn check(global: &Global, args: CheckArgs, out: &mut impl Write) -> Result<ExitCode> {
+pub(super) fn check(args: CheckArgs, out: &mut impl Write) -> Result<ExitCode> {
     let CheckArgs {
         manifest,
         component,
         json,
     } = args;
     let manifest = load_manifest(&manifest, &component)?;
-    let host = open(global, DataDirMode::Create)?;
-    let report = host.check(manifest)?;
+    // Checking needs no records: it never waits for (or on) a daemon.
+    let report = crate::org::check_employee(manifest)?;
     if json {
         writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
     } else {

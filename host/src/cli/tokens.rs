@@ -49,6 +49,9 @@ pub(super) fn run(
     command: TokensCommand,
     out: &mut impl Write,
 ) -> Result<ExitCode> {
+    if let Some(remote) = super::remote(global)? {
+        return through_daemon(&remote, command, out);
+    }
     match command {
         TokensCommand::Create {
             operator,
@@ -107,4 +110,72 @@ pub(super) fn run(
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// A `tokens` command through the daemon (as the token's own operator).
+fn through_daemon(
+    remote: &super::Remote,
+    command: TokensCommand,
+    out: &mut impl Write,
+) -> Result<ExitCode> {
+    use super::remote::no_as;
+    use serde_json::json;
+    let line = |v: &serde_json::Value| crate::human::line(v.as_str().unwrap_or_default());
+    match command {
+        TokensCommand::Create {
+            operator,
+            role,
+            days,
+            by,
+        } => {
+            no_as(&by)?;
+            let role: Role = role.parse()?;
+            let t = remote.post(
+                "/api/v1/tokens",
+                &json!({"operator": operator, "role": role, "days": days}),
+            )?;
+            writeln!(
+                out,
+                "{} acts as {} ({}) until {}; the secret is shown this once:",
+                line(&t["id"]),
+                line(&t["operator"]),
+                line(&t["role"]),
+                line(&t["expires_at"])
+            )?;
+            writeln!(out, "{}", line(&t["secret"]))?;
+        }
+        TokensCommand::List { json } => {
+            let list = remote.get("/api/v1/tokens", &[])?;
+            let items = list["items"].as_array().cloned().unwrap_or_default();
+            for t in &items {
+                if json {
+                    writeln!(out, "{t}")?;
+                } else {
+                    writeln!(
+                        out,
+                        "{} {} ({}) expires {}{}",
+                        line(&t["id"]),
+                        line(&t["operator"]),
+                        line(&t["role"]),
+                        line(&t["expires_at"]),
+                        if t["revoked"].as_bool() == Some(true) {
+                            " REVOKED"
+                        } else {
+                            ""
+                        }
+                    )?;
+                }
+            }
+            if items.is_empty() && !json {
+                writeln!(out, "no tokens")?;
+            }
+        }
+        TokensCommand::Revoke { id, by } => {
+            no_as(&by)?;
+            let id = super::approvals::path_segment(&id)?;
+            remote.post(&format!("/api/v1/tokens/{id}/revoke"), &json!({}))?;
+            writeln!(out, "{id} revoked")?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -35,19 +35,38 @@ pub(super) fn run(global: &Global, args: UndoArgs, out: &mut impl Write) -> Resu
         by,
         json,
     } = args;
+    if let Some(remote) = super::remote(global)? {
+        super::remote::no_as(&by)?;
+        let body = match (action, task) {
+            (Some(action), _) => serde_json::json!({ "action": action_number(&action)? }),
+            (None, Some(task)) => serde_json::json!({ "task": task }),
+            (None, None) => anyhow::bail!("name an action number or pass --task"),
+        };
+        let answer = remote.post("/api/v1/undo", &body)?;
+        let reports: Vec<crate::org::UndoReport> =
+            serde_json::from_value(answer["reports"].clone()).map_err(|e| {
+                anyhow::anyhow!("the daemon sent reports this CLI cannot read: {e}")
+            })?;
+        return undo_report(&reports, json, out);
+    }
     let by = who(by)?;
     let host = open(global, DataDirMode::Existing)?;
     let reports = match (action, task) {
         (Some(action), _) => {
-            let n: u64 = action.trim_start_matches('#').parse().with_context(|| {
-                format!("{action:?} is not an action number (see `clancy audit log`)")
-            })?;
-            vec![host.undo_action(n, &by)?]
+            vec![host.undo_action(action_number(&action)?, &by)?]
         }
         (None, Some(task)) => host.undo_task(&task, &by)?,
         (None, None) => anyhow::bail!("name an action number or pass --task"),
     };
     undo_report(&reports, json, out)
+}
+
+/// `42` or `#42`.
+fn action_number(action: &str) -> Result<u64> {
+    action
+        .trim_start_matches('#')
+        .parse()
+        .with_context(|| format!("{action:?} is not an action number (see `clancy audit log`)"))
 }
 
 fn undo_report(

@@ -688,7 +688,7 @@ fn not_assigned(user: &str, employee: &str) -> Problem {
     )
 }
 
-fn task_problem(e: TaskError) -> Problem {
+pub(super) fn task_problem(e: TaskError) -> Problem {
     let detail = e.to_string();
     match e {
         TaskError::NoEmployee(_) => Problem::new(StatusCode::NOT_FOUND, "No such employee", detail),

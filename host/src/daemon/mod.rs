@@ -40,6 +40,8 @@ use crate::org::Org;
 
 mod api;
 mod auth;
+mod events;
+mod outbox;
 mod people;
 mod records;
 mod tls;
@@ -123,6 +125,8 @@ struct Shared {
     tls: bool,
     /// Wakes a worker when a task is queued.
     work: tokio::sync::Notify,
+    /// Task event streams open now.
+    streams: std::sync::atomic::AtomicUsize,
 }
 
 /// A bound daemon, not yet serving.
@@ -190,6 +194,7 @@ impl Daemon {
                 limiters: auth::Limiters::new(config.rate_limits),
                 sessions: config.sessions,
                 work: tokio::sync::Notify::new(),
+                streams: std::sync::atomic::AtomicUsize::new(0),
             }),
             tls,
             workers: config.workers.max(1),
@@ -259,10 +264,15 @@ impl Daemon {
             .route("/api/v1/tasks", post(api::start_task).get(api::list_tasks))
             .route("/api/v1/tasks/{id}", get(api::get_task))
             .route("/api/v1/tasks/{id}/cancel", post(api::cancel_task))
+            .route("/api/v1/tasks/{id}/events", get(events::follow))
             .route("/api/v1/tasks/{id}/explain", get(records::explain))
             .route("/api/v1/audit", get(records::search))
             .route("/api/v1/audit/verify", get(records::verify))
+            .route("/api/v1/audit/export", get(records::export))
             .route("/api/v1/undo", post(records::undo))
+            .route("/api/v1/notifications", get(outbox::list))
+            .route("/api/v1/notifications/secret", get(outbox::secret))
+            .route("/api/v1/notifications/deliver", post(outbox::deliver))
             .route(
                 "/api/v1/employees",
                 get(records::employees)
@@ -535,10 +545,15 @@ async fn check_host(State(shared): State<Arc<Shared>>, request: Request, next: N
         api::list_tasks,
         api::get_task,
         api::cancel_task,
+        events::follow,
         records::search,
         records::verify,
+        records::export,
         records::explain,
         records::undo,
+        outbox::list,
+        outbox::secret,
+        outbox::deliver,
         records::employees,
         records::submit,
         records::upgrades,

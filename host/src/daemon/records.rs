@@ -24,7 +24,8 @@ use crate::org::{OrgError, UndoError};
 pub(super) struct AuditQuery {
     /// Only this employee's entries (`host` for the host's own).
     employee: Option<String>,
-    /// Only this task's entries (its full id).
+    /// Only this task's entries (its id, or its first characters).
+    #[param(min_length = 1)]
     task: Option<String>,
     /// At most this many entries (1-1000, default 200).
     #[param(minimum = 1, maximum = 1000)]
@@ -70,6 +71,11 @@ pub(super) async fn search(
             )));
         }
     };
+    if query.task.as_deref() == Some("") {
+        return Err(Problem::bad_request(
+            "task is empty: name a task id or its first characters",
+        ));
+    }
     let entries = with_org(&shared, move |org| org.audit().entries())
         .await?
         .map_err(Problem::internal)?;
@@ -84,7 +90,10 @@ pub(super) async fn search(
                 .employee
                 .as_ref()
                 .is_none_or(|x| e.record.employee == *x)
-            && query.task.as_ref().is_none_or(|x| e.record.task == *x)
+            && query
+                .task
+                .as_ref()
+                .is_none_or(|x| e.record.task.starts_with(x.as_str()))
     });
     let items: Vec<crate::audit::Entry> = matching.by_ref().take(limit).collect();
     let more = matching.next().is_some();
@@ -112,21 +121,42 @@ pub(super) struct VerifyView {
     public_key: String,
 }
 
+/// What to check besides the chain.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(super) struct VerifyQuery {
+    /// A head hash recorded earlier: verify that it is still in the chain.
+    #[param(pattern = "^[0-9a-f]{64}$")]
+    expect_head: Option<String>,
+}
+
 /// `GET /api/v1/audit/verify`: check the chain and the signed checkpoints.
 #[utoipa::path(
     get,
     path = "/api/v1/audit/verify",
     tag = "audit",
+    params(VerifyQuery),
     responses((status = 200, description = "What verifying found", body = VerifyView), Refusals),
     security(("bearer" = []), ("session" = []))
 )]
 pub(super) async fn verify(
     State(shared): State<Arc<Shared>>,
     Extension(caller): Extension<Caller>,
+    query: Result<Query<VerifyQuery>, QueryRejection>,
 ) -> Result<Json<VerifyView>, Problem> {
     caller.needs(Role::Manager)?;
+    let Query(query) = query.map_err(Problem::bad_request)?;
+    if let Some(h) = &query.expect_head
+        && (h.len() != 64 || !h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+    {
+        return Err(Problem::bad_request(
+            "expect_head is not a head hash (64 lowercase hex digits)",
+        ));
+    }
     let (v, public_key) = with_org(&shared, move |org| {
-        org.verify_audit(None).map(|v| (v, org.public_key()))
+        org.verify_audit(query.expect_head.as_deref())
+            .map(|v| (v, org.public_key()))
     })
     .await?
     .map_err(Problem::internal)?;
@@ -139,6 +169,35 @@ pub(super) async fn verify(
         problems: v.problems,
         public_key,
     }))
+}
+
+/// `GET /api/v1/audit/export` (managers and admins): the log and its
+/// signed checkpoints as JSON Lines, to verify elsewhere with `clancy audit
+/// verify --export FILE --public-key KEY`. The export is audited.
+#[utoipa::path(
+    get,
+    path = "/api/v1/audit/export",
+    tag = "audit",
+    responses(
+        (status = 200, description = "An entry per line, then the signed checkpoints", content_type = "application/x-ndjson", body = String),
+        Refusals
+    ),
+    security(("bearer" = []), ("session" = []))
+)]
+pub(super) async fn export(
+    State(shared): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
+) -> Result<axum::response::Response, Problem> {
+    use axum::response::IntoResponse as _;
+    let operator = caller.needs(Role::Manager)?.clone();
+    let text = with_org(&shared, move |org| org.audit_export(&operator.name))
+        .await?
+        .map_err(Problem::internal)?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
+        text,
+    )
+        .into_response())
 }
 
 /// A task's story.

@@ -33,7 +33,7 @@ impl From<StoreError> for UndoError {
 }
 
 /// What happened to one action.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "outcome", content = "detail", rename_all = "kebab-case")]
 pub enum UndoOutcome {
     /// Undone; the number is the undo's own audit entry.
@@ -49,7 +49,7 @@ pub enum UndoOutcome {
 }
 
 /// The undo of one action.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct UndoReport {
     /// The action's audit entry (its result).
     pub action: u64,

@@ -161,10 +161,20 @@ impl Org {
             }
             return Ok(Submitted::InForce(diff));
         }
+        // The same version submitted again while it waits is the same request.
+        let base = before.as_ref().map(digest_of);
+        if let Some(same) = self.upgrades()?.into_iter().find(|u| {
+            u.status == UpgradeStatus::Pending
+                && u.employee == after.name
+                && u.base == base
+                && digest_of(&u.manifest) == digest_of(&after)
+        }) {
+            return Ok(Submitted::Waiting(Box::new(same)));
+        }
         let upgrade = Upgrade {
             id: format!("up-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
             employee: after.name.clone(),
-            base: before.as_ref().map(digest_of),
+            base,
             manifest: after,
             diff,
             requested_by: by.to_string(),

@@ -1,0 +1,242 @@
+//! The CLI while `clancy serve` owns the data dir: every command that reads
+//! or changes the org's records goes through the daemon's API with the
+//! token in `CLANCY_TOKEN` (never failing on the store's lock), `--as` is
+//! refused there (the token says who acts), and what it did is on record
+//! under the token's operator once the daemon has stopped.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clancy_guests::HOSTILE;
+
+use crate::daemon::Served;
+use crate::env::{clancy, clancy_command, stderr, stdout};
+
+/// `clancy` as the holder of `token`; its exit code, stdout and stderr.
+fn as_token(data: &Path, token: &str, args: &[&str]) -> Result<(Option<i32>, String, String)> {
+    let o = clancy_command(data, args)
+        .env("CLANCY_TOKEN", token)
+        .output()?;
+    Ok((o.status.code(), stdout(&o), stderr(&o)))
+}
+
+/// Like [`as_token`], but the command must succeed; its stdout.
+fn must(data: &Path, token: &str, args: &[&str]) -> Result<String> {
+    let (code, out, err) = as_token(data, token, args)?;
+    anyhow::ensure!(code == Some(0), "{args:?} exited {code:?}: {out}{err}");
+    Ok(out)
+}
+
+/// The first word of `text` that starts with `prefix`.
+fn word(text: &str, prefix: &str) -> Result<String> {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+        .find(|w| w.starts_with(prefix))
+        .map(str::to_string)
+        .with_context(|| format!("no {prefix}… in {text:?}"))
+}
+
+const POSTER: &str = r##"
+[[grant]]
+integration = "slack"
+scope = "channel:#general"
+actions = ["post"]
+"##;
+
+#[test]
+fn every_cli_command_goes_through_a_running_daemon_as_the_tokens_operator() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let manifest = dir.path().join("employee.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "name = \"poster\"\ncomponent = {HOSTILE:?}\n{}",
+            crate::env::with_hostile_imports(POSTER)
+        ),
+    )?;
+    let manifest = manifest.display().to_string();
+    let offline = |args: &[&str]| -> Result<String> {
+        let o = clancy(&data, args)?;
+        anyhow::ensure!(o.status.success(), "{args:?}: {}{}", stdout(&o), stderr(&o));
+        Ok(stdout(&o))
+    };
+    offline(&["operators", "add", "ada", "--role", "admin", "--as", "ada"])?;
+    let ada = offline(&[
+        "tokens", "create", "--for", "ada", "--role", "admin", "--as", "ada",
+    ])?
+    .lines()
+    .last()
+    .unwrap_or_default()
+    .trim()
+    .to_string();
+    let served = Served::start(&data, &[])?;
+
+    // Checking an employee needs no records: it works beside the daemon.
+    let checked = clancy(&data, &["check", &manifest])?;
+    assert!(checked.status.success(), "{}", stderr(&checked));
+
+    // A new employee waits for an admin in the approvals queue, with its diff.
+    let added = must(&data, &ada, &["employees", "add", &manifest])?;
+    assert!(added.contains("waits for an admin"), "{added}");
+    assert!(added.contains("+ grant slack channel:#general"), "{added}");
+    let upgrade = word(&added, "up-")?;
+    let queue = must(&data, &ada, &["approvals", "list"])?;
+    assert!(
+        queue.contains(&upgrade) && queue.contains("poster"),
+        "{queue}"
+    );
+    // Submitted again while it waits: the same request, not a second one.
+    let again = must(&data, &ada, &["employees", "add", &manifest])?;
+    assert_eq!(word(&again, "up-")?, upgrade, "{again}");
+    let approved = must(&data, &ada, &["approvals", "approve", &upgrade])?;
+    assert!(approved.contains("approved"), "{approved}");
+    assert!(must(&data, &ada, &["employees", "list"])?.contains("poster"));
+    let twice = as_token(&data, &ada, &["employees", "add", &manifest])?;
+    assert_eq!(twice.0, Some(2), "{twice:?}");
+    assert!(twice.2.contains("already registered"), "{twice:?}");
+    assert!(must(&data, &ada, &["approvals", "list"])?.contains("no pending requests"));
+    // The same version again changes nothing.
+    let same = must(&data, &ada, &["employees", "upgrade", &manifest])?;
+    assert!(same.contains("nothing changes"), "{same}");
+
+    // A task queued and followed to its end, entries as they were written.
+    let started = must(
+        &data,
+        &ada,
+        &["tasks", "start", "poster", "--task", "post hello", "--wait"],
+    )?;
+    assert!(started.contains("completed:"), "{started}");
+    assert!(started.contains("#general"), "{started}");
+    // "<id> queued for poster"
+    let task = started
+        .split_whitespace()
+        .next()
+        .context("no task id")?
+        .to_string();
+    // `clancy run` through the daemon: submitted (unchanged), queued, followed.
+    let ran = must(&data, &ada, &["run", &manifest, "--task", "post again"])?;
+    assert!(ran.contains("completed:"), "{ran}");
+    assert!(must(&data, &ada, &["tasks", "list"])?.contains(&task));
+    assert!(must(&data, &ada, &["tasks", "show", &task])?.contains("completed"));
+
+    // The record, through the daemon.
+    let log = must(&data, &ada, &["audit", "log", "--task", &task[..8]])?;
+    assert!(log.contains("post") && !log.contains("post again"), "{log}");
+    assert!(!must(&data, &ada, &["audit", "explain", &task])?.is_empty());
+    let verified = must(&data, &ada, &["audit", "verify"])?;
+    assert!(verified.starts_with("audit log intact"), "{verified}");
+    let key = must(&data, &ada, &["audit", "key"])?.trim().to_string();
+    assert_eq!(key.len(), 64, "{key}");
+    let export = dir.path().join("export.jsonl");
+    must(
+        &data,
+        &ada,
+        &["audit", "export", "-o", &export.display().to_string()],
+    )?;
+    let elsewhere = clancy(
+        &dir.path().join("nowhere"),
+        &[
+            "audit",
+            "verify",
+            "--export",
+            &export.display().to_string(),
+            "--public-key",
+            &key,
+        ],
+    )?;
+    assert!(
+        stdout(&elsewhere).starts_with("audit log intact"),
+        "{}{}",
+        stdout(&elsewhere),
+        stderr(&elsewhere)
+    );
+    let undone = must(&data, &ada, &["undo", "--task", &task])?;
+    assert!(undone.contains("undone"), "{undone}");
+
+    // People and tokens.
+    let added = must(&data, &ada, &["operators", "add", "bo", "--role", "user"])?;
+    assert!(added.contains("enr_"), "{added}");
+    must(
+        &data,
+        &ada,
+        &["operators", "assign", "bo", "--employee", "poster"],
+    )?;
+    assert!(must(&data, &ada, &["operators", "list"])?.contains("bo (user)"));
+    let made = must(
+        &data,
+        &ada,
+        &[
+            "tokens", "create", "--for", "bo", "--role", "user", "--days", "1",
+        ],
+    )?;
+    let bo = made.lines().last().unwrap_or_default().trim().to_string();
+    let bo_token_id = word(&made, "tk-")?;
+    // Bo follows a task of the employee he is assigned; Cy, assigned
+    // nothing, finds no such task.
+    let watched = must(&data, &bo, &["tasks", "watch", &task])?;
+    assert!(watched.contains("completed"), "{watched}");
+    must(&data, &ada, &["operators", "add", "cy", "--role", "user"])?;
+    let cy = must(
+        &data,
+        &ada,
+        &[
+            "tokens", "create", "--for", "cy", "--role", "user", "--days", "1",
+        ],
+    )?
+    .lines()
+    .last()
+    .unwrap_or_default()
+    .trim()
+    .to_string();
+    let hidden = as_token(&data, &cy, &["tasks", "watch", &task])?;
+    assert_eq!(hidden.0, Some(2), "{hidden:?}");
+    assert!(hidden.2.contains("404"), "{hidden:?}");
+    // A user cannot read the audit log through the daemon either.
+    let refused = as_token(&data, &bo, &["audit", "log"])?;
+    assert_eq!(refused.0, Some(2), "{refused:?}");
+    assert!(refused.2.contains("403"), "{refused:?}");
+    assert!(must(&data, &ada, &["tokens", "list"])?.contains(&bo_token_id));
+    must(&data, &ada, &["tokens", "revoke", &bo_token_id])?;
+    let revoked = as_token(&data, &bo, &["tasks", "list"])?;
+    assert!(revoked.2.contains("401"), "{revoked:?}");
+
+    // Notifications.
+    assert!(must(&data, &ada, &["notify", "secret"])?.starts_with("whsec_"));
+    must(&data, &ada, &["notify", "list"])?;
+    must(&data, &ada, &["notify", "deliver"])?;
+
+    // Disabled: no task starts; `--as` is refused, the token says who acts.
+    let as_other = as_token(
+        &data,
+        &ada,
+        &["employees", "disable", "poster", "--as", "x"],
+    )?;
+    assert_eq!(as_other.0, Some(2));
+    assert!(
+        as_other.2.contains("the token says who you are"),
+        "{as_other:?}"
+    );
+    must(&data, &ada, &["employees", "disable", "poster"])?;
+    let stopped = as_token(
+        &data,
+        &ada,
+        &["tasks", "start", "poster", "--task", "post x"],
+    )?;
+    assert_eq!(stopped.0, Some(2), "{stopped:?}");
+    assert!(stopped.2.contains("disabled"), "{stopped:?}");
+    must(&data, &ada, &["employees", "enable", "poster"])?;
+
+    served.terminate(Duration::from_secs(15))?;
+    // On record, under the token's operator.
+    let log = offline(&["audit", "log"])?;
+    for said in [
+        "the audit log was exported by ada",
+        "approved by ada",
+        "poster disabled by ada",
+        "the webhook signing secret was shown to ada",
+    ] {
+        assert!(log.contains(said), "{said:?} not in\n{log}");
+    }
+    Ok(())
+}
