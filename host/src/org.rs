@@ -115,13 +115,17 @@ impl Org {
         Org::with_store(data_dir, data, org, store, mode == DataDirMode::Create)
     }
 
-    /// Open every organisation of the data dir (those made with `clancy
-    /// orgs create` or by any command that created records with `--org`),
-    /// and `first`, which comes first: one store and one engine for all.
-    pub fn open_all(data_dir: &Path, first: &str, mode: DataDirMode) -> Result<Vec<Org>, OrgError> {
+    /// Open every organisation of the data dir (each one any command made
+    /// records in with `--org`), `first` first (made if new): one store and
+    /// one engine for all.
+    pub fn open_all(
+        data_dir: &Path,
+        first: &[&str],
+        mode: DataDirMode,
+    ) -> Result<Vec<Org>, OrgError> {
         let data = open_data_dir(data_dir, mode)?;
         let store: Arc<dyn Store> = Arc::new(SledStore::open(&data_dir.join("store"))?);
-        let mut names = vec![first.to_string()];
+        let mut names: Vec<String> = first.iter().map(|n| n.to_string()).collect();
         for (key, _) in store.scan(ORGS_AREA, b"")? {
             let name = String::from_utf8_lossy(&key).to_string();
             if !names.contains(&name) {

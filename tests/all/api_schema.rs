@@ -37,6 +37,7 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/api/v1/audit/verify", &["get"]),
     ("/api/v1/audit/export", &["get"]),
     ("/api/v1/undo", &["post"]),
+    ("/api/v1/organisation", &["get"]),
     ("/api/v1/notifications", &["get"]),
     ("/api/v1/notifications/secret", &["get"]),
     ("/api/v1/notifications/deliver", &["post"]),

@@ -997,3 +997,52 @@ fn a_daemon_killed_again_and_again_under_load_loses_no_approved_action_and_runs_
     assert!(ok(&data, &["audit", "verify"])?.starts_with("audit log intact"));
     Ok(())
 }
+
+/// A client that sends a request's headers a byte at a time (slowloris)
+/// holds its connection no longer than `--header-timeout`; many of them
+/// hold up nobody else.
+#[test]
+fn a_client_that_never_finishes_its_headers_is_cut_off_and_others_are_served() -> Result<()> {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let served = Served::start(&data, &["--header-timeout", "1s"])?;
+    let addr = served
+        .url
+        .strip_prefix("http://")
+        .context("no address")?
+        .to_string();
+    let mut slow = Vec::new();
+    for _ in 0..20 {
+        let mut s = std::net::TcpStream::connect(&addr)?;
+        s.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nX-Slow: a").as_bytes())?;
+        slow.push(s);
+    }
+    // Meanwhile, others are answered.
+    let (status, body) = served.get("/healthz")?;
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    let started = Instant::now();
+    for s in &mut slow {
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        // Trickle one more byte: it does not reset the deadline.
+        let _ = s.write_all(b"b");
+        let mut buf = [0u8; 256];
+        let read = s.read(&mut buf);
+        // Closed (EOF or reset), or told 408 and closed: never left open.
+        match read {
+            Ok(0) | Err(_) => {}
+            Ok(n) => {
+                let said = String::from_utf8_lossy(&buf[..n]).to_string();
+                assert!(said.starts_with("HTTP/1.1 408"), "{said}");
+            }
+        }
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "slow connections were held {:?}",
+        started.elapsed()
+    );
+    let bad = clancy(&data, &["serve", "--header-timeout", "0s"])?;
+    assert_eq!(bad.status.code(), Some(2));
+    Ok(())
+}

@@ -68,6 +68,12 @@ impl TestEnv {
     pub fn new() -> Result<TestEnv> {
         let dir = tempfile::tempdir()?;
         let host = Org::open(&dir.path().join("data"), "default", DataDirMode::Create)?;
+        TestEnv::prepare(&host)?;
+        Ok(TestEnv { dir, host })
+    }
+
+    /// Seed `host`'s sandbox and register its approvers.
+    pub fn prepare(host: &Org) -> Result<()> {
         host.sandbox().seed()?;
         for name in APPROVERS {
             host.operators().put(&Operator {
@@ -75,7 +81,7 @@ impl TestEnv {
                 role: Role::Manager,
             })?;
         }
-        Ok(TestEnv { dir, host })
+        Ok(())
     }
 
     pub fn data_dir(&self) -> PathBuf {

@@ -15,7 +15,7 @@ use clancy::accounts::SessionLimits;
 use clancy::approvals::ManualClock;
 use clancy::daemon::{Config, Daemon, RateLimits};
 use clancy::operators::{Operator, Role};
-use clancy::org::Org;
+use clancy::org::{DataDirMode, Org};
 use reqwest::blocking::{Client, Response};
 use serde_json::{Value, json};
 
@@ -25,6 +25,8 @@ use crate::env::TestEnv;
 pub(crate) struct Live {
     pub(crate) url: String,
     pub(crate) org: Arc<Org>,
+    /// Another organisation served by the same daemon.
+    pub(crate) other: Arc<Org>,
     clock: Arc<ManualClock>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -42,11 +44,21 @@ impl Live {
         limits: RateLimits,
         prepare: impl FnOnce(&Org) -> Result<()>,
     ) -> Result<Live> {
-        let TestEnv { dir, mut host } = TestEnv::new()?;
+        // Two organisations in one daemon: `org`, and `other` beside it.
+        let dir = tempfile::tempdir()?;
+        let mut orgs = Org::open_all(
+            &dir.path().join("data"),
+            &["default", "other"],
+            DataDirMode::Create,
+        )?;
+        let (mut host, mut other) = (orgs.remove(0), orgs.remove(0));
+        TestEnv::prepare(&host)?;
         let clock = Arc::new(ManualClock::new(Utc::now()));
         host.use_clock(clock.clone());
+        other.use_clock(clock.clone());
         prepare(&host)?;
         let org = Arc::new(host);
+        let other = Arc::new(other);
         let config = Config {
             listen: "127.0.0.1:0".parse::<SocketAddr>()?,
             tick: StdDuration::from_secs(3600),
@@ -56,10 +68,11 @@ impl Live {
             sessions: SessionLimits::default(),
             workers: 1,
             drain: StdDuration::from_secs(5),
+            header_timeout: StdDuration::from_secs(2),
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let served = org.clone();
+        let served = vec![org.clone(), other.clone()];
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -88,6 +101,7 @@ impl Live {
         Ok(Live {
             url: format!("http://{addr}"),
             org,
+            other,
             clock,
             stop: Some(stop),
             thread: Some(thread),
@@ -630,6 +644,7 @@ const MATRIX: &[(&str, &str, Option<&str>, Option<Role>)] = &[
         None,
         Some(Role::User),
     ),
+    ("GET", "/api/v1/organisation", None, Some(Role::User)),
     ("GET", "/api/v1/notifications", None, Some(Role::Manager)),
     (
         "GET",

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::Args;
 
-use super::{Global, data_dir, open};
+use super::{Global, data_dir};
 use crate::daemon::{Config, Daemon};
 use crate::org::DataDirMode;
 
@@ -48,12 +48,25 @@ pub(super) struct ServeArgs {
     /// daemon exits (they are recorded as interrupted at the next start).
     #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = humantime::parse_duration)]
     drain: Duration,
+    /// How long a client may take to send a request's headers before its
+    /// connection is closed (1s-5m; slow senders cannot hold connections).
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = header_timeout)]
+    header_timeout: Duration,
     /// A session without a request for this long ends (e.g. 30m).
     #[arg(long, default_value = "30m", value_name = "DURATION", value_parser = session_duration)]
     session_idle: chrono::Duration,
     /// A session ends this long after sign-in, whatever happens (e.g. 12h).
     #[arg(long, default_value = "12h", value_name = "DURATION", value_parser = session_duration)]
     session_max: chrono::Duration,
+}
+
+/// A header deadline: 1 second to 5 minutes.
+fn header_timeout(text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if !(Duration::from_secs(1)..=Duration::from_secs(300)).contains(&d) {
+        return Err("expected 1s to 5m".into());
+    }
+    Ok(d)
 }
 
 /// A session length: 1 minute to 30 days.
@@ -87,39 +100,56 @@ pub(super) fn run(global: &Global, args: ServeArgs, out: &mut impl Write) -> Res
             usize::from,
         ),
         drain: args.drain,
+        header_timeout: args.header_timeout,
     };
     if config.sessions.idle > config.sessions.absolute {
         anyhow::bail!("--session-idle may not be longer than --session-max");
     }
-    let org = Arc::new(open(global, DataDirMode::Create)?);
+    // Every organisation of the data dir, the one `--org` names first (it
+    // is made if new).
+    let orgs: Vec<Arc<crate::org::Org>> =
+        crate::org::Org::open_all(&data_dir(global)?, &[&global.org], DataDirMode::Create)?
+            .into_iter()
+            .map(|mut org| {
+                if let Some(file) = &global.checkpoint_file {
+                    org.use_checkpoint_file(file.clone());
+                }
+                Arc::new(org)
+            })
+            .collect();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .thread_name("clancy-serve")
         .enable_all()
         .build()?;
     let served = runtime.block_on(async {
-        let daemon = Daemon::bind(org.clone(), &config).await?;
+        let daemon = Daemon::bind(orgs.clone(), &config).await?;
         let scheme = if daemon.tls() { "https" } else { "http" };
         let url = format!("{scheme}://{}", daemon.local_addr()?);
         // Tells the CLI on this data dir where to send its commands.
         let file = data_dir(global)?.join(super::DAEMON_FILE);
         std::fs::write(
             &file,
-            serde_json::json!({ "url": url, "pid": std::process::id(), "org": org.org() })
+            serde_json::json!({ "url": url, "pid": std::process::id(), "org": orgs[0].org() })
                 .to_string(),
         )?;
-        let first = org.clone();
-        let bootstrap = tokio::task::spawn_blocking(move || first.bootstrap_admin()).await??;
-        if let Some((name, code)) = bootstrap {
-            writeln!(
-                out,
-                "no admin can sign in yet: {name} enrols at {url}/enrol#{code} (single use, valid {} hours)",
-                crate::accounts::ENROLMENT_HOURS
-            )?;
+        for org in &orgs {
+            let first = org.clone();
+            let bootstrap =
+                tokio::task::spawn_blocking(move || first.bootstrap_admin()).await??;
+            if let Some((name, code)) = bootstrap {
+                writeln!(
+                    out,
+                    "no admin of org {} can sign in yet: {name} enrols at {url}/enrol#{code} (single use, valid {} hours)",
+                    org.org(),
+                    crate::accounts::ENROLMENT_HOURS
+                )?;
+            }
         }
         writeln!(
             out,
-            "clancy serving org {} of {} on {url}",
-            org.org(),
+            "clancy serving org{} {} of {} on {url}",
+            if orgs.len() == 1 { "" } else { "s" },
+            orgs.iter().map(|o| o.org()).collect::<Vec<_>>().join(", "),
             data_dir(global)?.display(),
         )?;
         out.flush()?;
@@ -132,7 +162,7 @@ pub(super) fn run(global: &Global, args: ServeArgs, out: &mut impl Write) -> Res
     // its own, which may not be dropped inside an async context). A task
     // still running after the drain is left to end with the process.
     runtime.shutdown_timeout(Duration::from_secs(1));
-    drop(org);
+    drop(orgs);
     served?;
     // Said if anyone still listens; a closed stdout does not make a clean
     // stop a failure.

@@ -269,7 +269,6 @@ fn decode_cursor(cursor: &str) -> Result<(DateTime<Utc>, String), Problem> {
     security(("bearer" = []), ("session" = []))
 )]
 pub(super) async fn list_approvals(
-    State(shared): State<Arc<Shared>>,
     Extension(caller): Extension<Caller>,
     query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Json<ApprovalPage>, Problem> {
@@ -277,7 +276,7 @@ pub(super) async fn list_approvals(
     let Query(query) = query.map_err(Problem::bad_request)?;
     let limit = query.limit()?;
     let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
-    let all = with_org(&shared, move |org| org.approvals().list())
+    let all = with_org(&caller.org, move |org| org.approvals().list())
         .await?
         .map_err(Problem::internal)?;
     let mut pending = all
@@ -314,13 +313,12 @@ pub(super) fn path_id(path: Result<Path<String>, PathRejection>) -> Result<Strin
     security(("bearer" = []), ("session" = []))
 )]
 pub(super) async fn get_approval(
-    State(shared): State<Arc<Shared>>,
     Extension(caller): Extension<Caller>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<ApprovalView>, Problem> {
     caller.needs(Role::Manager)?;
     let id = path_id(id)?;
-    let found = with_org(&shared, move |org| {
+    let found = with_org(&caller.org, move |org| {
         org.approvals().get(&id).map(|a| (id, a))
     })
     .await?
@@ -364,7 +362,6 @@ pub(super) struct AnswerBody {
     security(("bearer" = []), ("session" = []))
 )]
 pub(super) async fn answer(
-    State(shared): State<Arc<Shared>>,
     Extension(caller): Extension<Caller>,
     id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
@@ -374,7 +371,7 @@ pub(super) async fn answer(
     let id = path_id(id)?;
     let body: AnswerBody = json_body(&headers, &body, r#"{"option": "…"}"#)?;
     check_comment(body.comment.as_deref())?;
-    let answered = with_org(&shared, move |org| {
+    let answered = with_org(&caller.org, move |org| {
         org.answer(&id, &body.option, &operator.name, body.comment.as_deref())
     })
     .await?;
@@ -429,13 +426,12 @@ fn decision_body(headers: &HeaderMap, body: &[u8]) -> Result<DecisionBody, Probl
     security(("bearer" = []), ("session" = []))
 )]
 pub(super) async fn approve(
-    state: State<Arc<Shared>>,
     caller: Extension<Caller>,
     id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Json<ApprovalView>, Problem> {
-    decide(state, caller, id, headers, body, Verdict::Approve).await
+    decide(caller, id, headers, body, Verdict::Approve).await
 }
 
 /// `POST /api/v1/approvals/{id}/deny`: deny as the caller.
@@ -449,17 +445,15 @@ pub(super) async fn approve(
     security(("bearer" = []), ("session" = []))
 )]
 pub(super) async fn deny(
-    state: State<Arc<Shared>>,
     caller: Extension<Caller>,
     id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Json<ApprovalView>, Problem> {
-    decide(state, caller, id, headers, body, Verdict::Deny).await
+    decide(caller, id, headers, body, Verdict::Deny).await
 }
 
 async fn decide(
-    State(shared): State<Arc<Shared>>,
     Extension(caller): Extension<Caller>,
     id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
@@ -478,7 +472,7 @@ async fn decide(
         ));
     }
     let comment = body.comment;
-    let decided = with_org(&shared, move |org| {
+    let decided = with_org(&caller.org, move |org| {
         if edits.is_empty() {
             org.decide(&id, verdict, &operator.name, comment.as_deref())
         } else {
@@ -543,7 +537,6 @@ pub(super) struct BatchResult {
     security(("bearer" = []), ("session" = []))
 )]
 pub(super) async fn batch(
-    State(shared): State<Arc<Shared>>,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: axum::body::Bytes,
@@ -566,7 +559,7 @@ pub(super) async fn batch(
         BatchVerdict::Approve => Verdict::Approve,
         BatchVerdict::Deny => Verdict::Deny,
     };
-    let items = with_org(&shared, move |org| {
+    let items = with_org(&caller.org, move |org| {
         let mut seen = std::collections::HashSet::new();
         body.ids
             .into_iter()
@@ -765,7 +758,7 @@ pub(super) async fn start_task(
 ) -> Result<Response, Problem> {
     let operator = caller.needs(Role::User)?.clone();
     let body: TaskBody = json_body(&headers, &body, r#"{"employee": "…", "task": "…"}"#)?;
-    let queued = with_org(&shared, move |org| {
+    let queued = with_org(&caller.org, move |org| {
         let assigned = org
             .operators()
             .assigned(&operator.name)
@@ -796,7 +789,6 @@ pub(super) async fn start_task(
     security(("bearer" = []), ("session" = []))
 )]
 pub(super) async fn list_tasks(
-    State(shared): State<Arc<Shared>>,
     Extension(caller): Extension<Caller>,
     query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Json<TaskPage>, Problem> {
@@ -804,7 +796,7 @@ pub(super) async fn list_tasks(
     let Query(query) = query.map_err(Problem::bad_request)?;
     let limit = query.limit()?;
     let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
-    let (all, assigned) = with_org(&shared, move |org| {
+    let (all, assigned) = with_org(&caller.org, move |org| {
         Ok::<_, crate::store::StoreError>((org.tasks()?, org.operators().assigned(&operator.name)?))
     })
     .await?
@@ -837,14 +829,13 @@ pub(super) async fn list_tasks(
     security(("bearer" = []), ("session" = []))
 )]
 pub(super) async fn get_task(
-    State(shared): State<Arc<Shared>>,
     Extension(caller): Extension<Caller>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<TaskView>, Problem> {
     let operator = caller.needs(Role::User)?.clone();
     let id = path_id(id)?;
     let lookup = id.clone();
-    let (found, assigned) = with_org(&shared, move |org| {
+    let (found, assigned) = with_org(&caller.org, move |org| {
         Ok::<_, crate::store::StoreError>((
             org.task(&lookup)?,
             org.operators().assigned(&operator.name)?,
@@ -869,13 +860,12 @@ pub(super) async fn get_task(
     security(("bearer" = []), ("session" = []))
 )]
 pub(super) async fn cancel_task(
-    State(shared): State<Arc<Shared>>,
     Extension(caller): Extension<Caller>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<TaskView>, Problem> {
     let operator = caller.needs(Role::Manager)?.clone();
     let id = path_id(id)?;
-    with_org(&shared, move |org| org.cancel_task(&id, &operator.name))
+    with_org(&caller.org, move |org| org.cancel_task(&id, &operator.name))
         .await?
         .map(|t| Json(TaskView::from(t)))
         .map_err(task_problem)

@@ -23,6 +23,7 @@ use governor::{DefaultKeyedRateLimiter, Quota};
 use super::api::Problem;
 use super::{Shared, blocking};
 use crate::operators::{Operator, Role, TokenRefused};
+use crate::org::Org;
 
 /// The session cookie's name.
 pub(super) const COOKIE: &str = "clancy_session";
@@ -113,12 +114,14 @@ pub(super) enum Via {
 }
 
 /// The authenticated caller of an API request.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub(super) struct Caller {
     /// Who they act as (the role capped by their token's).
     pub operator: Operator,
     /// How.
     pub via: Via,
+    /// Their organisation: the only one whose records they reach.
+    pub org: Arc<Org>,
 }
 
 impl Caller {
@@ -177,8 +180,8 @@ pub(super) async fn guard(
         Err(p) => return p.into_response(),
     };
     let key = match &caller.via {
-        Via::Token(id) => format!("token:{id}"),
-        Via::Session { .. } => format!("operator:{}", caller.operator.name),
+        Via::Token(id) => format!("{}/token:{id}", caller.org.org()),
+        Via::Session { .. } => format!("{}/operator:{}", caller.org.org(), caller.operator.name),
     };
     if let Err(p) = slowed(
         shared
@@ -248,17 +251,23 @@ async fn identify(
             "sign in (POST /api/v1/session) or send `Authorization: Bearer <token>` (see `clancy tokens create`)",
         ));
     };
-    let org = shared.org.clone();
+    let orgs = shared.orgs.clone();
     let limits = shared.sessions;
     let lookup = cookie.clone();
+    // The session's organisation is the one that holds it.
     let found = blocking(move || {
-        let now = org.now();
-        org.accounts().session(&lookup, limits, now)
+        for org in orgs {
+            let now = org.now();
+            if let Some(found) = org.accounts().session(&lookup, limits, now)? {
+                return Ok(Some((org, found)));
+            }
+        }
+        Ok::<_, crate::store::StoreError>(None)
     })
     .await
     .map_err(Problem::internal)?
     .map_err(Problem::internal)?;
-    let Some((operator, session)) = found else {
+    let Some((org, (operator, session))) = found else {
         return Err(unauthorized(
             "the session ended (signed out, idle or too old): sign in again",
         ));
@@ -275,7 +284,7 @@ async fn identify(
                 ))
             });
         if !token_ok || !same_origin(shared, headers) {
-            let org = shared.org.clone();
+            let org = org.clone();
             let name = operator.name.clone();
             let what = format!("{method} without a matching Origin and X-CSRF-Token");
             let _ = blocking(move || {
@@ -299,31 +308,45 @@ async fn identify(
             cookie,
             csrf: session.csrf,
         },
+        org,
     })
 }
 
 async fn by_token(shared: &Arc<Shared>, secret: String) -> Result<Caller, Problem> {
-    let org = shared.org.clone();
+    let orgs = shared.orgs.clone();
+    // The token's organisation is the one that holds its hash; in the
+    // others it is unknown.
     let checked = blocking(move || {
-        let now = org.now();
-        let result = org.operators().authenticate(&secret, now)?;
-        if let Err(refused @ (TokenRefused::Expired | TokenRefused::Revoked)) = &result {
-            // Someone holds a real token that no longer works: on record.
-            let _ = org.audit_operator_action(
-                "api-sign-in",
-                "a bearer token",
-                &format!("refused: {refused}"),
-            );
+        let mut last = Err(TokenRefused::Invalid);
+        for org in orgs {
+            let now = org.now();
+            match org.operators().authenticate(&secret, now)? {
+                Ok((operator, token)) => return Ok(Ok((org, operator, token))),
+                Err(TokenRefused::Invalid) => {}
+                Err(refused) => {
+                    if matches!(refused, TokenRefused::Expired | TokenRefused::Revoked) {
+                        // Someone holds a real token that no longer works: on record.
+                        let _ = org.audit_operator_action(
+                            "api-sign-in",
+                            "a bearer token",
+                            &format!("refused: {refused}"),
+                        );
+                    }
+                    last = Err(refused);
+                    break;
+                }
+            }
         }
-        Ok::<_, crate::store::StoreError>(result)
+        Ok::<_, crate::store::StoreError>(last)
     })
     .await
     .map_err(Problem::internal)?
     .map_err(Problem::internal)?;
-    let (operator, token) = checked.map_err(|refused| unauthorized(&refused.to_string()))?;
+    let (org, operator, token) = checked.map_err(|refused| unauthorized(&refused.to_string()))?;
     Ok(Caller {
         operator,
         via: Via::Token(token.id),
+        org,
     })
 }
 

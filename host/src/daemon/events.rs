@@ -57,6 +57,8 @@ struct Follow {
     /// The task has ended and its end was sent.
     done: bool,
     until: tokio::time::Instant,
+    /// True once the daemon stops: the stream ends.
+    stop: tokio::sync::watch::Receiver<bool>,
     _open: Open,
 }
 
@@ -106,7 +108,7 @@ impl Follow {
             if let Some(event) = self.ready.pop_front() {
                 return Some((Ok(event), self));
             }
-            if self.done || tokio::time::Instant::now() >= self.until {
+            if self.done || *self.stop.borrow() || tokio::time::Instant::now() >= self.until {
                 return None;
             }
             let (org, task, seen) = (self.org.clone(), self.task.clone(), self.seen);
@@ -136,7 +138,10 @@ impl Follow {
                 }
             }
             if self.ready.is_empty() {
-                tokio::time::sleep(POLL).await;
+                tokio::select! {
+                    () = tokio::time::sleep(POLL) => {}
+                    _ = self.stop.changed() => {}
+                }
             }
         }
     }
@@ -163,7 +168,7 @@ pub(super) async fn follow(
     let operator = caller.needs(Role::User)?.clone();
     let id = path_id(id)?;
     let lookup = id.clone();
-    let (found, assigned, entries) = with_org(&shared, move |org| {
+    let (found, assigned, entries) = with_org(&caller.org, move |org| {
         Ok::<_, crate::store::StoreError>((
             org.task(&lookup)?,
             org.operators().assigned(&operator.name)?,
@@ -194,13 +199,14 @@ pub(super) async fn follow(
     let state = task.state;
     ready.push_back(task_event(task.clone()));
     let follow = Follow {
-        org: shared.org.clone(),
+        org: caller.org.clone(),
         task: task.id,
         sent: Some(state),
         seen,
         ready,
         done: is_end(state),
         until: tokio::time::Instant::now() + MAX_STREAM,
+        stop: shared.stop.subscribe(),
         _open: open,
     };
     let stream = futures_util::stream::unfold(follow, Follow::next);

@@ -1,5 +1,5 @@
-//! The daemon: `clancy serve` owns one organisation's data dir and keeps
-//! time for it.
+//! The daemon: `clancy serve` owns a data dir, serves every organisation
+//! in it (each caller reaches only their own) and keeps time for them.
 //!
 //! At start it records tasks a killed process left open and finishes
 //! approved actions a crash interrupted. Then, every tick, without anyone
@@ -41,6 +41,8 @@ use crate::org::Org;
 mod api;
 mod auth;
 mod events;
+mod http;
+mod organisation;
 mod outbox;
 mod people;
 mod records;
@@ -68,6 +70,8 @@ pub struct Config {
     pub workers: usize,
     /// At shutdown, how long running tasks may take to finish.
     pub drain: Duration,
+    /// How long a client may take to send a request's headers.
+    pub header_timeout: Duration,
 }
 
 /// The daemon could not start.
@@ -111,7 +115,9 @@ struct Counters {
 }
 
 struct Shared {
-    org: Arc<Org>,
+    /// The organisations it serves (the first is the default for signing
+    /// in); each caller reaches only their own.
+    orgs: Vec<Arc<Org>>,
     counters: Counters,
     /// `Host` values requests may carry (empty: any IP address with `port`).
     hosts: Vec<String>,
@@ -127,6 +133,8 @@ struct Shared {
     work: tokio::sync::Notify,
     /// Task event streams open now.
     streams: std::sync::atomic::AtomicUsize,
+    /// Turns true when the daemon begins to stop (event streams end).
+    stop: tokio::sync::watch::Sender<bool>,
 }
 
 /// A bound daemon, not yet serving.
@@ -137,12 +145,16 @@ pub struct Daemon {
     tick: Duration,
     workers: usize,
     drain: Duration,
+    header_timeout: Duration,
 }
 
 impl Daemon {
     /// Check the address, bind it, and do the start-up work on the data dir
     /// (close interrupted tasks, finish interrupted approved actions).
-    pub async fn bind(org: Arc<Org>, config: &Config) -> Result<Daemon, ServeError> {
+    pub async fn bind(orgs: Vec<Arc<Org>>, config: &Config) -> Result<Daemon, ServeError> {
+        if orgs.is_empty() {
+            return Err(ServeError::Start("no organisation to serve".into()));
+        }
         let tls = match &config.tls {
             Some((cert, key)) => Some(tls::acceptor(cert, key).map_err(ServeError::Tls)?),
             None => None,
@@ -160,13 +172,16 @@ impl Daemon {
             addr: config.listen,
             reason: e.to_string(),
         })?;
-        let start = org.clone();
+        let start = orgs.clone();
         blocking(move || -> Result<(), String> {
-            start
-                .record_interrupted_tasks()
-                .map_err(|e| e.to_string())?;
-            start.interrupt_running_tasks().map_err(|e| e.to_string())?;
-            start.resume_approved().map_err(|e| e.to_string())?;
+            for org in &start {
+                let failed = |e: String| format!("org {}: {e}", org.org());
+                org.record_interrupted_tasks()
+                    .map_err(|e| failed(e.to_string()))?;
+                org.interrupt_running_tasks()
+                    .map_err(|e| failed(e.to_string()))?;
+                org.resume_approved().map_err(|e| failed(e.to_string()))?;
+            }
             Ok(())
         })
         .await
@@ -187,7 +202,7 @@ impl Daemon {
             listener,
             shared: Arc::new(Shared {
                 tls: tls.is_some(),
-                org,
+                orgs,
                 counters: Counters::default(),
                 hosts,
                 port,
@@ -195,10 +210,12 @@ impl Daemon {
                 sessions: config.sessions,
                 work: tokio::sync::Notify::new(),
                 streams: std::sync::atomic::AtomicUsize::new(0),
+                stop: tokio::sync::watch::Sender::new(false),
             }),
             tls,
             workers: config.workers.max(1),
             drain: config.drain,
+            header_timeout: config.header_timeout,
             tick: config.tick,
         })
     }
@@ -219,7 +236,8 @@ impl Daemon {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stop_tx = self.shared.stop.clone();
+        let stop_rx = stop_tx.subscribe();
         let timer = tokio::spawn(keep_time(self.shared.clone(), self.tick, stop_rx.clone()));
         let workers: Vec<_> = (0..self.workers)
             .map(|_| tokio::spawn(work(self.shared.clone(), stop_rx.clone())))
@@ -270,6 +288,7 @@ impl Daemon {
             .route("/api/v1/audit/verify", get(records::verify))
             .route("/api/v1/audit/export", get(records::export))
             .route("/api/v1/undo", post(records::undo))
+            .route("/api/v1/organisation", get(organisation::mine))
             .route("/api/v1/notifications", get(outbox::list))
             .route("/api/v1/notifications/secret", get(outbox::secret))
             .route("/api/v1/notifications/deliver", post(outbox::deliver))
@@ -306,17 +325,26 @@ impl Daemon {
             shutdown.await;
             let _ = stop_tx.send(true);
         };
-        let service = app.into_make_service_with_connect_info::<tls::Peer>();
         let served = match self.tls {
             Some(acceptor) => {
-                axum::serve(tls::TlsListener::new(self.listener, acceptor)?, service)
-                    .with_graceful_shutdown(stopping)
-                    .await
+                http::serve(
+                    tls::TlsListener::new(self.listener, acceptor)?,
+                    app,
+                    self.header_timeout,
+                    self.drain,
+                    stopping,
+                )
+                .await
             }
             None => {
-                axum::serve(self.listener, service)
-                    .with_graceful_shutdown(stopping)
-                    .await
+                http::serve(
+                    self.listener,
+                    app,
+                    self.header_timeout,
+                    self.drain,
+                    stopping,
+                )
+                .await
             }
         };
         // The round in progress finishes; no new one starts. Running tasks
@@ -343,13 +371,13 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
         .map_err(|e| format!("a host task failed: {e}"))
 }
 
-/// Run `f` with the org on the blocking pool (the org is blocking: sled,
-/// wasmtime); a host task that fails is a 500 problem.
+/// Run `f` with `org` (the caller's) on the blocking pool (the org is
+/// blocking: sled, wasmtime); a host task that fails is a 500 problem.
 async fn with_org<T: Send + 'static>(
-    shared: &Shared,
+    org: &Arc<Org>,
     f: impl FnOnce(&Org) -> T + Send + 'static,
 ) -> Result<T, api::Problem> {
-    let org = shared.org.clone();
+    let org = org.clone();
     blocking(move || f(&org))
         .await
         .map_err(api::Problem::internal)
@@ -369,15 +397,39 @@ async fn futures_join(workers: Vec<tokio::task::JoinHandle<()>>) {
 /// waits, sleep until a task is queued (or a second passes). Stops taking
 /// tasks when told to stop; a task it runs finishes.
 async fn work(shared: Arc<Shared>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    // Each look starts at the next organisation, so a busy one cannot
+    // starve the others.
+    let mut turn = 0usize;
     loop {
         if *stop.borrow() {
             return;
         }
-        let taker = shared.clone();
-        match blocking(move || taker.org.take_task()).await {
-            Ok(Ok(Some(record))) => {
-                let runner = shared.clone();
-                match blocking(move || runner.org.run_task(record)).await {
+        let orgs = shared.orgs.clone();
+        turn = turn.wrapping_add(1);
+        let start = turn;
+        let taken = blocking(
+            move || -> Result<Option<(Arc<Org>, crate::org::TaskRecord)>, String> {
+                let mut errors = Vec::new();
+                for i in 0..orgs.len() {
+                    let org = &orgs[(start + i) % orgs.len()];
+                    match org.take_task() {
+                        Ok(Some(record)) => return Ok(Some((org.clone(), record))),
+                        Ok(None) => {}
+                        Err(e) => errors.push(format!("org {}: {e}", org.org())),
+                    }
+                }
+                if errors.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(errors.join("; "))
+                }
+            },
+        )
+        .await
+        .and_then(|r| r);
+        match taken {
+            Ok(Some((org, record))) => {
+                match blocking(move || org.run_task(record)).await {
                     Ok(Ok(done)) => {
                         let c = &shared.counters;
                         match done.state {
@@ -392,8 +444,7 @@ async fn work(shared: Arc<Shared>, mut stop: tokio::sync::watch::Receiver<bool>)
                 }
                 continue;
             }
-            Ok(Ok(None)) => {}
-            Ok(Err(e)) => tracing::error!("taking a queued task failed: {e}"),
+            Ok(None) => {}
             Err(e) => tracing::error!("taking a queued task failed: {e}"),
         }
         tokio::select! {
@@ -435,7 +486,21 @@ async fn keep_time(
 /// Each step runs whatever the others did: a request the queue cannot
 /// read does not stop notifications or schedules. Errors are joined.
 fn timer_round(shared: &Shared) -> Result<(), String> {
-    let org = &shared.org;
+    let mut errors = Vec::new();
+    for org in &shared.orgs {
+        if let Err(e) = org_round(shared, org) {
+            errors.push(format!("org {}: {e}", org.org()));
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors.join("; "))
+    }
+}
+
+/// One organisation's part of a timer round.
+fn org_round(shared: &Shared, org: &Org) -> Result<(), String> {
     let c = &shared.counters;
     let mut errors = Vec::new();
     match org.tick() {
@@ -521,7 +586,7 @@ async fn check_host(State(shared): State<Arc<Shared>>, request: Request, next: N
 #[openapi(
     info(
         title = "Clancy",
-        description = "The API of a Clancy daemon: one organisation's approvals, tasks, operators and tokens."
+        description = "The API of a Clancy daemon: the approvals, tasks, employees, audit log, operators and tokens of the caller's organisation."
     ),
     paths(
         people::sign_in,
@@ -551,6 +616,7 @@ async fn check_host(State(shared): State<Arc<Shared>>, request: Request, next: N
         records::export,
         records::explain,
         records::undo,
+        organisation::mine,
         outbox::list,
         outbox::secret,
         outbox::deliver,
@@ -646,8 +712,12 @@ async fn healthz() -> &'static str {
 
 /// Ready when the store answers.
 async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
-    let org = shared.org.clone();
-    match blocking(move || org.approvals().list().map(|_| ())).await {
+    let orgs = shared.orgs.clone();
+    let answer = blocking(move || {
+        orgs.iter()
+            .try_for_each(|org| org.approvals().list().map(|_| ()))
+    });
+    match answer.await {
         Ok(Ok(())) => (StatusCode::OK, "ready\n").into_response(),
         Ok(Err(e)) => {
             (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")).into_response()
@@ -659,29 +729,28 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
 /// Prometheus text exposition: the queue, the outbox and the timer.
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     let read = shared.clone();
+    // Summed over the organisations served.
     let gauges = blocking(move || -> Result<(u64, i64, u64, u64, u64), String> {
-        let org = &read.org;
-        let now = org.now();
-        let pending: Vec<_> = org
-            .approvals()
-            .list()
-            .map_err(|e| e.to_string())?
-            .into_iter()
-            .filter(|a| a.status == Status::Pending)
-            .collect();
-        let oldest = pending
-            .iter()
-            .map(|a| (now - a.created_at).num_seconds().max(0))
-            .max()
-            .unwrap_or(0);
-        let outbox = org.outbox().list().map_err(|e| e.to_string())?;
-        let waiting = outbox
-            .iter()
-            .filter(|n| n.state == DeliveryState::Pending)
-            .count() as u64;
-        let entries = org.audit().len().map_err(|e| e.to_string())?;
-        let queued = org.queued_tasks().map_err(|e| e.to_string())? as u64;
-        Ok((pending.len() as u64, oldest, waiting, entries, queued))
+        let (mut pending, mut oldest, mut waiting, mut entries, mut queued) = (0, 0, 0, 0, 0);
+        for org in &read.orgs {
+            let now = org.now();
+            for a in org.approvals().list().map_err(|e| e.to_string())? {
+                if a.status == Status::Pending {
+                    pending += 1;
+                    oldest = oldest.max((now - a.created_at).num_seconds().max(0));
+                }
+            }
+            waiting += org
+                .outbox()
+                .list()
+                .map_err(|e| e.to_string())?
+                .iter()
+                .filter(|n| n.state == DeliveryState::Pending)
+                .count() as u64;
+            entries += org.audit().len().map_err(|e| e.to_string())?;
+            queued += org.queued_tasks().map_err(|e| e.to_string())? as u64;
+        }
+        Ok((pending, oldest, waiting, entries, queued))
     })
     .await
     .and_then(|r| r);
@@ -697,6 +766,12 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
         ));
     };
+    metric(
+        "clancy_organisations",
+        "gauge",
+        "Organisations this daemon serves.",
+        shared.orgs.len().to_string(),
+    );
     metric(
         "clancy_approvals_pending",
         "gauge",

@@ -3,9 +3,6 @@
 //! Receivers' URLs are shown by their origin only: a webhook URL often
 //! carries its own secret in the path.
 
-use std::sync::Arc;
-
-use axum::extract::State;
 use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -13,7 +10,7 @@ use utoipa::ToSchema;
 
 use super::api::{Problem, Refusals};
 use super::auth::Caller;
-use super::{Shared, with_org};
+use super::with_org;
 use crate::notify::{DeliveryState, Notification};
 use crate::operators::Role;
 
@@ -67,11 +64,10 @@ pub(super) struct NotificationList {
     security(("bearer" = []), ("session" = []))
 )]
 pub(super) async fn list(
-    State(shared): State<Arc<Shared>>,
     Extension(caller): Extension<Caller>,
 ) -> Result<Json<NotificationList>, Problem> {
     caller.needs(Role::Manager)?;
-    let all = with_org(&shared, |org| org.outbox().list())
+    let all = with_org(&caller.org, |org| org.outbox().list())
         .await?
         .map_err(Problem::internal)?;
     Ok(Json(NotificationList {
@@ -96,11 +92,10 @@ pub(super) struct SecretView {
     security(("bearer" = []), ("session" = []))
 )]
 pub(super) async fn secret(
-    State(shared): State<Arc<Shared>>,
     Extension(caller): Extension<Caller>,
 ) -> Result<Json<SecretView>, Problem> {
     let admin = caller.needs(Role::Admin)?.name.clone();
-    let secret = with_org(&shared, move |org| {
+    let secret = with_org(&caller.org, move |org| {
         let secret = org.outbox().secret()?;
         org.audit_operator_action(
             "notify-secret",
@@ -132,11 +127,10 @@ pub(super) struct DeliveryView {
     security(("bearer" = []), ("session" = []))
 )]
 pub(super) async fn deliver(
-    State(shared): State<Arc<Shared>>,
     Extension(caller): Extension<Caller>,
 ) -> Result<Json<DeliveryView>, Problem> {
     caller.needs(Role::Manager)?;
-    let d = with_org(&shared, |org| org.deliver_notifications())
+    let d = with_org(&caller.org, |org| org.deliver_notifications())
         .await?
         .map_err(Problem::internal)?;
     Ok(Json(DeliveryView {

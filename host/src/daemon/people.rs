@@ -28,6 +28,9 @@ pub(super) struct SignInBody {
     password: String,
     /// The 6-digit code from the authenticator app (admins and managers).
     totp: Option<String>,
+    /// The operator's organisation (default: the daemon's first).
+    #[schema(pattern = "^[a-z0-9-]{1,64}$")]
+    org: Option<String>,
 }
 
 /// Who is signed in.
@@ -119,10 +122,22 @@ pub(super) async fn sign_in(
     )?;
     let old = session_cookie(&headers);
     let absolute = shared.sessions.absolute;
-    let (operator, cookie, csrf) = with_org(&shared, move |org| {
+    // An organisation that is not served refuses like a wrong password.
+    let Some(org) = (match &body.org {
+        None => shared.orgs.first(),
+        Some(name) => shared.orgs.iter().find(|o| o.org() == name),
+    })
+    .cloned() else {
+        return Err(problem_for_sign_in(&SignInError::Invalid, Utc::now()));
+    };
+    let every = shared.orgs.clone();
+    let (operator, cookie, csrf) = with_org(&org, move |org| {
         let accounts = org.accounts();
         if let Some(old) = old {
-            accounts.end_session(&old).map_err(Problem::internal)?;
+            // The browser's previous session ends, whichever org it was in.
+            for o in &every {
+                o.accounts().end_session(&old).map_err(Problem::internal)?;
+            }
         }
         let now = org.now();
         let who = named(&body.user);
@@ -206,7 +221,7 @@ pub(super) async fn sign_out(
 ) -> Result<Response, Problem> {
     if let Via::Session { cookie, .. } = caller.via {
         let name = caller.operator.name.clone();
-        with_org(&shared, move |org| -> Result<(), OrgError> {
+        with_org(&caller.org, move |org| -> Result<(), OrgError> {
             org.accounts().end_session(&cookie)?;
             org.audit_operator_action("sign-out", &name, &format!("{name} signed out"))
         })
@@ -261,7 +276,24 @@ pub(super) async fn enrol(
     shared.limiters.sign_in_attempt(peer.ip())?;
     check_origin(&shared, &headers)?;
     let body: EnrolBody = json_body(&headers, &body, r#"{"code": "enr_…", "password": "…"}"#)?;
-    with_org(&shared, move |org| {
+    // The code's organisation is the one that holds it; an unknown code is
+    // refused (and audited) by the first.
+    let orgs = shared.orgs.clone();
+    let code = body.code.clone();
+    let org = super::blocking(
+        move || -> Result<Arc<crate::org::Org>, crate::store::StoreError> {
+            for org in &orgs {
+                if org.accounts().holds_enrolment(&code)? {
+                    return Ok(org.clone());
+                }
+            }
+            Ok(orgs[0].clone())
+        },
+    )
+    .await
+    .map_err(Problem::internal)?
+    .map_err(Problem::internal)?;
+    with_org(&org, move |org| {
         let now = org.now();
         match org.accounts().enrol(&body.code, &body.password, now) {
             Ok(enrolled) => {
@@ -352,26 +384,28 @@ fn org_problem(e: OrgError) -> Problem {
     security(("bearer" = []), ("session" = []))
 )]
 pub(super) async fn list_operators(
-    State(shared): State<Arc<Shared>>,
     Extension(caller): Extension<Caller>,
 ) -> Result<Json<OperatorList>, Problem> {
     caller.needs(Role::Admin)?;
-    let items = with_org(&shared, move |org| -> Result<Vec<OperatorView>, OrgError> {
-        let accounts = org.accounts();
-        org.operators()
-            .list()?
-            .into_iter()
-            .map(|o| {
-                Ok(OperatorView {
-                    enrolled: accounts.enrolled(&o.name)?,
-                    employees: org.operators().assigned(&o.name)?,
-                    name: o.name,
-                    role: o.role,
-                    enrolment_code: None,
+    let items = with_org(
+        &caller.org,
+        move |org| -> Result<Vec<OperatorView>, OrgError> {
+            let accounts = org.accounts();
+            org.operators()
+                .list()?
+                .into_iter()
+                .map(|o| {
+                    Ok(OperatorView {
+                        enrolled: accounts.enrolled(&o.name)?,
+                        employees: org.operators().assigned(&o.name)?,
+                        name: o.name,
+                        role: o.role,
+                        enrolment_code: None,
+                    })
                 })
-            })
-            .collect()
-    })
+                .collect()
+        },
+    )
     .await?
     .map_err(org_problem)?;
     Ok(Json(OperatorList { items }))
@@ -388,7 +422,6 @@ pub(super) async fn list_operators(
     security(("bearer" = []), ("session" = []))
 )]
 pub(super) async fn put_operator(
-    State(shared): State<Arc<Shared>>,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: axum::body::Bytes,
@@ -396,7 +429,7 @@ pub(super) async fn put_operator(
     let admin = caller.needs(Role::Admin)?.name.clone();
     let body: OperatorBody = json_body(&headers, &body, r#"{"name": "…", "role": "manager"}"#)?;
     let role = body.role;
-    let view = with_org(&shared, move |org| -> Result<OperatorView, OrgError> {
+    let view = with_org(&caller.org, move |org| -> Result<OperatorView, OrgError> {
         let operator = Operator {
             name: body.name,
             role,
@@ -433,14 +466,13 @@ pub(super) async fn put_operator(
     security(("bearer" = []), ("session" = []))
 )]
 pub(super) async fn new_enrolment(
-    State(shared): State<Arc<Shared>>,
     Extension(caller): Extension<Caller>,
     name: Result<Path<String>, PathRejection>,
 ) -> Result<Response, Problem> {
     let admin = caller.needs(Role::Admin)?.name.clone();
     let name = path_id(name)?;
     let view = with_org(
-        &shared,
+        &caller.org,
         move |org| -> Result<Option<OperatorView>, OrgError> {
             let Some(operator) = org.operators().get(&name)? else {
                 return Ok(None);
@@ -488,7 +520,6 @@ pub(super) struct AssignBody {
     security(("bearer" = []), ("session" = []))
 )]
 pub(super) async fn assign(
-    State(shared): State<Arc<Shared>>,
     Extension(caller): Extension<Caller>,
     name: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
@@ -505,7 +536,7 @@ pub(super) async fn assign(
         ));
     }
     let view = with_org(
-        &shared,
+        &caller.org,
         move |org| -> Result<Option<OperatorView>, OrgError> {
             let Some(operator) = org.operators().get(&name)? else {
                 return Ok(None);
@@ -590,11 +621,10 @@ pub(super) struct TokenBody {
     security(("bearer" = []), ("session" = []))
 )]
 pub(super) async fn list_tokens(
-    State(shared): State<Arc<Shared>>,
     Extension(caller): Extension<Caller>,
 ) -> Result<Json<TokenList>, Problem> {
     let me = caller.needs(Role::User)?.clone();
-    let tokens = with_org(&shared, move |org| org.operators().tokens())
+    let tokens = with_org(&caller.org, move |org| org.operators().tokens())
         .await?
         .map_err(Problem::internal)?;
     Ok(Json(TokenList {
@@ -617,7 +647,6 @@ pub(super) async fn list_tokens(
     security(("bearer" = []), ("session" = []))
 )]
 pub(super) async fn create_token(
-    State(shared): State<Arc<Shared>>,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: axum::body::Bytes,
@@ -641,7 +670,7 @@ pub(super) async fn create_token(
         ));
     }
     let operator = body.operator.unwrap_or_else(|| me.name.clone());
-    let (token, secret) = with_org(&shared, move |org| {
+    let (token, secret) = with_org(&caller.org, move |org| {
         org.create_token(&operator, role, days, &me.name)
     })
     .await?
@@ -664,13 +693,12 @@ pub(super) async fn create_token(
     security(("bearer" = []), ("session" = []))
 )]
 pub(super) async fn revoke_token(
-    State(shared): State<Arc<Shared>>,
     Extension(caller): Extension<Caller>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<TokenView>, Problem> {
     let me = caller.needs(Role::User)?.clone();
     let id = path_id(id)?;
-    let revoked = with_org(&shared, move |org| -> Result<Option<Token>, OrgError> {
+    let revoked = with_org(&caller.org, move |org| -> Result<Option<Token>, OrgError> {
         // Someone else's token is "not found" to a non-admin, never theirs to probe.
         match org.operators().token(&id)? {
             Some(t) if me.role == Role::Admin || t.operator == me.name => {

@@ -2,10 +2,8 @@
 //! verify it, explain a task, undo an action or a task's writes; and the
 //! registered employees.
 
-use std::sync::Arc;
-
+use axum::extract::Query;
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
@@ -13,7 +11,7 @@ use utoipa::ToSchema;
 
 use super::api::{Problem, Refusals, json_body, path_id};
 use super::auth::Caller;
-use super::{Shared, with_org};
+use super::with_org;
 use crate::operators::Role;
 use crate::org::{OrgError, UndoError};
 
@@ -56,7 +54,6 @@ pub(super) struct AuditPage {
     security(("bearer" = []), ("session" = []))
 )]
 pub(super) async fn search(
-    State(shared): State<Arc<Shared>>,
     Extension(caller): Extension<Caller>,
     query: Result<Query<AuditQuery>, QueryRejection>,
 ) -> Result<Json<AuditPage>, Problem> {
@@ -76,7 +73,7 @@ pub(super) async fn search(
             "task is empty: name a task id or its first characters",
         ));
     }
-    let entries = with_org(&shared, move |org| org.audit().entries())
+    let entries = with_org(&caller.org, move |org| org.audit().entries())
         .await?
         .map_err(Problem::internal)?;
     let after = match query.after {
@@ -141,7 +138,6 @@ pub(super) struct VerifyQuery {
     security(("bearer" = []), ("session" = []))
 )]
 pub(super) async fn verify(
-    State(shared): State<Arc<Shared>>,
     Extension(caller): Extension<Caller>,
     query: Result<Query<VerifyQuery>, QueryRejection>,
 ) -> Result<Json<VerifyView>, Problem> {
@@ -154,7 +150,7 @@ pub(super) async fn verify(
             "expect_head is not a head hash (64 lowercase hex digits)",
         ));
     }
-    let (v, public_key) = with_org(&shared, move |org| {
+    let (v, public_key) = with_org(&caller.org, move |org| {
         org.verify_audit(query.expect_head.as_deref())
             .map(|v| (v, org.public_key()))
     })
@@ -185,12 +181,11 @@ pub(super) async fn verify(
     security(("bearer" = []), ("session" = []))
 )]
 pub(super) async fn export(
-    State(shared): State<Arc<Shared>>,
     Extension(caller): Extension<Caller>,
 ) -> Result<axum::response::Response, Problem> {
     use axum::response::IntoResponse as _;
     let operator = caller.needs(Role::Manager)?.clone();
-    let text = with_org(&shared, move |org| org.audit_export(&operator.name))
+    let text = with_org(&caller.org, move |org| org.audit_export(&operator.name))
         .await?
         .map_err(Problem::internal)?;
     Ok((
@@ -233,14 +228,13 @@ fn undo_problem(e: UndoError) -> Problem {
     security(("bearer" = []), ("session" = []))
 )]
 pub(super) async fn explain(
-    State(shared): State<Arc<Shared>>,
     Extension(caller): Extension<Caller>,
     id: Result<axum::extract::Path<String>, PathRejection>,
 ) -> Result<Json<ExplainView>, Problem> {
     caller.needs(Role::Manager)?;
     let id = path_id(id)?;
     let task = id.clone();
-    let text = with_org(&shared, move |org| org.explain(&task))
+    let text = with_org(&caller.org, move |org| org.explain(&task))
         .await?
         .map_err(undo_problem)?;
     Ok(Json(ExplainView { task: id, text }))
@@ -280,7 +274,6 @@ pub(super) struct UndoView {
     security(("bearer" = []), ("session" = []))
 )]
 pub(super) async fn undo(
-    State(shared): State<Arc<Shared>>,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: axum::body::Bytes,
@@ -302,7 +295,7 @@ pub(super) async fn undo(
             ));
         }
     };
-    let reports = with_org(&shared, move |org| match target {
+    let reports = with_org(&caller.org, move |org| match target {
         Target::Action(action) => org.undo_action(action, &operator.name).map(|r| vec![r]),
         Target::Task(task) => org.undo_task(&task, &operator.name),
     })
@@ -342,12 +335,11 @@ pub(super) struct EmployeeList {
     security(("bearer" = []), ("session" = []))
 )]
 pub(super) async fn employees(
-    State(shared): State<Arc<Shared>>,
     Extension(caller): Extension<Caller>,
 ) -> Result<Json<EmployeeList>, Problem> {
     caller.needs(Role::Manager)?;
     let items = with_org(
-        &shared,
+        &caller.org,
         move |org| -> Result<Vec<EmployeeView>, crate::store::StoreError> {
             org.registered()?
                 .iter()
@@ -459,7 +451,6 @@ pub(super) const MAX_SUBMISSION_BYTES: usize = 48 * 1024 * 1024;
     security(("bearer" = []), ("session" = []))
 )]
 pub(super) async fn submit(
-    State(shared): State<Arc<Shared>>,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: axum::body::Bytes,
@@ -481,7 +472,7 @@ pub(super) async fn submit(
                 format!("the component is not base64: {e}"),
             )
         })?;
-    let submitted = with_org(&shared, move |org| {
+    let submitted = with_org(&caller.org, move |org| {
         org.submit_employee(&body.manifest, &bytes, &operator.name)
     })
     .await?
@@ -515,11 +506,10 @@ pub(super) async fn submit(
     security(("bearer" = []), ("session" = []))
 )]
 pub(super) async fn upgrades(
-    State(shared): State<Arc<Shared>>,
     Extension(caller): Extension<Caller>,
 ) -> Result<Json<UpgradeList>, Problem> {
     caller.needs(Role::Admin)?;
-    let all = with_org(&shared, move |org| org.upgrades())
+    let all = with_org(&caller.org, move |org| org.upgrades())
         .await?
         .map_err(Problem::internal)?;
     Ok(Json(UpgradeList {
@@ -528,14 +518,13 @@ pub(super) async fn upgrades(
 }
 
 async fn decide_upgrade(
-    shared: Arc<Shared>,
     caller: Caller,
     id: Result<axum::extract::Path<String>, PathRejection>,
     approve: bool,
 ) -> Result<Json<UpgradeView>, Problem> {
     let operator = caller.needs(Role::Admin)?.clone();
     let id = path_id(id)?;
-    with_org(&shared, move |org| {
+    with_org(&caller.org, move |org| {
         org.decide_upgrade(&id, approve, &operator)
     })
     .await?
@@ -554,11 +543,10 @@ async fn decide_upgrade(
     security(("bearer" = []), ("session" = []))
 )]
 pub(super) async fn approve_upgrade(
-    State(shared): State<Arc<Shared>>,
     Extension(caller): Extension<Caller>,
     id: Result<axum::extract::Path<String>, PathRejection>,
 ) -> Result<Json<UpgradeView>, Problem> {
-    decide_upgrade(shared, caller, id, true).await
+    decide_upgrade(caller, id, true).await
 }
 
 /// `POST /api/v1/employees/upgrades/{id}/deny` (admins): refuse a waiting
@@ -572,22 +560,20 @@ pub(super) async fn approve_upgrade(
     security(("bearer" = []), ("session" = []))
 )]
 pub(super) async fn deny_upgrade(
-    State(shared): State<Arc<Shared>>,
     Extension(caller): Extension<Caller>,
     id: Result<axum::extract::Path<String>, PathRejection>,
 ) -> Result<Json<UpgradeView>, Problem> {
-    decide_upgrade(shared, caller, id, false).await
+    decide_upgrade(caller, id, false).await
 }
 
 async fn set_disabled(
-    shared: Arc<Shared>,
     caller: Caller,
     name: Result<axum::extract::Path<String>, PathRejection>,
     disabled: bool,
 ) -> Result<StatusCode, Problem> {
     let operator = caller.needs(Role::Admin)?.clone();
     let name = path_id(name)?;
-    with_org(&shared, move |org| {
+    with_org(&caller.org, move |org| {
         org.set_disabled(&name, disabled, &operator)
     })
     .await?
@@ -606,11 +592,10 @@ async fn set_disabled(
     security(("bearer" = []), ("session" = []))
 )]
 pub(super) async fn disable(
-    State(shared): State<Arc<Shared>>,
     Extension(caller): Extension<Caller>,
     name: Result<axum::extract::Path<String>, PathRejection>,
 ) -> Result<StatusCode, Problem> {
-    set_disabled(shared, caller, name, true).await
+    set_disabled(caller, name, true).await
 }
 
 /// `POST /api/v1/employees/{name}/enable` (admins): undo a disable.
@@ -623,9 +608,8 @@ pub(super) async fn disable(
     security(("bearer" = []), ("session" = []))
 )]
 pub(super) async fn enable(
-    State(shared): State<Arc<Shared>>,
     Extension(caller): Extension<Caller>,
     name: Result<axum::extract::Path<String>, PathRejection>,
 ) -> Result<StatusCode, Problem> {
-    set_disabled(shared, caller, name, false).await
+    set_disabled(caller, name, false).await
 }
