@@ -201,6 +201,29 @@ fn every_cli_command_goes_through_a_running_daemon_as_the_tokens_operator() -> R
     let revoked = as_token(&data, &bo, &["tasks", "list"])?;
     assert!(revoked.2.contains("401"), "{revoked:?}");
 
+    // The sandbox workspace: mail from outside, and what is in it.
+    must(
+        &data,
+        &ada,
+        &[
+            "sandbox",
+            "receive",
+            "--label",
+            "support",
+            "--from",
+            "pat@customer.example",
+            "--subject",
+            "Through the daemon",
+            "--body",
+            "It broke",
+        ],
+    )?;
+    let mail = must(&data, &ada, &["sandbox", "show", "mail"])?;
+    assert!(mail.contains("Through the daemon"), "{mail}");
+    let seeded = as_token(&data, &ada, &["sandbox", "seed"])?;
+    assert_eq!(seeded.0, Some(2), "{seeded:?}");
+    assert!(seeded.2.contains("already has data"), "{seeded:?}");
+
     // Notifications.
     assert!(must(&data, &ada, &["notify", "secret"])?.starts_with("whsec_"));
     must(&data, &ada, &["notify", "list"])?;
@@ -235,6 +258,7 @@ fn every_cli_command_goes_through_a_running_daemon_as_the_tokens_operator() -> R
         "approved by ada",
         "poster disabled by ada",
         "the webhook signing secret was shown to ada",
+        "ada delivered a mail into the sandbox workspace",
     ] {
         assert!(log.contains(said), "{said:?} not in\n{log}");
     }

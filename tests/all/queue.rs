@@ -562,13 +562,34 @@ fn a_submitted_employee_that_widens_waits_for_an_admin_and_narrowing_is_in_force
         .as_str()
         .context("no upgrade id")?
         .to_string();
-    let approve = |token: &str, id: &str| {
-        live.post(
-            token,
-            &format!("/api/v1/employees/upgrades/{id}/approve"),
-            "",
-        )
-    };
+    // It waits in the same queue as the employees' requests, with its diff.
+    let (status, queue) = live.get(&alice, "/api/v1/approvals")?;
+    assert_eq!(status, 200, "{queue}");
+    let waiting = queue["items"]
+        .as_array()
+        .and_then(|items| items.iter().find(|a| a["id"] == id.as_str()))
+        .with_context(|| format!("{id} is not in the queue: {queue}"))?;
+    assert_eq!(waiting["kind"], "upgrade", "{waiting}");
+    assert!(
+        waiting["preview"]
+            .as_str()
+            .is_some_and(|p| p.contains("+ grant slack channel:#general")),
+        "{waiting}"
+    );
+    let (status, one) = live.get(&alice, &format!("/api/v1/approvals/{id}"))?;
+    assert_eq!(
+        (status, one["kind"].as_str()),
+        (200, Some("upgrade")),
+        "{one}"
+    );
+    let (status, edited) = live.post(
+        &ada,
+        &format!("/api/v1/approvals/{id}/approve"),
+        r#"{"edits": {"name": "x"}}"#,
+    )?;
+    assert_eq!(status, 422, "an upgrade is never edited: {edited}");
+    let approve =
+        |token: &str, id: &str| live.post(token, &format!("/api/v1/approvals/{id}/approve"), "");
     assert_eq!(
         approve(&alice, &id)?.0,
         403,
@@ -578,6 +599,11 @@ fn a_submitted_employee_that_widens_waits_for_an_admin_and_narrowing_is_in_force
     assert_eq!(status, 200, "{approved}");
     assert_eq!(approved["status"], "approved");
     assert_eq!(approve(&ada, &id)?.0, 409, "decided once");
+    let (_, queue) = live.get(&alice, "/api/v1/approvals")?;
+    assert!(
+        !queue.to_string().contains(&id),
+        "decided, it left the queue: {queue}"
+    );
     let first = describe(&employees()?);
     assert!(general()?.contains("read"), "{}", general()?);
 

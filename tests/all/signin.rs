@@ -645,6 +645,19 @@ const MATRIX: &[(&str, &str, Option<&str>, Option<Role>)] = &[
         Some(Role::User),
     ),
     ("GET", "/api/v1/organisation", None, Some(Role::User)),
+    ("GET", "/api/v1/sandbox", None, Some(Role::Manager)),
+    (
+        "POST",
+        "/api/v1/sandbox/mail",
+        Some(r#"{"label": "support", "from": "pat@example.com", "subject": "s", "body": "b"}"#),
+        Some(Role::Admin),
+    ),
+    (
+        "POST",
+        "/api/v1/sandbox/seed",
+        Some(r#"{"reset": false}"#),
+        Some(Role::Admin),
+    ),
     ("GET", "/api/v1/notifications", None, Some(Role::Manager)),
     (
         "GET",

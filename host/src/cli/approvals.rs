@@ -159,15 +159,7 @@ fn through_daemon(
                     writeln!(out, "{}", a["preview"].as_str().unwrap_or_default())?;
                 }
             }
-            let upgrades = remote_upgrades(remote, employee.as_deref())?;
-            for u in &upgrades {
-                if json {
-                    writeln!(out, "{u}")?;
-                } else {
-                    writeln!(out, "{}", super::employees::upgrade_lines(u).join("\n"))?;
-                }
-            }
-            if items.is_empty() && upgrades.is_empty() && !json {
+            if items.is_empty() && !json {
                 writeln!(out, "no pending requests")?;
             }
             return Ok(ExitCode::SUCCESS);
@@ -243,14 +235,10 @@ fn through_daemon(
     }
     let mut refused = 0;
     for id in &ids {
-        let path = if id.starts_with("up-") {
-            format!("/api/v1/employees/upgrades/{}/{verb}", path_segment(id)?)
-        } else {
-            format!("/api/v1/approvals/{}/{verb}", path_segment(id)?)
-        };
+        let path = format!("/api/v1/approvals/{}/{verb}", path_segment(id)?);
         let (status, answer) = remote.post_status(&path, &body)?;
         match status {
-            200 if id.starts_with("up-") => writeln!(
+            200 if answer["kind"].as_str() == Some("upgrade") => writeln!(
                 out,
                 "{id}: {}",
                 human::line(answer["status"].as_str().unwrap_or(verb))
@@ -300,32 +288,6 @@ pub(super) fn path_segment(id: &str) -> Result<&str> {
         anyhow::bail!("{:?} is not an id or a name", human::line(id));
     }
     Ok(id)
-}
-
-/// Pending upgrades, when the caller may see them (admins); others get none.
-fn remote_upgrades(
-    remote: &super::Remote,
-    employee: Option<&str>,
-) -> Result<Vec<serde_json::Value>> {
-    let (status, body) = remote.send(
-        remote
-            .client
-            .get(format!("{}/api/v1/employees/upgrades", remote.url)),
-    )?;
-    if status == 403 {
-        return Ok(Vec::new());
-    }
-    if status != 200 {
-        anyhow::bail!("the daemon refused to list upgrades: {}", detail(&body));
-    }
-    Ok(body["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|u| u["status"].as_str() == Some("pending"))
-        .filter(|u| employee.is_none_or(|e| u["employee"].as_str() == Some(e)))
-        .cloned()
-        .collect())
 }
 
 /// Whether a listed request (JSON) matches one filter term.

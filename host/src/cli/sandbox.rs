@@ -8,8 +8,9 @@ use clap::{Subcommand, ValueEnum};
 
 use super::{Global, open};
 use crate::human::{self, line as h};
-use crate::org::{DataDirMode, Org};
+use crate::org::DataDirMode;
 use crate::providers::money;
+use crate::providers::sandbox::Snapshot;
 
 #[derive(Subcommand, Debug)]
 pub(super) enum SandboxCommand {
@@ -62,6 +63,9 @@ pub(super) fn run(
     command: SandboxCommand,
     out: &mut impl Write,
 ) -> Result<ExitCode> {
+    if let Some(remote) = super::remote(global)? {
+        return through_daemon(&remote, command, out);
+    }
     match command {
         SandboxCommand::Seed { reset } => {
             let host = open(global, DataDirMode::Create)?;
@@ -90,10 +94,7 @@ pub(super) fn run(
             subject,
             body,
         } => {
-            if !from.contains('@') || label.trim().is_empty() || label.chars().any(char::is_control)
-            {
-                anyhow::bail!("--from takes an email address and --label a label name");
-            }
+            check_received(&from, &label)?;
             let host = open(global, DataDirMode::Existing)?;
             let id = host
                 .sandbox()
@@ -103,35 +104,84 @@ pub(super) fn run(
         }
         SandboxCommand::Show { what, json } => {
             let host = open(global, DataDirMode::Existing)?;
-            show_sandbox(&host, what, json, out)?;
+            show_sandbox(&host.sandbox().snapshot()?, what, json, out)?;
             Ok(ExitCode::SUCCESS)
         }
     }
 }
 
-fn show_sandbox(host: &Org, what: Part, json: bool, out: &mut impl Write) -> Result<()> {
-    let s = host.sandbox();
+fn check_received(from: &str, label: &str) -> Result<()> {
+    if !from.contains('@') || label.trim().is_empty() || label.chars().any(char::is_control) {
+        anyhow::bail!("--from takes an email address and --label a label name");
+    }
+    Ok(())
+}
+
+/// A `sandbox` command through the daemon.
+fn through_daemon(
+    remote: &super::Remote,
+    command: SandboxCommand,
+    out: &mut impl Write,
+) -> Result<ExitCode> {
+    match command {
+        SandboxCommand::Seed { reset } => {
+            remote.post(
+                "/api/v1/sandbox/seed",
+                &serde_json::json!({ "reset": reset }),
+            )?;
+            writeln!(out, "sandbox workspace seeded")?;
+        }
+        SandboxCommand::Receive {
+            label,
+            from,
+            subject,
+            body,
+        } => {
+            check_received(&from, &label)?;
+            let answer = remote.post(
+                "/api/v1/sandbox/mail",
+                &serde_json::json!({"label": label, "from": from, "subject": subject, "body": body}),
+            )?;
+            writeln!(
+                out,
+                "{} received under {}",
+                h(answer["id"].as_str().unwrap_or_default()),
+                h(&label)
+            )?;
+        }
+        SandboxCommand::Show { what, json } => {
+            let snapshot: Snapshot = serde_json::from_value(remote.get("/api/v1/sandbox", &[])?)
+                .map_err(|e| {
+                    anyhow::anyhow!("the daemon sent a workspace this CLI cannot read: {e}")
+                })?;
+            show_sandbox(&snapshot, what, json, out)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn show_sandbox(s: &Snapshot, what: Part, json: bool, out: &mut impl Write) -> Result<()> {
     let want = |p: Part| what == Part::All || what == p;
     if json {
         let mut doc = serde_json::Map::new();
         if want(Part::Mail) {
-            doc.insert("mail".into(), serde_json::to_value(s.all_mail()?)?);
+            doc.insert("mail".into(), serde_json::to_value(&s.mail)?);
         }
         if want(Part::Chat) {
-            doc.insert("chat".into(), serde_json::to_value(s.all_chat()?)?);
+            doc.insert("chat".into(), serde_json::to_value(&s.chat)?);
         }
         if want(Part::Crm) {
-            doc.insert("contacts".into(), serde_json::to_value(s.all_contacts()?)?);
-            doc.insert("deals".into(), serde_json::to_value(s.all_deals()?)?);
+            doc.insert("contacts".into(), serde_json::to_value(&s.contacts)?);
+            doc.insert("deals".into(), serde_json::to_value(&s.deals)?);
         }
         if want(Part::Calendar) {
-            doc.insert("events".into(), serde_json::to_value(s.all_events()?)?);
+            doc.insert("events".into(), serde_json::to_value(&s.events)?);
         }
         if want(Part::Ledger) {
-            doc.insert("invoices".into(), serde_json::to_value(s.all_invoices()?)?);
+            doc.insert("invoices".into(), serde_json::to_value(&s.invoices)?);
             doc.insert(
                 "expense_reports".into(),
-                serde_json::to_value(s.all_expense_reports()?)?,
+                serde_json::to_value(&s.expense_reports)?,
             );
         }
         writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
@@ -139,7 +189,7 @@ fn show_sandbox(host: &Org, what: Part, json: bool, out: &mut impl Write) -> Res
     }
     if want(Part::Mail) {
         writeln!(out, "== mail")?;
-        for m in s.all_mail()? {
+        for m in &s.mail {
             writeln!(
                 out,
                 "  {} [{}] {} <- {}: {}",
@@ -153,8 +203,8 @@ fn show_sandbox(host: &Org, what: Part, json: bool, out: &mut impl Write) -> Res
     }
     if want(Part::Chat) {
         writeln!(out, "== chat")?;
-        for (channel, messages) in s.all_chat()? {
-            writeln!(out, "  {}", h(&channel))?;
+        for (channel, messages) in &s.chat {
+            writeln!(out, "  {}", h(channel))?;
             for m in messages {
                 writeln!(
                     out,
@@ -168,7 +218,7 @@ fn show_sandbox(host: &Org, what: Part, json: bool, out: &mut impl Write) -> Res
     }
     if want(Part::Crm) {
         writeln!(out, "== crm")?;
-        for c in s.all_contacts()? {
+        for c in &s.contacts {
             writeln!(
                 out,
                 "  {} {} <{}> {}",
@@ -178,7 +228,7 @@ fn show_sandbox(host: &Org, what: Part, json: bool, out: &mut impl Write) -> Res
                 h(&c.company)
             )?;
         }
-        for d in s.all_deals()? {
+        for d in &s.deals {
             writeln!(
                 out,
                 "  {} {} [{}] {}",
@@ -191,7 +241,7 @@ fn show_sandbox(host: &Org, what: Part, json: bool, out: &mut impl Write) -> Res
     }
     if want(Part::Calendar) {
         writeln!(out, "== calendar")?;
-        for e in s.all_events()? {
+        for e in &s.events {
             writeln!(
                 out,
                 "  {} {} - {} {} ({})",
@@ -205,7 +255,7 @@ fn show_sandbox(host: &Org, what: Part, json: bool, out: &mut impl Write) -> Res
     }
     if want(Part::Ledger) {
         writeln!(out, "== ledger")?;
-        for i in s.all_invoices()? {
+        for i in &s.invoices {
             writeln!(
                 out,
                 "  {} {} {} {} [{}] due {}",
@@ -217,7 +267,7 @@ fn show_sandbox(host: &Org, what: Part, json: bool, out: &mut impl Write) -> Res
                 h(&i.due_on)
             )?;
         }
-        for r in s.all_expense_reports()? {
+        for r in &s.expense_reports {
             let total = r
                 .report
                 .lines

@@ -18,7 +18,7 @@ use super::auth::Caller;
 use super::{Shared, with_org};
 use crate::approvals::{Approval, Status};
 use crate::operators::Role;
-use crate::org::{DecideError, TaskError, TaskRecord, TaskState, Verdict};
+use crate::org::{DecideError, TaskError, TaskRecord, TaskState, Upgrade, Verdict};
 
 /// The largest request body the API reads.
 pub(super) const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -153,6 +153,9 @@ impl IntoResponse for Problem {
 #[derive(Serialize, ToSchema)]
 pub(super) struct ApprovalView {
     id: String,
+    /// `request` (an action or a question of an employee) or `upgrade` (a
+    /// submitted version of an employee that may widen it: admins decide).
+    kind: String,
     /// pending, approved, executed, failed, denied, expired, edited, void or answered.
     status: String,
     employee: String,
@@ -167,7 +170,8 @@ pub(super) struct ApprovalView {
     /// Why the host asked a human.
     gated_because: String,
     created_at: DateTime<Utc>,
-    expires_at: DateTime<Utc>,
+    /// Absent for an upgrade (it waits until decided).
+    expires_at: Option<DateTime<Utc>>,
     decided_by: Option<String>,
     outcome: Option<String>,
     /// What the action would do, in a line a reviewer reads.
@@ -179,6 +183,7 @@ impl From<&Approval> for ApprovalView {
         let r = &a.request;
         ApprovalView {
             id: a.id.clone(),
+            kind: "request".into(),
             status: serde_json::to_value(a.status)
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_string))
@@ -192,10 +197,36 @@ impl From<&Approval> for ApprovalView {
             reason: r.reason.clone(),
             gated_because: a.gated_because.clone(),
             created_at: a.created_at,
-            expires_at: a.expires_at,
+            expires_at: Some(a.expires_at),
             decided_by: a.decided_by.clone(),
             outcome: a.outcome.clone(),
             preview: a.preview(),
+        }
+    }
+}
+
+impl From<&Upgrade> for ApprovalView {
+    fn from(u: &Upgrade) -> ApprovalView {
+        ApprovalView {
+            id: u.id.clone(),
+            kind: "upgrade".into(),
+            status: serde_json::to_value(u.status)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            employee: u.employee.clone(),
+            task: String::new(),
+            integration: None,
+            scope: String::new(),
+            action: "upgrade".into(),
+            method: String::new(),
+            reason: format!("a new version submitted by {}", u.requested_by),
+            gated_because: "it may widen what the employee can do".into(),
+            created_at: u.requested_at,
+            expires_at: None,
+            decided_by: u.decided_by.clone(),
+            outcome: None,
+            preview: u.preview(),
         }
     }
 }
@@ -276,25 +307,37 @@ pub(super) async fn list_approvals(
     let Query(query) = query.map_err(Problem::bad_request)?;
     let limit = query.limit()?;
     let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
-    let all = with_org(&caller.org, move |org| org.approvals().list())
-        .await?
-        .map_err(Problem::internal)?;
-    let mut pending = all
+    // Requests and upgrades wait in one queue, oldest first.
+    let (requests, upgrades) = with_org(&caller.org, move |org| {
+        Ok::<_, crate::store::StoreError>((org.approvals().list()?, org.upgrades()?))
+    })
+    .await?
+    .map_err(Problem::internal)?;
+    let mut all: Vec<ApprovalView> = requests
         .iter()
         .filter(|a| a.status == Status::Pending)
+        .map(ApprovalView::from)
+        .chain(
+            upgrades
+                .iter()
+                .filter(|u| u.status == crate::org::UpgradeStatus::Pending)
+                .map(ApprovalView::from),
+        )
         .filter(|a| {
             after
                 .as_ref()
                 .is_none_or(|(t, id)| (a.created_at, &a.id) > (*t, id))
-        });
-    let items: Vec<&Approval> = pending.by_ref().take(limit).collect();
-    let more = pending.next().is_some();
+        })
+        .collect();
+    all.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+    let more = all.len() > limit;
+    all.truncate(limit);
     Ok(Json(ApprovalPage {
-        next_cursor: items
+        next_cursor: all
             .last()
             .filter(|_| more)
             .map(|a| encode_cursor(a.created_at, &a.id)),
-        items: items.into_iter().map(ApprovalView::from).collect(),
+        items: all,
     }))
 }
 
@@ -318,6 +361,20 @@ pub(super) async fn get_approval(
 ) -> Result<Json<ApprovalView>, Problem> {
     caller.needs(Role::Manager)?;
     let id = path_id(id)?;
+    if id.starts_with("up-") {
+        let lookup = id.clone();
+        return with_org(&caller.org, move |org| org.upgrade(&lookup))
+            .await?
+            .map_err(Problem::internal)?
+            .map(|u| Json(ApprovalView::from(&u)))
+            .ok_or_else(|| {
+                Problem::new(
+                    StatusCode::NOT_FOUND,
+                    "No such request",
+                    format!("no approval request {id:?} in this organisation"),
+                )
+            });
+    }
     let found = with_org(&caller.org, move |org| {
         org.approvals().get(&id).map(|a| (id, a))
     })
@@ -472,6 +529,21 @@ async fn decide(
         ));
     }
     let comment = body.comment;
+    if id.starts_with("up-") {
+        if !edits.is_empty() {
+            return Err(Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Invalid decision",
+                "an upgrade is approved or denied as submitted, never edited",
+            ));
+        }
+        return with_org(&caller.org, move |org| {
+            org.decide_upgrade(&id, verdict == Verdict::Approve, &operator)
+        })
+        .await?
+        .map(|u| Json(ApprovalView::from(&u)))
+        .map_err(super::records::upgrade_problem);
+    }
     let decided = with_org(&caller.org, move |org| {
         if edits.is_empty() {
             org.decide(&id, verdict, &operator.name, comment.as_deref())
@@ -564,20 +636,29 @@ pub(super) async fn batch(
         body.ids
             .into_iter()
             .filter(|id| seen.insert(id.clone()))
-            .map(
-                |id| match org.decide(&id, verdict, &operator.name, body.comment.as_deref()) {
-                    Ok(a) => BatchItem {
+            .map(|id| {
+                let decided = if id.starts_with("up-") {
+                    org.decide_upgrade(&id, verdict == Verdict::Approve, &operator)
+                        .map(|u| ApprovalView::from(&u))
+                        .map_err(super::records::upgrade_problem)
+                } else {
+                    org.decide(&id, verdict, &operator.name, body.comment.as_deref())
+                        .map(|a| ApprovalView::from(&a))
+                        .map_err(decide_problem)
+                };
+                match decided {
+                    Ok(view) => BatchItem {
                         id,
-                        decided: Some(ApprovalView::from(&a)),
+                        decided: Some(view),
                         refused: None,
                     },
-                    Err(e) => BatchItem {
+                    Err(p) => BatchItem {
                         id,
                         decided: None,
-                        refused: Some(decide_problem(e).body()),
+                        refused: Some(p.body()),
                     },
-                },
-            )
+                }
+            })
             .collect::<Vec<_>>()
     })
     .await?;

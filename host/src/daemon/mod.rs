@@ -46,6 +46,7 @@ mod organisation;
 mod outbox;
 mod people;
 mod records;
+mod sandbox;
 mod tls;
 
 pub use auth::RateLimits;
@@ -289,6 +290,12 @@ impl Daemon {
             .route("/api/v1/audit/export", get(records::export))
             .route("/api/v1/undo", post(records::undo))
             .route("/api/v1/organisation", get(organisation::mine))
+            .route("/api/v1/sandbox", get(sandbox::show))
+            .route(
+                "/api/v1/sandbox/mail",
+                post(sandbox::receive).layer(DefaultBodyLimit::max(1024 * 1024)),
+            )
+            .route("/api/v1/sandbox/seed", post(sandbox::seed))
             .route("/api/v1/notifications", get(outbox::list))
             .route("/api/v1/notifications/secret", get(outbox::secret))
             .route("/api/v1/notifications/deliver", post(outbox::deliver))
@@ -617,6 +624,9 @@ async fn check_host(State(shared): State<Arc<Shared>>, request: Request, next: N
         records::explain,
         records::undo,
         organisation::mine,
+        sandbox::show,
+        sandbox::receive,
+        sandbox::seed,
         outbox::list,
         outbox::secret,
         outbox::deliver,

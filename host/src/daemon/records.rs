@@ -413,7 +413,7 @@ pub(super) struct UpgradeList {
     items: Vec<UpgradeView>,
 }
 
-fn upgrade_problem(e: crate::org::UpgradeError) -> Problem {
+pub(super) fn upgrade_problem(e: crate::org::UpgradeError) -> Problem {
     use crate::org::UpgradeError;
     let detail = e.to_string();
     match e {

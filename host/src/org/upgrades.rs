@@ -195,6 +195,14 @@ impl Org {
         Ok(Submitted::Waiting(Box::new(upgrade)))
     }
 
+    /// One submitted version, by id.
+    pub fn upgrade(&self, id: &str) -> Result<Option<Upgrade>, StoreError> {
+        if !id.starts_with("up-") {
+            return Ok(None);
+        }
+        self.org.get_json(AREA, format!("u/{id}").as_bytes())
+    }
+
     /// Every submitted version that waited, newest last.
     pub fn upgrades(&self) -> Result<Vec<Upgrade>, StoreError> {
         let mut all: Vec<Upgrade> = self.org.scan_json(AREA, b"u/")?;
@@ -315,5 +323,24 @@ impl Org {
             ),
         )?;
         Ok(())
+    }
+}
+
+impl Upgrade {
+    /// The version as a reviewer reads it in the queue: a head line and its
+    /// diff (escaped: names and scopes come from the submitted manifest).
+    pub fn preview(&self) -> String {
+        let mut text = format!(
+            "[{}] {}: new version of {} submitted by {}; it may widen what the employee can do (an admin decides):",
+            self.id,
+            format!("{:?}", self.status).to_uppercase(),
+            crate::human::line(&self.employee),
+            crate::human::line(&self.requested_by),
+        );
+        for d in &self.diff {
+            text.push_str("\n  ");
+            text.push_str(&crate::human::line(d));
+        }
+        text
     }
 }

@@ -39,6 +39,26 @@ pub struct StoredExpenseReport {
     pub created_at: String,
 }
 
+/// Everything in the sandbox workspace at one moment (`clancy sandbox
+/// show`, `GET /api/v1/sandbox`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Every mail, with its labels.
+    pub mail: Vec<mail::Message>,
+    /// Each channel's messages.
+    pub chat: Vec<(String, Vec<chat::ChatMessage>)>,
+    /// CRM contacts.
+    pub contacts: Vec<crm::Contact>,
+    /// CRM deals.
+    pub deals: Vec<crm::Deal>,
+    /// Calendar events.
+    pub events: Vec<calendar::Event>,
+    /// Ledger invoices.
+    pub invoices: Vec<ledger::Invoice>,
+    /// Expense reports drafted by employees.
+    pub expense_reports: Vec<StoredExpenseReport>,
+}
+
 /// The sandbox workspace of one organisation.
 #[derive(Clone)]
 pub struct Sandbox {
@@ -160,6 +180,19 @@ impl Sandbox {
         self.store
             .put_json(AREA, &key_of(&["mail", &message.id]), &message)?;
         Ok(message.id)
+    }
+
+    /// Everything in the workspace.
+    pub fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        Ok(Snapshot {
+            mail: self.all_mail()?,
+            chat: self.all_chat()?,
+            contacts: self.all_contacts()?,
+            deals: self.all_deals()?,
+            events: self.all_events()?,
+            invoices: self.all_invoices()?,
+            expense_reports: self.all_expense_reports()?,
+        })
     }
 
     /// All mail (every label), newest first.
