@@ -30,6 +30,7 @@ use crate::store::{OrgStore, SledStore, Store, StoreError, valid_org};
 
 mod decisions;
 mod explain;
+mod lifecycle;
 mod registry;
 mod rollback;
 mod schedules;
@@ -37,6 +38,7 @@ mod tasks;
 mod triggers;
 mod upgrades;
 pub use decisions::{DecideError, Verdict};
+pub use lifecycle::Deleted;
 pub use registry::describe as describe_employee;
 pub use rollback::{UndoError, UndoOutcome, UndoReport};
 pub use tasks::{MAX_QUEUED, TaskError, TaskRecord, TaskState};

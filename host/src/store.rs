@@ -92,6 +92,8 @@ pub trait Store: Send + Sync {
     fn write(&self, area: &str, writes: Vec<Write>) -> Result<(), StoreError>;
     /// All entries of `area` whose key starts with `prefix`, in key order.
     fn scan(&self, area: &str, prefix: &[u8]) -> Result<Vec<Entry>, StoreError>;
+    /// The names of the areas that hold (or held) anything.
+    fn areas(&self) -> Result<Vec<String>, StoreError>;
     /// Apply `writes` atomically and durably only if `key` currently holds
     /// `expected` (`None`: absent). Returns whether they were applied; of two
     /// racing callers expecting the same value, exactly one wins.
@@ -176,6 +178,16 @@ impl Store for SledStore {
             .scan_prefix(prefix)
             .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(io))
             .collect()
+    }
+
+    fn areas(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .db
+            .tree_names()
+            .into_iter()
+            .map(|n| String::from_utf8_lossy(&n).to_string())
+            .filter(|n| n != "__sled__default")
+            .collect())
     }
 
     fn write_if(

@@ -38,6 +38,7 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/api/v1/audit/export", &["get"]),
     ("/api/v1/undo", &["post"]),
     ("/api/v1/organisation", &["get"]),
+    ("/api/v1/organisation/export", &["get"]),
     ("/api/v1/sandbox", &["get"]),
     ("/api/v1/sandbox/mail", &["post"]),
     ("/api/v1/sandbox/seed", &["post"]),

@@ -359,6 +359,10 @@ impl Store for AuditKindFails {
         self.inner.scan(area, prefix)
     }
 
+    fn areas(&self) -> Result<Vec<String>, StoreError> {
+        self.inner.areas()
+    }
+
     fn write_if(
         &self,
         area: &str,

@@ -224,6 +224,25 @@ fn every_cli_command_goes_through_a_running_daemon_as_the_tokens_operator() -> R
     assert_eq!(seeded.0, Some(2), "{seeded:?}");
     assert!(seeded.2.contains("already has data"), "{seeded:?}");
 
+    // The organisation: which one the token is in, and all of it.
+    assert_eq!(must(&data, &ada, &["orgs", "list"])?.trim(), "default");
+    let whole = dir.path().join("org.json");
+    must(
+        &data,
+        &ada,
+        &["orgs", "export", "-o", &whole.display().to_string()],
+    )?;
+    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&whole)?)?;
+    assert_eq!(doc["organisation"], "default");
+    assert!(doc.to_string().contains(&task));
+    let busy = as_token(
+        &data,
+        &ada,
+        &["orgs", "delete", "default", "--confirm", "default"],
+    )?;
+    assert_eq!(busy.0, Some(2), "{busy:?}");
+    assert!(busy.2.contains("stop it"), "{busy:?}");
+
     // Notifications.
     assert!(must(&data, &ada, &["notify", "secret"])?.starts_with("whsec_"));
     must(&data, &ada, &["notify", "list"])?;
@@ -259,6 +278,7 @@ fn every_cli_command_goes_through_a_running_daemon_as_the_tokens_operator() -> R
         "poster disabled by ada",
         "the webhook signing secret was shown to ada",
         "ada delivered a mail into the sandbox workspace",
+        "the organisation's data was exported by ada",
     ] {
         assert!(log.contains(said), "{said:?} not in\n{log}");
     }

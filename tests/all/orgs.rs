@@ -8,7 +8,9 @@ use clancy::daemon::RateLimits;
 use clancy::operators::{Operator, Role};
 use clancy_guests::HOSTILE;
 
-use crate::env::{GATED_GENERAL_POST, TestEnv, completed, queued_id, with_hostile_imports};
+use crate::env::{
+    GATED_GENERAL_POST, TestEnv, clancy, completed, queued_id, stderr, stdout, with_hostile_imports,
+};
 use crate::signin::Live;
 
 #[test]
@@ -184,6 +186,12 @@ fn another_organisation_on_the_same_daemon_gets_404_for_every_record_and_never_i
     assert!(!export.contains(&task) && !export.contains("\"org\":\"default\""));
     let (_, me) = live.get(&bea, "/api/v1/organisation")?;
     assert_eq!(me["name"], "other", "{me}");
+    let (status, theirs) = live.get(&bea, "/api/v1/organisation/export")?;
+    assert_eq!(status, 200, "{theirs}");
+    let text = theirs.to_string();
+    for s in secrets {
+        assert!(!text.contains(s), "B's export shows {s} of A");
+    }
 
     // Nothing of A changed; A's own admin still sees it all.
     assert_eq!(
@@ -205,5 +213,170 @@ fn another_organisation_on_the_same_daemon_gets_404_for_every_record_and_never_i
     assert_eq!(me["name"], "default", "{me}");
     let (_, ups) = live.get(&a_secret, "/api/v1/employees/upgrades")?;
     assert!(ups.to_string().contains(&upgrade), "{ups}");
+    Ok(())
+}
+
+/// An admin exports everything the organisation holds, and none of its
+/// secrets; the export is on record.
+#[test]
+fn an_admin_exports_the_whole_organisation_without_a_secret() -> Result<()> {
+    let live = Live::start_with(
+        RateLimits {
+            per_ip: 10_000,
+            per_operator: 10_000,
+            sign_ins_per_minute: 100,
+        },
+        |_| Ok(()),
+    )?;
+    let a = &live.org;
+    a.add_operator(
+        &Operator {
+            name: "ada".into(),
+            role: Role::Admin,
+        },
+        None,
+    )?;
+    // Secrets the host holds: a password hash and a second factor, a
+    // token's secret, the webhook signing secret.
+    let code = a.invite("ada", "the test")?;
+    let enrolled = a
+        .accounts()
+        .enrol(&code, "a long enough passphrase", a.now())?;
+    let otpauth = enrolled.otpauth.context("an admin gets a second factor")?;
+    let totp_secret = otpauth
+        .split("secret=")
+        .nth(1)
+        .and_then(|s| s.split('&').next())
+        .context("no secret in the URI")?
+        .to_string();
+    let (token, secret) = a.create_token("ada", Role::Admin, 1, "ada")?;
+    let signing = clancy::notify::secret_text(&a.outbox().secret()?);
+    let employee = a.load(TestEnv::manifest(
+        HOSTILE,
+        &with_hostile_imports(GATED_GENERAL_POST),
+    )?)?;
+    let ran = employee.run("post hello")?;
+    let request = queued_id(completed(&ran)?, "posted")?;
+
+    let (status, doc) = live.get(&secret, "/api/v1/organisation/export")?;
+    assert_eq!(status, 200, "{doc}");
+    assert_eq!(doc["organisation"], "default");
+    assert_eq!(doc["exported_by"], "ada");
+    let text = doc.to_string();
+    for held in [
+        request.as_str(),
+        ran.task_id.as_str(),
+        token.id.as_str(),
+        "test-employee",
+        "channel:#general",
+    ] {
+        assert!(text.contains(held), "the export lacks {held}");
+    }
+    for section in [
+        "operators",
+        "tokens",
+        "employees",
+        "approvals",
+        "audit",
+        "sandbox",
+    ] {
+        assert!(
+            doc[section].is_array() || doc[section].is_object(),
+            "{section}"
+        );
+    }
+    for kept in [
+        secret.as_str(),
+        signing.as_str(),
+        totp_secret.as_str(),
+        "$argon2",
+        token.hash.as_str(),
+    ] {
+        assert!(!text.contains(kept), "the export shows a secret: {kept}");
+    }
+    let log = a.audit().entries()?;
+    assert!(
+        log.iter()
+            .any(|e| e.record.result.contains("exported by ada")),
+        "the export is not on record"
+    );
+    Ok(())
+}
+
+/// `clancy orgs delete` removes one organisation's every record, file and
+/// pinned component, and nothing of another's.
+#[test]
+fn deleting_an_organisation_removes_all_of_it_and_nothing_else() -> Result<()> {
+    use clancy::store::Store as _;
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let manifest = dir.path().join("employee.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "name = \"poster\"\ncomponent = {HOSTILE:?}\n{}",
+            with_hostile_imports(GATED_GENERAL_POST)
+        ),
+    )?;
+    let manifest = manifest.display().to_string();
+    let ok = |args: &[&str]| -> Result<String> {
+        let o = clancy(&data, args)?;
+        anyhow::ensure!(o.status.success(), "{args:?}: {}{}", stdout(&o), stderr(&o));
+        Ok(stdout(&o))
+    };
+    for (org, admin) in [("acme", "ada"), ("beta", "bo")] {
+        ok(&[
+            "--org",
+            org,
+            "operators",
+            "add",
+            admin,
+            "--role",
+            "admin",
+            "--as",
+            admin,
+        ])?;
+        ok(&["--org", org, "run", &manifest, "--task", "post hello"])?;
+    }
+    let listed = ok(&["orgs", "list"])?;
+    assert!(
+        listed.contains("acme") && listed.contains("beta"),
+        "{listed}"
+    );
+
+    let wrong = clancy(&data, &["orgs", "delete", "acme", "--confirm", "acm"])?;
+    assert_eq!(wrong.status.code(), Some(2));
+    assert!(ok(&["orgs", "list"])?.contains("acme"));
+
+    let said = ok(&["orgs", "delete", "acme", "--confirm", "acme"])?;
+    assert!(said.starts_with("organisation acme deleted: "), "{said}");
+    let again = clancy(&data, &["orgs", "delete", "acme", "--confirm", "acme"])?;
+    assert_eq!(again.status.code(), Some(2), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("no organisation"),
+        "{}",
+        stderr(&again)
+    );
+
+    let listed = ok(&["orgs", "list"])?;
+    assert!(
+        !listed.contains("acme") && listed.contains("beta"),
+        "{listed}"
+    );
+    assert!(!data.join("components/acme").exists());
+    assert!(data.join("components/beta").exists());
+    assert!(ok(&["--org", "beta", "audit", "verify"])?.starts_with("audit log intact"));
+    assert!(ok(&["--org", "beta", "approvals", "list"])?.contains("poster"));
+    // Not one key of acme is left in any area of the store; beta's are there.
+    let store = clancy::store::SledStore::open(&data.join("store"))?;
+    let mut beta = 0;
+    for area in store.areas()? {
+        assert!(
+            store.scan(&area, b"acme/")?.is_empty(),
+            "acme's keys are left in {area}"
+        );
+        beta += store.scan(&area, b"beta/")?.len();
+    }
+    assert!(beta > 0);
     Ok(())
 }

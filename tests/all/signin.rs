@@ -645,6 +645,12 @@ const MATRIX: &[(&str, &str, Option<&str>, Option<Role>)] = &[
         Some(Role::User),
     ),
     ("GET", "/api/v1/organisation", None, Some(Role::User)),
+    (
+        "GET",
+        "/api/v1/organisation/export",
+        None,
+        Some(Role::Admin),
+    ),
     ("GET", "/api/v1/sandbox", None, Some(Role::Manager)),
     (
         "POST",

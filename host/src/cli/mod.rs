@@ -10,6 +10,7 @@ mod audit;
 mod employees;
 mod notify;
 mod operators;
+mod orgs;
 mod remote;
 mod sandbox;
 mod serve;
@@ -91,6 +92,9 @@ enum Command {
     /// The people who decide requests, their roles and enrolment codes.
     #[command(subcommand, visible_alias = "users")]
     Operators(operators::OperatorsCommand),
+    /// The organisations of the data dir: list, export one, delete one.
+    #[command(subcommand)]
+    Orgs(orgs::OrgsCommand),
     /// Webhook notifications: the signing secret and the outbox.
     #[command(subcommand)]
     Notify(notify::NotifyCommand),
@@ -166,6 +170,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Operators(command) => operators::run(global, command, &mut out),
         Command::Employees(command) => employees::run(global, command, &mut out),
         Command::Notify(command) => notify::run(global, command, &mut out),
+        Command::Orgs(command) => orgs::run(global, command, &mut out),
         Command::Undo(args) => undo::run(global, args, &mut out),
         Command::Sandbox(command) => sandbox::run(global, command, &mut out),
         Command::Serve(args) => serve::run(global, args, &mut out),

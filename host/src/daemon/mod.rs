@@ -290,6 +290,7 @@ impl Daemon {
             .route("/api/v1/audit/export", get(records::export))
             .route("/api/v1/undo", post(records::undo))
             .route("/api/v1/organisation", get(organisation::mine))
+            .route("/api/v1/organisation/export", get(organisation::export))
             .route("/api/v1/sandbox", get(sandbox::show))
             .route(
                 "/api/v1/sandbox/mail",
@@ -624,6 +625,7 @@ async fn check_host(State(shared): State<Arc<Shared>>, request: Request, next: N
         records::explain,
         records::undo,
         organisation::mine,
+        organisation::export,
         sandbox::show,
         sandbox::receive,
         sandbox::seed,

@@ -55,3 +55,23 @@ pub(super) async fn mine(
     .map_err(Problem::internal)?;
     Ok(Json(view))
 }
+
+/// `GET /api/v1/organisation/export` (admins): everything the caller's
+/// organisation holds, as one JSON document, without any secret (no
+/// password hash, second factor, token hash or signing secret). Audited.
+#[utoipa::path(
+    get,
+    path = "/api/v1/organisation/export",
+    tag = "organisation",
+    responses((status = 200, description = "The organisation's data: operators, tokens, employees, upgrades, approvals, tasks, notifications, sandbox, files, audit, checkpoints", body = Object), Refusals),
+    security(("bearer" = []), ("session" = []))
+)]
+pub(super) async fn export(
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<serde_json::Value>, Problem> {
+    let admin = caller.needs(Role::Admin)?.name.clone();
+    let doc = with_org(&caller.org, move |org| org.export_organisation(&admin))
+        .await?
+        .map_err(Problem::internal)?;
+    Ok(Json(doc))
+}
