@@ -382,6 +382,28 @@ pub struct AuditLog {
     store: OrgStore,
     append_lock: Mutex<()>,
     checkpointing: Option<Checkpointing>,
+    /// Entries appended by this process, by what they record.
+    counts: Counts,
+}
+
+/// How many calls reached a provider, were refused, or waited for a human,
+/// since the process started (for `/metrics`).
+#[derive(Default)]
+struct Counts {
+    calls: std::sync::atomic::AtomicU64,
+    refusals: std::sync::atomic::AtomicU64,
+    queued: std::sync::atomic::AtomicU64,
+}
+
+/// What [`AuditLog::counts`] reports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CallCounts {
+    /// Calls that reached a provider (a `result` entry each).
+    pub calls: u64,
+    /// Calls refused before any provider (a `refusal` entry each).
+    pub refusals: u64,
+    /// Calls stored for a human to decide.
+    pub queued: u64,
 }
 
 impl AuditLog {
@@ -391,6 +413,7 @@ impl AuditLog {
             store,
             append_lock: Mutex::new(()),
             checkpointing: None,
+            counts: Counts::default(),
         }
     }
 
@@ -468,6 +491,15 @@ impl AuditLog {
         if !self.store.write_across(guard, writes)? {
             return Ok(None);
         }
+        let counter = match entry.kind {
+            Kind::Result => Some(&self.counts.calls),
+            Kind::Refusal => Some(&self.counts.refusals),
+            Kind::Queued => Some(&self.counts.queued),
+            _ => None,
+        };
+        if let Some(c) = counter {
+            c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         // Signed while the append lock is held, so checkpoints are in log order.
         if let Some(c) = &self.checkpointing
             && checkpoint_due(&entry)
@@ -490,6 +522,16 @@ impl AuditLog {
             }
         }
         Ok(Some(entry))
+    }
+
+    /// Calls, refusals and queued calls this process recorded.
+    pub fn counts(&self) -> CallCounts {
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        CallCounts {
+            calls: load(&self.counts.calls),
+            refusals: load(&self.counts.refusals),
+            queued: load(&self.counts.queued),
+        }
     }
 
     /// How many entries the log has (its head's number).

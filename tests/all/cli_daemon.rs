@@ -269,6 +269,42 @@ fn every_cli_command_goes_through_a_running_daemon_as_the_tokens_operator() -> R
     assert!(stopped.2.contains("disabled"), "{stopped:?}");
     must(&data, &ada, &["employees", "enable", "poster"])?;
 
+    // A call the host refuses (a post without a reason).
+    as_token(
+        &data,
+        &ada,
+        &[
+            "tasks",
+            "start",
+            "poster",
+            "--task",
+            "post-without-reason hi",
+            "--wait",
+        ],
+    )?;
+    // What it did shows in its metrics: calls, refusals, tasks and their
+    // durations, requests and theirs.
+    let metrics = reqwest::blocking::get(format!("{}/metrics", served.url))?.text()?;
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(-1.0)
+    };
+    assert!(value("clancy_calls_total") >= 2.0, "{metrics}");
+    assert!(value("clancy_refusals_total") >= 1.0, "{metrics}");
+    assert!(
+        value("clancy_task_duration_seconds_count") >= 2.0,
+        "{metrics}"
+    );
+    assert!(
+        value("clancy_api_request_duration_seconds_count") >= 10.0,
+        "{metrics}"
+    );
+    assert!(metrics.contains("clancy_task_duration_seconds_bucket{le=\"+Inf\"}"));
+    assert_eq!(value("clancy_organisations"), 1.0, "{metrics}");
+
     served.terminate(Duration::from_secs(15))?;
     // On record, under the token's operator.
     let log = offline(&["audit", "log"])?;

@@ -113,6 +113,64 @@ struct Counters {
     tasks_trapped: AtomicU64,
     schedules_failed: AtomicU64,
     triggers_failed: AtomicU64,
+    /// How long queued tasks ran.
+    task_seconds: Histogram,
+    /// How long the API took to answer (until its headers).
+    request_seconds: Histogram,
+}
+
+/// A Prometheus histogram: counts per upper bound (seconds), their sum.
+struct Histogram {
+    bounds: &'static [f64],
+    counts: Vec<AtomicU64>,
+    /// The sum, in microseconds.
+    sum_micros: AtomicU64,
+}
+
+impl Default for Histogram {
+    fn default() -> Histogram {
+        const BOUNDS: &[f64] = &[0.005, 0.025, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0];
+        Histogram {
+            bounds: BOUNDS,
+            counts: (0..=BOUNDS.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum_micros: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Histogram {
+    fn observe(&self, took: Duration) {
+        let secs = took.as_secs_f64();
+        let slot = self
+            .bounds
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(self.bounds.len());
+        self.counts[slot].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(
+            u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// The exposition of `name` (cumulative buckets, sum, count).
+    fn render(&self, name: &str, help: &str) -> String {
+        let mut text = format!("# HELP {name} {help}\n# TYPE {name} histogram\n");
+        let mut total = 0;
+        for (i, c) in self.counts.iter().enumerate() {
+            total += c.load(Ordering::Relaxed);
+            let le = self
+                .bounds
+                .get(i)
+                .map_or_else(|| "+Inf".to_string(), |b| b.to_string());
+            text.push_str(&format!("{name}_bucket{{le=\"{le}\"}} {total}\n"));
+        }
+        text.push_str(&format!(
+            "{name}_sum {}\n{name}_count {total}\n",
+            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+        ));
+        text
+    }
 }
 
 struct Shared {
@@ -437,7 +495,10 @@ async fn work(shared: Arc<Shared>, mut stop: tokio::sync::watch::Receiver<bool>)
         .and_then(|r| r);
         match taken {
             Ok(Some((org, record))) => {
-                match blocking(move || org.run_task(record)).await {
+                let started = std::time::Instant::now();
+                let ran = blocking(move || org.run_task(record)).await;
+                shared.counters.task_seconds.observe(started.elapsed());
+                match ran {
                     Ok(Ok(done)) => {
                         let c = &shared.counters;
                         match done.state {
@@ -586,7 +647,10 @@ async fn check_host(State(shared): State<Arc<Shared>>, request: Request, next: N
         )
             .into_response();
     }
-    next.run(request).await
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    shared.counters.request_seconds.observe(started.elapsed());
+    response
 }
 
 /// The API's description, generated from the routes' declarations.
@@ -742,6 +806,13 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     let read = shared.clone();
     // Summed over the organisations served.
+    let mut calls = crate::audit::CallCounts::default();
+    for org in &shared.orgs {
+        let c = org.audit().counts();
+        calls.calls += c.calls;
+        calls.refusals += c.refusals;
+        calls.queued += c.queued;
+    }
     let gauges = blocking(move || -> Result<(u64, i64, u64, u64, u64), String> {
         let (mut pending, mut oldest, mut waiting, mut entries, mut queued) = (0, 0, 0, 0, 0);
         for org in &read.orgs {
@@ -870,6 +941,35 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     text.push_str(&format!(
         "# HELP clancy_triggers_failed_total Trigger looks or queueings that failed.\n# TYPE clancy_triggers_failed_total counter\nclancy_triggers_failed_total {}\n",
         counter(&c.triggers_failed)
+    ));
+    for (name, help, value) in [
+        (
+            "clancy_calls_total",
+            "Employees' calls that reached a provider.",
+            calls.calls,
+        ),
+        (
+            "clancy_refusals_total",
+            "Employees' calls refused before any provider.",
+            calls.refusals,
+        ),
+        (
+            "clancy_calls_queued_total",
+            "Employees' calls stored for a human to decide.",
+            calls.queued,
+        ),
+    ] {
+        text.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
+        ));
+    }
+    text.push_str(
+        &c.task_seconds
+            .render("clancy_task_duration_seconds", "How long queued tasks ran."),
+    );
+    text.push_str(&c.request_seconds.render(
+        "clancy_api_request_duration_seconds",
+        "How long the daemon took to answer a request (until its headers).",
     ));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
