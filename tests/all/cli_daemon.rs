@@ -224,8 +224,16 @@ fn every_cli_command_goes_through_a_running_daemon_as_the_tokens_operator() -> R
     assert_eq!(seeded.0, Some(2), "{seeded:?}");
     assert!(seeded.2.contains("already has data"), "{seeded:?}");
 
-    // The organisation: which one the token is in, and all of it.
+    // The organisation: which one the token is in, and all of it. Naming
+    // another with `--org` does nothing rather than act on the token's.
     assert_eq!(must(&data, &ada, &["orgs", "list"])?.trim(), "default");
+    let elsewhere = as_token(&data, &ada, &["--org", "acme", "tasks", "list"])?;
+    assert_eq!(elsewhere.0, Some(2), "{elsewhere:?}");
+    assert!(
+        elsewhere.2.contains("another organisation"),
+        "{elsewhere:?}"
+    );
+    must(&data, &ada, &["--org", "default", "tasks", "list"])?;
     let whole = dir.path().join("org.json");
     must(
         &data,

@@ -21,6 +21,8 @@ pub(crate) struct Served {
     stdout: BufReader<std::process::ChildStdout>,
     /// The first admin's enrolment link, when the daemon printed one.
     pub(crate) enrol_link: Option<String>,
+    /// What it printed before it served, up to its `clancy serving` line.
+    pub(crate) said: Vec<String>,
 }
 
 impl Served {
@@ -57,10 +59,12 @@ impl Served {
         let mut child = command.spawn()?;
         let mut stdout = BufReader::new(child.stdout.take().context("no stdout")?);
         let mut enrol_link = None;
+        let mut said = Vec::new();
         let mut line = String::new();
         loop {
             line.clear();
             anyhow::ensure!(stdout.read_line(&mut line)? > 0, "the daemon did not start");
+            said.push(line.trim_end().to_string());
             if line.starts_with("clancy serving") {
                 break;
             }
@@ -79,6 +83,7 @@ impl Served {
             url,
             stdout,
             enrol_link,
+            said,
         })
     }
 

@@ -380,3 +380,62 @@ fn deleting_an_organisation_removes_all_of_it_and_nothing_else() -> Result<()> {
     assert!(beta > 0);
     Ok(())
 }
+
+/// `clancy serve` serves every organisation of the data dir, prints each
+/// one's first-admin link, and each token reaches its own organisation.
+#[test]
+fn the_daemon_serves_every_organisation_of_its_data_dir() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let token = |org: &str, admin: &str| -> Result<String> {
+        for args in [
+            &[
+                "--org",
+                org,
+                "operators",
+                "add",
+                admin,
+                "--role",
+                "admin",
+                "--as",
+                admin,
+            ][..],
+            &[
+                "--org", org, "tokens", "create", "--for", admin, "--role", "admin", "--as", admin,
+            ],
+        ] {
+            let o = clancy(&data, args)?;
+            anyhow::ensure!(o.status.success(), "{args:?}: {}", stderr(&o));
+            if args.contains(&"tokens") {
+                return Ok(stdout(&o)
+                    .lines()
+                    .last()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string());
+            }
+        }
+        anyhow::bail!("no token")
+    };
+    let (ada, bo) = (token("default", "ada")?, token("acme", "bo")?);
+    let served = crate::daemon::Served::start(&data, &[])?;
+    let said = served.said.join("\n");
+    assert!(said.contains("clancy serving orgs default, acme"), "{said}");
+    for org in ["default", "acme"] {
+        assert!(
+            said.contains(&format!("no admin of org {org} can sign in yet")),
+            "{said}"
+        );
+    }
+    for (token, org) in [(&ada, "default"), (&bo, "acme")] {
+        let me: serde_json::Value = serde_json::from_str(
+            &crate::signin::client()
+                .get(format!("{}/api/v1/organisation", served.url))
+                .bearer_auth(token)
+                .send()?
+                .text()?,
+        )?;
+        assert_eq!(me["name"], org, "{me}");
+    }
+    Ok(())
+}

@@ -44,9 +44,10 @@ pub(super) struct Global {
     /// Where Clancy keeps its store and files [default: the user's data dir]/clancy.
     #[arg(long, global = true, env = "CLANCY_DATA_DIR", value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    /// The organisation whose data to use.
-    #[arg(long, global = true, default_value = "default", value_name = "ORG")]
-    org: String,
+    /// The organisation whose data to use [default: default]; through a
+    /// daemon, the token's (naming another is refused).
+    #[arg(long, global = true, value_name = "ORG")]
+    org: Option<String>,
     /// The append-only file signed audit checkpoints go to (keep it where
     /// whoever can write the store cannot) [default: DIR/checkpoints.jsonl].
     #[arg(
@@ -63,6 +64,13 @@ pub(super) struct Global {
     /// How the host's log (on stderr, filtered by CLANCY_LOG) is written.
     #[arg(long, global = true, value_enum, default_value = "text")]
     log_format: LogFormat,
+}
+
+impl Global {
+    /// The organisation named with `--org`, or `default`.
+    pub(super) fn org(&self) -> &str {
+        self.org.as_deref().unwrap_or("default")
+    }
 }
 
 /// The host log's format.
@@ -151,7 +159,7 @@ fn data_dir(global: &Global) -> Result<PathBuf> {
 }
 
 pub(super) fn open(global: &Global, mode: DataDirMode) -> Result<Org> {
-    let mut org = Org::open(&data_dir(global)?, &global.org, mode)?;
+    let mut org = Org::open(&data_dir(global)?, global.org(), mode)?;
     if let Some(file) = &global.checkpoint_file {
         org.use_checkpoint_file(file.clone());
     }

@@ -86,6 +86,7 @@ impl Remote {
     ) -> Result<Vec<Value>> {
         let mut items = Vec::new();
         let mut cursor: Option<String> = None;
+        let mut seen = std::collections::HashSet::new();
         loop {
             let mut q = query.to_vec();
             if let Some(c) = &cursor {
@@ -100,8 +101,13 @@ impl Remote {
                 Value::Number(n) => Some(n.to_string()),
                 _ => None,
             };
-            if cursor.is_none() {
-                return Ok(items);
+            match &cursor {
+                None => return Ok(items),
+                // A cursor given twice would page forever.
+                Some(c) if !seen.insert(c.clone()) => {
+                    anyhow::bail!("the daemon gave the same page cursor twice for {path}")
+                }
+                Some(_) => {}
             }
         }
     }
@@ -183,9 +189,21 @@ pub(in crate::cli) fn remote(global: &Global) -> Result<Option<Remote>> {
                 "a daemon serves this data dir at {url}: set CLANCY_TOKEN to an API token (`clancy tokens create`, made while the daemon is stopped, or POST /api/v1/tokens signed in)"
             )
         })?;
-    Ok(Some(Remote {
+    let remote = Remote {
         url,
         token: token.trim().to_string(),
         client,
-    }))
+    };
+    // The token says the organisation: naming another is a mistake to
+    // stop, not to act on the token's own.
+    if let Some(named) = &global.org {
+        let mine = remote.get("/api/v1/organisation", &[])?;
+        if mine["name"].as_str() != Some(named.as_str()) {
+            anyhow::bail!(
+                "--org {named} names another organisation than the token's ({}): nothing was done",
+                human::line(mine["name"].as_str().unwrap_or_default())
+            );
+        }
+    }
+    Ok(Some(remote))
 }

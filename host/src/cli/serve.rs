@@ -108,7 +108,7 @@ pub(super) fn run(global: &Global, args: ServeArgs, out: &mut impl Write) -> Res
     // Every organisation of the data dir, the one `--org` names first (it
     // is made if new).
     let orgs: Vec<Arc<crate::org::Org>> =
-        crate::org::Org::open_all(&data_dir(global)?, &[&global.org], DataDirMode::Create)?
+        crate::org::Org::open_all(&data_dir(global)?, &[global.org()], DataDirMode::Create)?
             .into_iter()
             .map(|mut org| {
                 if let Some(file) = &global.checkpoint_file {
