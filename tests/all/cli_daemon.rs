@@ -8,7 +8,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use clancy_guests::HOSTILE;
 
 use crate::daemon::Served;
 use crate::env::{clancy, clancy_command, stderr, stdout};
@@ -45,17 +44,7 @@ actions = ["post"]
 
 #[test]
 fn every_cli_command_goes_through_a_running_daemon_as_the_tokens_operator() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let data = dir.path().join("data");
-    let manifest = dir.path().join("employee.toml");
-    std::fs::write(
-        &manifest,
-        format!(
-            "name = \"poster\"\ncomponent = {HOSTILE:?}\n{}",
-            crate::env::with_hostile_imports(POSTER)
-        ),
-    )?;
-    let manifest = manifest.display().to_string();
+    let (dir, data, manifest) = crate::env::employee_dir("poster", POSTER)?;
     let offline = |args: &[&str]| -> Result<String> {
         let o = clancy(&data, args)?;
         anyhow::ensure!(o.status.success(), "{args:?}: {}{}", stdout(&o), stderr(&o));

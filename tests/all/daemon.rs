@@ -316,15 +316,7 @@ fn ok(data: &Path, args: &[&str]) -> Result<String> {
 /// A data dir and the `poster` employee's manifest (a gated post to
 /// #general) in `dir`.
 fn poster() -> Result<(tempfile::TempDir, std::path::PathBuf)> {
-    let dir = tempfile::tempdir()?;
-    let data = dir.path().join("data");
-    std::fs::write(
-        dir.path().join("employee.toml"),
-        format!(
-            "name = \"poster\"\ncomponent = {HOSTILE:?}\n{}",
-            crate::env::with_hostile_imports(crate::env::GATED_GENERAL_POST)
-        ),
-    )?;
+    let (dir, data, _) = crate::env::employee_dir("poster", crate::env::GATED_GENERAL_POST)?;
     Ok((dir, data))
 }
 

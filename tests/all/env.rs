@@ -231,3 +231,22 @@ actions = ["read", "write", "list"]
 time_ms = 1000
 memory_mb = 32
 "##;
+
+/// A temporary dir holding `employee.toml` for the hostile guest named
+/// `name` with `grants` (plus the others it imports), and the path of a
+/// data dir beside it (not made yet): the dir, the data dir, the manifest.
+pub fn employee_dir(name: &str, grants: &str) -> Result<(tempfile::TempDir, PathBuf, String)> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let manifest = dir.path().join("employee.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "name = {name:?}\ncomponent = {:?}\n{}",
+            clancy_guests::HOSTILE,
+            with_hostile_imports(grants)
+        ),
+    )?;
+    let manifest = manifest.display().to_string();
+    Ok((dir, data, manifest))
+}

@@ -4,7 +4,6 @@
 //! any list; nothing of this organisation changes.
 
 use anyhow::{Context, Result};
-use clancy::daemon::RateLimits;
 use clancy::operators::{Operator, Role};
 use clancy_guests::HOSTILE;
 
@@ -16,14 +15,7 @@ use crate::signin::Live;
 #[test]
 fn another_organisation_on_the_same_daemon_gets_404_for_every_record_and_never_its_data()
 -> Result<()> {
-    let live = Live::start_with(
-        RateLimits {
-            per_ip: 10_000,
-            per_operator: 10_000,
-            sign_ins_per_minute: 100,
-        },
-        |_| Ok(()),
-    )?;
+    let live = Live::start(Live::UNLIMITED)?;
     let (a, b) = (&live.org, &live.other);
     // Organisation A: an admin, a user, an employee with a pending request,
     // a finished task, a pending upgrade, a token.
@@ -220,14 +212,7 @@ fn another_organisation_on_the_same_daemon_gets_404_for_every_record_and_never_i
 /// secrets; the export is on record.
 #[test]
 fn an_admin_exports_the_whole_organisation_without_a_secret() -> Result<()> {
-    let live = Live::start_with(
-        RateLimits {
-            per_ip: 10_000,
-            per_operator: 10_000,
-            sign_ins_per_minute: 100,
-        },
-        |_| Ok(()),
-    )?;
+    let live = Live::start(Live::UNLIMITED)?;
     let a = &live.org;
     a.add_operator(
         &Operator {
@@ -308,17 +293,7 @@ fn an_admin_exports_the_whole_organisation_without_a_secret() -> Result<()> {
 #[test]
 fn deleting_an_organisation_removes_all_of_it_and_nothing_else() -> Result<()> {
     use clancy::store::Store as _;
-    let dir = tempfile::tempdir()?;
-    let data = dir.path().join("data");
-    let manifest = dir.path().join("employee.toml");
-    std::fs::write(
-        &manifest,
-        format!(
-            "name = \"poster\"\ncomponent = {HOSTILE:?}\n{}",
-            with_hostile_imports(GATED_GENERAL_POST)
-        ),
-    )?;
-    let manifest = manifest.display().to_string();
+    let (_dir, data, manifest) = crate::env::employee_dir("poster", GATED_GENERAL_POST)?;
     let ok = |args: &[&str]| -> Result<String> {
         let o = clancy(&data, args)?;
         anyhow::ensure!(o.status.success(), "{args:?}: {}{}", stdout(&o), stderr(&o));

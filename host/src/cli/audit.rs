@@ -101,19 +101,7 @@ pub(super) fn run(
                         .is_none_or(|t| e.record.task.starts_with(t.as_str()))
                 })
                 .collect();
-            if json {
-                for e in &entries {
-                    writeln!(out, "{}", serde_json::to_string(e)?)?;
-                }
-            } else {
-                for line in render_log(&entries) {
-                    writeln!(out, "{line}")?;
-                }
-            }
-            if entries.is_empty() && !json {
-                writeln!(out, "no audit entries match")?;
-            }
-            Ok(ExitCode::SUCCESS)
+            print_entries(&entries, json, out)
         }
         AuditCommand::Verify {
             expect_head,
@@ -169,6 +157,23 @@ pub(super) fn run(
     }
 }
 
+/// Entries as `audit log` prints them (JSON Lines with `--json`).
+fn print_entries(entries: &[Entry], json: bool, out: &mut impl Write) -> Result<ExitCode> {
+    if json {
+        for e in entries {
+            writeln!(out, "{}", serde_json::to_string(e)?)?;
+        }
+    } else {
+        for line in render_log(entries) {
+            writeln!(out, "{line}")?;
+        }
+    }
+    if entries.is_empty() && !json {
+        writeln!(out, "no audit entries match")?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Write an export to `output`, or to standard output.
 fn write_export(text: &str, output: Option<&Path>, out: &mut impl Write) -> Result<ExitCode> {
     match output {
@@ -207,19 +212,7 @@ fn through_daemon(
                 .map_err(|e| {
                     anyhow::anyhow!("the daemon sent an entry this CLI cannot read: {e}")
                 })?;
-            if json {
-                for e in &entries {
-                    writeln!(out, "{}", serde_json::to_string(e)?)?;
-                }
-            } else {
-                for line in render_log(&entries) {
-                    writeln!(out, "{line}")?;
-                }
-            }
-            if entries.is_empty() && !json {
-                writeln!(out, "no audit entries match")?;
-            }
-            Ok(ExitCode::SUCCESS)
+            print_entries(&entries, json, out)
         }
         AuditCommand::Verify {
             expect_head,

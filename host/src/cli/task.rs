@@ -19,6 +19,19 @@ use crate::runtime::TaskEnd;
 pub(super) struct RunArgs {
     /// The employee's manifest (employee.toml).
     manifest: PathBuf,
+    #[command(flatten)]
+    text: TaskText,
+    /// Use this component instead of the one the manifest names.
+    #[arg(long, value_name = "WASM")]
+    component: Option<PathBuf>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What a task asks: `--task TEXT` or `--task-file FILE`.
+#[derive(Args, Debug)]
+pub(super) struct TaskText {
     /// What the employee should do, in plain language.
     #[arg(
         long,
@@ -29,12 +42,17 @@ pub(super) struct RunArgs {
     /// Read the task from a file (`-` for standard input) instead.
     #[arg(long, value_name = "FILE")]
     task_file: Option<PathBuf>,
-    /// Use this component instead of the one the manifest names.
-    #[arg(long, value_name = "WASM")]
-    component: Option<PathBuf>,
-    /// Print the result as JSON.
-    #[arg(long)]
-    json: bool,
+}
+
+impl TaskText {
+    /// The task's text, read from its file if it names one.
+    pub(super) fn read(self) -> Result<String> {
+        match (self.task, self.task_file) {
+            (Some(task), _) => Ok(task),
+            (None, Some(file)) => read_task_file(&file),
+            (None, None) => anyhow::bail!("pass --task or --task-file"),
+        }
+    }
 }
 
 /// `clancy check`
@@ -62,12 +80,11 @@ fn load_manifest(path: &Path, component: &Option<PathBuf>) -> Result<Manifest> {
 pub(super) fn run(global: &Global, args: RunArgs, out: &mut impl Write) -> Result<ExitCode> {
     let RunArgs {
         manifest,
-        task,
-        task_file,
+        text,
         component,
         json,
     } = args;
-    let task = task_text(task, task_file)?;
+    let task = text.read()?;
     if let Some(remote) = super::remote(global)? {
         return run_through_daemon(&remote, &manifest, component, &task, json, out);
     }
@@ -104,15 +121,6 @@ pub(super) fn run(global: &Global, args: RunArgs, out: &mut impl Write) -> Resul
         TaskEnd::Completed { .. } => ExitCode::SUCCESS,
         _ => ExitCode::from(1),
     })
-}
-
-/// The task's text: `--task`, or the file `--task-file` names.
-pub(super) fn task_text(task: Option<String>, task_file: Option<PathBuf>) -> Result<String> {
-    match (task, task_file) {
-        (Some(task), _) => Ok(task),
-        (None, Some(file)) => read_task_file(&file),
-        (None, None) => anyhow::bail!("pass --task or --task-file"),
-    }
 }
 
 /// `clancy run` while a daemon owns the data dir: submit the employee (a

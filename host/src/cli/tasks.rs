@@ -5,7 +5,6 @@
 //! stream as it runs.
 
 use std::io::{BufRead, Write};
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
@@ -24,16 +23,8 @@ pub(super) enum TasksCommand {
     Start {
         /// The employee.
         employee: String,
-        /// What it should do, in plain language.
-        #[arg(
-            long,
-            required_unless_present = "task_file",
-            conflicts_with = "task_file"
-        )]
-        task: Option<String>,
-        /// Read the task from a file (`-` for standard input) instead.
-        #[arg(long, value_name = "FILE")]
-        task_file: Option<PathBuf>,
+        #[command(flatten)]
+        text: super::task::TaskText,
         /// Follow it until it ends (through a daemon); exit 1 unless it completed.
         #[arg(long)]
         wait: bool,
@@ -84,8 +75,7 @@ pub(super) fn run(
     match command {
         TasksCommand::Start {
             employee,
-            task,
-            task_file,
+            text,
             wait,
             by,
         } => {
@@ -94,7 +84,7 @@ pub(super) fn run(
                     "--wait follows the task on a running daemon; none serves this data dir (start one with `clancy serve`, or run the task at once with `clancy run`)"
                 );
             }
-            let task = super::task::task_text(task, task_file)?;
+            let task = text.read()?;
             let t = host.request_task(&employee, &task, &who(by)?)?;
             writeln!(
                 out,
@@ -136,13 +126,12 @@ fn through_daemon(
     match command {
         TasksCommand::Start {
             employee,
-            task,
-            task_file,
+            text,
             wait,
             by,
         } => {
             no_as(&by)?;
-            let task = super::task::task_text(task, task_file)?;
+            let task = text.read()?;
             let t = remote.post(
                 "/api/v1/tasks",
                 &json!({"employee": employee, "task": task}),
