@@ -125,14 +125,7 @@ pub(super) fn run(
                     let mut v = host
                         .audit()
                         .verify(expect_head.as_deref(), Some(&anchors))?;
-                    if let Some(expected) = public {
-                        let expected = hex::encode(expected.as_bytes());
-                        if expected != own {
-                            v.problems.insert(0, format!(
-                                "this data dir's host key {own} is not the expected key {expected}: the key was replaced"
-                            ));
-                        }
-                    }
+                    expect_key(&mut v, public, &own, "this data dir's");
                     v
                 }
             };
@@ -153,6 +146,27 @@ pub(super) fn run(
             let host = open(global, DataDirMode::Existing)?;
             write!(out, "{}", host.explain(&task)?)?;
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// A problem first in `v` when the host key (`own`, hex) is not the one
+/// `--public-key` expects.
+fn expect_key(
+    v: &mut Verification,
+    expected: Option<ed25519_dalek::VerifyingKey>,
+    own: &str,
+    whose: &str,
+) {
+    if let Some(expected) = expected {
+        let expected = hex::encode(expected.as_bytes());
+        if expected != own {
+            v.problems.insert(
+                0,
+                format!(
+                    "{whose} host key {own} is not the expected key {expected}: the key was replaced"
+                ),
+            );
         }
     }
 }
@@ -239,14 +253,7 @@ fn through_daemon(
             let mut v: Verification = serde_json::from_value(answer).map_err(|e| {
                 anyhow::anyhow!("the daemon sent a result this CLI cannot read: {e}")
             })?;
-            if let Some(expected) = public {
-                let expected = hex::encode(expected.as_bytes());
-                if expected != own {
-                    v.problems.insert(0, format!(
-                        "the daemon's host key {own} is not the expected key {expected}: the key was replaced"
-                    ));
-                }
-            }
+            expect_key(&mut v, public, &own, "the daemon's");
             v.problems.dedup();
             report(&v, json, out)
         }
