@@ -363,7 +363,7 @@ pub fn read_checkpoints(path: &Path) -> std::io::Result<(Vec<Checkpoint>, Vec<St
     Ok((checkpoints, bad))
 }
 
-fn new_private_file(path: &Path) -> std::io::Result<std::fs::File> {
+pub(crate) fn new_private_file(path: &Path) -> std::io::Result<std::fs::File> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -380,6 +380,19 @@ fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
 #[cfg(not(unix))]
 fn set_mode(_path: &Path, _mode: u32) -> std::io::Result<()> {
     Ok(())
+}
+
+/// The mode of `path` if group or others may use it (`None`: private).
+#[cfg(unix)]
+pub(crate) fn shared_mode(path: &Path) -> std::io::Result<Option<u32>> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(path)?.permissions().mode() & 0o777;
+    Ok((mode & 0o077 != 0).then_some(mode))
+}
+
+#[cfg(not(unix))]
+pub(crate) fn shared_mode(_path: &Path) -> std::io::Result<Option<u32>> {
+    Ok(None)
 }
 
 /// Refuse a key file or directory that group or others may use.

@@ -20,11 +20,13 @@ pub mod limits;
 pub mod manifest;
 pub mod mediator;
 pub mod notify;
+pub mod oauth;
 pub mod operators;
 pub mod org;
 pub mod providers;
 pub mod runtime;
 pub mod store;
+pub mod vault;
 
 /// A crash-test hook: when the environment variable `CLANCY_TEST_PAUSE_AT`
 /// names this point, the process says so on stderr and stops here forever,

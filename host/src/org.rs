@@ -28,6 +28,7 @@ use crate::providers::sandbox::Sandbox;
 use crate::runtime::{LoadError, LoadedEmployee, Runtime, imports};
 use crate::store::{OrgStore, SledStore, Store, StoreError, valid_org};
 
+mod connections;
 mod decisions;
 mod explain;
 mod lifecycle;
@@ -37,6 +38,7 @@ mod schedules;
 mod tasks;
 mod triggers;
 mod upgrades;
+pub use connections::{Connection, ConnectionError, ConnectionStatus};
 pub use decisions::{DecideError, Verdict};
 pub use lifecycle::Deleted;
 pub use registry::describe as describe_employee;
@@ -104,6 +106,8 @@ pub struct Org {
     runtime: Arc<OnceLock<Runtime>>,
     /// Employees loaded to hear decisions, by name, with the manifest they were loaded from.
     reactors: Mutex<HashMap<String, (String, Arc<LoadedEmployee>)>>,
+    /// The vault's master keys, loaded on first use.
+    vault: OnceLock<crate::vault::MasterKeys>,
 }
 
 /// The store's list of organisations (one key per name).
@@ -230,6 +234,7 @@ impl Org {
             store,
             runtime: Arc::new(OnceLock::new()),
             reactors: Mutex::new(HashMap::new()),
+            vault: OnceLock::new(),
         })
     }
 

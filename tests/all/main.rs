@@ -22,6 +22,7 @@ mod isolation;
 mod limits;
 mod mail_scope;
 mod notify;
+mod oauth;
 mod orgs;
 mod plugins;
 mod queue;

@@ -7,6 +7,7 @@
 
 mod approvals;
 mod audit;
+mod connections;
 mod employees;
 mod notify;
 mod operators;
@@ -108,6 +109,15 @@ enum Command {
     Notify(notify::NotifyCommand),
     /// Undo an action (by its number in the audit log) or every write of a task.
     Undo(undo::UndoArgs),
+    /// Connect a service through OAuth (authorization code with PKCE and a
+    /// loopback redirect), asking only the scopes employees' grants need.
+    Connect(connections::ConnectArgs),
+    /// OAuth connections: list, revoke.
+    #[command(subcommand)]
+    Connections(connections::ConnectionsCommand),
+    /// The vault's master key: rotate.
+    #[command(subcommand)]
+    Keys(connections::KeysCommand),
     /// API tokens for the daemon: create, list, revoke.
     #[command(subcommand)]
     Tokens(tokens::TokensCommand),
@@ -184,6 +194,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Serve(args) => serve::run(global, args, &mut out),
         Command::Tokens(command) => tokens::run(global, command, &mut out),
         Command::Tasks(command) => tasks::run(global, command, &mut out),
+        Command::Connect(args) => connections::connect(global, args, &mut out),
+        Command::Connections(command) => connections::run(global, command, &mut out),
+        Command::Keys(command) => connections::keys(global, command, &mut out),
     }
 }
 
