@@ -37,6 +37,8 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/api/v1/audit/verify", &["get"]),
     ("/api/v1/audit/export", &["get"]),
     ("/api/v1/undo", &["post"]),
+    ("/api/v1/connections", &["get", "post"]),
+    ("/api/v1/connections/{id}/revoke", &["post"]),
     ("/api/v1/organisation", &["get"]),
     ("/api/v1/organisation/export", &["get"]),
     ("/api/v1/sandbox", &["get"]),

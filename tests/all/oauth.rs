@@ -548,3 +548,74 @@ fn a_refused_refresh_or_an_old_connection_needs_an_admin_again() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn the_daemon_connects_at_its_callback_and_lists_and_revokes_through_its_api() -> Result<()> {
+    let port = free_port()?;
+    let redirect = format!("http://127.0.0.1:{port}/oauth/callback");
+    let server = StandIn::start(&redirect, 3600)?;
+    let (_dir, data) = prepared(&server, &redirect)?;
+    let made = clancy(
+        &data,
+        &[
+            "tokens", "create", "--for", "ada", "--role", "admin", "--as", "ada",
+        ],
+    )?;
+    let ada = stdout(&made)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let served = crate::daemon::Served::start(&data, &["--listen", &format!("127.0.0.1:{port}")])?;
+    let with_token = |args: &[&str]| -> Result<std::process::Output> {
+        Ok(clancy_command(&data, args)
+            .env("CLANCY_TOKEN", &ada)
+            .output()?)
+    };
+
+    let started = with_token(&["connect", "slack"])?;
+    assert!(started.status.success(), "{}", stderr(&started));
+    let url = stdout(&started)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let back = approve(&url, &redirect)?;
+    let done = reqwest::blocking::get(&back)?;
+    assert_eq!(done.status().as_u16(), 200);
+    assert!(done.text()?.contains("Connected slack"));
+    // The same callback again, and a forged one: refused.
+    assert_eq!(reqwest::blocking::get(&back)?.status().as_u16(), 400);
+    let forged = format!("{}/oauth/callback?state=forged&code=x", served.url);
+    assert_eq!(reqwest::blocking::get(&forged)?.status().as_u16(), 400);
+
+    let listed = with_token(&["connections", "list", "--json"])?;
+    let c: serde_json::Value = serde_json::from_str(stdout(&listed).trim())?;
+    assert_eq!(c["status"], "active", "{c}");
+    assert!(
+        c.get("access").is_none() && c.get("refresh").is_none(),
+        "{c}"
+    );
+    let id = c["id"].as_str().context("no id")?.to_string();
+    let revoked = with_token(&["connections", "revoke", &id])?;
+    assert!(
+        stdout(&revoked).contains("the provider confirmed"),
+        "{}{}",
+        stdout(&revoked),
+        stderr(&revoked)
+    );
+    served.terminate(Duration::from_secs(15))?;
+    let c = org(&data)?.connection(&id)?.context("gone")?;
+    assert_eq!(c.status, ConnectionStatus::Revoked);
+    let log = stdout(&clancy(&data, &["audit", "log"])?);
+    for said in [
+        "connection-created",
+        "connection-refused",
+        "connection-revoked",
+    ] {
+        assert!(log.contains(said), "{said} not in {log}");
+    }
+    Ok(())
+}

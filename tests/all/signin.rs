@@ -652,6 +652,19 @@ const MATRIX: &[(&str, &str, Option<&str>, Option<Role>)] = &[
         Some(Role::User),
     ),
     ("GET", "/api/v1/organisation", None, Some(Role::User)),
+    ("GET", "/api/v1/connections", None, Some(Role::Admin)),
+    (
+        "POST",
+        "/api/v1/connections",
+        Some(r#"{"provider": "none"}"#),
+        Some(Role::Admin),
+    ),
+    (
+        "POST",
+        "/api/v1/connections/cn-none/revoke",
+        None,
+        Some(Role::Admin),
+    ),
     (
         "GET",
         "/api/v1/organisation/export",

@@ -5,8 +5,10 @@
 //! `connect` runs the authorization code flow with a loopback redirect:
 //! it prints the provider's URL, listens on the configured redirect URI
 //! (which must be on 127.0.0.1) for the one request that carries the code
-//! and the state, and finishes the connection. These commands work on the
-//! data dir: with a daemon running, stop it first.
+//! and the state, and finishes the connection. Through a daemon, `connect`
+//! asks it to start (the provider sends the operator back to the daemon's
+//! `/oauth/callback`) and `connections` goes through its API; `keys rotate`
+//! needs the daemon stopped.
 
 use std::io::{BufRead as _, Read as _, Write};
 use std::net::TcpListener;
@@ -87,7 +89,21 @@ pub(super) fn connect(
     args: ConnectArgs,
     out: &mut impl Write,
 ) -> Result<ExitCode> {
-    no_daemon(global)?;
+    if let Some(remote) = super::remote(global)? {
+        // The daemon receives the provider's redirect at its /oauth/callback.
+        super::remote::no_as(&args.by)?;
+        let started = remote.post(
+            "/api/v1/connections",
+            &serde_json::json!({ "provider": args.provider }),
+        )?;
+        writeln!(
+            out,
+            "open this address to approve the connection to {}; the daemon finishes it when the provider sends you back (`clancy connections list`):\n{}",
+            human::line(&args.provider),
+            human::line(started["authorize_url"].as_str().unwrap_or_default())
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let host = open(global, DataDirMode::Existing)?;
     let by = who(args.by)?;
     let config = host.oauth_provider(&args.provider)?;
@@ -213,7 +229,9 @@ pub(super) fn run(
     command: ConnectionsCommand,
     out: &mut impl Write,
 ) -> Result<ExitCode> {
-    no_daemon(global)?;
+    if let Some(remote) = super::remote(global)? {
+        return through_daemon(&remote, command, out);
+    }
     let host = open(global, DataDirMode::Existing)?;
     match command {
         ConnectionsCommand::List { json } => {
@@ -253,6 +271,66 @@ pub(super) fn run(
                 .and_then(|c| c.note)
                 .unwrap_or_default();
             writeln!(out, "{id} {}", human::line(&note))?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A `connections` command through the daemon.
+fn through_daemon(
+    remote: &super::Remote,
+    command: ConnectionsCommand,
+    out: &mut impl Write,
+) -> Result<ExitCode> {
+    match command {
+        ConnectionsCommand::List { json } => {
+            let items = remote.get("/api/v1/connections", &[])?["items"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            for c in &items {
+                if json {
+                    writeln!(out, "{c}")?;
+                } else {
+                    let f = |k: &str| human::line(c[k].as_str().unwrap_or_default());
+                    writeln!(
+                        out,
+                        "{} {} ({}) {} scopes [{}] expires {}",
+                        f("id"),
+                        f("provider"),
+                        f("integration"),
+                        f("status"),
+                        c["scopes"]
+                            .as_array()
+                            .map(|s| s
+                                .iter()
+                                .filter_map(|v| v.as_str().map(human::line))
+                                .collect::<Vec<_>>()
+                                .join(" "))
+                            .unwrap_or_default(),
+                        f("expires_at")
+                    )?;
+                }
+            }
+            if items.is_empty() && !json {
+                writeln!(
+                    out,
+                    "no connections (make one with `clancy connect PROVIDER`)"
+                )?;
+            }
+        }
+        ConnectionsCommand::Revoke { id, by } => {
+            super::remote::no_as(&by)?;
+            let id = super::approvals::path_segment(&id)?;
+            let c = remote.post(
+                &format!("/api/v1/connections/{id}/revoke"),
+                &serde_json::json!({}),
+            )?;
+            writeln!(
+                out,
+                "{id} {}",
+                human::line(c["note"].as_str().unwrap_or_default())
+            )?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -40,6 +40,7 @@ use crate::org::Org;
 
 mod api;
 mod auth;
+mod connect;
 mod events;
 mod http;
 mod organisation;
@@ -347,6 +348,12 @@ impl Daemon {
             .route("/api/v1/audit/verify", get(records::verify))
             .route("/api/v1/audit/export", get(records::export))
             .route("/api/v1/undo", post(records::undo))
+            .route("/oauth/callback", get(connect::callback))
+            .route(
+                "/api/v1/connections",
+                get(connect::list).post(connect::start),
+            )
+            .route("/api/v1/connections/{id}/revoke", post(connect::revoke))
             .route("/api/v1/organisation", get(organisation::mine))
             .route("/api/v1/organisation/export", get(organisation::export))
             .route("/api/v1/sandbox", get(sandbox::show))
@@ -688,6 +695,9 @@ async fn check_host(State(shared): State<Arc<Shared>>, request: Request, next: N
         records::export,
         records::explain,
         records::undo,
+        connect::list,
+        connect::start,
+        connect::revoke,
         organisation::mine,
         organisation::export,
         sandbox::show,

@@ -198,6 +198,12 @@ impl Org {
         Ok((started.url, started.state))
     }
 
+    /// Whether `state` is one this organisation gave out and has not spent
+    /// (which organisation a callback belongs to).
+    pub fn holds_authorization(&self, state: &str) -> Result<bool, StoreError> {
+        Ok(self.org.get(AREA, &state_key(state))?.is_some())
+    }
+
     /// Finish a connection with the `code` and `state` the provider sent
     /// back: the state must be one this host gave out, unspent and fresh
     /// (it is spent now, whatever happens next); the code is exchanged with
