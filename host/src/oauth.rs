@@ -100,6 +100,13 @@ pub struct ProviderConfig {
     /// How long a connection lives before an admin must re-authorise it.
     #[serde(default = "default_lifetime", with = "humantime_serde_compat")]
     pub max_lifetime: Duration,
+    /// How long one request to the provider may take.
+    #[serde(default = "default_timeout", with = "humantime_serde_compat")]
+    pub timeout: Duration,
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(20)
 }
 
 fn default_lifetime() -> Duration {
@@ -214,13 +221,65 @@ pub struct Tokens {
     pub scopes: Option<Vec<String>>,
 }
 
-fn http() -> Result<reqwest::blocking::Client, OAuthError> {
+/// The largest answer read from an authorization server.
+pub const MAX_ANSWER_BYTES: u64 = 256 * 1024;
+
+fn http(timeout: Duration) -> Result<reqwest::blocking::Client, OAuthError> {
     reqwest::blocking::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(20))
+        .connect_timeout(timeout.min(Duration::from_secs(5)))
+        .timeout(timeout)
         .build()
         .map_err(|e| OAuthError::Failed(format!("cannot start the HTTP client: {e}")))
+}
+
+/// Why a request to the token endpoint failed (never its body).
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// Sending or reading failed (unreachable, timed out, reset).
+    #[error("{0}")]
+    Io(String),
+    /// The answer was larger than [`MAX_ANSWER_BYTES`].
+    #[error("the answer is larger than {MAX_ANSWER_BYTES} bytes")]
+    TooLarge,
+    /// The server answered with a redirect (never followed).
+    #[error("the server answered with a redirect, which is not followed")]
+    Redirect,
+}
+
+/// The token endpoint's HTTP client: no redirects, bounded in time and in
+/// the size of what it reads.
+fn bounded(
+    client: &reqwest::blocking::Client,
+    request: oauth2::HttpRequest,
+) -> Result<oauth2::HttpResponse, TransportError> {
+    use std::io::Read as _;
+    let (parts, body) = request.into_parts();
+    let io = |e: reqwest::Error| TransportError::Io(e.without_url().to_string());
+    let mut response = client
+        .request(parts.method, parts.uri.to_string())
+        .headers(parts.headers)
+        .body(body)
+        .send()
+        .map_err(io)?;
+    if response.status().is_redirection() {
+        return Err(TransportError::Redirect);
+    }
+    let mut body = Vec::new();
+    (&mut response)
+        .take(MAX_ANSWER_BYTES + 1)
+        .read_to_end(&mut body)
+        .map_err(|e| TransportError::Io(e.to_string()))?;
+    if body.len() as u64 > MAX_ANSWER_BYTES {
+        return Err(TransportError::TooLarge);
+    }
+    let mut answer = oauth2::http::Response::builder().status(response.status().as_u16());
+    for (name, value) in response.headers() {
+        answer = answer.header(name.as_str(), value.as_bytes());
+    }
+    answer
+        .body(body)
+        .map_err(|e| TransportError::Io(e.to_string()))
 }
 
 type Client = oauth2::Client<
@@ -313,21 +372,23 @@ impl ProviderConfig {
 
     /// Exchange an authorization code (with its PKCE verifier).
     pub fn exchange(&self, code: &Secret, verifier: &Secret) -> Result<Tokens, OAuthError> {
+        let client = http(self.timeout)?;
         let answer = self
             .client()?
             .exchange_code(AuthorizationCode::new(code.expose().to_string()))
             .set_pkce_verifier(PkceCodeVerifier::new(verifier.expose().to_string()))
-            .request(&http()?)
+            .request(&|r| bounded(&client, r))
             .map_err(token_error)?;
         Ok(tokens(&answer))
     }
 
     /// Use a refresh token (the answer may carry a rotated one).
     pub fn refresh(&self, refresh: &Secret) -> Result<Tokens, OAuthError> {
+        let client = http(self.timeout)?;
         let answer = self
             .client()?
             .exchange_refresh_token(&RefreshToken::new(refresh.expose().to_string()))
-            .request(&http()?)
+            .request(&|r| bounded(&client, r))
             .map_err(token_error)?;
         Ok(tokens(&answer))
     }
@@ -340,7 +401,7 @@ impl ProviderConfig {
         let Some(url) = &self.revoke_url else {
             return Ok(false);
         };
-        let mut request = http()?.post(url).form(&[
+        let mut request = http(self.timeout)?.post(url).form(&[
             ("token", token.expose()),
             (
                 "token_type_hint",
@@ -365,11 +426,17 @@ impl ProviderConfig {
         if status.is_success() {
             return Ok(true);
         }
+        if status.is_redirection() {
+            return Err(OAuthError::Failed(TransportError::Redirect.to_string()));
+        }
         // The error code only: a body could echo what it was sent.
-        let code = response
-            .text()
+        let mut body = Vec::new();
+        let _ = std::io::Read::read_to_end(
+            &mut std::io::Read::take(response, MAX_ANSWER_BYTES),
+            &mut body,
+        );
+        let code = serde_json::from_slice::<serde_json::Value>(&body)
             .ok()
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
             .and_then(|v| v["error"].as_str().map(crate::human::line))
             .unwrap_or_default();
         Err(OAuthError::Refused(format!(

@@ -619,3 +619,147 @@ fn the_daemon_connects_at_its_callback_and_lists_and_revokes_through_its_api() -
     }
     Ok(())
 }
+
+/// A token endpoint that misbehaves, by path: `/error/token` refuses with
+/// an OAuth error, `/garbage/token` answers what is not JSON,
+/// `/huge/token` answers more than the host reads, `/redirect/token`
+/// sends elsewhere, `/slow/token` answers too late. Its base URL.
+fn misbehaving() -> Result<String> {
+    use axum::routing::post;
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            let app = axum::Router::new()
+                .route(
+                    "/error/token",
+                    post(|| async {
+                        (
+                            axum::http::StatusCode::BAD_REQUEST,
+                            [("content-type", "application/json")],
+                            r#"{"error":"invalid_grant","error_description":"the code\nwas used"}"#,
+                        )
+                    }),
+                )
+                .route(
+                    "/garbage/token",
+                    post(|| async { "<html>not a token</html>" }),
+                )
+                .route(
+                    "/huge/token",
+                    post(|| async {
+                        (
+                            [("content-type", "application/json")],
+                            format!(
+                                r#"{{"access_token":"{}","token_type":"bearer"}}"#,
+                                "a".repeat(600_000)
+                            ),
+                        )
+                    }),
+                )
+                .route(
+                    "/redirect/token",
+                    post(|| async {
+                        (
+                            axum::http::StatusCode::FOUND,
+                            [("location", "http://10.0.0.1/token")],
+                            "",
+                        )
+                    }),
+                )
+                .route(
+                    "/slow/token",
+                    post(|| async {
+                        tokio::time::sleep(Duration::from_secs(10)).await;
+                        "late"
+                    }),
+                );
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let _ = ready_tx.send(listener.local_addr().expect("addr"));
+            let _ = axum::serve(listener, app).await;
+        });
+    });
+    let addr = ready_rx.recv_timeout(Duration::from_secs(10))?;
+    Ok(format!("http://{addr}"))
+}
+
+#[test]
+fn a_provider_that_refuses_answers_nonsense_or_too_much_too_late_or_elsewhere_changes_nothing()
+-> Result<()> {
+    let base = misbehaving()?;
+    let redirect = format!("http://127.0.0.1:{}/oauth/callback", free_port()?);
+    let grants = r##"
+[[grant]]
+integration = "slack"
+scope = "channel:#general"
+actions = ["post"]
+"##;
+    let (_dir, data, manifest) = crate::env::employee_dir("poster", grants)?;
+    for args in [
+        &["operators", "add", "ada", "--role", "admin", "--as", "ada"][..],
+        &["run", &manifest, "--task", "post hello"],
+    ] {
+        let o = clancy(&data, args)?;
+        anyhow::ensure!(o.status.success(), "{args:?}: {}", stderr(&o));
+    }
+    let mut config = String::new();
+    for mode in ["error", "garbage", "huge", "redirect", "slow"] {
+        config.push_str(&format!(
+            "[provider.{mode}]\nintegration = \"slack\"\nclient_id = \"clancy\"\nauthorize_url = \"{base}/auth\"\ntoken_url = \"{base}/{mode}/token\"\nredirect_uri = \"{redirect}\"\ntimeout = \"1s\"\n\n"
+        ));
+    }
+    std::fs::write(data.join("oauth.toml"), config)?;
+    let host = org(&data)?;
+    let code = "the-authorization-code-1234";
+    for (mode, expected) in [
+        ("error", "the provider refused: invalid_grant"),
+        ("garbage", "the provider failed"),
+        ("huge", "larger than"),
+        ("redirect", "redirect, which is not followed"),
+        ("slow", "the provider failed"),
+    ] {
+        let started = Instant::now();
+        let (_url, state) = host.begin_connection(mode, "ada")?;
+        let failed = host.finish_connection(&state, &Secret::new(code));
+        let said = match failed {
+            Err(e) => e.to_string(),
+            Ok(c) => anyhow::bail!("{mode}: connected {}", c.id),
+        };
+        assert!(said.contains(expected), "{mode}: {said}");
+        assert!(
+            !said.contains(code) && !said.contains('\n'),
+            "{mode}: {said}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{mode} took {:?}",
+            started.elapsed()
+        );
+        // Nothing stored; the state is spent.
+        assert!(host.connections()?.is_empty(), "{mode} left a connection");
+        assert!(matches!(
+            host.finish_connection(&state, &Secret::new(code)),
+            Err(clancy::org::ConnectionError::BadState)
+        ));
+    }
+    let refused = host
+        .audit()
+        .entries()?
+        .iter()
+        .filter(|e| e.record.action == "connection-refused")
+        .count();
+    assert!(refused >= 5, "{refused} refusals on record");
+    // Another organisation's connections are not this one's.
+    drop(host);
+    let other = Org::open(&data, "other", DataDirMode::Create)?;
+    assert!(matches!(
+        other.connection_token("cn-000000000000"),
+        Err(clancy::org::ConnectionError::Unknown(_))
+    ));
+    Ok(())
+}
