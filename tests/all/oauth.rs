@@ -459,6 +459,8 @@ fn tokens_refresh_with_rotation_expire_and_are_revoked_at_the_provider() -> Resu
     drop(host);
     assert_ne!(token(&data, &id, "refresh_token")?, first_refresh);
 
+    // An authorization started before the key rotates finishes after it.
+    let (url, state) = org(&data)?.begin_connection("slack", "ada")?;
     // The vault key rotates: everything re-sealed under version 2, and it
     // still opens.
     let rotated = clancy(&data, &["keys", "rotate"])?;
@@ -473,6 +475,14 @@ fn tokens_refresh_with_rotation_expire_and_are_revoked_at_the_provider() -> Resu
     assert_eq!(sealed.refresh.as_ref().map(|s| s.kid), Some(2));
     let d = host.connection_token(&id)?;
     assert!(server.active(d.expose())?);
+    let back = approve(&url, &redirect)?;
+    let code = reqwest::Url::parse(&back)?
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v.to_string())
+        .context("no code")?;
+    let second = host.finish_connection(&state, &Secret::new(code))?;
+    assert_eq!(second.refresh.as_ref().map(|s| s.kid), Some(2));
 
     // Revoked: at the provider (RFC 7009) and here; calls get `expired`.
     drop(host);

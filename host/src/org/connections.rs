@@ -506,6 +506,19 @@ impl Org {
             }
             self.org.put_json(AREA, &conn_key(&id), &c)?;
         }
+        // Authorizations started but not finished: their verifiers too.
+        for (key, bytes) in self.org.scan(AREA, b"p/")? {
+            let mut pending: Pending = crate::store::decode(AREA, &bytes)?;
+            let record = RecordId {
+                org: self.org(),
+                record: &String::from_utf8_lossy(&key),
+                field: "pkce_verifier",
+            };
+            let verifier = keys.open(record, &pending.verifier)?;
+            pending.verifier = keys.seal(record, &verifier);
+            self.org.put_json(AREA, &key, &pending)?;
+            count += 1;
+        }
         Ok(count)
     }
 }
