@@ -139,16 +139,13 @@ fn approve(url: &str, callback: &str) -> Result<String> {
     anyhow::bail!("the authorization server never sent the browser back")
 }
 
-/// A data dir with an admin and an employee granted to read and post in
-/// #general, and `oauth.toml` naming the stand-in as provider `slack`.
-fn prepared(server: &StandIn, redirect: &str) -> Result<(tempfile::TempDir, std::path::PathBuf)> {
-    let grants = r##"
-[[grant]]
-integration = "slack"
-scope = "channel:#general"
-actions = ["read", "post"]
-"##;
-    let (dir, data, manifest) = crate::env::employee_dir("poster", grants)?;
+/// A data dir with the admin `ada` and the employee `poster` registered,
+/// granted `actions` in #general.
+fn registered(actions: &[&str]) -> Result<(tempfile::TempDir, std::path::PathBuf)> {
+    let grants = format!(
+        "[[grant]]\nintegration = \"slack\"\nscope = \"channel:#general\"\nactions = {actions:?}\n"
+    );
+    let (dir, data, manifest) = crate::env::employee_dir("poster", &grants)?;
     for args in [
         &["operators", "add", "ada", "--role", "admin", "--as", "ada"][..],
         &["run", &manifest, "--task", "post hello"],
@@ -156,6 +153,13 @@ actions = ["read", "post"]
         let o = clancy(&data, args)?;
         anyhow::ensure!(o.status.success(), "{args:?}: {}", stderr(&o));
     }
+    Ok((dir, data))
+}
+
+/// A data dir with an admin and an employee granted to read and post in
+/// #general, and `oauth.toml` naming the stand-in as provider `slack`.
+fn prepared(server: &StandIn, redirect: &str) -> Result<(tempfile::TempDir, std::path::PathBuf)> {
+    let (dir, data) = registered(&["read", "post"])?;
     // The client secret in a file only its owner reads.
     let secret_file = data.join("slack.secret");
     {
@@ -703,20 +707,7 @@ fn a_provider_that_refuses_answers_nonsense_or_too_much_too_late_or_elsewhere_ch
 -> Result<()> {
     let base = misbehaving()?;
     let redirect = format!("http://127.0.0.1:{}/oauth/callback", free_port()?);
-    let grants = r##"
-[[grant]]
-integration = "slack"
-scope = "channel:#general"
-actions = ["post"]
-"##;
-    let (_dir, data, manifest) = crate::env::employee_dir("poster", grants)?;
-    for args in [
-        &["operators", "add", "ada", "--role", "admin", "--as", "ada"][..],
-        &["run", &manifest, "--task", "post hello"],
-    ] {
-        let o = clancy(&data, args)?;
-        anyhow::ensure!(o.status.success(), "{args:?}: {}", stderr(&o));
-    }
+    let (_dir, data) = registered(&["post"])?;
     let mut config = String::new();
     for mode in ["error", "garbage", "huge", "redirect", "slow"] {
         config.push_str(&format!(
