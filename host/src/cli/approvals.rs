@@ -399,26 +399,19 @@ fn approvals(host: &Org, command: ApprovalsCommand, out: &mut impl Write) -> Res
                     }
                 }
             }
-            // Versions that may widen an employee wait in the same queue.
-            let upgrades: Vec<serde_json::Value> = host
+            // Versions that may widen an employee wait in the same queue,
+            // shown as the daemon's queue shows them.
+            let upgrades: Vec<crate::org::Upgrade> = host
                 .upgrades()?
-                .iter()
+                .into_iter()
                 .filter(|u| all || u.status == crate::org::UpgradeStatus::Pending)
                 .filter(|u| employee.as_ref().is_none_or(|e| &u.employee == e))
-                .map(|u| {
-                    serde_json::to_value(u).map(|mut v| {
-                        if let Some(o) = v.as_object_mut() {
-                            o.remove("manifest");
-                        }
-                        v
-                    })
-                })
-                .collect::<Result<_, _>>()?;
+                .collect();
             for u in &upgrades {
                 if json {
-                    writeln!(out, "{u}")?;
+                    writeln!(out, "{}", super::employees::upgrade_json(u))?;
                 } else {
-                    writeln!(out, "{}", super::employees::upgrade_lines(u).join("\n"))?;
+                    writeln!(out, "{}", u.preview())?;
                 }
             }
             if list.is_empty() && upgrades.is_empty() && !json {

@@ -96,8 +96,8 @@ pub(super) fn read_component(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("cannot read the component {}", path.display()))
 }
 
-/// A waiting version as the queue shows it: a head line and its diff.
-pub(super) fn upgrade_lines(u: &Value) -> Vec<String> {
+/// A waiting version as `employees upgrades` shows it: a head line and its diff.
+fn upgrade_lines(u: &Value) -> Vec<String> {
     let mut lines = vec![format!(
         "[{}] {}: new version of {} submitted by {} ({}); an admin approves or denies it:",
         human::line(u["id"].as_str().unwrap_or_default()),
@@ -162,7 +162,7 @@ fn submitted_json(s: Submitted) -> Value {
     }
 }
 
-fn upgrade_json(u: &crate::org::Upgrade) -> Value {
+pub(super) fn upgrade_json(u: &crate::org::Upgrade) -> Value {
     json!({
         "id": u.id,
         "employee": u.employee,
