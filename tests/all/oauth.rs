@@ -234,9 +234,22 @@ fn wait(child: &mut Child) -> Result<std::process::ExitStatus> {
     }
 }
 
-/// The organisation, opened in this process (the CLI has exited).
+/// The organisation, opened in this process once the CLI processes that
+/// had the store are gone (a CI run once saw the store still locked just
+/// after one exited: the open is retried for up to 10 s, then fails).
 fn org(data: &Path) -> Result<Org> {
-    Ok(Org::open(data, "default", DataDirMode::Existing)?)
+    let started = Instant::now();
+    loop {
+        match Org::open(data, "default", DataDirMode::Existing) {
+            Err(e)
+                if e.to_string().contains("in use by another clancy process")
+                    && started.elapsed() < Duration::from_secs(10) =>
+            {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            opened => return Ok(opened?),
+        }
+    }
 }
 
 /// A connection's sealed token, opened as the host would.
