@@ -11,6 +11,7 @@ pub mod addresses;
 pub mod approvals;
 pub mod audit;
 pub mod cli;
+pub mod connectors;
 pub mod daemon;
 pub mod digest;
 pub mod human;

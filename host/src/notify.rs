@@ -51,17 +51,21 @@ pub enum Event {
     /// The host signed an audit checkpoint (sent only to targets that list
     /// it: a copy of every checkpoint kept by someone else).
     Checkpoint,
+    /// A connection the employee's grants use needs an admin to connect it
+    /// again (its refresh was refused, or it outlived its lifetime).
+    Connection,
 }
 
 impl Event {
     /// Every event.
-    pub const ALL: [Event; 6] = [
+    pub const ALL: [Event; 7] = [
         Event::Requested,
         Event::Escalated,
         Event::Decided,
         Event::Expired,
         Event::Failed,
         Event::Checkpoint,
+        Event::Connection,
     ];
 
     /// The event's name in manifests and headers.
@@ -73,6 +77,7 @@ impl Event {
             Event::Expired => "expired",
             Event::Failed => "failed",
             Event::Checkpoint => "checkpoint",
+            Event::Connection => "connection",
         }
     }
 
@@ -370,8 +375,8 @@ pub fn payload(
             approval.id,
             approval.outcome.as_deref().unwrap_or("")
         ),
-        // Never about a request (see `checkpoint_payload`).
-        Event::Checkpoint => format!("{} ({})", r.employee, approval.id),
+        // Never about a request (see `checkpoint_payload`, `connection_payload`).
+        Event::Checkpoint | Event::Connection => format!("{} ({})", r.employee, approval.id),
     };
     match format {
         Format::Json => serde_json::json!({
@@ -418,6 +423,38 @@ pub fn checkpoint_payload(
                     "```{}```",
                     serde_json::to_string(checkpoint).unwrap_or_default()
                 ) } },
+            ]
+        }),
+    }
+}
+
+/// The payload saying connection `id` (of `provider`, serving
+/// `integration`) needs an admin to connect it again, and why. Never
+/// carries a token.
+pub fn connection_payload(
+    format: Format,
+    id: &str,
+    provider: &str,
+    integration: &str,
+    why: &str,
+) -> serde_json::Value {
+    let headline =
+        format!("Connection {id} to {provider} ({integration}) needs re-authorisation: {why}");
+    let how = format!(
+        "An admin runs `clancy connect {provider}`; calls through it get `expired` meanwhile."
+    );
+    match format {
+        Format::Json => serde_json::json!({
+            "event": Event::Connection.name(),
+            "text": headline,
+            "connection": { "id": id, "provider": provider, "integration": integration, "status": "needs-reauthorisation" },
+            "next": how,
+        }),
+        Format::Slack => serde_json::json!({
+            "text": headline,
+            "blocks": [
+                { "type": "section", "text": { "type": "mrkdwn", "text": format!("*{headline}*") } },
+                { "type": "context", "elements": [ { "type": "mrkdwn", "text": how } ] }
             ]
         }),
     }
@@ -534,12 +571,25 @@ impl Outbox {
         checkpoint: &crate::keys::Checkpoint,
         now: DateTime<Utc>,
     ) -> Result<Notification, StoreError> {
+        let body = checkpoint_payload(target.format, checkpoint);
+        self.push_notice(target, Event::Checkpoint, body, now)
+    }
+
+    /// Queue `body`, a notice about no request (`event` is a checkpoint's
+    /// or a connection's), for `target` durably.
+    pub fn push_notice(
+        &self,
+        target: &Target,
+        event: Event,
+        body: serde_json::Value,
+        now: DateTime<Utc>,
+    ) -> Result<Notification, StoreError> {
         let n = Notification {
             id: format!("nt-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
-            event: Event::Checkpoint,
+            event,
             approval: String::new(),
             url: target.url.clone(),
-            body: checkpoint_payload(target.format, checkpoint).to_string(),
+            body: body.to_string(),
             attempts: 0,
             next_at: now,
             last_error: None,

@@ -41,8 +41,8 @@ pub fn provider_scopes(integration: Integration, write: bool) -> &'static [&'sta
             "https://www.googleapis.com/auth/gmail.send",
             "https://www.googleapis.com/auth/gmail.modify",
         ],
-        (Integration::Slack, false) => &["channels:history"],
-        (Integration::Slack, true) => &["chat:write"],
+        (Integration::Slack, false) => &["channels:history", "channels:read"],
+        (Integration::Slack, true) => &["chat:write", "channels:read"],
         (Integration::Hubspot, false) => &["crm.objects.contacts.read", "crm.objects.deals.read"],
         (Integration::Hubspot, true) => &["crm.objects.deals.write"],
         (Integration::GoogleCalendar, false) => {
@@ -103,6 +103,21 @@ pub struct ProviderConfig {
     /// How long one request to the provider may take.
     #[serde(default = "default_timeout", with = "humantime_serde_compat")]
     pub timeout: Duration,
+    /// Where the service's API is (its real address unless a test or a
+    /// proxy says otherwise); https, or http on loopback only.
+    pub api_base: Option<String>,
+    /// The account connected: for Gmail, the mailbox's address (mail is
+    /// sent from it, and its domain is the organisation's own).
+    pub account: Option<String>,
+    /// Grant scope values mapped to the service's own ids (a label's,
+    /// channel's or calendar's id; HubSpot's portal and QuickBooks'
+    /// company (realm) ids, which must be listed: a scope not here is
+    /// not this connection's).
+    #[serde(default)]
+    pub ids: std::collections::BTreeMap<String, String>,
+    /// Connector settings (QuickBooks: `payment_account`, `expense_account`).
+    #[serde(default)]
+    pub settings: std::collections::BTreeMap<String, String>,
 }
 
 fn default_timeout() -> Duration {
@@ -178,6 +193,7 @@ pub fn load_providers(data_dir: &Path) -> Result<Vec<ProviderConfig>, OAuthError
             ("token_url", Some(&p.token_url)),
             ("revoke_url", p.revoke_url.as_ref()),
             ("redirect_uri", Some(&p.redirect_uri)),
+            ("api_base", p.api_base.as_ref()),
         ] {
             if let Some(url) = url {
                 let parsed = reqwest::Url::parse(url).map_err(|e| {

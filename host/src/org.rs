@@ -17,6 +17,7 @@ use sha2::Digest as _;
 
 use crate::approvals::{Approval, ApprovalQueue, Clock, SystemClock};
 use crate::audit::{AuditLog, Decision, Kind, Record};
+use crate::integrations::Integration;
 use crate::limits::Meter;
 use crate::manifest::Manifest;
 use crate::mediator::{Mediator, Wiring};
@@ -28,7 +29,7 @@ use crate::providers::sandbox::Sandbox;
 use crate::runtime::{LoadError, LoadedEmployee, Runtime, imports};
 use crate::store::{OrgStore, SledStore, Store, StoreError, valid_org};
 
-mod connections;
+pub mod connections;
 mod decisions;
 mod explain;
 mod lifecycle;
@@ -107,7 +108,7 @@ pub struct Org {
     /// Employees loaded to hear decisions, by name, with the manifest they were loaded from.
     reactors: Mutex<HashMap<String, (String, Arc<LoadedEmployee>)>>,
     /// The vault's master keys, loaded on first use.
-    vault: OnceLock<crate::vault::MasterKeys>,
+    vault: Arc<OnceLock<crate::vault::MasterKeys>>,
 }
 
 /// The store's list of organisations (one key per name).
@@ -234,7 +235,7 @@ impl Org {
             store,
             runtime: Arc::new(OnceLock::new()),
             reactors: Mutex::new(HashMap::new()),
-            vault: OnceLock::new(),
+            vault: Arc::new(OnceLock::new()),
         })
     }
 
@@ -548,17 +549,7 @@ impl Org {
         args: &str,
         result: &str,
     ) -> Result<(), OrgError> {
-        let record = Record {
-            employee: "host".into(),
-            action: action.into(),
-            args: args.into(),
-            result: result.into(),
-            ..Record::default()
-        };
-        self.audit
-            .append(Kind::Note, record)
-            .map_err(|e| OrgError::Store(e.0))?;
-        Ok(())
+        audit_note(&self.audit, action, args, result)
     }
 
     /// Record the end of every task that started but never ended (the
@@ -684,8 +675,10 @@ impl Org {
         Ok(self.runtime.get_or_init(|| runtime))
     }
 
-    /// The providers of this org: the sandbox workspace for every service,
-    /// and this org's folders under `files/<org>/` in the data dir.
+    /// The providers of this org: for each service, the connector of the
+    /// connection an admin chose for it (`clancy connections use`), else
+    /// the sandbox workspace; and this org's folders under `files/<org>/`
+    /// in the data dir.
     pub fn providers(&self) -> Result<Providers, OrgError> {
         let sandbox = Arc::new(self.sandbox.clone());
         let root = format!("files/{}", self.org());
@@ -694,12 +687,42 @@ impl Org {
         };
         self.data.create_dir_all(&root).map_err(io)?;
         let files = Folders::new(self.data.open_dir(&root).map_err(io)?);
+        let bound = self.bindings()?;
+        let api = |integration: Integration| {
+            bound
+                .get(&integration)
+                .map(|id| Arc::new(crate::connectors::Api::new(self.vault(), id, integration)))
+        };
+        use crate::connectors::{gcal, gmail, hubspot, quickbooks, slack};
+        use crate::providers::{
+            CalendarProvider, ChatProvider, CrmProvider, LedgerProvider, MailProvider,
+        };
+        let mail: Arc<dyn MailProvider> = match api(Integration::Gmail) {
+            Some(api) => Arc::new(gmail::Gmail::new(api)),
+            None => sandbox.clone(),
+        };
+        let chat: Arc<dyn ChatProvider> = match api(Integration::Slack) {
+            Some(api) => Arc::new(slack::Slack::new(api)),
+            None => sandbox.clone(),
+        };
+        let crm: Arc<dyn CrmProvider> = match api(Integration::Hubspot) {
+            Some(api) => Arc::new(hubspot::Hubspot::new(api)),
+            None => sandbox.clone(),
+        };
+        let calendar: Arc<dyn CalendarProvider> = match api(Integration::GoogleCalendar) {
+            Some(api) => Arc::new(gcal::GoogleCalendar::new(api)),
+            None => sandbox.clone(),
+        };
+        let ledger: Arc<dyn LedgerProvider> = match api(Integration::Quickbooks) {
+            Some(api) => Arc::new(quickbooks::Quickbooks::new(api)),
+            None => sandbox,
+        };
         Ok(Providers::new(
-            sandbox.clone(),
-            sandbox.clone(),
-            sandbox.clone(),
-            sandbox.clone(),
-            sandbox,
+            mail,
+            chat,
+            crm,
+            calendar,
+            ledger,
             Arc::new(files),
         ))
     }
@@ -771,6 +794,21 @@ impl Org {
 }
 
 /// The manifest `employee` was last loaded with in `org`.
+/// Record something the host did for an operator (a note by `host`).
+fn audit_note(audit: &AuditLog, action: &str, args: &str, result: &str) -> Result<(), OrgError> {
+    let record = Record {
+        employee: "host".into(),
+        action: action.into(),
+        args: args.into(),
+        result: result.into(),
+        ..Record::default()
+    };
+    audit
+        .append(Kind::Note, record)
+        .map_err(|e| OrgError::Store(e.0))?;
+    Ok(())
+}
+
 fn manifest_in(org: &OrgStore, employee: &str) -> Result<Option<Manifest>, StoreError> {
     org.get_json("employees", format!("manifest/{employee}").as_bytes())
 }

@@ -39,6 +39,8 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/api/v1/undo", &["post"]),
     ("/api/v1/connections", &["get", "post"]),
     ("/api/v1/connections/{id}/revoke", &["post"]),
+    ("/api/v1/connections/{id}/use", &["post"]),
+    ("/api/v1/connections/sandbox", &["post"]),
     ("/api/v1/organisation", &["get"]),
     ("/api/v1/organisation/export", &["get"]),
     ("/api/v1/sandbox", &["get"]),

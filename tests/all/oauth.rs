@@ -44,7 +44,7 @@ impl StandIn {
             .arg(dir.join("server.mjs"))
             .env("PORT", port.to_string())
             .env("REDIRECT", redirect)
-            .env("SCOPES", "channels:history chat:write")
+            .env("SCOPES", "channels:history channels:read chat:write")
             .env("ACCESS_TTL", access_ttl.to_string())
             .env("CLIENT_SECRET", CLIENT_SECRET)
             .stdout(Stdio::piped())
@@ -286,7 +286,10 @@ fn connect_with_pkce_refuses_a_forged_state_a_replayed_code_and_another_redirect
     let (mut child, url) = connecting(&data, &log)?;
     let asked = reqwest::Url::parse(&url)?;
     let q: std::collections::HashMap<String, String> = asked.query_pairs().into_owned().collect();
-    assert_eq!(q["scope"], "channels:history chat:write", "{url}");
+    assert_eq!(
+        q["scope"], "channels:history channels:read chat:write",
+        "{url}"
+    );
     assert_eq!(q["code_challenge_method"], "S256");
     assert_eq!(q["redirect_uri"], redirect);
     // Another redirect URI: the authorization server refuses it.
@@ -343,7 +346,7 @@ fn connect_with_pkce_refuses_a_forged_state_a_replayed_code_and_another_redirect
     assert_eq!(listed["status"], "active", "{listed}");
     assert_eq!(
         listed["scopes"],
-        serde_json::json!(["channels:history", "chat:write"])
+        serde_json::json!(["channels:history", "channels:read", "chat:write"])
     );
     let id = listed["id"].as_str().context("no id")?.to_string();
     let access = token(&data, &id, "access_token")?;

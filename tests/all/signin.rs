@@ -666,6 +666,18 @@ const MATRIX: &[(&str, &str, Option<&str>, Option<Role>)] = &[
         Some(Role::Admin),
     ),
     (
+        "POST",
+        "/api/v1/connections/cn-none/use",
+        None,
+        Some(Role::Admin),
+    ),
+    (
+        "POST",
+        "/api/v1/connections/sandbox",
+        Some(r#"{"integration": "gmail"}"#),
+        Some(Role::Admin),
+    ),
+    (
         "GET",
         "/api/v1/organisation/export",
         None,

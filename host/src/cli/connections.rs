@@ -53,6 +53,36 @@ pub(super) enum ConnectionsCommand {
         #[arg(long = "as", value_name = "ADMIN")]
         by: Option<String>,
     },
+    /// Send every employee's calls to the connection's integration through
+    /// it (instead of the sandbox workspace), from their next task on.
+    Use {
+        /// The connection (`cn-…`).
+        id: String,
+        /// The admin choosing it [default: $USER].
+        #[arg(long = "as", value_name = "ADMIN")]
+        by: Option<String>,
+    },
+    /// Send every employee's calls to an integration to the sandbox
+    /// workspace again, from their next task on.
+    Sandbox {
+        /// `gmail`, `slack`, `hubspot`, `google-calendar` or `quickbooks`.
+        integration: String,
+        /// The admin choosing it [default: $USER].
+        #[arg(long = "as", value_name = "ADMIN")]
+        by: Option<String>,
+    },
+}
+
+/// The integration named `name`, one reached through a connection.
+fn connected_integration(name: &str) -> Result<crate::integrations::Integration> {
+    crate::integrations::Integration::parse(name)
+        .filter(|i| *i != crate::integrations::Integration::Files)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "{} is not an integration reached through a connection (gmail, slack, hubspot, google-calendar, quickbooks)",
+                human::line(name)
+            )
+        })
 }
 
 #[derive(Subcommand, Debug)]
@@ -73,8 +103,9 @@ fn no_daemon(global: &Global) -> Result<()> {
 }
 
 /// The view of a connection people and `--json` see: never a token.
-fn view(c: &crate::org::Connection) -> serde_json::Value {
+fn view(c: &crate::org::Connection, in_use: bool) -> serde_json::Value {
     serde_json::json!({
+        "in_use": in_use,
         "id": c.id, "provider": c.provider, "integration": c.integration,
         "scopes": c.scopes, "status": c.status, "created_by": c.created_by,
         "created_at": c.created_at, "expires_at": c.expires_at,
@@ -236,16 +267,19 @@ pub(super) fn run(
     match command {
         ConnectionsCommand::List { json } => {
             let all = host.connections()?;
+            let bindings = host.bindings()?;
             for c in &all {
+                let in_use = bindings.get(&c.integration) == Some(&c.id);
                 if json {
-                    writeln!(out, "{}", view(c))?;
+                    writeln!(out, "{}", view(c, in_use))?;
                 } else {
                     writeln!(
                         out,
-                        "{} {} ({}) {:?} scopes [{}] expires {}{}",
+                        "{} {} ({}{}) {:?} scopes [{}] expires {}{}",
                         c.id,
                         c.provider,
                         c.integration,
+                        if in_use { ", in use" } else { "" },
                         c.status,
                         c.scopes.join(" "),
                         c.expires_at
@@ -272,6 +306,22 @@ pub(super) fn run(
                 .unwrap_or_default();
             writeln!(out, "{id} {}", human::line(&note))?;
         }
+        ConnectionsCommand::Use { id, by } => {
+            let c = host.use_connection(&id, &who(by)?)?;
+            writeln!(
+                out,
+                "{} calls now go to {} through {} (from each employee's next task)",
+                c.integration, c.provider, c.id
+            )?;
+        }
+        ConnectionsCommand::Sandbox { integration, by } => {
+            let integration = connected_integration(&integration)?;
+            host.use_sandbox(integration, &who(by)?)?;
+            writeln!(
+                out,
+                "{integration} calls now go to the sandbox workspace (from each employee's next task)"
+            )?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -295,10 +345,11 @@ fn through_daemon(
                     let f = |k: &str| human::line(c[k].as_str().unwrap_or_default());
                     writeln!(
                         out,
-                        "{} {} ({}) {} scopes [{}] expires {}",
+                        "{} {} ({}{}) {} scopes [{}] expires {}",
                         f("id"),
                         f("provider"),
                         f("integration"),
+                        if c["in_use"] == true { ", in use" } else { "" },
                         f("status"),
                         c["scopes"]
                             .as_array()
@@ -330,6 +381,34 @@ fn through_daemon(
                 out,
                 "{id} {}",
                 human::line(c["note"].as_str().unwrap_or_default())
+            )?;
+        }
+        ConnectionsCommand::Use { id, by } => {
+            super::remote::no_as(&by)?;
+            let id = super::approvals::path_segment(&id)?;
+            let c = remote.post(
+                &format!("/api/v1/connections/{id}/use"),
+                &serde_json::json!({}),
+            )?;
+            let f = |k: &str| human::line(c[k].as_str().unwrap_or_default());
+            writeln!(
+                out,
+                "{} calls now go to {} through {} (from each employee's next task)",
+                f("integration"),
+                f("provider"),
+                f("id")
+            )?;
+        }
+        ConnectionsCommand::Sandbox { integration, by } => {
+            super::remote::no_as(&by)?;
+            let integration = connected_integration(&integration)?;
+            remote.post(
+                "/api/v1/connections/sandbox",
+                &serde_json::json!({ "integration": integration.name() }),
+            )?;
+            writeln!(
+                out,
+                "{integration} calls now go to the sandbox workspace (from each employee's next task)"
             )?;
         }
     }

@@ -40,6 +40,8 @@ pub(super) struct ConnectionView {
     access_expires_at: Option<DateTime<Utc>>,
     refreshes: u32,
     note: Option<String>,
+    /// Whether its integration's calls go through it (`use`).
+    in_use: bool,
 }
 
 impl From<Connection> for ConnectionView {
@@ -56,6 +58,21 @@ impl From<Connection> for ConnectionView {
             access_expires_at: c.access_expires_at,
             refreshes: c.refreshes,
             note: c.note,
+            in_use: false,
+        }
+    }
+}
+
+impl ConnectionView {
+    /// The view, saying whether its integration uses it.
+    fn of(
+        c: Connection,
+        bindings: &std::collections::BTreeMap<crate::integrations::Integration, String>,
+    ) -> ConnectionView {
+        let in_use = bindings.get(&c.integration) == Some(&c.id);
+        ConnectionView {
+            in_use,
+            ..ConnectionView::from(c)
         }
     }
 }
@@ -103,11 +120,16 @@ pub(super) async fn list(
     Extension(caller): Extension<Caller>,
 ) -> Result<Json<ConnectionList>, Problem> {
     caller.needs(Role::Admin)?;
-    let all = with_org(&caller.org, |org| org.connections())
-        .await?
-        .map_err(Problem::internal)?;
+    let (all, bindings) = with_org(&caller.org, |org| {
+        Ok::<_, crate::store::StoreError>((org.connections()?, org.bindings()?))
+    })
+    .await?
+    .map_err(Problem::internal)?;
     Ok(Json(ConnectionList {
-        items: all.into_iter().map(ConnectionView::from).collect(),
+        items: all
+            .into_iter()
+            .map(|c| ConnectionView::of(c, &bindings))
+            .collect(),
     }))
 }
 
@@ -179,6 +201,85 @@ pub(super) async fn revoke(
     after
         .map(|c| Json(ConnectionView::from(c)))
         .ok_or_else(|| problem(ConnectionError::Unknown(id)))
+}
+
+/// `POST /api/v1/connections/{id}/use` (admins): every employee's calls
+/// to the connection's integration go through it from their next task on.
+#[utoipa::path(
+    post,
+    path = "/api/v1/connections/{id}/use",
+    tag = "connections",
+    params(("id" = String, Path, description = "The connection (`cn-…`)")),
+    responses((status = 200, description = "In use", body = ConnectionView), Refusals),
+    security(("bearer" = []), ("session" = []))
+)]
+pub(super) async fn use_connection(
+    Extension(caller): Extension<Caller>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<ConnectionView>, Problem> {
+    let admin = caller.needs(Role::Admin)?.name.clone();
+    let id = path_id(id)?;
+    let c = with_org(&caller.org, move |org| org.use_connection(&id, &admin))
+        .await?
+        .map_err(problem)?;
+    Ok(Json(ConnectionView {
+        in_use: true,
+        ..ConnectionView::from(c)
+    }))
+}
+
+/// `POST /api/v1/connections/sandbox`'s body.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SandboxBody {
+    /// The integration (`gmail`, `slack`, `hubspot`, `google-calendar`, `quickbooks`).
+    integration: String,
+}
+
+/// What `POST /api/v1/connections/sandbox` did.
+#[derive(Serialize, ToSchema)]
+pub(super) struct SandboxUsed {
+    integration: String,
+    /// Whether it used a connection until now.
+    was_connected: bool,
+}
+
+/// `POST /api/v1/connections/sandbox` (admins): an integration's calls go
+/// to the sandbox workspace from every employee's next task on.
+#[utoipa::path(
+    post,
+    path = "/api/v1/connections/sandbox",
+    tag = "connections",
+    request_body = SandboxBody,
+    responses((status = 200, description = "The sandbox is used", body = SandboxUsed), Refusals),
+    security(("bearer" = []), ("session" = []))
+)]
+pub(super) async fn use_sandbox(
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<SandboxUsed>, Problem> {
+    let admin = caller.needs(Role::Admin)?.name.clone();
+    let body: SandboxBody = json_body(&headers, &body, r#"{"integration": "gmail"}"#)?;
+    let integration = crate::integrations::Integration::parse(&body.integration)
+        .filter(|i| *i != crate::integrations::Integration::Files)
+        .ok_or_else(|| {
+            Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Unknown integration",
+                format!(
+                    "{} is not an integration reached through a connection (gmail, slack, hubspot, google-calendar, quickbooks)",
+                    crate::human::line(&body.integration)
+                ),
+            )
+        })?;
+    let was_connected = with_org(&caller.org, move |org| org.use_sandbox(integration, &admin))
+        .await?
+        .map_err(problem)?;
+    Ok(Json(SandboxUsed {
+        integration: integration.name().to_string(),
+        was_connected,
+    }))
 }
 
 /// What the provider sends the browser back with.

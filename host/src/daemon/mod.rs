@@ -354,6 +354,11 @@ impl Daemon {
                 get(connect::list).post(connect::start),
             )
             .route("/api/v1/connections/{id}/revoke", post(connect::revoke))
+            .route(
+                "/api/v1/connections/{id}/use",
+                post(connect::use_connection),
+            )
+            .route("/api/v1/connections/sandbox", post(connect::use_sandbox))
             .route("/api/v1/organisation", get(organisation::mine))
             .route("/api/v1/organisation/export", get(organisation::export))
             .route("/api/v1/sandbox", get(sandbox::show))
@@ -698,6 +703,8 @@ async fn check_host(State(shared): State<Arc<Shared>>, request: Request, next: N
         connect::list,
         connect::start,
         connect::revoke,
+        connect::use_connection,
+        connect::use_sandbox,
         organisation::mine,
         organisation::export,
         sandbox::show,

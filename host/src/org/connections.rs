@@ -4,16 +4,23 @@
 //! expires (a rotated refresh token replaces the old), and revoked at the
 //! provider (RFC 7009) and deleted here on demand. Their tokens are sealed
 //! in the vault; nothing here ever returns, logs or audits one, except
-//! [`Org::connection_token`] to the connector that sends it.
+//! [`Vault::connection_token`] to the connector that sends it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
 use super::{Org, OrgError};
+use crate::approvals::Clock;
+use crate::audit::AuditLog;
 use crate::integrations::Integration;
 use crate::oauth::{OAuthError, ProviderConfig, Tokens};
+use crate::providers::Done;
+use crate::store::OrgStore;
 use crate::store::StoreError;
 use crate::vault::{MasterKeys, RecordId, Sealed, Secret, VaultError};
 
@@ -119,11 +126,307 @@ fn state_key(state: &str) -> Vec<u8> {
     format!("p/{}", hex::encode(sha2::Sha256::digest(state.as_bytes()))).into_bytes()
 }
 
+/// Where connectors remember the results of their writes, by key.
+const WRITES_AREA: &str = "connector-writes";
+
+fn write_key(id: &str, key: &str) -> Vec<u8> {
+    use sha2::Digest as _;
+    format!("{id}/{}", hex::encode(sha2::Sha256::digest(key.as_bytes()))).into_bytes()
+}
+
+/// The lock one connection's refreshes take (per process).
+fn refresh_lock(org: &str, id: &str) -> Arc<std::sync::Mutex<()>> {
+    static LOCKS: std::sync::LazyLock<
+        std::sync::Mutex<std::collections::HashMap<String, Arc<std::sync::Mutex<()>>>>,
+    > = std::sync::LazyLock::new(Default::default);
+    let mut locks = LOCKS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    locks
+        .entry(format!("{org}/{id}"))
+        .or_insert_with(|| Arc::new(std::sync::Mutex::new(())))
+        .clone()
+}
+
 fn conn_key(id: &str) -> Vec<u8> {
     format!("c/{id}").into_bytes()
 }
 
+/// What reaches an organisation's sealed tokens: the connectors hold one
+/// (a clone: cheap) to get an access token when they call a provider, and
+/// the organisation's connection commands go through it too.
+#[derive(Clone)]
+pub struct Vault {
+    org: OrgStore,
+    audit: Arc<AuditLog>,
+    clock: Arc<dyn Clock>,
+    data_dir: PathBuf,
+    keys: Arc<OnceLock<MasterKeys>>,
+}
+
+impl Vault {
+    fn org(&self) -> &str {
+        self.org.org()
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    fn audit_operator_action(
+        &self,
+        action: &str,
+        args: &str,
+        result: &str,
+    ) -> Result<(), OrgError> {
+        super::audit_note(&self.audit, action, args, result)
+    }
+
+    /// The vault's master keys (loaded on first use).
+    pub fn vault_keys(&self) -> Result<&MasterKeys, VaultError> {
+        if let Some(k) = self.keys.get() {
+            return Ok(k);
+        }
+        let keys = MasterKeys::load(self.data_dir())?;
+        Ok(self.keys.get_or_init(|| keys))
+    }
+
+    /// The configured provider `name`.
+    pub fn oauth_provider(&self, name: &str) -> Result<ProviderConfig, ConnectionError> {
+        crate::oauth::load_providers(self.data_dir())?
+            .into_iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| ConnectionError::UnknownProvider(name.to_string()))
+    }
+
+    /// One connection.
+    pub fn connection(&self, id: &str) -> Result<Option<Connection>, StoreError> {
+        self.org.get_json(AREA, &conn_key(id))
+    }
+
+    pub(crate) fn store_tokens(
+        &self,
+        connection: &mut Connection,
+        tokens: Tokens,
+        keys: &MasterKeys,
+    ) -> Result<(), ConnectionError> {
+        let record = |field| RecordId {
+            org: self.org(),
+            record: &connection.id,
+            field,
+        };
+        let access = keys.seal(record("access_token"), &tokens.access);
+        let refresh = match &tokens.refresh {
+            Some(r) => Some(keys.seal(record("refresh_token"), r)),
+            // No rotation: the refresh token in force stays.
+            None => connection.refresh.clone(),
+        };
+        connection.access = Some(access);
+        connection.refresh = refresh;
+        connection.access_expires_at = tokens
+            .expires_in
+            .and_then(|d| Duration::from_std(d).ok())
+            .map(|d| self.now() + d);
+        Ok(())
+    }
+
+    pub(crate) fn mark(
+        &self,
+        mut c: Connection,
+        status: ConnectionStatus,
+        note: &str,
+    ) -> Result<(), ConnectionError> {
+        c.status = status;
+        c.note = Some(note.to_string());
+        if status == ConnectionStatus::Revoked {
+            c.access = None;
+            c.refresh = None;
+        }
+        self.org.put_json(AREA, &conn_key(&c.id), &c)?;
+        self.audit_operator_action(
+            if status == ConnectionStatus::Revoked {
+                "connection-revoked"
+            } else {
+                "connection-expired"
+            },
+            &c.id,
+            note,
+        )?;
+        if status == ConnectionStatus::NeedsReauthorisation {
+            self.notify_reauthorisation(&c, note);
+        }
+        Ok(())
+    }
+
+    /// Mark connection `id` as needing re-authorisation because `why`
+    /// (the service refused its token): calls get `expired`, operators are
+    /// told.
+    pub fn expire(&self, id: &str, why: &str) -> Result<(), ConnectionError> {
+        match self.connection(id)? {
+            Some(c) if c.status == ConnectionStatus::Active => self.mark(
+                c,
+                ConnectionStatus::NeedsReauthorisation,
+                &format!("{why}: an admin connects it again"),
+            ),
+            _ => Ok(()),
+        }
+    }
+
+    /// The result of connection `id`'s write with idempotency `key`, if
+    /// it happened.
+    pub fn written(&self, id: &str, key: &str) -> Result<Option<Done>, StoreError> {
+        self.org.get_json(WRITES_AREA, &write_key(id, key))
+    }
+
+    /// Remember the result of connection `id`'s write with idempotency `key`.
+    pub fn remember_write(&self, id: &str, key: &str, done: &Done) -> Result<(), StoreError> {
+        self.org.put_json(WRITES_AREA, &write_key(id, key), done)
+    }
+
+    /// Tell the people who watch every employee with a grant of the
+    /// connection's integration that an admin must connect it again (the
+    /// employees' notification targets that want `connection`). A failure
+    /// to queue is logged: the audit entry is already there.
+    fn notify_reauthorisation(&self, c: &Connection, why: &str) {
+        let employees: Vec<crate::manifest::Manifest> =
+            match self.org.scan_json("employees", b"manifest/") {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::error!("cannot read notification targets for {}: {e}", c.id);
+                    return;
+                }
+            };
+        let outbox = crate::notify::Outbox::new(self.org.clone());
+        let mut sent = BTreeSet::new();
+        for target in employees
+            .iter()
+            .filter(|m| m.grants.iter().any(|g| g.integration == c.integration))
+            .flat_map(|m| &m.notify)
+            .filter(|t| t.wants(crate::notify::Event::Connection))
+        {
+            // One notice per receiver, however many employees share it.
+            if !sent.insert((target.url.clone(), format!("{:?}", target.format))) {
+                continue;
+            }
+            let body = crate::notify::connection_payload(
+                target.format,
+                &c.id,
+                &c.provider,
+                c.integration.name(),
+                why,
+            );
+            if let Err(e) =
+                outbox.push_notice(target, crate::notify::Event::Connection, body, self.now())
+            {
+                tracing::error!("could not queue a connection notification: {e}");
+            }
+        }
+    }
+
+    /// The access token of connection `id`, for the connector that sends it:
+    /// refreshed first when it is about to expire (a rotated refresh token
+    /// replaces the old). A connection past its lifetime, revoked, or whose
+    /// refresh the provider refuses is `Expired` (and marked so: an admin
+    /// connects it again).
+    pub fn connection_token(&self, id: &str) -> Result<Secret, ConnectionError> {
+        self.token(id, false)
+    }
+
+    /// The access token of connection `id`, refreshed now whatever its
+    /// expiry says (the service refused the one in force).
+    pub fn refreshed_token(&self, id: &str) -> Result<Secret, ConnectionError> {
+        self.token(id, true)
+    }
+
+    fn token(&self, id: &str, force: bool) -> Result<Secret, ConnectionError> {
+        // One refresh at a time per connection: a rotated refresh token is
+        // spent by the first, and the provider revokes a grant whose spent
+        // token comes back.
+        let lock = refresh_lock(self.org(), id);
+        let _held = lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(mut c) = self.connection(id)? else {
+            return Err(ConnectionError::Unknown(id.to_string()));
+        };
+        if c.status != ConnectionStatus::Active {
+            return Err(ConnectionError::Expired(id.to_string()));
+        }
+        let now = self.now();
+        if now >= c.expires_at {
+            self.mark(
+                c,
+                ConnectionStatus::NeedsReauthorisation,
+                "it outlived its maximum lifetime: an admin connects it again",
+            )?;
+            return Err(ConnectionError::Expired(id.to_string()));
+        }
+        let keys = self.vault_keys()?;
+        let record = |field| RecordId {
+            org: self.org(),
+            record: id,
+            field,
+        };
+        let due = force
+            || c.access_expires_at
+                .is_some_and(|at| at - Duration::seconds(REFRESH_MARGIN_SECS) <= now);
+        if !due {
+            let sealed = c
+                .access
+                .as_ref()
+                .ok_or_else(|| ConnectionError::Expired(id.to_string()))?;
+            return Ok(keys.open(record("access_token"), sealed)?);
+        }
+        let Some(sealed_refresh) = c.refresh.clone() else {
+            self.mark(
+                c,
+                ConnectionStatus::NeedsReauthorisation,
+                "its access token expired and it has no refresh token",
+            )?;
+            return Err(ConnectionError::Expired(id.to_string()));
+        };
+        let refresh = keys.open(record("refresh_token"), &sealed_refresh)?;
+        let config = self.oauth_provider(&c.provider)?;
+        match config.refresh(&refresh) {
+            Ok(tokens) => {
+                let access = tokens.access.clone();
+                self.store_tokens(&mut c, tokens, keys)?;
+                c.refreshes += 1;
+                self.org.put_json(AREA, &conn_key(id), &c)?;
+                Ok(access)
+            }
+            Err(OAuthError::Refused(why)) => {
+                self.mark(
+                    c,
+                    ConnectionStatus::NeedsReauthorisation,
+                    &format!(
+                        "the provider refused its refresh ({why}): an admin connects it again"
+                    ),
+                )?;
+                Err(ConnectionError::Expired(id.to_string()))
+            }
+            // The provider could not be reached: try again next time.
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
 impl Org {
+    /// The organisation's vault (what its connectors hold).
+    pub fn vault(&self) -> Vault {
+        Vault {
+            org: self.org.clone(),
+            audit: self.audit.clone(),
+            clock: self.clock.clone(),
+            data_dir: self.data_dir().to_path_buf(),
+            keys: self.vault.clone(),
+        }
+    }
+
     /// The vault's master keys (loaded on first use).
     pub fn vault_keys(&self) -> Result<&MasterKeys, VaultError> {
         if let Some(k) = self.vault.get() {
@@ -135,10 +438,12 @@ impl Org {
 
     /// The configured provider `name`.
     pub fn oauth_provider(&self, name: &str) -> Result<ProviderConfig, ConnectionError> {
-        crate::oauth::load_providers(self.data_dir())?
-            .into_iter()
-            .find(|p| p.name == name)
-            .ok_or_else(|| ConnectionError::UnknownProvider(name.to_string()))
+        self.vault().oauth_provider(name)
+    }
+
+    /// The access token of connection `id` (see [`Vault::connection_token`]).
+    pub fn connection_token(&self, id: &str) -> Result<Secret, ConnectionError> {
+        self.vault().connection_token(id)
     }
 
     fn require_admin(&self, by: &str) -> Result<(), ConnectionError> {
@@ -278,7 +583,7 @@ impl Org {
             access: None,
             refresh: None,
         };
-        self.store_tokens(&mut connection, tokens, keys)?;
+        self.vault().store_tokens(&mut connection, tokens, keys)?;
         self.org.put_json(AREA, &conn_key(&id), &connection)?;
         self.audit_operator_action(
             "connection-created",
@@ -294,32 +599,6 @@ impl Org {
         Ok(connection)
     }
 
-    fn store_tokens(
-        &self,
-        connection: &mut Connection,
-        tokens: Tokens,
-        keys: &MasterKeys,
-    ) -> Result<(), ConnectionError> {
-        let record = |field| RecordId {
-            org: self.org(),
-            record: &connection.id,
-            field,
-        };
-        let access = keys.seal(record("access_token"), &tokens.access);
-        let refresh = match &tokens.refresh {
-            Some(r) => Some(keys.seal(record("refresh_token"), r)),
-            // No rotation: the refresh token in force stays.
-            None => connection.refresh.clone(),
-        };
-        connection.access = Some(access);
-        connection.refresh = refresh;
-        connection.access_expires_at = tokens
-            .expires_in
-            .and_then(|d| Duration::from_std(d).ok())
-            .map(|d| self.now() + d);
-        Ok(())
-    }
-
     /// The organisation's connections (their tokens stay sealed).
     pub fn connections(&self) -> Result<Vec<Connection>, StoreError> {
         let mut all: Vec<Connection> = self.org.scan_json(AREA, b"c/")?;
@@ -330,101 +609,6 @@ impl Org {
     /// One connection.
     pub fn connection(&self, id: &str) -> Result<Option<Connection>, StoreError> {
         self.org.get_json(AREA, &conn_key(id))
-    }
-
-    fn mark(
-        &self,
-        mut c: Connection,
-        status: ConnectionStatus,
-        note: &str,
-    ) -> Result<(), ConnectionError> {
-        c.status = status;
-        c.note = Some(note.to_string());
-        if status == ConnectionStatus::Revoked {
-            c.access = None;
-            c.refresh = None;
-        }
-        self.org.put_json(AREA, &conn_key(&c.id), &c)?;
-        self.audit_operator_action(
-            if status == ConnectionStatus::Revoked {
-                "connection-revoked"
-            } else {
-                "connection-expired"
-            },
-            &c.id,
-            note,
-        )?;
-        Ok(())
-    }
-
-    /// The access token of connection `id`, for the connector that sends it:
-    /// refreshed first when it is about to expire (a rotated refresh token
-    /// replaces the old). A connection past its lifetime, revoked, or whose
-    /// refresh the provider refuses is `Expired` (and marked so: an admin
-    /// connects it again).
-    pub fn connection_token(&self, id: &str) -> Result<Secret, ConnectionError> {
-        let Some(mut c) = self.connection(id)? else {
-            return Err(ConnectionError::Unknown(id.to_string()));
-        };
-        if c.status != ConnectionStatus::Active {
-            return Err(ConnectionError::Expired(id.to_string()));
-        }
-        let now = self.now();
-        if now >= c.expires_at {
-            self.mark(
-                c,
-                ConnectionStatus::NeedsReauthorisation,
-                "it outlived its maximum lifetime: an admin connects it again",
-            )?;
-            return Err(ConnectionError::Expired(id.to_string()));
-        }
-        let keys = self.vault_keys()?;
-        let record = |field| RecordId {
-            org: self.org(),
-            record: id,
-            field,
-        };
-        let due = c
-            .access_expires_at
-            .is_some_and(|at| at - Duration::seconds(REFRESH_MARGIN_SECS) <= now);
-        if !due {
-            let sealed = c
-                .access
-                .as_ref()
-                .ok_or_else(|| ConnectionError::Expired(id.to_string()))?;
-            return Ok(keys.open(record("access_token"), sealed)?);
-        }
-        let Some(sealed_refresh) = c.refresh.clone() else {
-            self.mark(
-                c,
-                ConnectionStatus::NeedsReauthorisation,
-                "its access token expired and it has no refresh token",
-            )?;
-            return Err(ConnectionError::Expired(id.to_string()));
-        };
-        let refresh = keys.open(record("refresh_token"), &sealed_refresh)?;
-        let config = self.oauth_provider(&c.provider)?;
-        match config.refresh(&refresh) {
-            Ok(tokens) => {
-                let access = tokens.access.clone();
-                self.store_tokens(&mut c, tokens, keys)?;
-                c.refreshes += 1;
-                self.org.put_json(AREA, &conn_key(id), &c)?;
-                Ok(access)
-            }
-            Err(OAuthError::Refused(why)) => {
-                self.mark(
-                    c,
-                    ConnectionStatus::NeedsReauthorisation,
-                    &format!(
-                        "the provider refused its refresh ({why}): an admin connects it again"
-                    ),
-                )?;
-                Err(ConnectionError::Expired(id.to_string()))
-            }
-            // The provider could not be reached: try again next time.
-            Err(e) => Err(e.into()),
-        }
     }
 
     /// Revoke connection `id` on the word of admin `by`: its tokens are
@@ -463,7 +647,7 @@ impl Org {
                 }
             }
         }
-        self.mark(
+        self.vault().mark(
             c,
             ConnectionStatus::Revoked,
             &format!(
@@ -481,6 +665,62 @@ impl Org {
             ),
         )?;
         Ok(confirmed)
+    }
+
+    /// Which connection each integration uses (an integration not listed
+    /// uses the sandbox workspace).
+    pub fn bindings(&self) -> Result<BTreeMap<Integration, String>, StoreError> {
+        let mut out = BTreeMap::new();
+        for (key, bytes) in self.org.scan(AREA, b"u/")? {
+            let name = String::from_utf8_lossy(&key[2..]).into_owned();
+            if let (Some(i), Ok(id)) = (
+                Integration::parse(&name),
+                serde_json::from_slice::<String>(&bytes),
+            ) {
+                out.insert(i, id);
+            }
+        }
+        Ok(out)
+    }
+
+    /// On the word of admin `by`, every employee's calls to connection
+    /// `id`'s integration go to the service through it from their next
+    /// task on (instead of the sandbox workspace or another connection).
+    pub fn use_connection(&self, id: &str, by: &str) -> Result<Connection, ConnectionError> {
+        self.require_admin(by)?;
+        let c = self
+            .connection(id)?
+            .ok_or_else(|| ConnectionError::Unknown(id.to_string()))?;
+        if c.status != ConnectionStatus::Active {
+            return Err(ConnectionError::Expired(id.to_string()));
+        }
+        let key = format!("u/{}", c.integration.name()).into_bytes();
+        self.org.put_json(AREA, &key, &c.id)?;
+        self.audit_operator_action(
+            "connection-used",
+            &c.id,
+            &format!(
+                "{by} made every employee's {} calls go to {} through {}",
+                c.integration, c.provider, c.id
+            ),
+        )?;
+        Ok(c)
+    }
+
+    /// On the word of admin `by`, `integration` goes back to the sandbox
+    /// workspace from every employee's next task on. Whether it used a
+    /// connection.
+    pub fn use_sandbox(&self, integration: Integration, by: &str) -> Result<bool, ConnectionError> {
+        self.require_admin(by)?;
+        let key = format!("u/{}", integration.name()).into_bytes();
+        let had = self.org.get(AREA, &key)?.is_some();
+        self.org.write(AREA, vec![(key, None)])?;
+        self.audit_operator_action(
+            "connection-unused",
+            integration.name(),
+            &format!("{by} made every employee's {integration} calls go to the sandbox workspace"),
+        )?;
+        Ok(had)
     }
 
     /// Re-seal every token under the newest vault key (after
