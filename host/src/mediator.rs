@@ -119,8 +119,6 @@ pub struct Mediator {
     outbox: Arc<Outbox>,
     notify: Vec<Target>,
     elevations: std::sync::RwLock<Vec<Elevation>>,
-    /// The organisation's own mail domain (where mail grants send by default).
-    org_domain: String,
 }
 
 /// What a mediator is wired to: one organisation's log, providers, queue,
@@ -152,8 +150,6 @@ impl Mediator {
             employee: manifest.name.clone(),
             grants: manifest.grants.clone(),
             calls_per_minute: manifest.limits.calls_per_minute,
-            org_domain: crate::addresses::domain_of(&wiring.providers.mail_sender())
-                .to_ascii_lowercase(),
             audit: wiring.audit,
             providers: wiring.providers,
         }
@@ -515,7 +511,8 @@ impl Mediator {
     /// The recipient domains a mail grant may send to.
     fn granted_domains(&self, grant: &Grant) -> Vec<String> {
         if grant.to.is_empty() {
-            vec![self.org_domain.clone()]
+            // The mailbox in use now (the sandbox's, or the connection's).
+            vec![crate::addresses::domain_of(&self.providers.mail_sender()).to_ascii_lowercase()]
         } else {
             grant.to.clone()
         }

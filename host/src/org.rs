@@ -17,7 +17,6 @@ use sha2::Digest as _;
 
 use crate::approvals::{Approval, ApprovalQueue, Clock, SystemClock};
 use crate::audit::{AuditLog, Decision, Kind, Record};
-use crate::integrations::Integration;
 use crate::limits::Meter;
 use crate::manifest::Manifest;
 use crate::mediator::{Mediator, Wiring};
@@ -676,9 +675,9 @@ impl Org {
     }
 
     /// The providers of this org: for each service, the connector of the
-    /// connection an admin chose for it (`clancy connections use`), else
-    /// the sandbox workspace; and this org's folders under `files/<org>/`
-    /// in the data dir.
+    /// connection an admin chose for it (`clancy connections use`, looked
+    /// up at every call), else the sandbox workspace; and this org's
+    /// folders under `files/<org>/` in the data dir.
     pub fn providers(&self) -> Result<Providers, OrgError> {
         let sandbox = Arc::new(self.sandbox.clone());
         let root = format!("files/{}", self.org());
@@ -687,44 +686,15 @@ impl Org {
         };
         self.data.create_dir_all(&root).map_err(io)?;
         let files = Folders::new(self.data.open_dir(&root).map_err(io)?);
-        let bound = self.bindings()?;
-        let api = |integration: Integration| {
-            bound
-                .get(&integration)
-                .map(|id| Arc::new(crate::connectors::Api::new(self.vault(), id, integration)))
-        };
-        use crate::connectors::{gcal, gmail, hubspot, quickbooks, slack};
-        use crate::providers::{
-            CalendarProvider, ChatProvider, CrmProvider, LedgerProvider, MailProvider,
-        };
-        let mail: Arc<dyn MailProvider> = match api(Integration::Gmail) {
-            Some(api) => Arc::new(gmail::Gmail::new(api)),
-            None => sandbox.clone(),
-        };
-        let chat: Arc<dyn ChatProvider> = match api(Integration::Slack) {
-            Some(api) => Arc::new(slack::Slack::new(api)),
-            None => sandbox.clone(),
-        };
-        let crm: Arc<dyn CrmProvider> = match api(Integration::Hubspot) {
-            Some(api) => Arc::new(hubspot::Hubspot::new(api)),
-            None => sandbox.clone(),
-        };
-        let calendar: Arc<dyn CalendarProvider> = match api(Integration::GoogleCalendar) {
-            Some(api) => Arc::new(gcal::GoogleCalendar::new(api)),
-            None => sandbox.clone(),
-        };
-        let ledger: Arc<dyn LedgerProvider> = match api(Integration::Quickbooks) {
-            Some(api) => Arc::new(quickbooks::Quickbooks::new(api)),
-            None => sandbox,
-        };
         Ok(Providers::new(
-            mail,
-            chat,
-            crm,
-            calendar,
-            ledger,
+            sandbox.clone(),
+            sandbox.clone(),
+            sandbox.clone(),
+            sandbox.clone(),
+            sandbox,
             Arc::new(files),
-        ))
+        )
+        .with_router(crate::connectors::Router::new(self.vault())))
     }
 
     /// What every mediator of this org is wired to.

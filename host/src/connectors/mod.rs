@@ -23,6 +23,7 @@ pub mod hubspot;
 pub mod quickbooks;
 pub mod slack;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::Method;
@@ -33,7 +34,9 @@ use serde::de::DeserializeOwned;
 use crate::integrations::Integration;
 use crate::oauth::ProviderConfig;
 use crate::org::connections::{ConnectionError, Vault};
-use crate::providers::{Done, ProviderError};
+use crate::providers::{
+    CalendarProvider, ChatProvider, CrmProvider, Done, LedgerProvider, MailProvider, ProviderError,
+};
 
 /// The largest response body read from a service.
 pub const MAX_RESPONSE_BYTES: u64 = 4 * 1024 * 1024;
@@ -496,6 +499,79 @@ pub fn check_id(what: &str, id: &str) -> Result<(), ProviderError> {
             "{what} {} is not an id",
             crate::integrations::quote(id)
         )))
+    }
+}
+
+/// Finds, at each call, the connector of the connection an admin chose for
+/// an integration (none: the integration uses the sandbox workspace).
+/// Connectors are kept per connection, so their HTTP connections are reused.
+pub struct Router {
+    vault: Vault,
+    apis: std::sync::Mutex<std::collections::HashMap<String, Arc<Api>>>,
+}
+
+impl Router {
+    /// The router of the organisation whose vault this is.
+    pub fn new(vault: Vault) -> Router {
+        Router {
+            vault,
+            apis: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    fn api(&self, integration: Integration) -> Result<Option<Arc<Api>>, ProviderError> {
+        let bound = self.vault.binding(integration).map_err(|e| {
+            ProviderError::Failed(format!(
+                "cannot read which connection {integration} uses: {e}"
+            ))
+        })?;
+        let Some(id) = bound else {
+            return Ok(None);
+        };
+        let mut apis = self
+            .apis
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Ok(Some(
+            apis.entry(id.clone())
+                .or_insert_with(|| Arc::new(Api::new(self.vault.clone(), &id, integration)))
+                .clone(),
+        ))
+    }
+
+    /// Gmail, if a connection serves it.
+    pub fn mail(&self) -> Result<Option<Arc<dyn MailProvider>>, ProviderError> {
+        Ok(self
+            .api(Integration::Gmail)?
+            .map(|a| Arc::new(gmail::Gmail::new(a)) as Arc<dyn MailProvider>))
+    }
+
+    /// Slack, if a connection serves it.
+    pub fn chat(&self) -> Result<Option<Arc<dyn ChatProvider>>, ProviderError> {
+        Ok(self
+            .api(Integration::Slack)?
+            .map(|a| Arc::new(slack::Slack::new(a)) as Arc<dyn ChatProvider>))
+    }
+
+    /// HubSpot, if a connection serves it.
+    pub fn crm(&self) -> Result<Option<Arc<dyn CrmProvider>>, ProviderError> {
+        Ok(self
+            .api(Integration::Hubspot)?
+            .map(|a| Arc::new(hubspot::Hubspot::new(a)) as Arc<dyn CrmProvider>))
+    }
+
+    /// Google Calendar, if a connection serves it.
+    pub fn calendar(&self) -> Result<Option<Arc<dyn CalendarProvider>>, ProviderError> {
+        Ok(self
+            .api(Integration::GoogleCalendar)?
+            .map(|a| Arc::new(gcal::GoogleCalendar::new(a)) as Arc<dyn CalendarProvider>))
+    }
+
+    /// QuickBooks, if a connection serves it.
+    pub fn ledger(&self) -> Result<Option<Arc<dyn LedgerProvider>>, ProviderError> {
+        Ok(self
+            .api(Integration::Quickbooks)?
+            .map(|a| Arc::new(quickbooks::Quickbooks::new(a)) as Arc<dyn LedgerProvider>))
     }
 }
 

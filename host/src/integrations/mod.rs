@@ -534,11 +534,11 @@ impl Operation {
     ) -> Result<Response, ProviderError> {
         let scope = permit.scope_value();
         match self {
-            Operation::Mail(op) => op.run(providers.mail(permit), scope, key),
-            Operation::Chat(op) => op.run(providers.chat(permit), scope, actor, key),
-            Operation::Crm(op) => op.run(providers.crm(permit), scope, key),
-            Operation::Calendar(op) => op.run(providers.calendar(permit), scope, key),
-            Operation::Ledger(op) => op.run(providers.ledger(permit), scope, key),
+            Operation::Mail(op) => op.run(&*providers.mail(permit)?, scope, key),
+            Operation::Chat(op) => op.run(&*providers.chat(permit)?, scope, actor, key),
+            Operation::Crm(op) => op.run(&*providers.crm(permit)?, scope, key),
+            Operation::Calendar(op) => op.run(&*providers.calendar(permit)?, scope, key),
+            Operation::Ledger(op) => op.run(&*providers.ledger(permit)?, scope, key),
             Operation::Files(op) => op.run(providers.files(permit), scope, permit.folder_quota()),
             Operation::Elevation(_) | Operation::Guidance(_) => Err(ProviderError::Invalid(
                 "widenings and questions are for the host and humans, not a service".into(),
@@ -606,10 +606,10 @@ impl Inverse {
     pub(crate) fn run(&self, providers: &Providers, permit: &Permit) -> Result<(), ProviderError> {
         let scope = permit.scope_value();
         match self {
-            Inverse::Chat(inv) => inv.run(providers.chat(permit), scope),
-            Inverse::Crm(inv) => inv.run(providers.crm(permit), scope),
-            Inverse::Calendar(inv) => inv.run(providers.calendar(permit), scope),
-            Inverse::Ledger(inv) => inv.run(providers.ledger(permit), scope),
+            Inverse::Chat(inv) => inv.run(&*providers.chat(permit)?, scope),
+            Inverse::Crm(inv) => inv.run(&*providers.crm(permit)?, scope),
+            Inverse::Calendar(inv) => inv.run(&*providers.calendar(permit)?, scope),
+            Inverse::Ledger(inv) => inv.run(&*providers.ledger(permit)?, scope),
         }
     }
 }

@@ -203,6 +203,28 @@ impl Vault {
             .ok_or_else(|| ConnectionError::UnknownProvider(name.to_string()))
     }
 
+    /// Which connection each integration uses (an integration not listed
+    /// uses the sandbox workspace).
+    pub fn bindings(&self) -> Result<BTreeMap<Integration, String>, StoreError> {
+        let mut out = BTreeMap::new();
+        for (key, bytes) in self.org.scan(AREA, b"u/")? {
+            let name = String::from_utf8_lossy(&key[2..]).into_owned();
+            if let (Some(i), Ok(id)) = (
+                Integration::parse(&name),
+                serde_json::from_slice::<String>(&bytes),
+            ) {
+                out.insert(i, id);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The connection `integration` uses, if an admin chose one.
+    pub fn binding(&self, integration: Integration) -> Result<Option<String>, StoreError> {
+        self.org
+            .get_json(AREA, format!("u/{}", integration.name()).as_bytes())
+    }
+
     /// One connection.
     pub fn connection(&self, id: &str) -> Result<Option<Connection>, StoreError> {
         self.org.get_json(AREA, &conn_key(id))
@@ -670,17 +692,7 @@ impl Org {
     /// Which connection each integration uses (an integration not listed
     /// uses the sandbox workspace).
     pub fn bindings(&self) -> Result<BTreeMap<Integration, String>, StoreError> {
-        let mut out = BTreeMap::new();
-        for (key, bytes) in self.org.scan(AREA, b"u/")? {
-            let name = String::from_utf8_lossy(&key[2..]).into_owned();
-            if let (Some(i), Ok(id)) = (
-                Integration::parse(&name),
-                serde_json::from_slice::<String>(&bytes),
-            ) {
-                out.insert(i, id);
-            }
-        }
-        Ok(out)
+        self.vault().bindings()
     }
 
     /// On the word of admin `by`, every employee's calls to connection

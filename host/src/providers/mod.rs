@@ -142,6 +142,9 @@ pub struct Providers {
     calendar: Arc<dyn CalendarProvider>,
     ledger: Arc<dyn LedgerProvider>,
     files: Arc<dyn FilesProvider>,
+    /// Where each call finds the connection an admin chose for its
+    /// integration (looked up at every call); none: these providers only.
+    router: Option<Arc<crate::connectors::Router>>,
 }
 
 impl Providers {
@@ -161,37 +164,75 @@ impl Providers {
             calendar,
             ledger,
             files,
+            router: None,
         }
     }
 
-    /// The address the organisation's mail is sent from (no side effect).
+    /// The same providers, except that a call to an integration an admin
+    /// connected (`clancy connections use`) goes to its connector: checked
+    /// at every call, so a change holds from the next call on.
+    pub fn with_router(mut self, router: crate::connectors::Router) -> Providers {
+        self.router = Some(Arc::new(router));
+        self
+    }
+
+    /// The address the organisation's mail is sent from (no side effect
+    /// but a read of the connection's configuration).
     pub fn mail_sender(&self) -> String {
-        self.mail.sender()
+        match self.mail_provider() {
+            Ok(mail) => mail.sender(),
+            Err(_) => String::new(),
+        }
+    }
+
+    fn mail_provider(&self) -> Result<Arc<dyn MailProvider>, ProviderError> {
+        match &self.router {
+            Some(r) => Ok(r.mail()?.unwrap_or_else(|| self.mail.clone())),
+            None => Ok(self.mail.clone()),
+        }
     }
 
     /// The mail provider, for the holder of a [`Permit`].
-    pub(crate) fn mail(&self, _permit: &Permit) -> &dyn MailProvider {
-        self.mail.as_ref()
+    pub(crate) fn mail(&self, _permit: &Permit) -> Result<Arc<dyn MailProvider>, ProviderError> {
+        self.mail_provider()
     }
 
     /// The chat provider, for the holder of a [`Permit`].
-    pub(crate) fn chat(&self, _permit: &Permit) -> &dyn ChatProvider {
-        self.chat.as_ref()
+    pub(crate) fn chat(&self, _permit: &Permit) -> Result<Arc<dyn ChatProvider>, ProviderError> {
+        match &self.router {
+            Some(r) => Ok(r.chat()?.unwrap_or_else(|| self.chat.clone())),
+            None => Ok(self.chat.clone()),
+        }
     }
 
     /// The crm provider, for the holder of a [`Permit`].
-    pub(crate) fn crm(&self, _permit: &Permit) -> &dyn CrmProvider {
-        self.crm.as_ref()
+    pub(crate) fn crm(&self, _permit: &Permit) -> Result<Arc<dyn CrmProvider>, ProviderError> {
+        match &self.router {
+            Some(r) => Ok(r.crm()?.unwrap_or_else(|| self.crm.clone())),
+            None => Ok(self.crm.clone()),
+        }
     }
 
     /// The calendar provider, for the holder of a [`Permit`].
-    pub(crate) fn calendar(&self, _permit: &Permit) -> &dyn CalendarProvider {
-        self.calendar.as_ref()
+    pub(crate) fn calendar(
+        &self,
+        _permit: &Permit,
+    ) -> Result<Arc<dyn CalendarProvider>, ProviderError> {
+        match &self.router {
+            Some(r) => Ok(r.calendar()?.unwrap_or_else(|| self.calendar.clone())),
+            None => Ok(self.calendar.clone()),
+        }
     }
 
     /// The ledger provider, for the holder of a [`Permit`].
-    pub(crate) fn ledger(&self, _permit: &Permit) -> &dyn LedgerProvider {
-        self.ledger.as_ref()
+    pub(crate) fn ledger(
+        &self,
+        _permit: &Permit,
+    ) -> Result<Arc<dyn LedgerProvider>, ProviderError> {
+        match &self.router {
+            Some(r) => Ok(r.ledger()?.unwrap_or_else(|| self.ledger.clone())),
+            None => Ok(self.ledger.clone()),
+        }
     }
 
     /// The files provider, for the holder of a [`Permit`].
