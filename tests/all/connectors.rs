@@ -220,6 +220,7 @@ fn the_three_example_employees_run_unchanged_on_the_five_connectors() -> Result<
         Fault::Status(500, None),
     );
     let result = employees[1].run("Prepare this month's expenses")?;
+    let accounting_task = result.task_id.clone();
     let summary = completed(&result)?;
     assert!(
         summary.starts_with("expense report with 3 lines, GBP 255.38"),
@@ -340,6 +341,28 @@ fn the_three_example_employees_run_unchanged_on_the_five_connectors() -> Result<
         assert_eq!(withdrawn.body["attendees"], serde_json::json!([]));
     }
 
+    // Undo the accounting task: the purchase is voided (with its
+    // SyncToken) and the post in #accounting deleted, at the services.
+    env.host.undo_task(&accounting_task, "alice")?;
+    {
+        let w = services.world();
+        let purchase = w.purchases.values().next().context("no purchase")?;
+        assert_eq!(purchase["TotalAmt"], serde_json::json!(0));
+        let void = w
+            .seen
+            .iter()
+            .find(|s| s.query.get("operation").map(String::as_str) == Some("void"))
+            .context("no void")?;
+        assert_eq!(void.body["SyncToken"], "0");
+        let deleted = w.to("/api/chat.delete").pop().context("no chat.delete")?;
+        assert_eq!(deleted.body["channel"], channel_id("#accounting"));
+        assert!(
+            !w.slack[&channel_id("#accounting")]
+                .iter()
+                .any(|(_, _, t)| t.starts_with("Expense report filed"))
+        );
+    }
+
     // The sandbox workspace was not touched by any of it.
     assert_eq!(env.host.sandbox().all_chat()?, sandbox_chat_before);
     all_authorised(&services)?;
@@ -351,8 +374,11 @@ fn the_three_example_employees_run_unchanged_on_the_five_connectors() -> Result<
         (w.issued.clone(), w.refresh_issued.clone())
     };
     let audit = serde_json::to_string(&env.audit()?)?;
+    let export = env.host.export_organisation("ada")?.to_string();
     let files = walk(&env.data_dir())?;
+    assert!(!issued.is_empty() && !refresh.is_empty());
     for token in issued.iter().chain(&refresh) {
+        assert!(!export.contains(token.as_str()), "a token is in the export");
         assert!(
             !audit.contains(token.as_str()),
             "a token is in the audit log"
@@ -647,6 +673,17 @@ fn an_expired_or_revoked_connection_is_expired_to_the_guest_and_operators_are_to
         .context("no slack connection")?;
     services.world().valid.extend(tokens);
     assert!(run("post still here")?.starts_with("posted: done"));
+    // Slack says `invalid_auth` (HTTP 200, `ok: false`): expired too.
+    services.world().revoke_all();
+    assert!(run("post when the token is dead")?.contains("the connection expired"));
+    let dead = env
+        .host
+        .connection(&slack.id)?
+        .context("no slack connection")?;
+    assert_eq!(
+        dead.status,
+        clancy::org::ConnectionStatus::NeedsReauthorisation
+    );
     env.host.revoke_connection(&slack.id, "ada")?;
     let before = services.world().seen.len();
     assert!(run("post after the revocation")?.contains("the connection expired"));
@@ -661,5 +698,44 @@ fn an_expired_or_revoked_connection_is_expired_to_the_guest_and_operators_are_to
             .iter()
             .any(|m| m == "to the sandbox")
     );
+    Ok(())
+}
+
+#[test]
+fn a_connection_of_another_organisation_cannot_be_chosen_or_used() -> Result<()> {
+    let services = Services::start()?;
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let orgs = Org::open_all(
+        &data,
+        &["default", "other"],
+        clancy::org::DataDirMode::Create,
+    )?;
+    configure(&data, &services, "2s")?;
+    for org in &orgs {
+        TestEnv::prepare(org)?;
+        org.operators().put(&Operator {
+            name: "ada".into(),
+            role: Role::Admin,
+        })?;
+        org.load(hostile(SCOPED)?)?;
+    }
+    let id = connect(&orgs[0], "slack")?;
+    // The other organisation knows no such connection: it can neither
+    // choose it nor get its token.
+    let chosen = orgs[1].use_connection(&id, "ada");
+    assert!(
+        matches!(chosen, Err(clancy::org::ConnectionError::Unknown(_))),
+        "{chosen:?}"
+    );
+    assert!(orgs[1].connection_token(&id).is_err());
+    assert!(orgs[1].bindings()?.is_empty());
+    // Its employees still post to its own sandbox, not through the first
+    // organisation's Slack.
+    let before = services.world().seen.len();
+    let employee = orgs[1].load(hostile(SCOPED)?)?;
+    let posted = completed(&employee.run("post in the other org")?)?.to_string();
+    assert!(posted.starts_with("posted: done"), "{posted}");
+    assert_eq!(services.world().seen.len(), before);
     Ok(())
 }

@@ -629,6 +629,26 @@ fn the_daemon_connects_at_its_callback_and_lists_and_revokes_through_its_api() -
         "{c}"
     );
     let id = c["id"].as_str().context("no id")?.to_string();
+    assert_eq!(c["in_use"], false);
+    // The admin makes Slack calls go through it, then back to the sandbox.
+    let used = with_token(&["connections", "use", &id])?;
+    assert!(
+        stdout(&used).contains(&format!("slack calls now go to slack through {id}")),
+        "{}{}",
+        stdout(&used),
+        stderr(&used)
+    );
+    let listed = with_token(&["connections", "list", "--json"])?;
+    let c: serde_json::Value = serde_json::from_str(stdout(&listed).trim())?;
+    assert_eq!(c["in_use"], true, "{c}");
+    let back_to_sandbox = with_token(&["connections", "sandbox", "slack"])?;
+    assert!(stdout(&back_to_sandbox).contains("slack calls now go to the sandbox workspace"));
+    let listed = with_token(&["connections", "list", "--json"])?;
+    let c: serde_json::Value = serde_json::from_str(stdout(&listed).trim())?;
+    assert_eq!(c["in_use"], false, "{c}");
+    let files = with_token(&["connections", "sandbox", "files"])?;
+    assert!(!files.status.success());
+    assert!(stderr(&files).contains("not an integration reached through a connection"));
     let revoked = with_token(&["connections", "revoke", &id])?;
     assert!(
         stdout(&revoked).contains("the provider confirmed"),
@@ -643,6 +663,8 @@ fn the_daemon_connects_at_its_callback_and_lists_and_revokes_through_its_api() -
     for said in [
         "connection-created",
         "connection-refused",
+        "connection-used",
+        "connection-unused",
         "connection-revoked",
     ] {
         assert!(log.contains(said), "{said} not in {log}");
