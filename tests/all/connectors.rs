@@ -423,13 +423,27 @@ fn a_grants_scope_holds_at_the_connector_whatever_the_guest_or_the_service_says(
         .world()
         .fault("/gmail/v1/users/me/messages", Fault::Stray);
     let listed = run("list-mail")?;
-    assert!(
-        listed.contains("m-1001") && listed.contains("m-1003"),
-        "{listed}"
+    assert_eq!(listed, "m-1003[INBOX,support]");
+    // Unprovoked, exactly these requests: the labels, the support label's
+    // messages page by page, then each message.
+    services.world().take_lines();
+    let listed = run("list-mail")?;
+    assert_eq!(
+        listed,
+        "m-1001[INBOX,support] m-1002[INBOX,support] m-1003[INBOX,support]"
     );
-    for other in ["m-1004", "m-1007", "m-1008"] {
-        assert!(!listed.contains(other), "{listed}");
-    }
+    let m = "GET /gmail/v1/users/me/messages";
+    assert_eq!(
+        services.world().take_lines(),
+        [
+            "GET /gmail/v1/users/me/labels".to_string(),
+            format!("{m}?labelIds=Label_support&maxResults=50"),
+            format!("{m}?labelIds=Label_support&maxResults=48&pageToken=2"),
+            format!("{m}/m-1001?format=full"),
+            format!("{m}/m-1002?format=full"),
+            format!("{m}/m-1003?format=full"),
+        ]
+    );
     // A message of another label is as missing as one that does not exist.
     let read = run("read-other-label m-1008")?;
     assert!(
@@ -475,11 +489,25 @@ fn a_grants_scope_holds_at_the_connector_whatever_the_guest_or_the_service_says(
 
     // Slack: the post goes to #general's id, its markup escaped (no
     // @channel from guest text).
+    services.world().take_lines();
     let posted = run("post hello <!channel> & <https://evil.example|click>")?;
     assert!(posted.starts_with("posted: done"), "{posted}");
+    let post = services
+        .world()
+        .to("/api/chat.postMessage")
+        .pop()
+        .context("no post")?;
+    let list = "GET /api/conversations.list?";
+    let rest = "exclude_archived=true&limit=200&types=public_channel,private_channel";
+    assert_eq!(
+        services.world().take_lines(),
+        [
+            format!("{list}{rest}"),
+            format!("{list}cursor=dXNlcjo2&{rest}"),
+            "POST /api/chat.postMessage".to_string(),
+        ]
+    );
     {
-        let w = services.world();
-        let post = w.to("/api/chat.postMessage").pop().context("no post")?;
         assert_eq!(post.body["channel"], channel_id("#general"));
         assert_eq!(
             post.body["text"],

@@ -97,7 +97,24 @@ pub fn label_id(name: &str) -> String {
     }
 }
 
+impl Seen {
+    /// `METHOD /path?query` (the query's parameters sorted).
+    pub fn line(&self) -> String {
+        let query: Vec<String> = self.query.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        if query.is_empty() {
+            format!("{} {}", self.method, self.path)
+        } else {
+            format!("{} {}?{}", self.method, self.path, query.join("&"))
+        }
+    }
+}
+
 impl World {
+    /// The requests since the last call, as [`Seen::line`]s; forgets them.
+    pub fn take_lines(&mut self) -> Vec<String> {
+        self.seen.drain(..).map(|s| s.line()).collect()
+    }
+
     fn seeded() -> World {
         let base = chrono::Utc::now();
         let mut w = World::default();
@@ -455,10 +472,10 @@ fn gmail(
             let matching: Vec<&Value> = w
                 .messages
                 .iter()
-                // A stray answer ignores the label asked for.
+                // A stray answer lists the mail *outside* the label asked for.
                 .filter(|m| {
                     stray
-                        || m["labelIds"]
+                        != m["labelIds"]
                             .as_array()
                             .is_some_and(|l| l.iter().any(|x| *x == label.as_str()))
                 })
