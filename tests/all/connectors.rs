@@ -767,3 +767,98 @@ fn a_connection_of_another_organisation_cannot_be_chosen_or_used() -> Result<()>
     assert_eq!(services.world().seen.len(), before);
     Ok(())
 }
+
+/// `m` with its grant of `integration` moved to `scope`.
+fn rescoped(
+    mut m: clancy::manifest::Manifest,
+    integration: clancy::integrations::Integration,
+    scope: &str,
+) -> clancy::manifest::Manifest {
+    for g in m.grants.iter_mut().filter(|g| g.integration == integration) {
+        g.scope = scope.to_string();
+    }
+    m
+}
+
+#[test]
+fn hubspot_and_quickbooks_are_reached_only_for_the_configured_portal_and_company() -> Result<()> {
+    use clancy::integrations::Integration;
+    let services = Services::start()?;
+    let support = TestEnv::plugin_manifest("customer-service", CUSTOMER_SERVICE)?;
+    let manifests = vec![
+        rescoped(support.clone(), Integration::Hubspot, "portal:other"),
+        rescoped(
+            TestEnv::plugin_manifest("accounting-assistant", ACCOUNTING_ASSISTANT)?,
+            Integration::Quickbooks,
+            "company:elsewhere",
+        ),
+    ];
+    let (env, employees) = connected_env(
+        &services,
+        manifests,
+        &["google-mail", "slack", "hubspot", "quickbooks"],
+    )?;
+
+    // A portal the connection is not configured for: refused on the host,
+    // HubSpot never asked.
+    let result = employees[0].run("Triage today's support mail")?;
+    assert!(
+        completed(&result)?.starts_with("filed 3 tickets"),
+        "{:?}",
+        result.end
+    );
+    {
+        let w = services.world();
+        let tickets: Vec<&str> = w.slack[&channel_id("#support")][1..]
+            .iter()
+            .map(|(_, _, t)| t.as_str())
+            .collect();
+        assert!(
+            tickets
+                .iter()
+                .all(|t| t.contains("is not the connected HubSpot portal")),
+            "{tickets:?}"
+        );
+        assert!(w.to("/crm").is_empty() && w.to("/account-info").is_empty());
+    }
+    // A company the connection is not configured for: the expense report
+    // fails on the host, QuickBooks never asked.
+    let result = employees[1].run("Prepare this month's expenses")?;
+    match &result.end {
+        clancy::runtime::TaskEnd::Failed { error } => {
+            assert!(
+                error.contains("is not a connected QuickBooks company"),
+                "{error}"
+            )
+        }
+        other => anyhow::bail!("the task did not fail: {other:?}"),
+    }
+    assert!(services.world().to("/v3/company").is_empty());
+
+    // The configured portal, but the token is for another: the account
+    // check refuses before any CRM request.
+    let config = std::fs::read_to_string(env.data_dir().join("oauth.toml"))?;
+    std::fs::write(
+        env.data_dir().join("oauth.toml"),
+        config.replace(&format!("main = \"{PORTAL_ID}\""), "main = \"9999\""),
+    )?;
+    let employee = env.host.load(support)?;
+    let result = employee.run("Triage today's support mail")?;
+    assert!(
+        completed(&result)?.starts_with("filed 3 tickets"),
+        "{:?}",
+        result.end
+    );
+    let w = services.world();
+    let last = &w.slack[&channel_id("#support")]
+        .last()
+        .context("no ticket")?
+        .2;
+    assert!(
+        last.contains("token is for HubSpot portal") && last.contains("9999"),
+        "{last}"
+    );
+    assert!(!w.to("/account-info").is_empty());
+    assert!(w.to("/crm").is_empty());
+    Ok(())
+}
