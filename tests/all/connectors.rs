@@ -128,20 +128,6 @@ fn all_authorised(services: &Services) -> Result<()> {
     Ok(())
 }
 
-/// Every byte of every file under `dir`.
-fn walk(dir: &Path) -> Result<Vec<u8>> {
-    let mut all = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.is_dir() {
-            all.extend(walk(&path)?);
-        } else {
-            all.extend(std::fs::read(&path)?);
-        }
-    }
-    Ok(all)
-}
-
 fn contains(haystack: &[u8], needle: &str) -> bool {
     haystack
         .windows(needle.len())
@@ -375,7 +361,7 @@ fn the_three_example_employees_run_unchanged_on_the_five_connectors() -> Result<
     };
     let audit = serde_json::to_string(&env.audit()?)?;
     let export = env.host.export_organisation("ada")?.to_string();
-    let files = walk(&env.data_dir())?;
+    let files = crate::env::walk(&env.data_dir())?;
     assert!(!issued.is_empty() && !refresh.is_empty());
     for token in issued.iter().chain(&refresh) {
         assert!(!export.contains(token.as_str()), "a token is in the export");
@@ -392,28 +378,20 @@ fn the_three_example_employees_run_unchanged_on_the_five_connectors() -> Result<
     Ok(())
 }
 
-const SCOPED: &str = r##"
-[[grant]]
-integration = "slack"
-scope = "channel:#general"
-actions = ["post"]
-
-[[grant]]
-integration = "gmail"
-scope = "label:support"
-actions = ["read", "send"]
-
-[[grant]]
-integration = "files"
-scope = "folder:out"
-actions = ["write"]
-"##;
+/// The hostile guest's grants: post to #general, read and send on the
+/// support label, write a folder.
+fn scoped() -> String {
+    crate::env::hostile_mail_grants("")
+}
 
 #[test]
 fn a_grants_scope_holds_at_the_connector_whatever_the_guest_or_the_service_says() -> Result<()> {
     let services = Services::start()?;
-    let (env, employees) =
-        connected_env(&services, vec![hostile(SCOPED)?], &["google-mail", "slack"])?;
+    let (env, employees) = connected_env(
+        &services,
+        vec![hostile(&scoped())?],
+        &["google-mail", "slack"],
+    )?;
     let run =
         |task: &str| -> Result<String> { Ok(completed(&employees[0].run(task)?)?.to_string()) };
 
@@ -579,8 +557,11 @@ fn a_denied_or_queued_write_makes_no_request_and_a_write_that_is_not_safe_to_rep
 #[test]
 fn a_misbehaving_service_gets_a_clear_failure_and_nothing_half_written() -> Result<()> {
     let services = Services::start()?;
-    let (env, employees) =
-        connected_env(&services, vec![hostile(SCOPED)?], &["google-mail", "slack"])?;
+    let (env, employees) = connected_env(
+        &services,
+        vec![hostile(&scoped())?],
+        &["google-mail", "slack"],
+    )?;
     // A 1 s timeout for these (the stand-ins answer at once otherwise).
     configure(&env.data_dir(), &services, "1s")?;
     let run =
@@ -644,7 +625,8 @@ fn a_misbehaving_service_gets_a_clear_failure_and_nothing_half_written() -> Resu
 fn an_expired_or_revoked_connection_is_expired_to_the_guest_and_operators_are_told() -> Result<()> {
     let services = Services::start()?;
     let grants = format!(
-        "{SCOPED}\n[[notify]]\nurl = \"http://127.0.0.1:9/hook\"\nallow_private_address = true\n"
+        "{}\n[[notify]]\nurl = \"http://127.0.0.1:9/hook\"\nallow_private_address = true\n",
+        scoped()
     );
     let (env, employees) = connected_env(
         &services,
@@ -746,7 +728,7 @@ fn a_connection_of_another_organisation_cannot_be_chosen_or_used() -> Result<()>
             name: "ada".into(),
             role: Role::Admin,
         })?;
-        org.load(hostile(SCOPED)?)?;
+        org.load(hostile(&scoped())?)?;
     }
     let id = connect(&orgs[0], "slack")?;
     // The other organisation knows no such connection: it can neither
@@ -761,7 +743,7 @@ fn a_connection_of_another_organisation_cannot_be_chosen_or_used() -> Result<()>
     // Its employees still post to its own sandbox, not through the first
     // organisation's Slack.
     let before = services.world().seen.len();
-    let employee = orgs[1].load(hostile(SCOPED)?)?;
+    let employee = orgs[1].load(hostile(&scoped())?)?;
     let posted = completed(&employee.run("post in the other org")?)?.to_string();
     assert!(posted.starts_with("posted: done"), "{posted}");
     assert_eq!(services.world().seen.len(), before);

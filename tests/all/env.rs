@@ -250,3 +250,17 @@ pub fn employee_dir(name: &str, grants: &str) -> Result<(tempfile::TempDir, Path
     let manifest = manifest.display().to_string();
     Ok((dir, data, manifest))
 }
+
+/// Every byte of every file under `dir`.
+pub fn walk(dir: &Path) -> Result<Vec<u8>> {
+    let mut all = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            all.extend(walk(&path)?);
+        } else {
+            all.extend(std::fs::read(&path)?);
+        }
+    }
+    Ok(all)
+}

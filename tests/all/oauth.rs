@@ -418,7 +418,7 @@ fn connect_with_pkce_refuses_a_forged_state_a_replayed_code_and_another_redirect
     ] {
         assert!(!seen.contains(secret), "a secret was shown: {secret}");
     }
-    let store = walk(&data.join("store"))?;
+    let store = crate::env::walk(&data.join("store"))?;
     for secret in [access.as_bytes(), refresh.as_bytes()] {
         assert!(
             !store.windows(secret.len()).any(|w| w == secret),
@@ -426,20 +426,6 @@ fn connect_with_pkce_refuses_a_forged_state_a_replayed_code_and_another_redirect
         );
     }
     Ok(())
-}
-
-/// Every byte of every file under `dir`.
-fn walk(dir: &Path) -> Result<Vec<u8>> {
-    let mut all = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.is_dir() {
-            all.extend(walk(&path)?);
-        } else {
-            all.extend(std::fs::read(&path)?);
-        }
-    }
-    Ok(all)
 }
 
 /// Connect once (the whole flow) and return the data dir and the connection id.
