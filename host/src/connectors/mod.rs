@@ -296,9 +296,7 @@ impl Api {
                 }
                 return Err(ProviderError::Failed(format!(
                     "{}{}",
-                    refusal_error(&refusal)
-                        .to_string()
-                        .trim_start_matches("invalid request: "),
+                    refusal_error(&refusal),
                     match call.repeat {
                         Repeat::Never => " (not retried: the write is not safe to repeat)",
                         Repeat::Safe if wait > MAX_RETRY_AFTER => " (it asked to wait too long)",
@@ -487,7 +485,8 @@ pub fn cut(text: &str) -> String {
 /// A guest-supplied id used as one path segment: refused unless it is a
 /// plain token of the service's id alphabet (it is escaped either way).
 pub fn check_id(what: &str, id: &str) -> Result<(), ProviderError> {
-    let ok = !id.is_empty()
+    // At least one letter or digit: `.` and `..` are path steps, not ids.
+    let ok = id.chars().any(|c| c.is_ascii_alphanumeric())
         && id.len() <= 256
         && id
             .chars()
