@@ -260,11 +260,44 @@ fn the_three_example_employees_run_unchanged_on_the_five_connectors() -> Result<
         &format!("POST /calendar/v3/calendars/{SALES_CALENDAR}/events"),
         Fault::Status(503, None),
     );
+    services.world().take_lines();
     let result = employees[2].run("Book demos for qualified deals")?;
+
     let summary = completed(&result)?.to_string();
     assert!(summary.contains("Acorn Bank - 40 seats: demo"), "{summary}");
     {
         let w = services.world();
+        // Exactly these requests: the token's portal checked once, the
+        // deals page by page, a day's events, the insert retried once.
+        let lines: Vec<String> = w.seen.iter().map(|s| s.line()).collect();
+        let event = w
+            .to(&format!("/calendar/v3/calendars/{SALES_CALENDAR}/events"))
+            .iter()
+            .find_map(|s| s.body["id"].as_str().map(str::to_string))
+            .context("no insert")?;
+        let deals = "GET /crm/v3/objects/deals?";
+        let props = "associations=contacts&limit=100&properties=dealname,dealstage,amount";
+        let events = format!("/calendar/v3/calendars/{SALES_CALENDAR}/events");
+        let deal = "/crm/v3/objects/deals/dl-401";
+        let deal_props = "associations=contacts&properties=dealname,dealstage,amount";
+        let expected = [
+            "GET /account-info/v3/details".to_string(),
+            format!("{deals}{props}"),
+            format!("{deals}after=2&{props}"),
+            "GET /crm/v3/objects/contacts/ct-304?properties=firstname,lastname,email,company,phone,notes".to_string(),
+            format!("GET {events}?maxResults=250&orderBy=startTime&singleEvents=true&timeMax="),
+            format!("POST {events}?sendUpdates=none"),
+            format!("POST {events}?sendUpdates=none"),
+            format!("GET {events}/{event}"),
+            format!("PATCH {events}/{event}?sendUpdates=all"),
+            format!("GET {deal}?{deal_props}"),
+            format!("PATCH {deal}"),
+            format!("GET {deal}?{deal_props}"),
+        ];
+        assert_eq!(lines.len(), expected.len(), "{lines:#?}");
+        for (line, want) in lines.iter().zip(&expected) {
+            assert!(line.starts_with(want.as_str()), "{line} is not {want}");
+        }
         assert_eq!(w.deals["dl-401"].1, "demo-scheduled");
         let inserts: Vec<_> = w
             .to(&format!("/calendar/v3/calendars/{SALES_CALENDAR}/events"))

@@ -1,8 +1,8 @@
 //! HubSpot CRM v3 (contacts search and read, deals read, a deal's stage
 //! update). A connection reaches one portal: a grant's `portal:NAME` must
 //! be listed in the provider's `ids` (name → portal id), and the token's
-//! portal is checked against it (`account-info/v3/details`) before any
-//! other call; any other portal is refused without a request. A stage
+//! portal is checked against it (`account-info/v3/details`, once per
+//! connection) before any other call; any other portal is refused without a request. A stage
 //! update sets a value, so it may be retried.
 
 use std::sync::Arc;
@@ -116,6 +116,11 @@ impl Hubspot {
                 crate::integrations::quote(portal)
             )));
         };
+        // Checked once per connection and configured portal.
+        let fact = format!("portal {expected}");
+        if self.api.has_checked(&fact) {
+            return Ok(());
+        }
         let info: AccountInfo = self
             .api
             .fetch(Call::get(&["account-info", "v3", "details"]))?;
@@ -126,6 +131,7 @@ impl Hubspot {
                 crate::integrations::quote(&expected)
             )));
         }
+        self.api.checked(&fact);
         Ok(())
     }
 

@@ -132,6 +132,8 @@ pub struct Api {
     connection: String,
     integration: Integration,
     client: std::sync::OnceLock<Result<Client, String>>,
+    /// Facts about the account a connector checked once (HubSpot's portal).
+    checked: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Api {
@@ -142,7 +144,24 @@ impl Api {
             connection: connection.to_string(),
             integration,
             client: std::sync::OnceLock::new(),
+            checked: std::sync::Mutex::new(std::collections::HashSet::new()),
         }
+    }
+
+    /// Whether `fact` about the connection's account was checked already.
+    pub fn has_checked(&self, fact: &str) -> bool {
+        self.checked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(fact)
+    }
+
+    /// Remember that `fact` about the connection's account holds.
+    pub fn checked(&self, fact: &str) {
+        self.checked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(fact.to_string());
     }
 
     /// The connection's provider configuration.
