@@ -441,7 +441,7 @@ pub fn connection_payload(
     let headline =
         format!("Connection {id} to {provider} ({integration}) needs re-authorisation: {why}");
     let how = format!(
-        "An admin runs `clancy connect {provider}`; calls through it get `expired` meanwhile."
+        "An admin runs `clancy connect {provider}` (the new connection takes its place); calls through it get `expired` meanwhile."
     );
     match format {
         Format::Json => serde_json::json!({

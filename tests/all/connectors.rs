@@ -707,6 +707,19 @@ fn an_expired_or_revoked_connection_is_expired_to_the_guest_and_operators_are_to
     let before = services.world().seen.len();
     assert!(run("list-mail")?.contains("the connection expired"));
     assert_eq!(services.world().seen.len(), before);
+    // The admin connects Gmail again: the new connection takes the lapsed
+    // one's place, and the same employee reads mail again.
+    services.world().refuse_refresh = false;
+    let (_, state) = env.host.begin_connection("google-mail", "ada")?;
+    let again = env.host.finish_connection(&state, &Secret::new("code-2"))?;
+    assert_eq!(
+        env.host
+            .bindings()?
+            .get(&clancy::integrations::Integration::Gmail),
+        Some(&again.id)
+    );
+    assert!(run("list-mail")?.contains("m-1001"));
+    services.world().refuse_refresh = true;
 
     // Slack still works; revoked by an admin, its next call is expired
     // with no request to Slack.

@@ -618,7 +618,35 @@ impl Org {
                 connection.scopes.join(" ")
             ),
         )?;
+        self.replace_lapsed(&connection)?;
         Ok(connection)
+    }
+
+    /// Connecting a provider again is how an admin mends a connection that
+    /// needs re-authorisation or was revoked: if the integration used such
+    /// a connection of the same provider, it uses the new one from now on
+    /// (audited). A working connection in use is never replaced this way.
+    fn replace_lapsed(&self, new: &Connection) -> Result<(), ConnectionError> {
+        let Some(old) = self.vault().binding(new.integration)? else {
+            return Ok(());
+        };
+        let lapsed = self
+            .connection(&old)?
+            .is_some_and(|c| c.provider == new.provider && c.status != ConnectionStatus::Active);
+        if !lapsed {
+            return Ok(());
+        }
+        let key = format!("u/{}", new.integration.name()).into_bytes();
+        self.org.put_json(AREA, &key, &new.id)?;
+        self.audit_operator_action(
+            "connection-used",
+            &new.id,
+            &format!(
+                "{} replaced {old}, which needed re-authorisation, for every employee's {} calls",
+                new.id, new.integration
+            ),
+        )?;
+        Ok(())
     }
 
     /// The organisation's connections (their tokens stay sealed).
