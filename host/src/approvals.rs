@@ -309,6 +309,32 @@ fn key(id: &str) -> Vec<u8> {
     format!("a/{id}").into_bytes()
 }
 
+/// The index of open requests (pending or approved, not yet finished):
+/// one key per request, written in the same batch as the request itself,
+/// so the timer, the decisions and recovery read the open ones only,
+/// never the whole history.
+fn open_key(id: &str) -> Vec<u8> {
+    format!("o/{id}").into_bytes()
+}
+
+/// Set once the open index covers every request (it is built from the
+/// history once, for data dirs made before it existed).
+const OPEN_INDEX_BUILT: &[u8] = b"o-index-built";
+
+/// The index write that goes with storing `a`.
+fn open_write(a: &Approval) -> crate::store::Write {
+    (
+        open_key(&a.id),
+        (!a.status.is_final()).then(|| b"open".to_vec()),
+    )
+}
+
+/// The same, for a cross-area batch.
+fn open_area_write(a: &Approval) -> AreaWrite {
+    let (k, v) = open_write(a);
+    (AREA.to_string(), k, v)
+}
+
 impl ApprovalQueue {
     /// The queue of `store`'s organisation.
     pub fn new(store: OrgStore, clock: std::sync::Arc<dyn Clock>) -> ApprovalQueue {
@@ -368,6 +394,7 @@ impl ApprovalQueue {
                 hash_key.clone(),
                 Some(approval.id.clone().into_bytes()),
             ),
+            open_area_write(&approval),
         ];
         // Nobody queued the same action in between.
         let guard = Guard {
@@ -422,6 +449,44 @@ impl ApprovalQueue {
         Ok(all)
     }
 
+    /// The open requests (pending, or approved and not finished), oldest
+    /// first: read through the open index, so the cost follows how many
+    /// are open, not how many were ever queued.
+    pub fn open(&self) -> Result<Vec<Approval>, StoreError> {
+        self.build_open_index()?;
+        let mut open = Vec::new();
+        let mut stale = Vec::new();
+        for (k, _) in self.store.scan(AREA, b"o/")? {
+            let id = String::from_utf8_lossy(&k[2..]).into_owned();
+            match self.get(&id)? {
+                Some(a) if !a.status.is_final() => open.push(a),
+                // Finished while the index was being built: drop its entry.
+                _ => stale.push((k, None)),
+            }
+        }
+        if !stale.is_empty() {
+            self.store.write(AREA, stale)?;
+        }
+        open.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        Ok(open)
+    }
+
+    /// Index the open requests of a queue made before the index existed
+    /// (once; every write since keeps it).
+    fn build_open_index(&self) -> Result<(), StoreError> {
+        if self.store.get(AREA, OPEN_INDEX_BUILT)?.is_some() {
+            return Ok(());
+        }
+        let mut writes: Vec<crate::store::Write> = self
+            .list()?
+            .iter()
+            .filter(|a| !a.status.is_final())
+            .map(open_write)
+            .collect();
+        writes.push((OPEN_INDEX_BUILT.to_vec(), Some(b"1".to_vec())));
+        self.store.write(AREA, writes)
+    }
+
     /// The guard and writes that move `current` to `next`, to be written
     /// with the audit entry that records the move; `None` when `current` is
     /// no longer stored as it was read (another decider got there first).
@@ -433,11 +498,14 @@ impl ApprovalQueue {
         let Some(guard) = self.guard_unchanged(current)? else {
             return Ok(None);
         };
-        let writes = vec![(
-            AREA.to_string(),
-            key(&next.id),
-            Some(crate::store::encode(next)?),
-        )];
+        let writes = vec![
+            (
+                AREA.to_string(),
+                key(&next.id),
+                Some(crate::store::encode(next)?),
+            ),
+            open_area_write(next),
+        ];
         Ok(Some((guard, writes)))
     }
 
@@ -468,6 +536,8 @@ impl ApprovalQueue {
                 format!("h/{}", new.hash).into_bytes(),
                 Some(new.id.clone().into_bytes()),
             ),
+            open_area_write(superseded),
+            open_area_write(new),
         ];
         Ok(Some((guard, writes)))
     }
@@ -493,7 +563,10 @@ impl ApprovalQueue {
     pub fn transition(&self, current: &Approval, next: &Approval) -> Result<bool, StoreError> {
         self.write_if_unchanged(
             current,
-            vec![(key(&next.id), Some(crate::store::encode(next)?))],
+            vec![
+                (key(&next.id), Some(crate::store::encode(next)?)),
+                open_write(next),
+            ],
         )
     }
 

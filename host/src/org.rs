@@ -670,7 +670,10 @@ impl Org {
         if let Some(r) = self.runtime.get() {
             return Ok(r);
         }
-        let runtime = Runtime::new().map_err(|e| OrgError::Engine(e.to_string()))?;
+        // Compiled components are kept beside the store, sealed with the host key.
+        let runtime = Runtime::new()
+            .map_err(|e| OrgError::Engine(e.to_string()))?
+            .with_artifacts_in(self.data_dir.join("compiled"), self.keys.clone());
         Ok(self.runtime.get_or_init(|| runtime))
     }
 

@@ -136,9 +136,14 @@ fn a_denied_request_never_runs() -> Result<()> {
 /// a state the host reached before it was killed).
 fn rewrite(env: &TestEnv, a: &Approval) -> Result<()> {
     let key = format!("a/{}", a.id).into_bytes();
-    env.host
-        .org_store()
-        .write("approvals", vec![(key, Some(serde_json::to_vec(a)?))])?;
+    // As the host stores it: the record and, in the same batch, its entry
+    // in the index of open requests (there while it is not finished).
+    let open = format!("o/{}", a.id).into_bytes();
+    let index = (!a.status.is_final()).then(|| b"open".to_vec());
+    env.host.org_store().write(
+        "approvals",
+        vec![(key, Some(serde_json::to_vec(a)?)), (open, index)],
+    )?;
     Ok(())
 }
 

@@ -808,7 +808,7 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
     let orgs = shared.orgs.clone();
     let answer = blocking(move || {
         orgs.iter()
-            .try_for_each(|org| org.approvals().list().map(|_| ()))
+            .try_for_each(|org| org.approvals().open().map(|_| ()))
     });
     match answer.await {
         Ok(Ok(())) => (StatusCode::OK, "ready\n").into_response(),
@@ -834,7 +834,7 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         let (mut pending, mut oldest, mut waiting, mut entries, mut queued) = (0, 0, 0, 0, 0);
         for org in &read.orgs {
             let now = org.now();
-            for a in org.approvals().list().map_err(|e| e.to_string())? {
+            for a in org.approvals().open().map_err(|e| e.to_string())? {
                 if a.status == Status::Pending {
                     pending += 1;
                     oldest = oldest.max((now - a.created_at).num_seconds().max(0));

@@ -136,7 +136,7 @@ impl Org {
     /// no longer allow, or whose grant's terms changed since they were made.
     pub(super) fn void_withdrawn(&self, mediator: &Mediator) -> Result<Vec<Approval>, StoreError> {
         let mut voided = Vec::new();
-        for a in self.approvals.list()? {
+        for a in self.approvals.open()? {
             if a.status != Status::Pending || a.request.employee != mediator.employee() {
                 continue;
             }
@@ -172,7 +172,7 @@ impl Org {
         self.end_elevations()?;
         let now = self.approvals.now();
         let mut changed = Vec::new();
-        for a in self.approvals.list()? {
+        for a in self.approvals.open()? {
             if a.status != Status::Pending {
                 continue;
             }
@@ -226,7 +226,7 @@ impl Org {
     /// Execute every approved request that has not finished (after a crash). Returns them.
     pub fn resume_approved(&self) -> Result<Vec<Approval>, DecideError> {
         let mut resumed = Vec::new();
-        for a in self.approvals.list()? {
+        for a in self.approvals.open()? {
             if a.status == Status::Approved {
                 let done = self.execute_approved(a)?;
                 self.react(done.edited_from.as_deref().unwrap_or(&done.id), &done);

@@ -10,6 +10,7 @@
 //! The runtime must never let a trap, limit hit or guest panic take the host
 //! down: each becomes a failed task with an audit record.
 
+pub mod artifacts;
 pub mod bindings;
 pub(crate) mod guest_calls;
 pub mod handles;
@@ -105,6 +106,8 @@ pub enum LoadError {
 pub struct Runtime {
     engine: Engine,
     linker: Linker<TaskState>,
+    /// Components compiled once per host and engine settings.
+    artifacts: artifacts::Artifacts,
     clock: Arc<tokio::runtime::Runtime>,
     ticker_stop: Arc<AtomicBool>,
     ticker: Option<JoinHandle<()>>,
@@ -157,6 +160,7 @@ impl Runtime {
             .enable_time()
             .build()?;
         Ok(Runtime {
+            artifacts: artifacts::Artifacts::in_memory(&engine),
             engine,
             linker,
             clock: Arc::new(clock),
@@ -168,6 +172,24 @@ impl Runtime {
     /// The engine.
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// The same runtime, keeping compiled components in `dir` too (sealed
+    /// with `keys`), so the next process reuses them.
+    pub fn with_artifacts_in(mut self, dir: PathBuf, keys: Arc<crate::keys::Keys>) -> Runtime {
+        self.artifacts = artifacts::Artifacts::on_disk(&self.engine, dir, keys);
+        self
+    }
+
+    /// How often components were reused and compiled.
+    pub fn artifact_stats(&self) -> artifacts::ArtifactStats {
+        self.artifacts.stats()
+    }
+
+    /// Where the compiled artifact of component `bytes` is kept, if on disk.
+    pub fn artifact_path(&self, bytes: &[u8]) -> Option<PathBuf> {
+        use sha2::Digest as _;
+        self.artifacts.path_of(&sha2::Sha256::digest(bytes).into())
     }
 
     /// Compile and validate a component for `manifest` (no instantiation).
@@ -190,10 +212,12 @@ impl Runtime {
             });
         }
         let component =
-            Component::from_binary(&self.engine, bytes).map_err(|e| LoadError::Invalid {
-                path: path.clone(),
-                reason: first_line(&e),
-            })?;
+            self.artifacts
+                .component(&self.engine, bytes)
+                .map_err(|e| LoadError::Invalid {
+                    path: path.clone(),
+                    reason: first_line(&e),
+                })?;
         let imports = imports::import_names(&self.engine, &component);
         Ok((component, imports))
     }
