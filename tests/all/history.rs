@@ -125,3 +125,58 @@ fn deciding_and_the_timer_read_the_open_requests_not_the_history() -> Result<()>
     assert_eq!(still, open[1..].to_vec());
     Ok(())
 }
+
+#[test]
+fn a_paged_listing_returns_every_pending_request_once_while_requests_are_added() -> Result<()> {
+    use clancy::operators::Role;
+    let live = crate::signin::Live::start(crate::signin::Live::UNLIMITED)?;
+    let (_, token) = live.org.create_token("alice", Role::Manager, 1, "alice")?;
+    let policy = ApprovalPolicy::required();
+    let queue = |from: usize, to: usize| -> Result<Vec<String>> {
+        (from..to)
+            .map(|n| {
+                Ok(live
+                    .org
+                    .approvals()
+                    .enqueue(request(n), "approval required".into(), &policy)?
+                    .id)
+            })
+            .collect()
+    };
+    // The daemon's clock stands still: every request has the same time.
+    let mut queued = queue(0, 5)?;
+    let mut seen: Vec<String> = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut round = 0;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/api/v1/approvals?limit=2&cursor={c}"),
+            None => "/api/v1/approvals?limit=2".to_string(),
+        };
+        let (status, page) = live.get(&token, &path)?;
+        assert_eq!(status, 200, "{page}");
+        for item in page["items"].as_array().into_iter().flatten() {
+            seen.push(item["id"].as_str().unwrap_or_default().to_string());
+        }
+        // Requests keep arriving while the operator pages.
+        round += 1;
+        if round <= 3 {
+            queued.extend(queue(100 * round, 100 * round + 2)?);
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        seen.len(),
+        "a request was listed twice: {seen:?}"
+    );
+    queued.sort();
+    assert_eq!(unique, queued, "a request was skipped");
+    Ok(())
+}

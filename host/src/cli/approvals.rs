@@ -371,9 +371,13 @@ fn approvals(host: &Org, command: ApprovalsCommand, out: &mut impl Write) -> Res
             all,
             json,
         } => {
-            let list: Vec<Approval> = host
-                .approvals()
-                .list()?
+            // The whole history only when asked for (`--all`).
+            let requests = if all {
+                host.approvals().list()?
+            } else {
+                host.approvals().open()?
+            };
+            let list: Vec<Approval> = requests
                 .into_iter()
                 .filter(|a| all || a.status == Status::Pending)
                 .filter(|a| employee.as_ref().is_none_or(|e| &a.request.employee == e))
@@ -496,7 +500,7 @@ fn approvals(host: &Org, command: ApprovalsCommand, out: &mut impl Write) -> Res
         let filter = Filter::parse(filter, host)?;
         ids.extend(
             host.approvals()
-                .list()?
+                .open()?
                 .into_iter()
                 .filter(|a| a.status == Status::Pending && filter.matches(a))
                 .map(|a| a.id),

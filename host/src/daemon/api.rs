@@ -309,7 +309,7 @@ pub(super) async fn list_approvals(
     let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
     // Requests and upgrades wait in one queue, oldest first.
     let (requests, upgrades) = with_org(&caller.org, move |org| {
-        Ok::<_, crate::store::StoreError>((org.approvals().list()?, org.upgrades()?))
+        Ok::<_, crate::store::StoreError>((org.approvals().open()?, org.upgrades()?))
     })
     .await?
     .map_err(Problem::internal)?;
