@@ -288,8 +288,8 @@ fn an_admin_exports_the_whole_organisation_without_a_secret() -> Result<()> {
     Ok(())
 }
 
-/// `clancy orgs delete` removes one organisation's every record, file and
-/// pinned component, and nothing of another's.
+/// `clancy orgs delete` removes one organisation's every record, file,
+/// pinned component and compiled code, and nothing of another's.
 #[test]
 fn deleting_an_organisation_removes_all_of_it_and_nothing_else() -> Result<()> {
     use clancy::store::Store as _;
@@ -353,6 +353,18 @@ fn deleting_an_organisation_removes_all_of_it_and_nothing_else() -> Result<()> {
         beta += store.scan(&area, b"beta/")?.len();
     }
     assert!(beta > 0);
+    drop(store);
+    // The component's compiled code stays while beta pins the same
+    // component, and goes with the last organisation that does.
+    let compiled =
+        || -> usize { std::fs::read_dir(data.join("compiled")).map_or(0, |d| d.count()) };
+    assert_eq!(compiled(), 1);
+    ok(&["orgs", "delete", "beta", "--confirm", "beta"])?;
+    assert_eq!(
+        compiled(),
+        0,
+        "a deleted organisation's compiled code is left"
+    );
     Ok(())
 }
 

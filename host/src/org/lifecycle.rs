@@ -158,6 +158,7 @@ impl Org {
             }
             deleted.keys += keys.len();
         }
+        let pinned = self.pinned_hashes(self.org())?;
         for dir in [
             format!("files/{}", self.org()),
             format!("components/{}", self.org()),
@@ -169,8 +170,53 @@ impl Org {
                 deleted.files = true;
             }
         }
+        // Compiled code of its components goes too, unless another
+        // organisation pinned the same component.
+        let mut kept = std::collections::BTreeSet::new();
+        if self.data.exists("components") {
+            for entry in self.data.read_dir("components").map_err(io_error)? {
+                let name = entry.map_err(io_error)?.file_name();
+                let name = name.to_string_lossy();
+                if name != self.org() {
+                    kept.extend(self.pinned_hashes(&name)?);
+                }
+            }
+        }
+        if self.data.exists("compiled") {
+            for entry in self.data.read_dir("compiled").map_err(io_error)? {
+                let name = entry.map_err(io_error)?.file_name();
+                let name = name.to_string_lossy().into_owned();
+                let hash = name.split('-').next().unwrap_or_default();
+                if pinned.contains(hash) && !kept.contains(hash) {
+                    self.data
+                        .remove_file(format!("compiled/{name}"))
+                        .map_err(io_error)?;
+                    deleted.files = true;
+                }
+            }
+        }
         self.store
             .write(ORGS_AREA, vec![(self.org().as_bytes().to_vec(), None)])?;
         Ok(deleted)
     }
+
+    /// The SHA-256 of every component `org` pinned.
+    fn pinned_hashes(&self, org: &str) -> Result<std::collections::BTreeSet<String>, OrgError> {
+        let dir = format!("components/{org}");
+        let mut hashes = std::collections::BTreeSet::new();
+        if !self.data.exists(&dir) {
+            return Ok(hashes);
+        }
+        for entry in self.data.read_dir(&dir).map_err(io_error)? {
+            let name = entry.map_err(io_error)?.file_name();
+            if let Some(hash) = name.to_string_lossy().strip_suffix(".wasm") {
+                hashes.insert(hash.to_string());
+            }
+        }
+        Ok(hashes)
+    }
+}
+
+fn io_error(e: std::io::Error) -> OrgError {
+    OrgError::DataDir(format!("cannot clear the organisation's files: {e}"))
 }
