@@ -766,7 +766,6 @@ impl Org {
     }
 }
 
-/// The manifest `employee` was last loaded with in `org`.
 /// Record something the host did for an operator (a note by `host`).
 fn audit_note(audit: &AuditLog, action: &str, args: &str, result: &str) -> Result<(), OrgError> {
     let record = Record {
@@ -782,6 +781,7 @@ fn audit_note(audit: &AuditLog, action: &str, args: &str, result: &str) -> Resul
     Ok(())
 }
 
+/// The manifest `employee` was last loaded with in `org`.
 fn manifest_in(org: &OrgStore, employee: &str) -> Result<Option<Manifest>, StoreError> {
     org.get_json("employees", format!("manifest/{employee}").as_bytes())
 }
