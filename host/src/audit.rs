@@ -23,6 +23,17 @@ use crate::store::{AreaWrite, Guard, OrgStore, StoreError};
 const AREA: &str = "audit";
 const HEAD_KEY: &[u8] = b"head";
 const ENTRY_PREFIX: &[u8] = b"e/";
+/// The index of each task's entries: `t/<task>/<seq, 16 hex>`, written in
+/// the same transaction as the entry, so a task's entries are found
+/// without reading the log.
+const TASK_PREFIX: &str = "t/";
+/// Set once the task index covers every entry (built from the log once,
+/// for logs written before it existed).
+const TASK_INDEX_BUILT: &[u8] = b"t-index-built";
+
+fn task_key(task: &str, seq: u64) -> Vec<u8> {
+    format!("{TASK_PREFIX}{task}/{seq:016x}").into_bytes()
+}
 /// The `prev` of the first entry.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -488,6 +499,21 @@ impl AuditLog {
             HEAD_KEY.to_vec(),
             Some(to_json(&new_head)?),
         ));
+        if !entry.record.task.is_empty() {
+            writes.push((
+                AREA.to_string(),
+                task_key(&entry.record.task, entry.seq),
+                Some(b"1".to_vec()),
+            ));
+        }
+        if entry.seq == 1 {
+            // A new log is indexed from its first entry on.
+            writes.push((
+                AREA.to_string(),
+                TASK_INDEX_BUILT.to_vec(),
+                Some(b"1".to_vec()),
+            ));
+        }
         if !self.store.write_across(guard, writes)? {
             return Ok(None);
         }
@@ -555,6 +581,81 @@ impl AuditLog {
     /// All entries in order.
     pub fn entries(&self) -> Result<Vec<Entry>, StoreError> {
         self.store.scan_json(AREA, ENTRY_PREFIX)
+    }
+
+    /// The ids of the tasks whose id starts with `prefix` (through the task
+    /// index: the log is not read).
+    pub fn tasks_starting_with(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        self.build_task_index()?;
+        let mut ids = std::collections::BTreeSet::new();
+        for (key, _) in self
+            .store
+            .scan(AREA, format!("{TASK_PREFIX}{prefix}").as_bytes())?
+        {
+            let key = String::from_utf8_lossy(&key[TASK_PREFIX.len()..]).into_owned();
+            if let Some((task, _)) = key.rsplit_once('/')
+                && task.starts_with(prefix)
+            {
+                ids.insert(task.to_string());
+            }
+        }
+        Ok(ids.into_iter().collect())
+    }
+
+    /// The entries of task `task`, in order (through the task index: only
+    /// the task's own entries are read).
+    pub fn task_entries(&self, task: &str) -> Result<Vec<Entry>, StoreError> {
+        self.build_task_index()?;
+        let mut out = Vec::new();
+        for (key, _) in self
+            .store
+            .scan(AREA, format!("{TASK_PREFIX}{task}/").as_bytes())?
+        {
+            let seq = String::from_utf8_lossy(&key)
+                .rsplit_once('/')
+                .and_then(|(_, seq)| u64::from_str_radix(seq, 16).ok());
+            let Some(seq) = seq else { continue };
+            // An index key is only a pointer: the entry itself must say so.
+            if let Some(e) = self.entry(seq)?
+                && e.record.task == task
+            {
+                out.push(e);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The entries of every task whose id starts with `prefix`, in log
+    /// order (through the task index).
+    pub fn entries_of_tasks(&self, prefix: &str) -> Result<Vec<Entry>, StoreError> {
+        let mut out = Vec::new();
+        for task in self.tasks_starting_with(prefix)? {
+            out.extend(self.task_entries(&task)?);
+        }
+        out.sort_by_key(|e| e.seq);
+        Ok(out)
+    }
+
+    /// Index the entries of a log written before the task index existed
+    /// (once; every append since writes its own key).
+    fn build_task_index(&self) -> Result<(), StoreError> {
+        if self.store.get(AREA, TASK_INDEX_BUILT)?.is_some() {
+            return Ok(());
+        }
+        let mut writes: Vec<crate::store::Write> = Vec::new();
+        for (key, value) in self.store.scan(AREA, ENTRY_PREFIX)? {
+            let Ok(entry) = serde_json::from_slice::<Entry>(&value) else {
+                continue;
+            };
+            if key == Self::entry_key(entry.seq) && !entry.record.task.is_empty() {
+                writes.push((task_key(&entry.record.task, entry.seq), Some(b"1".to_vec())));
+            }
+            if writes.len() >= 1000 {
+                self.store.write(AREA, std::mem::take(&mut writes))?;
+            }
+        }
+        writes.push((TASK_INDEX_BUILT.to_vec(), Some(b"1".to_vec())));
+        self.store.write(AREA, writes)
     }
 
     /// Recompute the chain and check it against the stored head, a head

@@ -2,8 +2,8 @@
 //! timer, every decision and recovery go through the index of open
 //! requests, so their cost does not grow with how many were ever queued.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
 use clancy::approvals::{ActionRequest, Status};
@@ -16,10 +16,29 @@ use clancy::store::{AreaWrite, Entry, Guard, SledStore, Store, StoreError, Write
 
 use crate::env::TestEnv;
 
-/// The sled store, counting the approval records its scans return.
+/// The sled store, counting the records its scans return, by area.
 struct Counting {
     inner: SledStore,
-    scanned: AtomicU64,
+    scanned: Mutex<BTreeMap<String, usize>>,
+}
+
+impl Counting {
+    fn open(data: &std::path::Path) -> Result<Arc<Counting>> {
+        std::fs::create_dir_all(data)?;
+        Ok(Arc::new(Counting {
+            inner: SledStore::open(&data.join("store"))?,
+            scanned: Mutex::new(BTreeMap::new()),
+        }))
+    }
+
+    /// Records of `area` scans returned since the last call.
+    fn take(&self, area: &str) -> usize {
+        self.scanned
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(area)
+            .unwrap_or(0)
+    }
 }
 
 impl Store for Counting {
@@ -33,10 +52,12 @@ impl Store for Counting {
 
     fn scan(&self, area: &str, prefix: &[u8]) -> Result<Vec<Entry>, StoreError> {
         let found = self.inner.scan(area, prefix)?;
-        if area == "approvals" {
-            self.scanned
-                .fetch_add(found.len() as u64, Ordering::Relaxed);
-        }
+        *self
+            .scanned
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(area.to_string())
+            .or_default() += found.len();
         Ok(found)
     }
 
@@ -82,11 +103,7 @@ fn request(n: usize) -> ActionRequest {
 fn deciding_and_the_timer_read_the_open_requests_not_the_history() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
-    std::fs::create_dir_all(&data)?;
-    let store = Arc::new(Counting {
-        inner: SledStore::open(&data.join("store"))?,
-        scanned: AtomicU64::new(0),
-    });
+    let store = Counting::open(&data)?;
     let host = Org::open_with_store(&data, "default", store.clone())?;
     TestEnv::prepare(&host)?;
     let policy = ApprovalPolicy::required();
@@ -110,12 +127,12 @@ fn deciding_and_the_timer_read_the_open_requests_not_the_history() -> Result<()>
     assert_eq!(host.approvals().list()?.len(), 303);
 
     // Deciding one, and a timer round, read the open requests only.
-    store.scanned.store(0, Ordering::Relaxed);
+    store.take("approvals");
     let denied = host.decide(&open[0], Verdict::Deny, "bob", None)?;
     assert_eq!(denied.status, Status::Denied);
     host.tick()?;
     host.resume_approved()?;
-    let scanned = store.scanned.load(Ordering::Relaxed);
+    let scanned = store.take("approvals");
     assert!(
         scanned <= 12,
         "{scanned} approval records read to decide one of 3 open among 303"
@@ -178,5 +195,70 @@ fn a_paged_listing_returns_every_pending_request_once_while_requests_are_added()
     );
     queued.sort();
     assert_eq!(unique, queued, "a request was skipped");
+    Ok(())
+}
+
+#[test]
+fn a_tasks_entries_explain_and_undo_read_the_task_not_the_log() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let store = Counting::open(&data)?;
+    let host = Org::open_with_store(&data, "default", store.clone())?;
+    TestEnv::prepare(&host)?;
+    let employee = host.load(TestEnv::manifest(
+        clancy_guests::HOSTILE,
+        crate::env::HOSTILE_GRANTS,
+    )?)?;
+    let mut tasks = Vec::new();
+    for n in 0..30 {
+        tasks.push(employee.run(&format!("post note {n}"))?.task_id);
+    }
+    let log = host.audit().len()?;
+    let mine: Vec<_> = host
+        .audit()
+        .entries()?
+        .into_iter()
+        .filter(|e| e.record.task == tasks[7])
+        .collect();
+    assert!(
+        log > 100 && mine.len() >= 4,
+        "{log} entries, {} of the task",
+        mine.len()
+    );
+
+    store.take("audit");
+    let (id, found) = host.task_entries(&tasks[7][..12])?;
+    assert_eq!(id, tasks[7]);
+    assert_eq!(found, mine);
+    let explained = host.explain(&tasks[7])?;
+    assert!(explained.contains("note 7"), "{explained}");
+    let undone = host.undo_task(&tasks[7], "alice")?;
+    assert_eq!(undone.len(), 1, "{undone:?}");
+    let read = store.take("audit");
+    assert!(
+        read <= 4 * (mine.len() + 4),
+        "{read} audit records read for a task of {} among {log}",
+        mine.len()
+    );
+
+    // A log written before the index existed: the index is built once,
+    // and finds the same entries.
+    let mut forget: Vec<clancy::store::Write> = host
+        .org_store()
+        .scan("audit", b"t")?
+        .into_iter()
+        .map(|(k, _)| (k, None))
+        .collect();
+    assert!(forget.len() > log as usize / 2);
+    forget.push((b"t-index-built".to_vec(), None));
+    host.org_store().write("audit", forget)?;
+    let (_, again) = host.task_entries(&tasks[3])?;
+    assert!(again.iter().all(|e| e.record.task == tasks[3]) && again.len() >= 4);
+    let (_, again) = host.task_entries(&tasks[7])?;
+    assert_eq!(
+        again.len(),
+        mine.len() + 2,
+        "the undo's intent and result are the task's"
+    );
     Ok(())
 }

@@ -91,9 +91,12 @@ pub(super) fn run(
             json,
         } => {
             let host = open(global, DataDirMode::Existing)?;
-            let entries: Vec<Entry> = host
-                .audit()
-                .entries()?
+            // One task's entries through the task index; else the log.
+            let all = match &task {
+                Some(t) if !t.is_empty() => host.audit().entries_of_tasks(t)?,
+                _ => host.audit().entries()?,
+            };
+            let entries: Vec<Entry> = all
                 .into_iter()
                 .filter(|e| employee.as_ref().is_none_or(|n| &e.record.employee == n))
                 .filter(|e| {

@@ -168,11 +168,21 @@ pub(super) async fn follow(
     let operator = caller.needs(Role::User)?.clone();
     let id = path_id(id)?;
     let lookup = id.clone();
-    let (found, assigned, entries) = with_org(&caller.org, move |org| {
+    let (found, assigned, entries, head) = with_org(&caller.org, move |org| {
+        // The head first, then the task's own entries up to it (through
+        // the task index); later ones are followed from the head on.
+        let head = org.audit().len()?;
+        let entries: Vec<Entry> = org
+            .audit()
+            .task_entries(&lookup)?
+            .into_iter()
+            .filter(|e| e.seq <= head)
+            .collect();
         Ok::<_, crate::store::StoreError>((
             org.task(&lookup)?,
             org.operators().assigned(&operator.name)?,
-            org.audit().entries()?,
+            entries,
+            head,
         ))
     })
     .await?
@@ -190,7 +200,7 @@ pub(super) async fn follow(
         .retry_after(5));
     }
     let open = Open(shared.clone());
-    let seen = entries.last().map_or(0, |e| e.seq);
+    let seen = head;
     let mut ready: std::collections::VecDeque<Event> = entries
         .iter()
         .filter(|e| e.record.task == task.id)

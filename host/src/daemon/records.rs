@@ -73,9 +73,14 @@ pub(super) async fn search(
             "task is empty: name a task id or its first characters",
         ));
     }
-    let entries = with_org(&caller.org, move |org| org.audit().entries())
-        .await?
-        .map_err(Problem::internal)?;
+    // One task's entries through the task index; else the log.
+    let task = query.task.clone();
+    let entries = with_org(&caller.org, move |org| match task {
+        Some(t) => org.audit().entries_of_tasks(&t),
+        None => org.audit().entries(),
+    })
+    .await?
+    .map_err(Problem::internal)?;
     let after = match query.after {
         None => 0,
         Some(n) => u64::try_from(n)

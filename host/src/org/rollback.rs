@@ -80,14 +80,11 @@ fn is_completed_write(e: &Entry) -> bool {
 impl Org {
     /// The full id and entries of the task whose id is or starts with `task`.
     pub fn task_entries(&self, task: &str) -> Result<(String, Vec<Entry>), UndoError> {
-        let entries = self.audit.entries()?;
-        let mut ids: Vec<&str> = entries
-            .iter()
-            .filter(|e| !task.is_empty() && e.record.task.starts_with(task))
-            .map(|e| e.record.task.as_str())
-            .collect();
-        ids.sort_unstable();
-        ids.dedup();
+        let ids = if task.is_empty() {
+            Vec::new()
+        } else {
+            self.audit.tasks_starting_with(task)?
+        };
         let id = match ids.as_slice() {
             [one] => one.to_string(),
             [] => {
@@ -102,20 +99,23 @@ impl Org {
                 )));
             }
         };
-        let mine = entries
-            .into_iter()
-            .filter(|e| e.record.task == id)
-            .collect();
+        let mine = self.audit.task_entries(&id)?;
         Ok((id, mine))
     }
 
     /// Undo one action, named by its audit entry number (its result, or its intent).
     pub fn undo_action(&self, action: u64, by: &str) -> Result<UndoReport, UndoError> {
-        let entries = self.audit.entries()?;
-        let entry = entries
-            .iter()
-            .find(|e| e.seq == action)
+        let found = self
+            .audit
+            .entry(action)?
             .ok_or(UndoError::UnknownAction(action))?;
+        // Its task's entries say what completes it and what undid it.
+        let entries = if found.record.task.is_empty() {
+            vec![found.clone()]
+        } else {
+            self.audit.task_entries(&found.record.task)?
+        };
+        let entry = &found;
         // An intent's number stands for its call: use the result that completes it.
         let entry = match entry.kind {
             Kind::Intent => entries
