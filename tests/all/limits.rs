@@ -316,3 +316,39 @@ fn amounts_that_overflow_or_cancel_out_never_slip_past_a_gate_or_a_budget() -> R
     assert_eq!(refusals, 4);
     Ok(())
 }
+
+/// The engine's pool reserves address space for what the host's memory
+/// limit allows, not wasmtime's default 4 GiB per memory (about 260 GiB for
+/// the pool): a `clancy run` holding a task open stays far below that.
+#[test]
+fn the_memory_pool_reserves_what_the_memory_limit_allows_not_4_gib_a_memory() -> Result<()> {
+    let (_dir, data, manifest) = crate::env::employee_dir(
+        "sleeper",
+        "[[grant]]\nintegration = \"slack\"\nscope = \"channel:#general\"\nactions = [\"post\"]\n",
+    )?;
+    let mut child = crate::env::clancy_command(&data, &["run", &manifest, "--task", "sleep 3000"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let status = format!("/proc/{}/status", child.id());
+    let mut largest_kib: u64 = 0;
+    let started = std::time::Instant::now();
+    while child.try_wait()?.is_none() && started.elapsed() < std::time::Duration::from_secs(30) {
+        if let Ok(text) = std::fs::read_to_string(&status)
+            && let Some(kib) = text
+                .lines()
+                .find_map(|l| l.strip_prefix("VmSize:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        {
+            largest_kib = largest_kib.max(kib);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    child.wait()?;
+    let gib = largest_kib / 1024 / 1024;
+    // The pool: 64 memories of 512 MiB and a 32 MiB guard each, about 34 GiB.
+    assert!(largest_kib > 0, "never saw the process");
+    assert!(gib < 64, "the process reserved {gib} GiB of address space");
+    Ok(())
+}

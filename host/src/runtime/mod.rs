@@ -62,6 +62,8 @@ fn blame_output_cap(end: TaskEnd, output: &MemoryOutputPipe) -> TaskEnd {
 }
 /// Concurrent tasks the engine's pool has room for.
 const POOL_SLOTS: u32 = 32;
+/// The guard region after each pooled memory.
+const MEMORY_GUARD_BYTES: u64 = 32 * 1024 * 1024;
 
 /// Loading an employee failed; nothing was instantiated.
 #[derive(Debug, thiserror::Error)]
@@ -124,6 +126,15 @@ impl Runtime {
             .max_memories_per_component(2)
             .max_memory_size(MAX_MEMORY_MB as usize * 1024 * 1024);
         let mut config = Config::new();
+        // Each pooled memory reserves only what a manifest may ask for (and
+        // a guard), not wasmtime's default 4 GiB: the pool's address space
+        // is sized from the host's memory limit (about 35 GiB for 64
+        // memories, instead of about 260 GiB). Accesses past the reservation
+        // are bounds-checked instead of caught by the guard pages.
+        config
+            .memory_reservation(u64::from(MAX_MEMORY_MB) * 1024 * 1024)
+            .memory_reservation_for_growth(0)
+            .memory_guard_size(MEMORY_GUARD_BYTES);
         config
             .wasm_component_model(true)
             .epoch_interruption(true)
