@@ -27,6 +27,8 @@ const ENTRY_PREFIX: &[u8] = b"e/";
 /// the same transaction as the entry, so a task's entries are found
 /// without reading the log.
 const TASK_PREFIX: &str = "t/";
+/// Entries read at a time by `verify`.
+const VERIFY_PAGE: usize = 1000;
 /// Set once the task index covers every entry (built from the log once,
 /// for logs written before it existed).
 const TASK_INDEX_BUILT: &[u8] = b"t-index-built";
@@ -668,28 +670,48 @@ impl AuditLog {
         expected_head: Option<&str>,
         anchors: Option<&Anchors>,
     ) -> Result<Verification, StoreError> {
-        let items = self
-            .store
-            .scan(AREA, ENTRY_PREFIX)?
-            .into_iter()
-            .map(|(key, value)| {
-                let key_seq = key
-                    .get(ENTRY_PREFIX.len()..)
-                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                    .map(u64::from_be_bytes);
-                (
-                    Some(key_seq),
-                    serde_json::from_slice::<Entry>(&value).map_err(|e| e.to_string()),
-                )
-            });
+        // Read a page at a time: memory stays bounded however long the log.
+        let failed = std::cell::RefCell::new(None);
+        let mut after: Option<Vec<u8>> = None;
+        let mut page = std::collections::VecDeque::new();
+        let mut done = false;
+        let entries = std::iter::from_fn(|| {
+            if page.is_empty() && !done {
+                match self
+                    .store
+                    .scan_page(AREA, ENTRY_PREFIX, after.as_deref(), VERIFY_PAGE)
+                {
+                    Ok(next) => {
+                        done = next.len() < VERIFY_PAGE;
+                        if let Some((k, _)) = next.last() {
+                            after = Some(k.clone());
+                        }
+                        page.extend(next);
+                    }
+                    Err(e) => {
+                        done = true;
+                        *failed.borrow_mut() = Some(e);
+                    }
+                }
+            }
+            page.pop_front()
+        });
+        let items = entries.map(|(key, value)| {
+            let key_seq = key
+                .get(ENTRY_PREFIX.len()..)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(u64::from_be_bytes);
+            (
+                Some(key_seq),
+                serde_json::from_slice::<Entry>(&value).map_err(|e| e.to_string()),
+            )
+        });
         let head = Some(self.store.get_json::<Head>(AREA, HEAD_KEY)?);
-        Ok(verify_chain(
-            self.store.org(),
-            items,
-            head,
-            expected_head,
-            anchors,
-        ))
+        let verification = verify_chain(self.store.org(), items, head, expected_head, anchors);
+        match failed.into_inner() {
+            Some(e) => Err(e),
+            None => Ok(verification),
+        }
     }
 }
 
@@ -710,7 +732,19 @@ pub fn verify_chain(
     let mut prev_hash = GENESIS.to_string();
     let mut expected_seq = 1u64;
     let mut count = 0u64;
+    // Only the hashes a checkpoint names are kept (memory stays bounded by
+    // the checkpoints, not the log).
+    let wanted: std::collections::BTreeSet<u64> = anchors
+        .map(|a| {
+            a.checkpoints
+                .iter()
+                .filter(|c| c.org == org)
+                .map(|c| c.seq)
+                .collect()
+        })
+        .unwrap_or_default();
     let mut hashes = std::collections::BTreeMap::new();
+    let mut saw_expected = false;
     let mut due = Vec::new();
     for (key_seq, entry) in items {
         count += 1;
@@ -769,7 +803,10 @@ pub fn verify_chain(
             due.push(entry.seq);
         }
         expected_seq = entry.seq.saturating_add(1);
-        hashes.insert(entry.seq, entry.hash.clone());
+        if wanted.contains(&entry.seq) {
+            hashes.insert(entry.seq, entry.hash.clone());
+        }
+        saw_expected |= expected_head == Some(entry.hash.as_str());
         prev_hash = entry.hash;
     }
     let last_seq = expected_seq - 1;
@@ -800,7 +837,7 @@ pub fn verify_chain(
     if let Some(expected) = expected_head {
         // Entries appended since the head was recorded are fine; a head
         // that is no longer in the chain means it was cut or rewritten.
-        if expected != head_hash && !hashes.values().any(|h| h == expected) {
+        if expected != head_hash && !saw_expected {
             problems.push(format!(
                 "the expected head {} is not in the log: truncated or rewritten",
                 short(expected)

@@ -92,6 +92,23 @@ pub trait Store: Send + Sync {
     fn write(&self, area: &str, writes: Vec<Write>) -> Result<(), StoreError>;
     /// All entries of `area` whose key starts with `prefix`, in key order.
     fn scan(&self, area: &str, prefix: &[u8]) -> Result<Vec<Entry>, StoreError>;
+    /// At most `limit` entries of `area` whose key starts with `prefix`
+    /// and comes after `after` (if given), in key order: a scan a page at a
+    /// time, in bounded memory.
+    fn scan_page(
+        &self,
+        area: &str,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        Ok(self
+            .scan(area, prefix)?
+            .into_iter()
+            .filter(|(k, _)| after.is_none_or(|a| k.as_slice() > a))
+            .take(limit)
+            .collect())
+    }
     /// The names of the areas that hold (or held) anything.
     fn areas(&self) -> Result<Vec<String>, StoreError>;
     /// Apply `writes` atomically and durably only if `key` currently holds
@@ -176,6 +193,26 @@ impl Store for SledStore {
     fn scan(&self, area: &str, prefix: &[u8]) -> Result<Vec<Entry>, StoreError> {
         self.tree(area)?
             .scan_prefix(prefix)
+            .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(io))
+            .collect()
+    }
+
+    fn scan_page(
+        &self,
+        area: &str,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        use std::ops::Bound;
+        let start = match after {
+            Some(a) if a >= prefix => Bound::Excluded(a.to_vec()),
+            _ => Bound::Included(prefix.to_vec()),
+        };
+        self.tree(area)?
+            .range::<Vec<u8>, _>((start, Bound::Unbounded))
+            .take_while(|kv| kv.as_ref().map_or(true, |(k, _)| k.starts_with(prefix)))
+            .take(limit)
             .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(io))
             .collect()
     }
@@ -376,6 +413,27 @@ impl OrgStore {
         let n = self.prefix.len();
         self.store
             .scan(area, &self.key(prefix))?
+            .into_iter()
+            .map(|(k, v)| {
+                let v = self.unseal(area, &k, v)?;
+                Ok((k[n..].to_vec(), v))
+            })
+            .collect()
+    }
+
+    /// See [`Store::scan_page`]; `after` and the returned keys have the
+    /// org prefix removed.
+    pub fn scan_page(
+        &self,
+        area: &str,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let n = self.prefix.len();
+        let after = after.map(|a| self.key(a));
+        self.store
+            .scan_page(area, &self.key(prefix), after.as_deref(), limit)?
             .into_iter()
             .map(|(k, v)| {
                 let v = self.unseal(area, &k, v)?;

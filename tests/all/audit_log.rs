@@ -464,3 +464,44 @@ fn a_decision_or_a_queued_request_that_cannot_be_audited_does_not_take_effect() 
     assert!(host.verify_audit(None)?.is_intact());
     Ok(())
 }
+
+/// `verify` reads the log a page at a time (bounded memory): a log longer
+/// than a page is intact, a head recorded in an early page is still found,
+/// and an edit on a later page and a deleted entry between pages are caught.
+#[test]
+fn verify_reads_a_page_at_a_time_and_still_catches_every_change() -> Result<()> {
+    let env = TestEnv::new()?;
+    for n in 0..2100 {
+        env.host.audit().append(
+            Kind::Note,
+            clancy::audit::Record {
+                employee: "host".into(),
+                action: "note".into(),
+                args: n.to_string(),
+                ..Default::default()
+            },
+        )?;
+    }
+    let early = env
+        .host
+        .audit()
+        .entry(10)?
+        .map(|e| e.hash)
+        .unwrap_or_default();
+    let v = env.host.verify_audit(Some(&early))?;
+    assert!(v.is_intact(), "{:?}", v.problems);
+    assert_eq!(v.entries, env.host.audit().len()?);
+    assert!(v.entries > 2000 && v.checkpoints > 30, "{v:?}");
+
+    let mut entry: Entry = serde_json::from_slice(&raw(&env, 1500)?)?;
+    entry.record.args = "nothing to see here".into();
+    put(&env, vec![(key(1500), Some(serde_json::to_vec(&entry)?))])?;
+    put(&env, vec![(key(1000), None)])?;
+    let p = problems(&env)?;
+    assert!(
+        p.contains("entry #1500 does not match its hash: edited")
+            && p.contains("entries #1000..#1000 are missing: deleted"),
+        "{p}"
+    );
+    Ok(())
+}
