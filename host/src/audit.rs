@@ -585,6 +585,16 @@ impl AuditLog {
         self.store.scan_json(AREA, ENTRY_PREFIX)
     }
 
+    /// At most `limit` entries after entry `after`, in order (a page).
+    pub fn entries_after(&self, after: u64, limit: usize) -> Result<Vec<Entry>, StoreError> {
+        let from = Self::entry_key(after);
+        self.store
+            .scan_page(AREA, ENTRY_PREFIX, Some(&from), limit)?
+            .into_iter()
+            .map(|(_, v)| crate::store::decode(AREA, &v))
+            .collect()
+    }
+
     /// The ids of the tasks whose id starts with `prefix` (through the task
     /// index: the log is not read).
     pub fn tasks_starting_with(&self, prefix: &str) -> Result<Vec<String>, StoreError> {

@@ -262,3 +262,59 @@ fn a_tasks_entries_explain_and_undo_read_the_task_not_the_log() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn the_audit_api_pages_through_a_log_longer_than_a_store_page() -> Result<()> {
+    use clancy::audit::{Kind, Record};
+    use clancy::operators::Role;
+    let live = crate::signin::Live::start(crate::signin::Live::UNLIMITED)?;
+    let (_, token) = live.org.create_token("alice", Role::Manager, 1, "alice")?;
+    let note = |employee: &str, n: usize| Record {
+        employee: employee.into(),
+        action: "note".into(),
+        args: n.to_string(),
+        ..Default::default()
+    };
+    for n in 0..1500 {
+        live.org.audit().append(Kind::Note, note("host", n))?;
+    }
+    // Three entries of one employee, far past the first page of the log.
+    for n in 0..3 {
+        live.org.audit().append(Kind::Note, note("ghost", n))?;
+    }
+    let total = live.org.audit().len()?;
+    let mut seen = 0u64;
+    let mut last = 0u64;
+    let mut cursor: Option<u64> = None;
+    loop {
+        let path = match cursor {
+            Some(c) => format!("/api/v1/audit?limit=1000&after={c}"),
+            None => "/api/v1/audit?limit=1000".to_string(),
+        };
+        let (status, page) = live.get(&token, &path)?;
+        assert_eq!(status, 200, "{page}");
+        for e in page["items"].as_array().into_iter().flatten() {
+            let seq = e["seq"].as_u64().unwrap_or_default();
+            assert!(seq > last, "entry #{seq} came after #{last}");
+            last = seq;
+            seen += 1;
+        }
+        match page["next_cursor"].as_u64() {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(seen, total);
+    // A filter whose matches lie past many pages of the log finds them all.
+    let (status, page) = live.get(&token, "/api/v1/audit?employee=ghost&limit=2")?;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["items"].as_array().map(Vec::len), Some(2));
+    let next = page["next_cursor"].as_u64().unwrap_or_default();
+    let (_, rest) = live.get(
+        &token,
+        &format!("/api/v1/audit?employee=ghost&after={next}"),
+    )?;
+    assert_eq!(rest["items"].as_array().map(Vec::len), Some(1));
+    assert!(rest["next_cursor"].is_null(), "{rest}");
+    Ok(())
+}

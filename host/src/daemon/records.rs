@@ -73,32 +73,16 @@ pub(super) async fn search(
             "task is empty: name a task id or its first characters",
         ));
     }
-    // One task's entries through the task index; else the log.
-    let task = query.task.clone();
-    let entries = with_org(&caller.org, move |org| match task {
-        Some(t) => org.audit().entries_of_tasks(&t),
-        None => org.audit().entries(),
-    })
-    .await?
-    .map_err(Problem::internal)?;
     let after = match query.after {
         None => 0,
         Some(n) => u64::try_from(n)
             .map_err(|_| Problem::bad_request(format!("after {n} is not an entry number")))?,
     };
-    let mut matching = entries.into_iter().filter(|e| {
-        e.seq > after
-            && query
-                .employee
-                .as_ref()
-                .is_none_or(|x| e.record.employee == *x)
-            && query
-                .task
-                .as_ref()
-                .is_none_or(|x| e.record.task.starts_with(x.as_str()))
-    });
-    let items: Vec<crate::audit::Entry> = matching.by_ref().take(limit).collect();
-    let more = matching.next().is_some();
+    let (items, more) = with_org(&caller.org, move |org| {
+        audit_page(org, after, query.employee, query.task, limit)
+    })
+    .await?
+    .map_err(Problem::internal)?;
     Ok(Json(AuditPage {
         next_cursor: items.last().filter(|_| more).map(|e| e.seq),
         items,
@@ -617,4 +601,50 @@ pub(super) async fn enable(
     name: Result<axum::extract::Path<String>, PathRejection>,
 ) -> Result<StatusCode, Problem> {
     set_disabled(caller, name, false).await
+}
+
+/// Entries after `after` of `employee` and of tasks starting with `task`
+/// (each if given), at most `limit`, and whether more follow: one task's
+/// through the task index, else the log a page at a time (never all of it
+/// in memory).
+fn audit_page(
+    org: &crate::org::Org,
+    after: u64,
+    employee: Option<String>,
+    task: Option<String>,
+    limit: usize,
+) -> Result<(Vec<crate::audit::Entry>, bool), crate::store::StoreError> {
+    const PAGE: usize = 1000;
+    let wanted = |e: &crate::audit::Entry| {
+        e.seq > after
+            && employee.as_ref().is_none_or(|x| e.record.employee == *x)
+            && task
+                .as_ref()
+                .is_none_or(|x| e.record.task.starts_with(x.as_str()))
+    };
+    let mut items = Vec::new();
+    if let Some(t) = &task {
+        items = org
+            .audit()
+            .entries_of_tasks(t)?
+            .into_iter()
+            .filter(|e| wanted(e))
+            .take(limit + 1)
+            .collect();
+    } else {
+        let mut cursor = after;
+        loop {
+            let page = org.audit().entries_after(cursor, PAGE)?;
+            let full = page.len() == PAGE;
+            cursor = page.last().map_or(cursor, |e| e.seq);
+            items.extend(page.into_iter().filter(|e| wanted(e)));
+            if items.len() > limit || !full {
+                break;
+            }
+        }
+        items.truncate(limit + 1);
+    }
+    let more = items.len() > limit;
+    items.truncate(limit);
+    Ok((items, more))
 }
