@@ -141,12 +141,7 @@ mod humantime_serde_compat {
 
 fn integration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Integration, D::Error> {
     let name = String::deserialize(d)?;
-    match Integration::parse(&name) {
-        Some(Integration::Files) | None => Err(serde::de::Error::custom(format!(
-            "{name:?} is not an integration reached through OAuth (gmail, slack, hubspot, google-calendar, quickbooks)"
-        ))),
-        Some(i) => Ok(i),
-    }
+    Integration::parse_connected(&name).map_err(serde::de::Error::custom)
 }
 
 #[derive(Deserialize)]

@@ -75,14 +75,7 @@ pub(super) enum ConnectionsCommand {
 
 /// The integration named `name`, one reached through a connection.
 fn connected_integration(name: &str) -> Result<crate::integrations::Integration> {
-    crate::integrations::Integration::parse(name)
-        .filter(|i| *i != crate::integrations::Integration::Files)
-        .ok_or_else(|| {
-            anyhow::anyhow!(
-                "{} is not an integration reached through a connection (gmail, slack, hubspot, google-calendar, quickbooks)",
-                human::line(name)
-            )
-        })
+    crate::integrations::Integration::parse_connected(name).map_err(anyhow::Error::msg)
 }
 
 #[derive(Subcommand, Debug)]

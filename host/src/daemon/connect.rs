@@ -261,17 +261,9 @@ pub(super) async fn use_sandbox(
 ) -> Result<Json<SandboxUsed>, Problem> {
     let admin = caller.needs(Role::Admin)?.name.clone();
     let body: SandboxBody = json_body(&headers, &body, r#"{"integration": "gmail"}"#)?;
-    let integration = crate::integrations::Integration::parse(&body.integration)
-        .filter(|i| *i != crate::integrations::Integration::Files)
-        .ok_or_else(|| {
-            Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "Unknown integration",
-                format!(
-                    "{} is not an integration reached through a connection (gmail, slack, hubspot, google-calendar, quickbooks)",
-                    crate::human::line(&body.integration)
-                ),
-            )
+    let integration = crate::integrations::Integration::parse_connected(&body.integration)
+        .map_err(|why| {
+            Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "Unknown integration", why)
         })?;
     let was_connected = with_org(&caller.org, move |org| org.use_sandbox(integration, &admin))
         .await?

@@ -330,6 +330,19 @@ impl Integration {
     pub fn parse(name: &str) -> Option<Integration> {
         Integration::ALL.into_iter().find(|i| i.name() == name)
     }
+
+    /// The integration named `name`, if it is one reached through an OAuth
+    /// connection (every one but `files`); else why not.
+    pub fn parse_connected(name: &str) -> Result<Integration, String> {
+        Integration::parse(name)
+            .filter(|i| *i != Integration::Files)
+            .ok_or_else(|| {
+                format!(
+                    "{} is not an integration reached through a connection (gmail, slack, hubspot, google-calendar, quickbooks)",
+                    crate::human::line(name)
+                )
+            })
+    }
 }
 
 impl fmt::Display for Integration {

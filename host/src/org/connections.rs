@@ -148,6 +148,11 @@ fn refresh_lock(org: &str, id: &str) -> Arc<std::sync::Mutex<()>> {
         .clone()
 }
 
+/// Where the connection an integration uses is named.
+fn binding_key(integration: Integration) -> Vec<u8> {
+    format!("u/{}", integration.name()).into_bytes()
+}
+
 fn conn_key(id: &str) -> Vec<u8> {
     format!("c/{id}").into_bytes()
 }
@@ -221,8 +226,7 @@ impl Vault {
 
     /// The connection `integration` uses, if an admin chose one.
     pub fn binding(&self, integration: Integration) -> Result<Option<String>, StoreError> {
-        self.org
-            .get_json(AREA, format!("u/{}", integration.name()).as_bytes())
+        self.org.get_json(AREA, &binding_key(integration))
     }
 
     /// One connection.
@@ -636,7 +640,7 @@ impl Org {
         if !lapsed {
             return Ok(());
         }
-        let key = format!("u/{}", new.integration.name()).into_bytes();
+        let key = binding_key(new.integration);
         self.org.put_json(AREA, &key, &new.id)?;
         self.audit_operator_action(
             "connection-used",
@@ -658,7 +662,7 @@ impl Org {
 
     /// One connection.
     pub fn connection(&self, id: &str) -> Result<Option<Connection>, StoreError> {
-        self.org.get_json(AREA, &conn_key(id))
+        self.vault().connection(id)
     }
 
     /// Revoke connection `id` on the word of admin `by`: its tokens are
@@ -734,7 +738,7 @@ impl Org {
         if c.status != ConnectionStatus::Active {
             return Err(ConnectionError::Expired(id.to_string()));
         }
-        let key = format!("u/{}", c.integration.name()).into_bytes();
+        let key = binding_key(c.integration);
         self.org.put_json(AREA, &key, &c.id)?;
         self.audit_operator_action(
             "connection-used",
@@ -752,7 +756,7 @@ impl Org {
     /// connection.
     pub fn use_sandbox(&self, integration: Integration, by: &str) -> Result<bool, ConnectionError> {
         self.require_admin(by)?;
-        let key = format!("u/{}", integration.name()).into_bytes();
+        let key = binding_key(integration);
         let had = self.org.get(AREA, &key)?.is_some();
         self.org.write(AREA, vec![(key, None)])?;
         self.audit_operator_action(
