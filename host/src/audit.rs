@@ -18,7 +18,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::keys::Checkpoint;
-use crate::store::{AreaWrite, Guard, OrgStore, StoreError};
+use crate::store::{AreaWrite, Durability, Guard, OrgStore, StoreError};
 
 const AREA: &str = "audit";
 const HEAD_KEY: &[u8] = b"head";
@@ -361,7 +361,18 @@ impl Verification {
 /// Entries between two checkpoints (besides one at every task end).
 pub const CHECKPOINT_EVERY: u64 = 64;
 
-/// Whether the host signs a checkpoint right after `entry`.
+/// Whether an entry of `kind` must be on disk before its append returns:
+/// it records something about to change the world (a write's intent), a
+/// request a human will be told of, a decision or a change to an employee.
+/// The others ride on the next group commit.
+pub fn durable_at_once(kind: Kind) -> bool {
+    matches!(
+        kind,
+        Kind::Intent | Kind::Queued | Kind::Decision | Kind::Change
+    )
+}
+
+/// Whether the host signs a checkpoint over `entry` (once it is durable).
 fn checkpoint_due(entry: &Entry) -> bool {
     entry.kind == Kind::TaskEnd || entry.seq.is_multiple_of(CHECKPOINT_EVERY)
 }
@@ -391,12 +402,66 @@ pub struct Anchors {
 }
 
 /// One organisation's audit log.
+///
+/// What must be on disk before anything acts on it (a write's intent, a
+/// queued request, a decision, a change to an employee) is durable before
+/// [`AuditLog::append`] returns; the rest (task starts and ends, notes,
+/// reads, results, refusals) rides on the store's next group commit. The
+/// log is written in order, so an entry that is durable has every entry
+/// before it durable too. Checkpoints are signed only over durable entries.
 pub struct AuditLog {
     store: OrgStore,
     append_lock: Mutex<()>,
-    checkpointing: Option<Checkpointing>,
+    /// Signs checkpoints once the entries they cover are durable.
+    signer: Option<std::sync::Arc<Signer>>,
+    /// The newest sequence number appended by this process.
+    last_seq: std::sync::atomic::AtomicU64,
     /// Entries appended by this process, by what they record.
     counts: Counts,
+}
+
+/// Entries due a checkpoint, signed in order once they are durable.
+struct Signer {
+    checkpointing: Checkpointing,
+    /// Due entries not yet signed, oldest first.
+    unsigned: Mutex<std::collections::VecDeque<Entry>>,
+}
+
+impl Signer {
+    /// Sign a checkpoint over every due entry up to `seq` (all durable).
+    fn sign_through(&self, seq: u64) {
+        let mut unsigned = self.unsigned.lock().unwrap_or_else(|p| p.into_inner());
+        while unsigned.front().is_some_and(|e| e.seq <= seq) {
+            let Some(entry) = unsigned.pop_front() else {
+                break;
+            };
+            let c = &self.checkpointing;
+            let checkpoint = c
+                .keys
+                .checkpoint(&entry.org, entry.seq, &entry.hash, Utc::now());
+            match crate::keys::append_checkpoint(&c.file, &checkpoint) {
+                Ok(()) => {
+                    if let Some(publish) = &c.publish {
+                        publish(&checkpoint, &entry);
+                    }
+                }
+                // The entry stands; `audit verify` will name the missing checkpoint.
+                Err(e) => tracing::error!(
+                    seq = entry.seq,
+                    "could not write the audit checkpoint to {}: {e}",
+                    c.file.display()
+                ),
+            }
+        }
+    }
+}
+
+impl Drop for AuditLog {
+    fn drop(&mut self) {
+        if let Err(e) = self.settle() {
+            tracing::error!(org = %self.store.org(), "could not make the last audit entries durable: {e}");
+        }
+    }
 }
 
 /// How many calls reached a provider, were refused, or waited for a human,
@@ -425,7 +490,8 @@ impl AuditLog {
         AuditLog {
             store,
             append_lock: Mutex::new(()),
-            checkpointing: None,
+            signer: None,
+            last_seq: std::sync::atomic::AtomicU64::new(0),
             counts: Counts::default(),
         }
     }
@@ -433,15 +499,29 @@ impl AuditLog {
     /// The log of `store`'s organisation, signing a checkpoint at every
     /// task end and every [`CHECKPOINT_EVERY`] entries.
     pub fn with_checkpoints(store: OrgStore, checkpointing: Checkpointing) -> AuditLog {
-        AuditLog {
-            checkpointing: Some(checkpointing),
-            ..AuditLog::new(store)
-        }
+        let mut log = AuditLog::new(store);
+        log.signer = Some(std::sync::Arc::new(Signer {
+            checkpointing,
+            unsigned: Mutex::new(std::collections::VecDeque::new()),
+        }));
+        log
     }
 
     /// The checkpoint file, if this log signs checkpoints.
     pub fn checkpoint_file(&self) -> Option<&std::path::Path> {
-        self.checkpointing.as_ref().map(|c| c.file.as_path())
+        self.signer.as_ref().map(|s| s.checkpointing.file.as_path())
+    }
+
+    /// Make every entry appended so far durable and sign the checkpoints
+    /// due over them (what a caller does before it acknowledges a task, or
+    /// reads the checkpoint file).
+    pub fn settle(&self) -> Result<(), StoreError> {
+        let appended = self.last_seq.load(std::sync::atomic::Ordering::Acquire);
+        self.store.sync()?;
+        if let Some(signer) = &self.signer {
+            signer.sign_through(appended);
+        }
+        Ok(())
     }
 
     /// The organisation this log belongs to.
@@ -455,9 +535,27 @@ impl AuditLog {
         k
     }
 
-    /// Append a record durably; returns the entry as stored.
+    /// Append a record; returns the entry as stored. It is durable on
+    /// return if its kind must be ([`durable_at_once`]), else with the next
+    /// group commit.
     pub fn append(&self, kind: Kind, record: Record) -> Result<Entry, AuditError> {
-        self.append_with(kind, record, None, Vec::new())?
+        let when = if durable_at_once(kind) {
+            Durability::Now
+        } else {
+            Durability::Soon
+        };
+        self.append_when(kind, record, when)
+    }
+
+    /// Append a record, durable as `when` says (a read's intent need not
+    /// be on disk before the read: nothing outside changes).
+    pub fn append_when(
+        &self,
+        kind: Kind,
+        record: Record,
+        when: Durability,
+    ) -> Result<Entry, AuditError> {
+        self.append_inner(kind, record, None, Vec::new(), when)?
             .ok_or_else(|| AuditError(StoreError::Io("the audit append was not applied".into())))
     }
 
@@ -465,14 +563,26 @@ impl AuditLog {
     /// transaction, only if `guard` holds: the state change and the entry
     /// that records it are written both or neither. `None` when the guard
     /// did not hold (nothing was written).
+    /// Both are durable on return.
     pub fn append_with(
         &self,
         kind: Kind,
         record: Record,
         guard: Option<&Guard>,
-        mut writes: Vec<AreaWrite>,
+        writes: Vec<AreaWrite>,
     ) -> Result<Option<Entry>, AuditError> {
-        let _guard = self.append_lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.append_inner(kind, record, guard, writes, Durability::Now)
+    }
+
+    fn append_inner(
+        &self,
+        kind: Kind,
+        record: Record,
+        guard: Option<&Guard>,
+        mut writes: Vec<AreaWrite>,
+        when: Durability,
+    ) -> Result<Option<Entry>, AuditError> {
+        let lock = self.append_lock.lock().unwrap_or_else(|p| p.into_inner());
         let head: Head = self.store.get_json(AREA, HEAD_KEY)?.unwrap_or(Head {
             seq: 0,
             hash: GENESIS.to_string(),
@@ -516,8 +626,36 @@ impl AuditLog {
                 Some(b"1".to_vec()),
             ));
         }
-        if !self.store.write_across(guard, writes)? {
+        // Applied under the lock (the chain is in order); waited for after
+        // it, so concurrent appenders share one flush.
+        if !self
+            .store
+            .write_across_when(guard, writes, Durability::Soon)?
+        {
             return Ok(None);
+        }
+        self.last_seq
+            .fetch_max(entry.seq, std::sync::atomic::Ordering::AcqRel);
+        // Registered while the lock is held, so checkpoints are in log order.
+        if let Some(signer) = &self.signer
+            && checkpoint_due(&entry)
+        {
+            signer
+                .unsigned
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push_back(entry.clone());
+            let signer = std::sync::Arc::downgrade(signer);
+            let seq = entry.seq;
+            self.store.after_durable(Box::new(move || {
+                if let Some(signer) = signer.upgrade() {
+                    signer.sign_through(seq);
+                }
+            }));
+        }
+        drop(lock);
+        if when == Durability::Now {
+            self.store.sync()?;
         }
         let counter = match entry.kind {
             Kind::Result => Some(&self.counts.calls),
@@ -527,27 +665,6 @@ impl AuditLog {
         };
         if let Some(c) = counter {
             c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        // Signed while the append lock is held, so checkpoints are in log order.
-        if let Some(c) = &self.checkpointing
-            && checkpoint_due(&entry)
-        {
-            let checkpoint = c
-                .keys
-                .checkpoint(&entry.org, entry.seq, &entry.hash, Utc::now());
-            match crate::keys::append_checkpoint(&c.file, &checkpoint) {
-                Ok(()) => {
-                    if let Some(publish) = &c.publish {
-                        publish(&checkpoint, &entry);
-                    }
-                }
-                // The entry stands; `audit verify` will name the missing checkpoint.
-                Err(e) => tracing::error!(
-                    seq = entry.seq,
-                    "could not write the audit checkpoint to {}: {e}",
-                    c.file.display()
-                ),
-            }
         }
         Ok(Some(entry))
     }

@@ -149,10 +149,15 @@ impl Meter {
                     u32::try_from(secs).unwrap_or(u32::MAX),
                 ));
             }
-            if self
-                .store
-                .write_if(AREA, first.key.as_bytes(), stored_first.as_deref(), writes)?
-            {
+            // Rides on the next group commit: a crash can forget the last
+            // few milliseconds of calls, never grant one the buckets refused.
+            if self.store.write_if_when(
+                AREA,
+                first.key.as_bytes(),
+                stored_first.as_deref(),
+                writes,
+                crate::store::Durability::Soon,
+            )? {
                 return Ok(());
             }
         }

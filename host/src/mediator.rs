@@ -633,7 +633,13 @@ impl Mediator {
         };
         let mut intent_record = record.clone();
         intent_record.decision = Some(Decision::Allowed);
-        let intent = match self.audit.append(Kind::Intent, intent_record) {
+        // A read's intent need not be on disk before the read (nothing
+        // outside changes); a write's must.
+        let when = match &effect {
+            Effect::Call(op) if !op.is_write() => crate::store::Durability::Soon,
+            _ => crate::store::Durability::Now,
+        };
+        let intent = match self.audit.append_when(Kind::Intent, intent_record, when) {
             Ok(intent) => intent,
             Err(e) => {
                 if let Some(r) = reservation {

@@ -292,6 +292,8 @@ impl Org {
         file: Option<&Path>,
         public: Option<ed25519_dalek::VerifyingKey>,
     ) -> Result<crate::audit::Anchors, OrgError> {
+        // The checkpoints due over entries appended so far are written first.
+        self.audit.settle()?;
         let file = file
             .or(self.audit.checkpoint_file())
             .map(Path::to_path_buf)
@@ -611,6 +613,8 @@ impl Org {
     /// Deliver the notifications that are due; those whose attempts ran out
     /// are recorded in the audit log.
     pub fn deliver_notifications(&self) -> Result<Delivery, StoreError> {
+        // Checkpoints due over entries appended so far are queued first.
+        self.audit.settle()?;
         let delivery = self.outbox.deliver_due(self.now())?;
         for n in &delivery.gave_up {
             let record = Record {

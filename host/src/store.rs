@@ -5,11 +5,15 @@
 //! namespaced by organisation with [`OrgStore`]; code above this module never
 //! builds a key that could reach another organisation's data.
 //!
-//! Writes are atomic per call and durable (flushed) before they return: a
-//! caller that got `Ok` may act on it.
+//! Writes are atomic per call. A write made with [`Durability::Now`] (every
+//! `write`, `write_if` and `write_across`) is durable before it returns: a
+//! caller that got `Ok` may act on it. One made with [`Durability::Soon`] is
+//! applied and visible at once and becomes durable with the next group
+//! commit (see [`SledStore`]).
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 /// A storage failure. Callers fail closed on it.
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +88,35 @@ pub struct Guard {
     pub expected: Option<Vec<u8>>,
 }
 
+/// When a write must be durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// Before the call returns (what must be on disk before a side effect
+    /// or an acknowledgement: a write's intent, a decision, a queued request).
+    Now,
+    /// With the next group commit: at most [`COMMIT_INTERVAL`] later, or
+    /// sooner when anything is written with [`Durability::Now`] or
+    /// [`Store::sync`] is called. The log is written in order, so a crash
+    /// loses at most the writes made after the last commit, never one
+    /// without the writes made before it.
+    Soon,
+}
+
+/// The longest a [`Durability::Soon`] write waits for its group commit.
+pub const COMMIT_INTERVAL: Duration = Duration::from_millis(10);
+
+/// What the group commit has done since the store was opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CommitStats {
+    /// Flushes to disk (each one makes every write applied before it durable).
+    pub flushes: u64,
+    /// Writes that were made durable.
+    pub writes: u64,
+}
+
+/// Run once the writes applied before it was registered are durable.
+pub type OnDurable = Box<dyn FnOnce() + Send>;
+
 /// A key-value store of named areas.
 pub trait Store: Send + Sync {
     /// The value at `key` in `area`.
@@ -129,17 +162,210 @@ pub trait Store: Send + Sync {
         guard: Option<&Guard>,
         writes: Vec<AreaWrite>,
     ) -> Result<bool, StoreError>;
+    /// [`Store::write_across`], durable as `when` says. A store without
+    /// group commit makes every write durable at once.
+    fn write_across_when(
+        &self,
+        guard: Option<&Guard>,
+        writes: Vec<AreaWrite>,
+        when: Durability,
+    ) -> Result<bool, StoreError> {
+        let _ = when;
+        self.write_across(guard, writes)
+    }
+    /// Return once every write applied before the call is durable
+    /// (concurrent callers share one flush).
+    fn sync(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// Run `then` once every write applied before this call is durable (at
+    /// once if it already is), in the order registered.
+    fn after_durable(&self, then: OnDurable) {
+        then();
+    }
+    /// What the group commit has done so far.
+    fn commit_stats(&self) -> CommitStats {
+        CommitStats::default()
+    }
 }
 
 /// The embedded default: one sled database in the data dir.
+///
+/// Durable means: sled has written the log and synced the written range
+/// (`sync_file_range` on Linux, which survives a killed process but not a
+/// power cut), and then the host has called `fdatasync` on sled's log file,
+/// which also flushes the disk's write cache. Writes are made durable by a
+/// group commit: every writer that needs durability waits for the next
+/// flush, and one flush covers every write applied before it started, so
+/// concurrent writers share it. A committer thread flushes
+/// [`Durability::Soon`] writes every [`COMMIT_INTERVAL`].
 pub struct SledStore {
     db: sled::Db,
+    commits: Arc<GroupCommit>,
+    committer: Option<std::thread::JoinHandle<()>>,
+}
+
+/// The shared state of the group commit.
+struct GroupCommit {
+    db: sled::Db,
+    /// sled's log file, for `fdatasync` (absent if sled laid it out otherwise).
+    log: Option<std::fs::File>,
+    state: Mutex<Commits>,
+    changed: Condvar,
+    /// Held by the one thread running the work in `ready`, in order.
+    running: Mutex<()>,
+}
+
+#[derive(Default)]
+struct Commits {
+    /// Writes applied so far; a write's ticket is this count after it.
+    applied: u64,
+    /// Every write with a ticket up to this is durable.
+    durable: u64,
+    /// A flush is under way.
+    flushing: bool,
+    /// The store is closing: the committer stops.
+    closing: bool,
+    stats: CommitStats,
+    /// Work to run once the write count it names is durable.
+    waiting: std::collections::VecDeque<(u64, OnDurable)>,
+    /// Work whose writes are durable, to run in this order.
+    ready: std::collections::VecDeque<OnDurable>,
+}
+
+impl GroupCommit {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Commits> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Count one write as applied; returns its ticket. Called after the
+    /// write is in sled, so any flush that starts later covers it.
+    fn applied(&self) -> u64 {
+        let mut s = self.lock();
+        s.applied += 1;
+        s.applied
+    }
+
+    /// Return once the write with `ticket` is durable: wait for the flush
+    /// under way to cover it, or flush (for everyone waiting) if none is.
+    fn wait(&self, ticket: u64) -> Result<(), StoreError> {
+        let mut s = self.lock();
+        loop {
+            if s.durable >= ticket {
+                return Ok(());
+            }
+            if s.flushing {
+                s = self
+                    .changed
+                    .wait(s)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                continue;
+            }
+            s.flushing = true;
+            let target = s.applied;
+            drop(s);
+            let flushed = self.flush();
+            s = self.lock();
+            if flushed.is_ok() {
+                s.stats.flushes += 1;
+                s.stats.writes += target - s.durable;
+                s.durable = target;
+                while s.waiting.front().is_some_and(|(t, _)| *t <= target) {
+                    if let Some((_, then)) = s.waiting.pop_front() {
+                        s.ready.push_back(then);
+                    }
+                }
+            }
+            s.flushing = false;
+            self.changed.notify_all();
+            drop(s);
+            self.run_ready();
+            flushed?;
+            s = self.lock();
+        }
+    }
+
+    /// Run the work whose writes are durable, in order, on one thread at a
+    /// time (work that writes durably itself may flush, and never waits
+    /// for its own turn).
+    fn run_ready(&self) {
+        loop {
+            let running = match self.running.try_lock() {
+                Ok(guard) => guard,
+                Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => return,
+            };
+            loop {
+                let next = self.lock().ready.pop_front();
+                match next {
+                    Some(then) => then(),
+                    None => break,
+                }
+            }
+            drop(running);
+            // Work queued while the lock was being given up is not stranded.
+            if self.lock().ready.is_empty() {
+                return;
+            }
+        }
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush().map_err(io)?;
+        if let Some(log) = &self.log {
+            log.sync_data()
+                .map_err(|e| StoreError::Io(format!("cannot sync the store's log: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// Make everything applied so far durable.
+    fn sync(&self) -> Result<(), StoreError> {
+        let ticket = self.lock().applied;
+        self.wait(ticket)
+    }
+
+    /// The committer: flush what was applied, every [`COMMIT_INTERVAL`],
+    /// until the store closes.
+    fn run_committer(&self) {
+        let mut s = self.lock();
+        while !s.closing {
+            let (next, _) = self
+                .changed
+                .wait_timeout(s, COMMIT_INTERVAL)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            s = next;
+            if s.closing || s.applied <= s.durable || s.flushing {
+                continue;
+            }
+            drop(s);
+            if let Err(e) = self.sync() {
+                tracing::error!("the store's group commit failed: {e}");
+            }
+            s = self.lock();
+        }
+    }
+}
+
+impl Drop for SledStore {
+    fn drop(&mut self) {
+        self.commits.lock().closing = true;
+        self.commits.changed.notify_all();
+        if let Some(committer) = self.committer.take() {
+            let _ = committer.join();
+        }
+        if let Err(e) = self.commits.sync() {
+            tracing::error!("could not make the last writes durable when closing the store: {e}");
+        }
+    }
 }
 
 impl SledStore {
-    /// Open (or create) the database at `path`. Every write is flushed by
-    /// [`Store::write`] itself, so no background flusher runs (and the file
-    /// lock is released as soon as the store is dropped).
+    /// Open (or create) the database at `path`. sled's own background
+    /// flusher is off: the group commit flushes (and its committer thread
+    /// stops when the store is dropped, so the file lock is released then).
     pub fn open(path: &Path) -> Result<SledStore, StoreError> {
         let db = sled::Config::new()
             .path(path)
@@ -159,7 +385,29 @@ impl SledStore {
                     other => other.to_string(),
                 },
             })?;
-        Ok(SledStore { db })
+        let log = std::fs::File::open(path.join("db")).ok();
+        let commits = Arc::new(GroupCommit {
+            db: db.clone(),
+            log,
+            state: Mutex::new(Commits::default()),
+            changed: Condvar::new(),
+            running: Mutex::new(()),
+        });
+        let committer = {
+            let commits = commits.clone();
+            std::thread::Builder::new()
+                .name("clancy-commit".into())
+                .spawn(move || commits.run_committer())
+                .map_err(|e| StoreError::Open {
+                    path: path.display().to_string(),
+                    reason: format!("cannot start the group commit: {e}"),
+                })?
+        };
+        Ok(SledStore {
+            db,
+            commits,
+            committer: Some(committer),
+        })
     }
 
     fn tree(&self, area: &str) -> Result<sled::Tree, StoreError> {
@@ -186,8 +434,8 @@ impl Store for SledStore {
             }
         }
         tree.apply_batch(batch).map_err(io)?;
-        tree.flush().map_err(io)?;
-        Ok(())
+        let ticket = self.commits.applied();
+        self.commits.wait(ticket)
     }
 
     fn scan(&self, area: &str, prefix: &[u8]) -> Result<Vec<Entry>, StoreError> {
@@ -243,7 +491,7 @@ impl Store for SledStore {
             .into_iter()
             .map(|(k, v)| (area.to_string(), k, v))
             .collect();
-        self.write_across_trees(Some(&guard), &writes)
+        self.write_across_trees(Some(&guard), &writes, Durability::Now)
     }
 
     fn write_across(
@@ -251,7 +499,36 @@ impl Store for SledStore {
         guard: Option<&Guard>,
         writes: Vec<AreaWrite>,
     ) -> Result<bool, StoreError> {
-        self.write_across_trees(guard, &writes)
+        self.write_across_trees(guard, &writes, Durability::Now)
+    }
+
+    fn write_across_when(
+        &self,
+        guard: Option<&Guard>,
+        writes: Vec<AreaWrite>,
+        when: Durability,
+    ) -> Result<bool, StoreError> {
+        self.write_across_trees(guard, &writes, when)
+    }
+
+    fn sync(&self) -> Result<(), StoreError> {
+        self.commits.sync()
+    }
+
+    fn after_durable(&self, then: OnDurable) {
+        let mut s = self.commits.lock();
+        if s.durable >= s.applied && s.waiting.is_empty() {
+            s.ready.push_back(then);
+        } else {
+            let ticket = s.applied;
+            s.waiting.push_back((ticket, then));
+        }
+        drop(s);
+        self.commits.run_ready();
+    }
+
+    fn commit_stats(&self) -> CommitStats {
+        self.commits.lock().stats
     }
 }
 
@@ -260,6 +537,7 @@ impl SledStore {
         &self,
         guard: Option<&Guard>,
         writes: &[AreaWrite],
+        when: Durability,
     ) -> Result<bool, StoreError> {
         use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
         // One tree per area involved, the guard's first.
@@ -298,8 +576,14 @@ impl SledStore {
             .map_err(|e: TransactionError<()>| {
                 StoreError::Io(format!("transaction failed: {e:?}"))
             })?;
-        self.db.flush().map_err(io)?;
-        Ok(applied)
+        if !applied {
+            return Ok(false);
+        }
+        let ticket = self.commits.applied();
+        if when == Durability::Now {
+            self.commits.wait(ticket)?;
+        }
+        Ok(true)
     }
 }
 
@@ -460,12 +744,53 @@ impl OrgStore {
         )
     }
 
+    /// [`OrgStore::write_if`], durable as `when` says.
+    pub fn write_if_when(
+        &self,
+        area: &str,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        writes: Vec<Write>,
+        when: Durability,
+    ) -> Result<bool, StoreError> {
+        let guard = Guard {
+            area: area.to_string(),
+            key: key.to_vec(),
+            expected: expected.map(<[u8]>::to_vec),
+        };
+        let writes = writes
+            .into_iter()
+            .map(|(k, v)| (area.to_string(), k, v))
+            .collect();
+        self.write_across_when(Some(&guard), writes, when)
+    }
+
+    /// See [`Store::sync`].
+    pub fn sync(&self) -> Result<(), StoreError> {
+        self.store.sync()
+    }
+
+    /// See [`Store::after_durable`].
+    pub fn after_durable(&self, then: OnDurable) {
+        self.store.after_durable(then);
+    }
+
     /// See [`Store::write_across`]: `guard` and `writes` name keys of this
     /// org (they are prefixed and sealed here).
     pub fn write_across(
         &self,
         guard: Option<&Guard>,
         writes: Vec<AreaWrite>,
+    ) -> Result<bool, StoreError> {
+        self.write_across_when(guard, writes, Durability::Now)
+    }
+
+    /// [`OrgStore::write_across`], durable as `when` says.
+    pub fn write_across_when(
+        &self,
+        guard: Option<&Guard>,
+        writes: Vec<AreaWrite>,
+        when: Durability,
     ) -> Result<bool, StoreError> {
         let guard = guard.map(|g| {
             let key = self.key(&g.key);
@@ -483,7 +808,7 @@ impl OrgStore {
                 (area, k, v)
             })
             .collect();
-        self.store.write_across(guard.as_ref(), writes)
+        self.store.write_across_when(guard.as_ref(), writes, when)
     }
 
     /// Read a JSON value.

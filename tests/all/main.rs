@@ -17,6 +17,7 @@ mod disk;
 mod elevation;
 mod env;
 mod escalation;
+mod group_commit;
 mod guidance;
 mod history;
 mod hostile;

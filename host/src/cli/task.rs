@@ -94,6 +94,9 @@ pub(super) fn run(global: &Global, args: RunArgs, out: &mut impl Write) -> Resul
     host.record_interrupted_tasks()?;
     let employee = host.load(manifest)?;
     let result = employee.run(&task)?;
+    // What is shown has been recorded: the task's entries are durable and
+    // its checkpoint signed before the result is printed.
+    host.audit().settle()?;
     if json {
         writeln!(out, "{}", serde_json::to_string_pretty(&result)?)?;
     } else {
