@@ -584,26 +584,25 @@ impl ApprovalQueue {
     /// Replace `current` with `next` if nobody changed it since it was read.
     /// Returns false when another decider got there first.
     pub fn transition(&self, current: &Approval, next: &Approval) -> Result<bool, StoreError> {
-        self.write_if_unchanged(
-            current,
-            vec![
-                (key(&next.id), Some(crate::store::encode(next)?)),
-                open_write(next),
-            ],
-        )
+        self.transition_when(current, next, crate::store::Durability::Now)
     }
 
-    /// Apply `writes` atomically, only if `current` is still stored as it was read.
-    fn write_if_unchanged(
+    /// [`ApprovalQueue::transition`], durable as `when` says.
+    pub fn transition_when(
         &self,
         current: &Approval,
-        writes: Vec<crate::store::Write>,
+        next: &Approval,
+        when: crate::store::Durability,
     ) -> Result<bool, StoreError> {
         let Some(guard) = self.guard_unchanged(current)? else {
             return Ok(false);
         };
+        let writes = vec![
+            (key(&next.id), Some(crate::store::encode(next)?)),
+            open_write(next),
+        ];
         self.store
-            .write_if(AREA, &guard.key, guard.expected.as_deref(), writes)
+            .write_if_when(AREA, &guard.key, guard.expected.as_deref(), writes, when)
     }
 
     fn elevation_key(employee: &str, approval: &str) -> Vec<u8> {
@@ -675,6 +674,9 @@ impl ApprovalQueue {
             Some(crate::store::encode(&n)?),
         )];
         writes.extend(marker.map(|m| (m, Some(b"1".to_vec()))));
-        self.store.write(AREA, writes)
+        // Rides on the next group commit: a count lost in a crash makes
+        // one more write wait for a human, never one fewer.
+        self.store
+            .write_when(AREA, writes, crate::store::Durability::Soon)
     }
 }

@@ -411,13 +411,249 @@ pub struct Anchors {
 /// before it durable too. Checkpoints are signed only over durable entries.
 pub struct AuditLog {
     store: OrgStore,
-    append_lock: Mutex<()>,
-    /// Signs checkpoints once the entries they cover are durable.
-    signer: Option<std::sync::Arc<Signer>>,
-    /// The newest sequence number appended by this process.
-    last_seq: std::sync::atomic::AtomicU64,
+    /// The chain's head and the entries not yet written to the store.
+    chain: std::sync::Arc<Chain>,
+    /// Appends waiting to be applied in the next batch.
+    batches: Mutex<Batches>,
+    /// Signalled when a batch was applied.
+    batch_done: std::sync::Condvar,
     /// Entries appended by this process, by what they record.
     counts: Counts,
+}
+
+/// Writes of entries appended but not yet given to the store, at most this
+/// many (then they are written at once).
+const MAX_BUFFERED_WRITES: usize = 4096;
+
+/// The chain as this process appends to it. Entries that need not be
+/// durable at once are kept here (already numbered and hashed) and written
+/// to the store in one batch: before the store's next group commit, before
+/// anything durable is appended, and before the log is read.
+struct Chain {
+    store: OrgStore,
+    /// Signs checkpoints once the entries they cover are durable.
+    signer: Option<std::sync::Arc<Signer>>,
+    /// Whether entries may wait here (the store commits in the background).
+    buffering: bool,
+    state: Mutex<ChainState>,
+    /// The newest sequence number appended by this process.
+    last_seq: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Default)]
+struct ChainState {
+    /// The head as appended (`None`: read it from the store).
+    head: Option<Head>,
+    /// Writes of the entries appended but not yet written.
+    pending: Vec<AreaWrite>,
+    /// Those of them due a checkpoint.
+    pending_due: Vec<Entry>,
+}
+
+impl Chain {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ChainState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn head(&self, st: &mut ChainState) -> Result<Head, StoreError> {
+        if let Some(head) = &st.head {
+            return Ok(head.clone());
+        }
+        let head = self.store.get_json(AREA, HEAD_KEY)?.unwrap_or(Head {
+            seq: 0,
+            hash: GENESIS.to_string(),
+        });
+        st.head = Some(head.clone());
+        Ok(head)
+    }
+
+    /// Give the buffered entries to the store (not waiting for a flush).
+    fn write_pending(&self) -> Result<(), StoreError> {
+        let mut st = self.lock();
+        self.write_pending_locked(&mut st)
+    }
+
+    fn write_pending_locked(&self, st: &mut ChainState) -> Result<(), StoreError> {
+        if st.pending.is_empty() {
+            return Ok(());
+        }
+        let head = self.head(st)?;
+        let mut writes = std::mem::take(&mut st.pending);
+        writes.push((
+            AREA.to_string(),
+            HEAD_KEY.to_vec(),
+            Some(crate::store::encode(&head)?),
+        ));
+        let due = std::mem::take(&mut st.pending_due);
+        match self.store.write_across_when(None, writes, Durability::Soon) {
+            Ok(_) => {
+                self.sign_when_durable(&due);
+                Ok(())
+            }
+            Err(e) => {
+                // Those entries are lost: the chain goes on from the store's head.
+                st.head = None;
+                tracing::error!(org = %self.store.org(), "could not write audit entries to the store: {e}");
+                Err(e)
+            }
+        }
+    }
+
+    /// Have the checkpoints due over `entries` (just written, in log
+    /// order) signed once they are durable.
+    fn sign_when_durable(&self, entries: &[Entry]) {
+        let Some(signer) = &self.signer else {
+            return;
+        };
+        for entry in entries.iter().filter(|e| checkpoint_due(e)) {
+            signer
+                .unsigned
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push_back(entry.clone());
+            let signer = std::sync::Arc::downgrade(signer);
+            let seq = entry.seq;
+            self.store.after_durable(Box::new(move || {
+                if let Some(signer) = signer.upgrade() {
+                    signer.sign_through(seq);
+                }
+            }));
+        }
+    }
+
+    /// Number and hash the next entry after `head`; its writes.
+    fn next_entry(
+        &self,
+        head: &Head,
+        kind: Kind,
+        record: Record,
+    ) -> Result<(Entry, Vec<AreaWrite>), StoreError> {
+        let mut entry = Entry {
+            seq: head.seq + 1,
+            prev: head.hash.clone(),
+            time: Utc::now(),
+            org: self.store.org().to_string(),
+            kind,
+            record,
+            hash: String::new(),
+        };
+        entry.hash = entry.compute_hash();
+        let mut writes = vec![(
+            AREA.to_string(),
+            AuditLog::entry_key(entry.seq),
+            Some(crate::store::encode(&entry)?),
+        )];
+        if !entry.record.task.is_empty() {
+            writes.push((
+                AREA.to_string(),
+                task_key(&entry.record.task, entry.seq),
+                Some(b"1".to_vec()),
+            ));
+        }
+        if entry.seq == 1 {
+            // A new log is indexed from its first entry on.
+            writes.push((
+                AREA.to_string(),
+                TASK_INDEX_BUILT.to_vec(),
+                Some(b"1".to_vec()),
+            ));
+        }
+        Ok((entry, writes))
+    }
+
+    /// Append an entry to the buffer.
+    fn buffer(&self, kind: Kind, record: Record) -> Result<Entry, StoreError> {
+        let mut st = self.lock();
+        let head = self.head(&mut st)?;
+        let (entry, writes) = self.next_entry(&head, kind, record)?;
+        st.pending.extend(writes);
+        if checkpoint_due(&entry) {
+            st.pending_due.push(entry.clone());
+        }
+        st.head = Some(Head {
+            seq: entry.seq,
+            hash: entry.hash.clone(),
+        });
+        self.last_seq
+            .fetch_max(entry.seq, std::sync::atomic::Ordering::AcqRel);
+        if st.pending.len() >= MAX_BUFFERED_WRITES {
+            self.write_pending_locked(&mut st)?;
+        }
+        Ok(entry)
+    }
+
+    /// Write entries (each with its `writes`) to the store in one write,
+    /// after any buffered ones, in order, not waiting for them to be
+    /// durable. `None` when `guard` did not hold (nothing of theirs was
+    /// written).
+    fn apply(
+        &self,
+        items: Vec<(Kind, Record, Vec<AreaWrite>)>,
+        guard: Option<&Guard>,
+    ) -> Result<Option<Vec<Entry>>, StoreError> {
+        let mut st = self.lock();
+        if guard.is_some() {
+            // A guard that fails must not take the buffered entries with it.
+            self.write_pending_locked(&mut st)?;
+        }
+        let mut head = self.head(&mut st)?;
+        let mut all = std::mem::take(&mut st.pending);
+        let mut due = std::mem::take(&mut st.pending_due);
+        let mut entries = Vec::with_capacity(items.len());
+        for (kind, record, writes) in items {
+            let (entry, entry_writes) = self.next_entry(&head, kind, record)?;
+            head = Head {
+                seq: entry.seq,
+                hash: entry.hash.clone(),
+            };
+            all.extend(writes);
+            all.extend(entry_writes);
+            if checkpoint_due(&entry) {
+                due.push(entry.clone());
+            }
+            entries.push(entry);
+        }
+        all.push((
+            AREA.to_string(),
+            HEAD_KEY.to_vec(),
+            Some(crate::store::encode(&head)?),
+        ));
+        match self.store.write_across_when(guard, all, Durability::Soon) {
+            Ok(true) => {
+                st.head = Some(head.clone());
+                self.last_seq
+                    .fetch_max(head.seq, std::sync::atomic::Ordering::AcqRel);
+                // Registered while the lock is held, so checkpoints are in log order.
+                self.sign_when_durable(&due);
+                Ok(Some(entries))
+            }
+            Ok(false) => Ok(None),
+            Err(e) => {
+                st.head = None;
+                Err(e)
+            }
+        }
+    }
+}
+
+impl crate::store::CommitHook for Chain {
+    fn before_commit(&self) {
+        // A failure is logged; the next append or read tries again.
+        let _ = self.write_pending();
+    }
+}
+
+/// One append waiting for its batch: its kind, record and other writes.
+type Waiting = (u64, (Kind, Record, Vec<AreaWrite>));
+
+/// The appends of the next batch, and how the applied ones came out.
+#[derive(Default)]
+struct Batches {
+    next_id: u64,
+    waiting: Vec<Waiting>,
+    /// A batch is being applied.
+    applying: bool,
+    done: std::collections::HashMap<u64, Result<Entry, String>>,
 }
 
 /// Entries due a checkpoint, signed in order once they are durable.
@@ -487,11 +723,26 @@ pub struct CallCounts {
 impl AuditLog {
     /// The log of `store`'s organisation, without checkpoints.
     pub fn new(store: OrgStore) -> AuditLog {
+        AuditLog::with_signer(store, None)
+    }
+
+    fn with_signer(store: OrgStore, signer: Option<std::sync::Arc<Signer>>) -> AuditLog {
+        let chain = std::sync::Arc::new(Chain {
+            buffering: store.commits_in_background(),
+            store: store.clone(),
+            signer,
+            state: Mutex::new(ChainState::default()),
+            last_seq: std::sync::atomic::AtomicU64::new(0),
+        });
+        if chain.buffering {
+            let hook: std::sync::Arc<dyn crate::store::CommitHook> = chain.clone();
+            store.before_commit(std::sync::Arc::downgrade(&hook));
+        }
         AuditLog {
             store,
-            append_lock: Mutex::new(()),
-            signer: None,
-            last_seq: std::sync::atomic::AtomicU64::new(0),
+            chain,
+            batches: Mutex::new(Batches::default()),
+            batch_done: std::sync::Condvar::new(),
             counts: Counts::default(),
         }
     }
@@ -499,26 +750,32 @@ impl AuditLog {
     /// The log of `store`'s organisation, signing a checkpoint at every
     /// task end and every [`CHECKPOINT_EVERY`] entries.
     pub fn with_checkpoints(store: OrgStore, checkpointing: Checkpointing) -> AuditLog {
-        let mut log = AuditLog::new(store);
-        log.signer = Some(std::sync::Arc::new(Signer {
+        let signer = std::sync::Arc::new(Signer {
             checkpointing,
             unsigned: Mutex::new(std::collections::VecDeque::new()),
-        }));
-        log
+        });
+        AuditLog::with_signer(store, Some(signer))
     }
 
     /// The checkpoint file, if this log signs checkpoints.
     pub fn checkpoint_file(&self) -> Option<&std::path::Path> {
-        self.signer.as_ref().map(|s| s.checkpointing.file.as_path())
+        self.chain
+            .signer
+            .as_ref()
+            .map(|s| s.checkpointing.file.as_path())
     }
 
     /// Make every entry appended so far durable and sign the checkpoints
     /// due over them (what a caller does before it acknowledges a task, or
     /// reads the checkpoint file).
     pub fn settle(&self) -> Result<(), StoreError> {
-        let appended = self.last_seq.load(std::sync::atomic::Ordering::Acquire);
+        let appended = self
+            .chain
+            .last_seq
+            .load(std::sync::atomic::Ordering::Acquire);
+        self.chain.write_pending()?;
         self.store.sync()?;
-        if let Some(signer) = &self.signer {
+        if let Some(signer) = &self.chain.signer {
             signer.sign_through(appended);
         }
         Ok(())
@@ -579,82 +836,29 @@ impl AuditLog {
         kind: Kind,
         record: Record,
         guard: Option<&Guard>,
-        mut writes: Vec<AreaWrite>,
+        writes: Vec<AreaWrite>,
         when: Durability,
     ) -> Result<Option<Entry>, AuditError> {
-        let lock = self.append_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let head: Head = self.store.get_json(AREA, HEAD_KEY)?.unwrap_or(Head {
-            seq: 0,
-            hash: GENESIS.to_string(),
-        });
-        let mut entry = Entry {
-            seq: head.seq + 1,
-            prev: head.hash,
-            time: Utc::now(),
-            org: self.store.org().to_string(),
-            kind,
-            record,
-            hash: String::new(),
+        let entry = match guard {
+            // A guarded append is applied alone: its guard decides it.
+            Some(guard) => match self
+                .chain
+                .apply(vec![(kind, record, writes)], Some(guard))?
+            {
+                Some(mut entries) => entries.pop(),
+                None => None,
+            },
+            None if when == Durability::Soon && writes.is_empty() && self.chain.buffering => {
+                Some(self.chain.buffer(kind, record)?)
+            }
+            None => Some(self.apply_batched(kind, record, writes)?),
         };
-        entry.hash = entry.compute_hash();
-        let new_head = Head {
-            seq: entry.seq,
-            hash: entry.hash.clone(),
-        };
-        writes.push((
-            AREA.to_string(),
-            Self::entry_key(entry.seq),
-            Some(to_json(&entry)?),
-        ));
-        writes.push((
-            AREA.to_string(),
-            HEAD_KEY.to_vec(),
-            Some(to_json(&new_head)?),
-        ));
-        if !entry.record.task.is_empty() {
-            writes.push((
-                AREA.to_string(),
-                task_key(&entry.record.task, entry.seq),
-                Some(b"1".to_vec()),
-            ));
-        }
-        if entry.seq == 1 {
-            // A new log is indexed from its first entry on.
-            writes.push((
-                AREA.to_string(),
-                TASK_INDEX_BUILT.to_vec(),
-                Some(b"1".to_vec()),
-            ));
-        }
-        // Applied under the lock (the chain is in order); waited for after
-        // it, so concurrent appenders share one flush.
-        if !self
-            .store
-            .write_across_when(guard, writes, Durability::Soon)?
-        {
+        let Some(entry) = entry else {
             return Ok(None);
-        }
-        self.last_seq
-            .fetch_max(entry.seq, std::sync::atomic::Ordering::AcqRel);
-        // Registered while the lock is held, so checkpoints are in log order.
-        if let Some(signer) = &self.signer
-            && checkpoint_due(&entry)
-        {
-            signer
-                .unsigned
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push_back(entry.clone());
-            let signer = std::sync::Arc::downgrade(signer);
-            let seq = entry.seq;
-            self.store.after_durable(Box::new(move || {
-                if let Some(signer) = signer.upgrade() {
-                    signer.sign_through(seq);
-                }
-            }));
-        }
-        drop(lock);
+        };
         if when == Durability::Now {
+            // Waits for the next flush, shared with every other appender
+            // (and writer) waiting now.
             self.store.sync()?;
         }
         let counter = match entry.kind {
@@ -669,6 +873,57 @@ impl AuditLog {
         Ok(Some(entry))
     }
 
+    /// Apply one entry in a batch with the others arriving now: the first
+    /// appender to find no batch under way applies every waiting one in one
+    /// store write, then hands on; the others wait for their entry.
+    fn apply_batched(
+        &self,
+        kind: Kind,
+        record: Record,
+        writes: Vec<AreaWrite>,
+    ) -> Result<Entry, AuditError> {
+        let lock = || self.batches.lock().unwrap_or_else(|p| p.into_inner());
+        let mut q = lock();
+        let id = q.next_id;
+        q.next_id += 1;
+        q.waiting.push((id, (kind, record, writes)));
+        loop {
+            if let Some(done) = q.done.remove(&id) {
+                return done.map_err(|e| AuditError(StoreError::Io(e)));
+            }
+            if q.applying {
+                q = self.batch_done.wait(q).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            q.applying = true;
+            let batch = std::mem::take(&mut q.waiting);
+            drop(q);
+            let (ids, items): (Vec<u64>, Vec<_>) = batch.into_iter().unzip();
+            let applied = self.chain.apply(items, None);
+            q = lock();
+            match applied {
+                Ok(Some(entries)) => {
+                    for (id, entry) in ids.into_iter().zip(entries) {
+                        q.done.insert(id, Ok(entry));
+                    }
+                }
+                Ok(None) => {
+                    for id in ids {
+                        q.done
+                            .insert(id, Err("the audit append was not applied".into()));
+                    }
+                }
+                Err(e) => {
+                    for id in ids {
+                        q.done.insert(id, Err(e.to_string()));
+                    }
+                }
+            }
+            q.applying = false;
+            self.batch_done.notify_all();
+        }
+    }
+
     /// Calls, refusals and queued calls this process recorded.
     pub fn counts(&self) -> CallCounts {
         let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
@@ -681,6 +936,7 @@ impl AuditLog {
 
     /// How many entries the log has (its head's number).
     pub fn len(&self) -> Result<u64, StoreError> {
+        self.chain.write_pending()?;
         Ok(self
             .store
             .get_json::<Head>(AREA, HEAD_KEY)?
@@ -694,16 +950,19 @@ impl AuditLog {
 
     /// The entry numbered `seq`, if the log has it.
     pub fn entry(&self, seq: u64) -> Result<Option<Entry>, StoreError> {
+        self.chain.write_pending()?;
         self.store.get_json(AREA, &Self::entry_key(seq))
     }
 
     /// All entries in order.
     pub fn entries(&self) -> Result<Vec<Entry>, StoreError> {
+        self.chain.write_pending()?;
         self.store.scan_json(AREA, ENTRY_PREFIX)
     }
 
     /// At most `limit` entries after entry `after`, in order (a page).
     pub fn entries_after(&self, after: u64, limit: usize) -> Result<Vec<Entry>, StoreError> {
+        self.chain.write_pending()?;
         let from = Self::entry_key(after);
         self.store
             .scan_page(AREA, ENTRY_PREFIX, Some(&from), limit)?
@@ -768,6 +1027,7 @@ impl AuditLog {
     /// Index the entries of a log written before the task index existed
     /// (once; every append since writes its own key).
     fn build_task_index(&self) -> Result<(), StoreError> {
+        self.chain.write_pending()?;
         if self.store.get(AREA, TASK_INDEX_BUILT)?.is_some() {
             return Ok(());
         }
@@ -797,6 +1057,7 @@ impl AuditLog {
         expected_head: Option<&str>,
         anchors: Option<&Anchors>,
     ) -> Result<Verification, StoreError> {
+        self.chain.write_pending()?;
         // Read a page at a time: memory stays bounded however long the log.
         let failed = std::cell::RefCell::new(None);
         let mut after: Option<Vec<u8>> = None;
@@ -1062,10 +1323,6 @@ fn check_anchors(
     (matched, last_seq.saturating_sub(last_signed))
 }
 
-fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>, AuditError> {
-    crate::store::encode(value).map_err(AuditError)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1137,7 +1394,7 @@ mod tests {
             for (i, (reason, args, kind)) in texts.into_iter().enumerate() {
                 let e = entry(i as u64 + 1, prev, KINDS[kind], reason, args);
                 prev = e.hash.clone();
-                let bytes = to_json(&e).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let bytes = crate::store::encode(&e).map_err(|e| TestCaseError::fail(e.to_string()))?;
                 let read: Entry = serde_json::from_slice(&bytes)
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;
                 prop_assert_eq!(&read, &e);

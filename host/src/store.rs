@@ -114,6 +114,13 @@ pub struct CommitStats {
     pub writes: u64,
 }
 
+/// Told before each background group commit (to hand the store writes it
+/// kept back, so the commit covers them).
+pub trait CommitHook: Send + Sync {
+    /// Write what was kept back.
+    fn before_commit(&self);
+}
+
 /// Run once the writes applied before it was registered are durable.
 pub type OnDurable = Box<dyn FnOnce() + Send>;
 
@@ -187,6 +194,16 @@ pub trait Store: Send + Sync {
     fn commit_stats(&self) -> CommitStats {
         CommitStats::default()
     }
+    /// Whether a committer makes writes durable in the background every
+    /// [`COMMIT_INTERVAL`] (only then may a writer keep writes back until
+    /// its [`CommitHook`] is called).
+    fn commits_in_background(&self) -> bool {
+        false
+    }
+    /// Call `hook` before each background commit, while it lives.
+    fn before_commit(&self, hook: std::sync::Weak<dyn CommitHook>) {
+        let _ = hook;
+    }
 }
 
 /// The embedded default: one sled database in the data dir.
@@ -201,6 +218,9 @@ pub trait Store: Send + Sync {
 /// [`Durability::Soon`] writes every [`COMMIT_INTERVAL`].
 pub struct SledStore {
     db: sled::Db,
+    /// The trees opened so far, by area (opening one costs a lookup in
+    /// sled's metadata under a lock; every write needs its trees).
+    trees: std::sync::RwLock<std::collections::HashMap<String, sled::Tree>>,
     commits: Arc<GroupCommit>,
     committer: Option<std::thread::JoinHandle<()>>,
 }
@@ -231,6 +251,8 @@ struct Commits {
     waiting: std::collections::VecDeque<(u64, OnDurable)>,
     /// Work whose writes are durable, to run in this order.
     ready: std::collections::VecDeque<OnDurable>,
+    /// Told before each background commit.
+    hooks: Vec<std::sync::Weak<dyn CommitHook>>,
 }
 
 impl GroupCommit {
@@ -327,6 +349,21 @@ impl GroupCommit {
         self.wait(ticket)
     }
 
+    /// Tell the live hooks a commit is coming (and forget the dead ones).
+    fn call_hooks(&self) {
+        let hooks: Vec<_> = {
+            let mut s = self.lock();
+            s.hooks.retain(|h| h.strong_count() > 0);
+            s.hooks
+                .iter()
+                .filter_map(std::sync::Weak::upgrade)
+                .collect()
+        };
+        for hook in hooks {
+            hook.before_commit();
+        }
+    }
+
     /// The committer: flush what was applied, every [`COMMIT_INTERVAL`],
     /// until the store closes.
     fn run_committer(&self) {
@@ -336,7 +373,9 @@ impl GroupCommit {
                 .changed
                 .wait_timeout(s, COMMIT_INTERVAL)
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            s = next;
+            drop(next);
+            self.call_hooks();
+            s = self.lock();
             if s.closing || s.applied <= s.durable || s.flushing {
                 continue;
             }
@@ -356,6 +395,7 @@ impl Drop for SledStore {
         if let Some(committer) = self.committer.take() {
             let _ = committer.join();
         }
+        self.commits.call_hooks();
         if let Err(e) = self.commits.sync() {
             tracing::error!("could not make the last writes durable when closing the store: {e}");
         }
@@ -370,6 +410,7 @@ impl SledStore {
         let db = sled::Config::new()
             .path(path)
             .flush_every_ms(None)
+            .mode(sled::Mode::HighThroughput)
             .open()
             .map_err(|e| StoreError::Open {
                 path: path.display().to_string(),
@@ -405,13 +446,27 @@ impl SledStore {
         };
         Ok(SledStore {
             db,
+            trees: std::sync::RwLock::new(std::collections::HashMap::new()),
             commits,
             committer: Some(committer),
         })
     }
 
     fn tree(&self, area: &str) -> Result<sled::Tree, StoreError> {
-        self.db.open_tree(area).map_err(io)
+        if let Some(tree) = self
+            .trees
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(area)
+        {
+            return Ok(tree.clone());
+        }
+        let tree = self.db.open_tree(area).map_err(io)?;
+        self.trees
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(area.to_string(), tree.clone());
+        Ok(tree)
     }
 }
 
@@ -530,6 +585,14 @@ impl Store for SledStore {
     fn commit_stats(&self) -> CommitStats {
         self.commits.lock().stats
     }
+
+    fn commits_in_background(&self) -> bool {
+        true
+    }
+
+    fn before_commit(&self, hook: std::sync::Weak<dyn CommitHook>) {
+        self.commits.lock().hooks.push(hook);
+    }
 }
 
 impl SledStore {
@@ -540,6 +603,35 @@ impl SledStore {
         when: Durability,
     ) -> Result<bool, StoreError> {
         use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+        // One key, unconditional or conditional on itself: sled writes it
+        // atomically without a transaction (which costs two writes of its
+        // log buffer).
+        if let [(area, key, value)] = writes
+            && guard.is_none_or(|g| g.area == *area && g.key == *key)
+        {
+            let tree = self.tree(area)?;
+            let applied = match guard {
+                None => {
+                    match value {
+                        Some(v) => tree.insert(key.as_slice(), v.as_slice()).map_err(io)?,
+                        None => tree.remove(key.as_slice()).map_err(io)?,
+                    };
+                    true
+                }
+                Some(g) => tree
+                    .compare_and_swap(key.as_slice(), g.expected.as_deref(), value.as_deref())
+                    .map_err(io)?
+                    .is_ok(),
+            };
+            if !applied {
+                return Ok(false);
+            }
+            let ticket = self.commits.applied();
+            if when == Durability::Now {
+                self.commits.wait(ticket)?;
+            }
+            return Ok(true);
+        }
         // One tree per area involved, the guard's first.
         let mut areas: Vec<&str> = guard.map(|g| g.area.as_str()).into_iter().collect();
         for (area, _, _) in writes {
@@ -692,6 +784,20 @@ impl OrgStore {
         self.store.write(area, self.sealed_writes(area, writes))
     }
 
+    /// [`OrgStore::write`], durable as `when` says.
+    pub fn write_when(
+        &self,
+        area: &str,
+        writes: Vec<Write>,
+        when: Durability,
+    ) -> Result<(), StoreError> {
+        let writes = writes
+            .into_iter()
+            .map(|(k, v)| (area.to_string(), k, v))
+            .collect();
+        self.write_across_when(None, writes, when).map(|_| ())
+    }
+
     /// See [`Store::scan`]; returned keys have the org prefix removed.
     pub fn scan(&self, area: &str, prefix: &[u8]) -> Result<Vec<Entry>, StoreError> {
         let n = self.prefix.len();
@@ -773,6 +879,16 @@ impl OrgStore {
     /// See [`Store::after_durable`].
     pub fn after_durable(&self, then: OnDurable) {
         self.store.after_durable(then);
+    }
+
+    /// See [`Store::commits_in_background`].
+    pub fn commits_in_background(&self) -> bool {
+        self.store.commits_in_background()
+    }
+
+    /// See [`Store::before_commit`].
+    pub fn before_commit(&self, hook: std::sync::Weak<dyn CommitHook>) {
+        self.store.before_commit(hook);
     }
 
     /// See [`Store::write_across`]: `guard` and `writes` name keys of this

@@ -58,9 +58,8 @@ fn sixteen_concurrent_appenders_share_flushes_and_keep_the_chain() -> Result<()>
         Ok(())
     })?;
     let stats = sled.commit_stats();
-    let (flushes, writes) = (stats.flushes - before.flushes, stats.writes - before.writes);
+    let flushes = stats.flushes - before.flushes;
     let appended = (APPENDERS * per_thread) as u64;
-    assert!(writes >= appended, "{writes} writes made durable");
     // One flush per append would be `appended` flushes; waiting appenders
     // share the flush under way.
     assert!(

@@ -719,7 +719,11 @@ impl Org {
             outcome: Some(outcome),
             ..approval.clone()
         };
-        self.approvals.transition(&approval, &next)?;
+        // Rides on the next group commit: if a crash loses it, the request
+        // is still approved and is resumed, and the provider replays the
+        // write under its key instead of making it again.
+        self.approvals
+            .transition_when(&approval, &next, crate::store::Durability::Soon)?;
         if status == Status::Failed {
             self.notify(crate::notify::Event::Failed, &next);
         }

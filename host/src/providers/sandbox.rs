@@ -258,7 +258,12 @@ impl Sandbox {
         if let Some(key) = key {
             writes.push((idem_key(key), Some(encode(&done).map_err(failed)?)));
         }
-        self.store.write(AREA, writes).map_err(failed)?;
+        // The executor made the intent durable before calling; the write
+        // and its key ride on the next group commit together (a crash
+        // loses both or neither, so a resumed approval runs it once).
+        self.store
+            .write_when(AREA, writes, crate::store::Durability::Soon)
+            .map_err(failed)?;
         Ok(done)
     }
 }

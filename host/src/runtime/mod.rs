@@ -519,6 +519,15 @@ impl LoadedEmployee {
         Some(end)
     }
 
+    /// The performance benchmark's baseline: a fresh store, instantiate,
+    /// call `run` with `instruction`, and nothing else: no task is recorded
+    /// (any call the guest makes still goes through the mediator).
+    #[doc(hidden)]
+    pub fn bare_run_for_benchmark(&self, instruction: &str) -> TaskEnd {
+        let output = MemoryOutputPipe::new(GUEST_OUTPUT_BYTES);
+        self.run_in_fresh_store("benchmark", instruction, &output)
+    }
+
     /// A fresh store for one task, with the employee's limits and deadline.
     fn fresh_store(&self, task_id: &str, output: &MemoryOutputPipe) -> Store<TaskState> {
         let limits = &self.manifest.limits;
