@@ -515,6 +515,15 @@ fn run() -> Result<bool> {
         target: "≤ 64 MiB".into(),
         met: grew <= 64 << 20,
     });
+    let ((), grew) = peak_growth(|| Ok(long.audit_export_to("bench", &mut std::io::sink())?))?;
+    rows.push(Row {
+        metric: format!("audit export, {entries} entries: memory grown"),
+        figure: mib(grew),
+        baseline: "—".into(),
+        ratio: grew as f64 / (64u64 << 20) as f64,
+        target: "≤ 64 MiB".into(),
+        met: grew <= 64 << 20,
+    });
     let one_task = format!("task-{}", entries / 20);
     let lookup = Sample::time(200, || {
         let found = long.audit().task_entries(&one_task)?;

@@ -27,11 +27,20 @@ const ENTRY_PREFIX: &[u8] = b"e/";
 /// the same transaction as the entry, so a task's entries are found
 /// without reading the log.
 const TASK_PREFIX: &str = "t/";
+/// The tasks started and not ended: `r/<task>` holds the sequence number
+/// of its start, written with the start and removed with the end.
+const RUNNING_PREFIX: &str = "r/";
+/// Set once the running-task index covers every entry.
+const RUNNING_INDEX_BUILT: &[u8] = b"r-index-built";
 /// Entries read at a time by `verify`.
 const VERIFY_PAGE: usize = 1000;
 /// Set once the task index covers every entry (built from the log once,
 /// for logs written before it existed).
 const TASK_INDEX_BUILT: &[u8] = b"t-index-built";
+
+fn running_key(task: &str) -> Vec<u8> {
+    format!("{RUNNING_PREFIX}{task}").into_bytes()
+}
 
 fn task_key(task: &str, seq: u64) -> Vec<u8> {
     format!("{TASK_PREFIX}{task}/{seq:016x}").into_bytes()
@@ -550,13 +559,20 @@ impl Chain {
                 Some(b"1".to_vec()),
             ));
         }
+        match entry.kind {
+            Kind::TaskStart => writes.push((
+                AREA.to_string(),
+                running_key(&entry.record.task),
+                Some(entry.seq.to_string().into_bytes()),
+            )),
+            Kind::TaskEnd => writes.push((AREA.to_string(), running_key(&entry.record.task), None)),
+            _ => {}
+        }
         if entry.seq == 1 {
             // A new log is indexed from its first entry on.
-            writes.push((
-                AREA.to_string(),
-                TASK_INDEX_BUILT.to_vec(),
-                Some(b"1".to_vec()),
-            ));
+            for built in [TASK_INDEX_BUILT, RUNNING_INDEX_BUILT] {
+                writes.push((AREA.to_string(), built.to_vec(), Some(b"1".to_vec())));
+            }
         }
         Ok((entry, writes))
     }
@@ -1022,6 +1038,64 @@ impl AuditLog {
         }
         out.sort_by_key(|e| e.seq);
         Ok(out)
+    }
+
+    /// The start entries of the tasks that started and never ended, in
+    /// log order (through the index of running tasks: the log is read
+    /// once, the first time, for a log written before the index existed).
+    pub fn unended_tasks(&self) -> Result<Vec<Entry>, StoreError> {
+        self.build_running_index()?;
+        let mut starts = Vec::new();
+        for (key, value) in self.store.scan(AREA, RUNNING_PREFIX.as_bytes())? {
+            let task = String::from_utf8_lossy(&key[RUNNING_PREFIX.len()..]).into_owned();
+            let seq = std::str::from_utf8(&value)
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok());
+            // An index key is only a pointer: the entry itself must say so.
+            if let Some(e) = seq.map(|seq| self.entry(seq)).transpose()?.flatten()
+                && e.kind == Kind::TaskStart
+                && e.record.task == task
+            {
+                starts.push(e);
+            }
+        }
+        starts.sort_by_key(|e| e.seq);
+        Ok(starts)
+    }
+
+    /// Index the running tasks of a log written before that index existed
+    /// (once, a page of the log at a time).
+    fn build_running_index(&self) -> Result<(), StoreError> {
+        self.chain.write_pending()?;
+        if self.store.get(AREA, RUNNING_INDEX_BUILT)?.is_some() {
+            return Ok(());
+        }
+        let mut running = std::collections::BTreeMap::new();
+        let mut after = 0;
+        loop {
+            let page = self.entries_after(after, VERIFY_PAGE)?;
+            for e in &page {
+                match e.kind {
+                    Kind::TaskStart => {
+                        running.insert(e.record.task.clone(), e.seq);
+                    }
+                    Kind::TaskEnd => {
+                        running.remove(&e.record.task);
+                    }
+                    _ => {}
+                }
+            }
+            match page.last() {
+                Some(last) if page.len() == VERIFY_PAGE => after = last.seq,
+                _ => break,
+            }
+        }
+        let mut writes: Vec<crate::store::Write> = running
+            .into_iter()
+            .map(|(task, seq)| (running_key(&task), Some(seq.to_string().into_bytes())))
+            .collect();
+        writes.push((RUNNING_INDEX_BUILT.to_vec(), Some(b"1".to_vec())));
+        self.store.write(AREA, writes)
     }
 
     /// Index the entries of a log written before the task index existed

@@ -264,25 +264,43 @@ impl Org {
     /// with `clancy audit verify --export FILE --public-key KEY`. The export
     /// itself is on record, with who asked for it.
     pub fn audit_export(&self, by: &str) -> Result<String, OrgError> {
+        let mut text = Vec::new();
+        self.audit_export_to(by, &mut text)?;
+        String::from_utf8(text).map_err(|e| OrgError::DataDir(format!("cannot encode: {e}")))
+    }
+
+    /// [`Org::audit_export`], written to `out` a page of the log at a time
+    /// (memory does not grow with the log).
+    pub fn audit_export_to(&self, by: &str, out: &mut dyn std::io::Write) -> Result<(), OrgError> {
         let anchors = self.audit_anchors(None, None)?;
-        let mut text = String::new();
+        let failed = |e: std::io::Error| OrgError::DataDir(format!("cannot write the export: {e}"));
         let encode = |e: serde_json::Error| OrgError::DataDir(format!("cannot encode: {e}"));
-        for e in self.audit.entries()? {
-            text.push_str(&serde_json::to_string(&e).map_err(encode)?);
-            text.push('\n');
+        // The export covers the log as it is now, not what is appended while it is written.
+        let last = self.audit.len()?;
+        let mut after = 0;
+        while after < last {
+            let page = self.audit.entries_after(after, 1000)?;
+            let Some(end) = page.last().map(|e| e.seq) else {
+                break;
+            };
+            for e in page.iter().filter(|e| e.seq <= last) {
+                serde_json::to_writer(&mut *out, e).map_err(encode)?;
+                out.write_all(b"\n").map_err(failed)?;
+            }
+            after = end;
         }
         for cp in anchors.checkpoints.iter().filter(|c| c.org == self.org()) {
-            text.push_str(
-                &serde_json::to_string(&serde_json::json!({ "checkpoint": cp })).map_err(encode)?,
-            );
-            text.push('\n');
+            serde_json::to_writer(&mut *out, &serde_json::json!({ "checkpoint": cp }))
+                .map_err(encode)?;
+            out.write_all(b"\n").map_err(failed)?;
         }
+        out.flush().map_err(failed)?;
         self.audit_operator_action(
             "audit-export",
             "",
             &format!("the audit log was exported by {by}"),
         )?;
-        Ok(text)
+        Ok(())
     }
 
     /// The checkpoints in the checkpoint file (or `file`), to verify the log
@@ -559,17 +577,8 @@ impl Org {
     /// Call it at start, while no task of this org runs (the CLI does, in
     /// `run` and every approvals command).
     pub fn record_interrupted_tasks(&self) -> Result<Vec<String>, OrgError> {
-        let entries = self.audit.entries()?;
-        let ended: std::collections::HashSet<&str> = entries
-            .iter()
-            .filter(|e| e.kind == Kind::TaskEnd)
-            .map(|e| e.record.task.as_str())
-            .collect();
         let mut interrupted = Vec::new();
-        for start in entries
-            .iter()
-            .filter(|e| e.kind == Kind::TaskStart && !ended.contains(e.record.task.as_str()))
-        {
+        for start in self.audit.unended_tasks()? {
             let record = Record {
                 employee: start.record.employee.clone(),
                 task: start.record.task.clone(),

@@ -393,7 +393,12 @@ impl Drop for SledStore {
         self.commits.lock().closing = true;
         self.commits.changed.notify_all();
         if let Some(committer) = self.committer.take() {
-            let _ = committer.join();
+            // The last user of the store may be work the committer runs
+            // (a hook or a callback holding it): then the committer drops
+            // it, and stops by itself once this returns.
+            if committer.thread().id() != std::thread::current().id() {
+                let _ = committer.join();
+            }
         }
         self.commits.call_hooks();
         if let Err(e) = self.commits.sync() {

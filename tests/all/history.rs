@@ -318,3 +318,71 @@ fn the_audit_api_pages_through_a_log_longer_than_a_store_page() -> Result<()> {
     assert!(rest["next_cursor"].is_null(), "{rest}");
     Ok(())
 }
+
+#[test]
+fn tasks_left_open_by_a_crash_are_found_through_an_index_not_the_log() -> Result<()> {
+    use clancy::audit::{Kind, Record};
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let store = Counting::open(&data)?;
+    let host = Org::open_with_store(&data, "default", store.clone())?;
+    TestEnv::prepare(&host)?;
+    let employee = host.load(TestEnv::manifest(
+        clancy_guests::HOSTILE,
+        crate::env::HOSTILE_GRANTS,
+    )?)?;
+    for n in 0..30 {
+        employee.run(&format!("post note {n}"))?;
+    }
+    // Two tasks whose process was killed before they ended.
+    let start = |task: &str| {
+        host.audit().append(
+            Kind::TaskStart,
+            Record {
+                employee: "test-employee".into(),
+                task: task.into(),
+                args: "killed midway".into(),
+                ..Record::default()
+            },
+        )
+    };
+    start("killed-1")?;
+    employee.run("post between")?;
+    start("killed-2")?;
+    let log = host.audit().len()?;
+
+    store.take("audit");
+    let closed = host.record_interrupted_tasks()?;
+    assert_eq!(closed, vec!["killed-1".to_string(), "killed-2".to_string()]);
+    let read = store.take("audit");
+    assert!(
+        read <= 8,
+        "{read} audit records read among {log} to find 2 open tasks"
+    );
+    assert!(host.record_interrupted_tasks()?.is_empty(), "closed once");
+
+    // A log written before the index existed: it is built once from the
+    // log, and finds the task still open there.
+    start("killed-3")?;
+    let mut forget: Vec<clancy::store::Write> = host
+        .org_store()
+        .scan("audit", b"r/")?
+        .into_iter()
+        .map(|(k, _)| (k, None))
+        .collect();
+    assert_eq!(forget.len(), 1, "only the open task is indexed");
+    forget.push((b"r-index-built".to_vec(), None));
+    host.org_store().write("audit", forget)?;
+    assert_eq!(
+        host.record_interrupted_tasks()?,
+        vec!["killed-3".to_string()]
+    );
+    let ends = host
+        .audit()
+        .entries()?
+        .into_iter()
+        .filter(|e| e.kind == Kind::TaskEnd && e.record.task.starts_with("killed-"))
+        .count();
+    assert_eq!(ends, 3);
+    Ok(())
+}

@@ -142,8 +142,18 @@ pub(super) fn run(
         }
         AuditCommand::Export { output } => {
             let host = open(global, DataDirMode::Existing)?;
-            let text = host.audit_export(&who(None).unwrap_or_else(|_| "the CLI".into()))?;
-            write_export(&text, output.as_deref(), out)
+            let by = who(None).unwrap_or_else(|_| "the CLI".into());
+            // Written as it is read: a page of the log at a time.
+            match output {
+                Some(path) => {
+                    let file = std::fs::File::create(&path)
+                        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+                    let mut file = std::io::BufWriter::new(file);
+                    host.audit_export_to(&by, &mut file)?;
+                }
+                None => host.audit_export_to(&by, out)?,
+            }
+            Ok(ExitCode::SUCCESS)
         }
         AuditCommand::Explain { task } => {
             let host = open(global, DataDirMode::Existing)?;
