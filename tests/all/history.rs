@@ -84,6 +84,25 @@ impl Store for Counting {
     }
 }
 
+/// An org on a counting store, prepared, with the hostile guest loaded.
+fn counted_host_with_hostile() -> Result<(
+    tempfile::TempDir,
+    Arc<Counting>,
+    Org,
+    clancy::runtime::LoadedEmployee,
+)> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let store = Counting::open(&data)?;
+    let host = Org::open_with_store(&data, "default", store.clone())?;
+    TestEnv::prepare(&host)?;
+    let employee = host.load(TestEnv::manifest(
+        clancy_guests::HOSTILE,
+        crate::env::HOSTILE_GRANTS,
+    )?)?;
+    Ok((dir, store, host, employee))
+}
+
 fn request(n: usize) -> ActionRequest {
     ActionRequest {
         org: "default".into(),
@@ -200,15 +219,7 @@ fn a_paged_listing_returns_every_pending_request_once_while_requests_are_added()
 
 #[test]
 fn a_tasks_entries_explain_and_undo_read_the_task_not_the_log() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let data = dir.path().join("data");
-    let store = Counting::open(&data)?;
-    let host = Org::open_with_store(&data, "default", store.clone())?;
-    TestEnv::prepare(&host)?;
-    let employee = host.load(TestEnv::manifest(
-        clancy_guests::HOSTILE,
-        crate::env::HOSTILE_GRANTS,
-    )?)?;
+    let (_dir, store, host, employee) = counted_host_with_hostile()?;
     let mut tasks = Vec::new();
     for n in 0..30 {
         tasks.push(employee.run(&format!("post note {n}"))?.task_id);
@@ -322,15 +333,7 @@ fn the_audit_api_pages_through_a_log_longer_than_a_store_page() -> Result<()> {
 #[test]
 fn tasks_left_open_by_a_crash_are_found_through_an_index_not_the_log() -> Result<()> {
     use clancy::audit::{Kind, Record};
-    let dir = tempfile::tempdir()?;
-    let data = dir.path().join("data");
-    let store = Counting::open(&data)?;
-    let host = Org::open_with_store(&data, "default", store.clone())?;
-    TestEnv::prepare(&host)?;
-    let employee = host.load(TestEnv::manifest(
-        clancy_guests::HOSTILE,
-        crate::env::HOSTILE_GRANTS,
-    )?)?;
+    let (_dir, store, host, employee) = counted_host_with_hostile()?;
     for n in 0..30 {
         employee.run(&format!("post note {n}"))?;
     }
