@@ -453,6 +453,10 @@ struct Chain {
 struct ChainState {
     /// The head as appended (`None`: read it from the store).
     head: Option<Head>,
+    /// The head record as this process last read or wrote it in the store
+    /// (`None`: absent). Every write is conditional on it: a log that
+    /// anything else appended to meanwhile is never forked.
+    stored: Option<Vec<u8>>,
     /// Writes of the entries appended but not yet written.
     pending: Vec<AreaWrite>,
     /// Those of them due a checkpoint.
@@ -468,12 +472,41 @@ impl Chain {
         if let Some(head) = &st.head {
             return Ok(head.clone());
         }
-        let head = self.store.get_json(AREA, HEAD_KEY)?.unwrap_or(Head {
-            seq: 0,
-            hash: GENESIS.to_string(),
-        });
+        let stored = self.store.get(AREA, HEAD_KEY)?;
+        let head = match &stored {
+            Some(bytes) => crate::store::decode(AREA, bytes)?,
+            None => Head {
+                seq: 0,
+                hash: GENESIS.to_string(),
+            },
+        };
+        st.stored = stored;
         st.head = Some(head.clone());
         Ok(head)
+    }
+
+    /// The condition of a write of the chain: the head is as last seen.
+    fn head_unchanged(st: &ChainState) -> Guard {
+        Guard {
+            area: AREA.to_string(),
+            key: HEAD_KEY.to_vec(),
+            expected: st.stored.clone(),
+        }
+    }
+
+    /// The head moved in the store under this process: something else
+    /// appends to this log. Forget what was buffered and start again from
+    /// the store's head.
+    fn forked(&self, st: &mut ChainState) -> StoreError {
+        st.head = None;
+        st.pending.clear();
+        st.pending_due.clear();
+        let e = StoreError::Io(format!(
+            "the audit log of {} was appended to by another writer while this one held entries: they were not written (one audit log per organisation and data dir)",
+            self.store.org()
+        ));
+        tracing::error!("{e}");
+        e
     }
 
     /// Give the buffered entries to the store (not waiting for a flush).
@@ -488,17 +521,24 @@ impl Chain {
         }
         let head = self.head(st)?;
         let mut writes = std::mem::take(&mut st.pending);
+        let head_bytes = crate::store::encode(&head)?;
         writes.push((
             AREA.to_string(),
             HEAD_KEY.to_vec(),
-            Some(crate::store::encode(&head)?),
+            Some(head_bytes.clone()),
         ));
         let due = std::mem::take(&mut st.pending_due);
-        match self.store.write_across_when(None, writes, Durability::Soon) {
-            Ok(_) => {
+        let guard = Self::head_unchanged(st);
+        match self
+            .store
+            .write_across_when(Some(&guard), writes, Durability::Soon)
+        {
+            Ok(true) => {
+                st.stored = Some(head_bytes);
                 self.sign_when_durable(&due);
                 Ok(())
             }
+            Ok(false) => Err(self.forked(st)),
             Err(e) => {
                 // Those entries are lost: the chain goes on from the store's head.
                 st.head = None;
@@ -613,6 +653,11 @@ impl Chain {
             self.write_pending_locked(&mut st)?;
         }
         let mut head = self.head(&mut st)?;
+        // The caller's guard decides its write, so the head is checked here.
+        if guard.is_some() && self.store.get(AREA, HEAD_KEY)? != st.stored {
+            return Err(self.forked(&mut st));
+        }
+        let head_guard = Self::head_unchanged(&st);
         let mut all = std::mem::take(&mut st.pending);
         let mut due = std::mem::take(&mut st.pending_due);
         let mut entries = Vec::with_capacity(items.len());
@@ -629,14 +674,20 @@ impl Chain {
             }
             entries.push(entry);
         }
+        let head_bytes = crate::store::encode(&head)?;
         all.push((
             AREA.to_string(),
             HEAD_KEY.to_vec(),
-            Some(crate::store::encode(&head)?),
+            Some(head_bytes.clone()),
         ));
-        match self.store.write_across_when(guard, all, Durability::Soon) {
+        let applied =
+            self.store
+                .write_across_when(Some(guard.unwrap_or(&head_guard)), all, Durability::Soon);
+        match applied {
+            Ok(false) if guard.is_none() => Err(self.forked(&mut st)),
             Ok(true) => {
                 st.head = Some(head.clone());
+                st.stored = Some(head_bytes);
                 self.last_seq
                     .fetch_max(head.seq, std::sync::atomic::Ordering::AcqRel);
                 // Registered while the lock is held, so checkpoints are in log order.

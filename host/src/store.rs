@@ -231,7 +231,10 @@ struct GroupCommit {
     /// sled's log file, for `fdatasync` (absent if sled laid it out otherwise).
     log: Option<std::fs::File>,
     state: Mutex<Commits>,
+    /// Signalled when a flush ends.
     changed: Condvar,
+    /// Signalled when the store closes (wakes the committer).
+    closed: Condvar,
     /// Held by the one thread running the work in `ready`, in order.
     running: Mutex<()>,
 }
@@ -370,7 +373,7 @@ impl GroupCommit {
         let mut s = self.lock();
         while !s.closing {
             let (next, _) = self
-                .changed
+                .closed
                 .wait_timeout(s, COMMIT_INTERVAL)
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             drop(next);
@@ -391,7 +394,7 @@ impl GroupCommit {
 impl Drop for SledStore {
     fn drop(&mut self) {
         self.commits.lock().closing = true;
-        self.commits.changed.notify_all();
+        self.commits.closed.notify_all();
         if let Some(committer) = self.committer.take() {
             // The last user of the store may be work the committer runs
             // (a hook or a callback holding it): then the committer drops
@@ -415,7 +418,6 @@ impl SledStore {
         let db = sled::Config::new()
             .path(path)
             .flush_every_ms(None)
-            .mode(sled::Mode::HighThroughput)
             .open()
             .map_err(|e| StoreError::Open {
                 path: path.display().to_string(),
@@ -431,12 +433,21 @@ impl SledStore {
                     other => other.to_string(),
                 },
             })?;
-        let log = std::fs::File::open(path.join("db")).ok();
+        let log = match std::fs::File::open(path.join("db")) {
+            Ok(file) => Some(file),
+            Err(e) => {
+                tracing::warn!(
+                    "cannot open sled's log file for fdatasync ({e}): durable writes get sled's sync_file_range only"
+                );
+                None
+            }
+        };
         let commits = Arc::new(GroupCommit {
             db: db.clone(),
             log,
             state: Mutex::new(Commits::default()),
             changed: Condvar::new(),
+            closed: Condvar::new(),
             running: Mutex::new(()),
         });
         let committer = {

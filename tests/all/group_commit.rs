@@ -207,3 +207,35 @@ fn appender_child() -> Result<()> {
     });
     Ok(())
 }
+
+#[test]
+fn a_second_writer_of_the_same_log_cannot_fork_the_chain() -> Result<()> {
+    // The committer may write the first writer's entry before the second
+    // appends (then there is nothing to fork): try again on a fresh log.
+    for _ in 0..20 {
+        let dir = tempfile::tempdir()?;
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path())?);
+        let keys = Arc::new(clancy::keys::Keys::ephemeral());
+        let view = OrgStore::new(store, "acme", keys);
+        let first = AuditLog::new(view.clone());
+        let second = AuditLog::new(view);
+        // The first holds a note for the next commit (numbered 1); the
+        // second, not knowing it, writes its own entry 1 durably.
+        let held = first.append(Kind::Note, record(0, 0))?;
+        let written = second.append(Kind::Change, record(1, 0))?;
+        if written.seq != held.seq {
+            continue;
+        }
+        // The first's entries are refused, not written over the second's.
+        assert!(first.settle().is_err(), "the held entry overwrote entry 1");
+        assert_eq!(second.entry(1)?.map(|e| e.hash), Some(written.hash));
+        // It goes on from the log as stored.
+        let next = first.append(Kind::Change, record(0, 1))?;
+        assert_eq!(next.seq, 2);
+        let v = second.verify(None, None)?;
+        assert!(v.is_intact(), "{:?}", v.problems);
+        assert_eq!(second.len()?, 2);
+        return Ok(());
+    }
+    bail!("the committer wrote the first entry before the second writer every time")
+}
