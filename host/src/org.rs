@@ -262,7 +262,7 @@ impl Org {
     /// The audit log and this org's signed checkpoints as JSON Lines (an
     /// entry per line, then `{"checkpoint": …}` lines), to verify elsewhere
     /// with `clancy audit verify --export FILE --public-key KEY`. The export
-    /// itself is on record, with who asked for it.
+    /// itself is on record (its last entry), with who asked for it.
     pub fn audit_export(&self, by: &str) -> Result<String, OrgError> {
         let mut text = Vec::new();
         self.audit_export_to(by, &mut text)?;
@@ -272,6 +272,12 @@ impl Org {
     /// [`Org::audit_export`], written to `out` a page of the log at a time
     /// (memory does not grow with the log).
     pub fn audit_export_to(&self, by: &str, out: &mut dyn std::io::Write) -> Result<(), OrgError> {
+        // On record before a byte leaves: an export cut short was still (partly) made.
+        self.audit_operator_action(
+            "audit-export",
+            "",
+            &format!("the audit log was exported by {by}"),
+        )?;
         let anchors = self.audit_anchors(None, None)?;
         let failed = |e: std::io::Error| OrgError::DataDir(format!("cannot write the export: {e}"));
         let encode = |e: serde_json::Error| OrgError::DataDir(format!("cannot encode: {e}"));
@@ -295,11 +301,6 @@ impl Org {
             out.write_all(b"\n").map_err(failed)?;
         }
         out.flush().map_err(failed)?;
-        self.audit_operator_action(
-            "audit-export",
-            "",
-            &format!("the audit log was exported by {by}"),
-        )?;
         Ok(())
     }
 

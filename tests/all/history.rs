@@ -389,3 +389,64 @@ fn tasks_left_open_by_a_crash_are_found_through_an_index_not_the_log() -> Result
     assert_eq!(ends, 3);
     Ok(())
 }
+
+#[test]
+fn the_daemons_audit_export_streams_a_long_log_that_verifies_elsewhere() -> Result<()> {
+    use clancy::audit::{Kind, Record};
+    use clancy::operators::Role;
+    let live = crate::signin::Live::start(crate::signin::Live::UNLIMITED)?;
+    let (_, token) = live.org.create_token("alice", Role::Manager, 1, "alice")?;
+    // A log of several store pages and several 64 KiB response chunks.
+    for n in 0..2500 {
+        live.org.audit().append(
+            Kind::Note,
+            Record {
+                employee: "host".into(),
+                action: "note".into(),
+                args: format!("note {n}, long enough that the export spans many chunks"),
+                ..Default::default()
+            },
+        )?;
+    }
+    let export = crate::signin::client()
+        .get(format!("{}/api/v1/audit/export", live.url))
+        .bearer_auth(&token)
+        .send()?
+        .text()?;
+    let entries: Vec<serde_json::Value> = export
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    let seqs: Vec<u64> = entries.iter().filter_map(|e| e["seq"].as_u64()).collect();
+    let total = live.org.audit().len()?;
+    assert_eq!(
+        seqs,
+        (1..=total).collect::<Vec<_>>(),
+        "every entry once, in order"
+    );
+    let last = entries.iter().rev().find(|e| e["seq"].is_u64());
+    assert!(
+        last.is_some_and(|e| e["result"]
+            .as_str()
+            .is_some_and(|r| r.contains("exported by alice"))),
+        "the export is on record in itself: {last:?}"
+    );
+    assert!(entries.last().is_some_and(|e| e["checkpoint"].is_object()));
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("export.jsonl");
+    std::fs::write(&file, &export)?;
+    let verified = crate::env::clancy(
+        &dir.path().join("nowhere"),
+        &[
+            "audit",
+            "verify",
+            "--export",
+            &file.display().to_string(),
+            "--public-key",
+            &live.org.public_key(),
+        ],
+    )?;
+    let said = String::from_utf8_lossy(&verified.stdout);
+    assert!(said.starts_with("audit log intact"), "{said}");
+    Ok(())
+}
