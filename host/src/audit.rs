@@ -924,6 +924,23 @@ impl AuditLog {
             return Ok(None);
         };
         if when == Durability::Now {
+            // A batch of appends being written or gathered now is let in
+            // first, so the flush this one waits for covers it too.
+            {
+                let mut q = self.batches.lock().unwrap_or_else(|p| p.into_inner());
+                let deadline = std::time::Instant::now() + std::time::Duration::from_millis(1);
+                while q.applying || !q.waiting.is_empty() {
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    q = self
+                        .batch_done
+                        .wait_timeout(q, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+            }
             // Waits for the next flush, shared with every other appender
             // (and writer) waiting now.
             self.store.sync()?;
