@@ -162,16 +162,24 @@ fn fresh_org(dir: &Path) -> Result<Org> {
     Ok(org)
 }
 
+/// The policy version of the bench employee's Slack grant (what a queued
+/// post must carry to be executed), worked out once.
+fn slack_policy_version() -> &'static str {
+    static VERSION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    VERSION.get_or_init(|| {
+        manifest()
+            .ok()
+            .and_then(|m| {
+                m.grants
+                    .iter()
+                    .find(|g| g.integration == Integration::Slack)
+                    .map(clancy::approvals::policy_version)
+            })
+            .unwrap_or_default()
+    })
+}
+
 fn post_request(n: usize) -> ActionRequest {
-    let version = manifest()
-        .ok()
-        .and_then(|m| {
-            m.grants
-                .iter()
-                .find(|g| g.integration == Integration::Slack)
-                .map(clancy::approvals::policy_version)
-        })
-        .unwrap_or_default();
     ActionRequest {
         org: "default".into(),
         employee: "bench".into(),
@@ -182,7 +190,7 @@ fn post_request(n: usize) -> ActionRequest {
             text: format!("post {n}"),
         }),
         reason: "the task asked".into(),
-        policy_version: version,
+        policy_version: slack_policy_version().to_string(),
     }
 }
 

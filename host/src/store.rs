@@ -110,8 +110,6 @@ pub const COMMIT_INTERVAL: Duration = Duration::from_millis(10);
 pub struct CommitStats {
     /// Flushes to disk (each one makes every write applied before it durable).
     pub flushes: u64,
-    /// Writes that were made durable.
-    pub writes: u64,
 }
 
 /// Told before each background group commit (to hand the store writes it
@@ -295,7 +293,6 @@ impl GroupCommit {
             s = self.lock();
             if flushed.is_ok() {
                 s.stats.flushes += 1;
-                s.stats.writes += target - s.durable;
                 s.durable = target;
                 while s.waiting.front().is_some_and(|(t, _)| *t <= target) {
                     if let Some((_, then)) = s.waiting.pop_front() {
