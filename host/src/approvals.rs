@@ -219,6 +219,22 @@ impl Approval {
         None
     }
 
+    /// When the timer must next look at this request, while it is pending:
+    /// its expiry, or the end of the ladder step it is on if sooner.
+    pub fn next_deadline(&self) -> DateTime<Utc> {
+        if self.escalation.is_empty() {
+            return self.expires_at;
+        }
+        let step_ends = self
+            .escalation
+            .iter()
+            .take(self.step + 1)
+            .fold(self.created_at, |at, step| {
+                at + Duration::hours(i64::from(step.hours))
+            });
+        step_ends.min(self.expires_at)
+    }
+
     /// Who may decide now (`None`: any operator).
     pub fn current_approver(&self) -> Option<&Approver> {
         self.escalation.get(self.step).map(|s| &s.approver)
@@ -358,6 +374,44 @@ fn open_area_write(a: &Approval) -> AreaWrite {
     (AREA.to_string(), k, v)
 }
 
+/// The index of pending requests by [`Approval::next_deadline`] (in
+/// milliseconds, so the keys sort by it): the timer reads the requests
+/// due, never every open one. Written in the same batch as the request.
+fn deadline_key(a: &Approval) -> Option<Vec<u8>> {
+    (a.status == Status::Pending).then(|| {
+        let millis = a.next_deadline().timestamp_millis().max(0);
+        format!("d/{millis:020}/{}", a.id).into_bytes()
+    })
+}
+
+/// Set once the deadline index covers every pending request.
+const DEADLINE_INDEX_BUILT: &[u8] = b"d-index-built";
+
+/// The deadline index writes that go with replacing `current` (if any)
+/// with `next`.
+fn deadline_writes(current: Option<&Approval>, next: &Approval) -> Vec<crate::store::Write> {
+    let old = current.and_then(deadline_key);
+    let new = deadline_key(next);
+    let mut writes = Vec::new();
+    if let Some(old) = old
+        && Some(&old) != new.as_ref()
+    {
+        writes.push((old, None));
+    }
+    if let Some(new) = new {
+        writes.push((new, Some(b"1".to_vec())));
+    }
+    writes
+}
+
+/// The same, for a cross-area batch.
+fn deadline_area_writes(current: Option<&Approval>, next: &Approval) -> Vec<AreaWrite> {
+    deadline_writes(current, next)
+        .into_iter()
+        .map(|(k, v)| (AREA.to_string(), k, v))
+        .collect()
+}
+
 impl ApprovalQueue {
     /// The queue of `store`'s organisation.
     pub fn new(store: OrgStore, clock: std::sync::Arc<dyn Clock>) -> ApprovalQueue {
@@ -406,7 +460,7 @@ impl ApprovalQueue {
             step: 0,
             edited_from: None,
         };
-        let writes = vec![
+        let mut writes = vec![
             (
                 AREA.to_string(),
                 key(&approval.id),
@@ -419,6 +473,7 @@ impl ApprovalQueue {
             ),
             open_area_write(&approval),
         ];
+        writes.extend(deadline_area_writes(None, &approval));
         // Nobody queued the same action in between.
         let guard = Guard {
             area: AREA.to_string(),
@@ -494,6 +549,61 @@ impl ApprovalQueue {
         Ok(open)
     }
 
+    /// The pending requests whose [`Approval::next_deadline`] is at or
+    /// before `now`, read through the deadline index: the cost follows how
+    /// many are due, not how many are open or were ever queued.
+    pub fn due(&self, now: DateTime<Utc>) -> Result<Vec<Approval>, StoreError> {
+        self.build_deadline_index()?;
+        let now_millis = now.timestamp_millis();
+        let mut due = Vec::new();
+        let mut stale = Vec::new();
+        let mut after: Option<Vec<u8>> = None;
+        // Usually none or few are due: the first page is small.
+        let mut limit = 8;
+        'pages: loop {
+            let page = self.store.scan_page(AREA, b"d/", after.as_deref(), limit)?;
+            limit = (limit * 4).min(256);
+            let Some((last, _)) = page.last() else {
+                break;
+            };
+            after = Some(last.clone());
+            for (k, _) in &page {
+                let text = String::from_utf8_lossy(&k[2..]).into_owned();
+                let Some((millis, id)) = text.split_once('/') else {
+                    stale.push((k.clone(), None));
+                    continue;
+                };
+                if millis.parse::<i64>().map_or(true, |m| m > now_millis) {
+                    break 'pages;
+                }
+                match self.get(id)? {
+                    Some(a) if deadline_key(&a).as_ref() == Some(k) => due.push(a),
+                    // No longer pending, or due at another time: its own key says so.
+                    _ => stale.push((k.clone(), None)),
+                }
+            }
+        }
+        if !stale.is_empty() {
+            self.store.write(AREA, stale)?;
+        }
+        Ok(due)
+    }
+
+    /// Index the pending requests by deadline for a queue made before that
+    /// index existed (once; every write since keeps it).
+    fn build_deadline_index(&self) -> Result<(), StoreError> {
+        if self.store.get(AREA, DEADLINE_INDEX_BUILT)?.is_some() {
+            return Ok(());
+        }
+        let mut writes: Vec<crate::store::Write> = self
+            .open()?
+            .iter()
+            .flat_map(|a| deadline_writes(None, a))
+            .collect();
+        writes.push((DEADLINE_INDEX_BUILT.to_vec(), Some(b"1".to_vec())));
+        self.store.write(AREA, writes)
+    }
+
     /// Index the open requests of a queue made before the index existed
     /// (once; every write since keeps it).
     fn build_open_index(&self) -> Result<(), StoreError> {
@@ -521,7 +631,7 @@ impl ApprovalQueue {
         let Some(guard) = self.guard_unchanged(current)? else {
             return Ok(None);
         };
-        let writes = vec![
+        let mut writes = vec![
             (
                 AREA.to_string(),
                 key(&next.id),
@@ -529,6 +639,7 @@ impl ApprovalQueue {
             ),
             open_area_write(next),
         ];
+        writes.extend(deadline_area_writes(Some(current), next));
         Ok(Some((guard, writes)))
     }
 
@@ -562,6 +673,9 @@ impl ApprovalQueue {
             open_area_write(superseded),
             open_area_write(new),
         ];
+        let mut writes = writes;
+        writes.extend(deadline_area_writes(Some(current), superseded));
+        writes.extend(deadline_area_writes(None, new));
         Ok(Some((guard, writes)))
     }
 
@@ -597,10 +711,11 @@ impl ApprovalQueue {
         let Some(guard) = self.guard_unchanged(current)? else {
             return Ok(false);
         };
-        let writes = vec![
+        let mut writes = vec![
             (key(&next.id), Some(crate::store::encode(next)?)),
             open_write(next),
         ];
+        writes.extend(deadline_writes(Some(current), next));
         self.store
             .write_if_when(AREA, &guard.key, guard.expected.as_deref(), writes, when)
     }

@@ -424,8 +424,7 @@ pub struct AuditLog {
     chain: std::sync::Arc<Chain>,
     /// Appends waiting to be applied in the next batch.
     batches: Mutex<Batches>,
-    /// Signalled when a batch was applied.
-    batch_done: std::sync::Condvar,
+
     /// Entries appended by this process, by what they record.
     counts: Counts,
 }
@@ -444,6 +443,9 @@ struct Chain {
     signer: Option<std::sync::Arc<Signer>>,
     /// Whether entries may wait here (the store commits in the background).
     buffering: bool,
+    /// Held across every write of the chain to the store, so they reach it
+    /// in order; appends go on into `state` meanwhile. Taken before `state`.
+    writer: Mutex<()>,
     state: Mutex<ChainState>,
     /// The newest sequence number appended by this process.
     last_seq: std::sync::atomic::AtomicU64,
@@ -511,41 +513,18 @@ impl Chain {
 
     /// Give the buffered entries to the store (not waiting for a flush).
     fn write_pending(&self) -> Result<(), StoreError> {
-        let mut st = self.lock();
-        self.write_pending_locked(&mut st)
+        self.apply(Vec::new(), None).map(drop)
     }
 
-    fn write_pending_locked(&self, st: &mut ChainState) -> Result<(), StoreError> {
-        if st.pending.is_empty() {
-            return Ok(());
-        }
-        let head = self.head(st)?;
-        let mut writes = std::mem::take(&mut st.pending);
-        let head_bytes = crate::store::encode(&head)?;
-        writes.push((
-            AREA.to_string(),
-            HEAD_KEY.to_vec(),
-            Some(head_bytes.clone()),
-        ));
-        let due = std::mem::take(&mut st.pending_due);
-        let guard = Self::head_unchanged(st);
-        match self
-            .store
-            .write_across_when(Some(&guard), writes, Durability::Soon)
-        {
-            Ok(true) => {
-                st.stored = Some(head_bytes);
-                self.sign_when_durable(&due);
-                Ok(())
-            }
-            Ok(false) => Err(self.forked(st)),
-            Err(e) => {
-                // Those entries are lost: the chain goes on from the store's head.
-                st.head = None;
-                tracing::error!(org = %self.store.org(), "could not write audit entries to the store: {e}");
-                Err(e)
-            }
-        }
+    /// A write of the chain failed: the entries it held, and those appended
+    /// onto them since, are lost; the chain goes on from the store's head.
+    fn lost(&self, st: &mut ChainState, e: StoreError) -> StoreError {
+        st.head = None;
+        let later = st.pending.len();
+        st.pending.clear();
+        st.pending_due.clear();
+        tracing::error!(org = %self.store.org(), later_writes = later, "could not write audit entries to the store: {e}");
+        e
     }
 
     /// Have the checkpoints due over `entries` (just written, in log
@@ -632,8 +611,10 @@ impl Chain {
         });
         self.last_seq
             .fetch_max(entry.seq, std::sync::atomic::Ordering::AcqRel);
-        if st.pending.len() >= MAX_BUFFERED_WRITES {
-            self.write_pending_locked(&mut st)?;
+        let full = st.pending.len() >= MAX_BUFFERED_WRITES;
+        drop(st);
+        if full {
+            self.write_pending()?;
         }
         Ok(entry)
     }
@@ -642,65 +623,133 @@ impl Chain {
     /// after any buffered ones, in order, not waiting for them to be
     /// durable. `None` when `guard` did not hold (nothing of theirs was
     /// written).
+    ///
+    /// Chain writes are made one at a time (the writer lock). Without a
+    /// guard of the caller's, the chain is not held while the store
+    /// writes: appends go on, after these entries. With one, it is held
+    /// (whether these entries exist is only known once the guard is
+    /// checked).
     fn apply(
         &self,
         items: Vec<(Kind, Record, Vec<AreaWrite>)>,
         guard: Option<&Guard>,
     ) -> Result<Option<Vec<Entry>>, StoreError> {
+        let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let mut st = self.lock();
-        if guard.is_some() {
+        if items.is_empty() && st.pending.is_empty() {
+            return Ok(Some(Vec::new()));
+        }
+        if let Some(guard) = guard {
             // A guard that fails must not take the buffered entries with it.
-            self.write_pending_locked(&mut st)?;
+            if !st.pending.is_empty() {
+                self.write_held(&mut st, Vec::new(), None)?;
+            }
+            return self.write_held(&mut st, items, Some(guard));
         }
-        let mut head = self.head(&mut st)?;
-        // The caller's guard decides its write, so the head is checked here.
-        if guard.is_some() && self.store.get(AREA, HEAD_KEY)? != st.stored {
-            return Err(self.forked(&mut st));
-        }
+        let next = self.prepare(&mut st, items)?;
+        // Appends go on after these entries while the store writes.
+        st.head = Some(next.head.clone());
         let head_guard = Self::head_unchanged(&st);
-        let mut all = std::mem::take(&mut st.pending);
+        drop(st);
+        let applied =
+            self.store
+                .write_across_when(Some(&head_guard), next.writes, Durability::Soon);
+        let mut st = self.lock();
+        match applied {
+            Ok(true) => {
+                st.stored = Some(next.head_bytes);
+                // Registered under the writer lock, so checkpoints are in log order.
+                self.sign_when_durable(&next.due);
+                Ok(Some(next.entries))
+            }
+            Ok(false) => Err(self.forked(&mut st)),
+            Err(e) => Err(self.lost(&mut st, e)),
+        }
+    }
+
+    /// Write the buffered entries and `items`, holding the chain until the
+    /// store has answered (`guard`, or else the head, decides the write).
+    fn write_held(
+        &self,
+        st: &mut ChainState,
+        items: Vec<(Kind, Record, Vec<AreaWrite>)>,
+        guard: Option<&Guard>,
+    ) -> Result<Option<Vec<Entry>>, StoreError> {
+        // The caller's guard decides its write, so the head is checked here.
+        if guard.is_some() {
+            self.head(st)?;
+            if self.store.get(AREA, HEAD_KEY)? != st.stored {
+                return Err(self.forked(st));
+            }
+        }
+        let head_guard = Self::head_unchanged(st);
+        let next = self.prepare(st, items)?;
+        match self.store.write_across_when(
+            Some(guard.unwrap_or(&head_guard)),
+            next.writes,
+            Durability::Soon,
+        ) {
+            Ok(true) => {
+                st.head = Some(next.head);
+                st.stored = Some(next.head_bytes);
+                self.sign_when_durable(&next.due);
+                Ok(Some(next.entries))
+            }
+            Ok(false) if guard.is_none() => Err(self.forked(st)),
+            Ok(false) => Ok(None),
+            Err(e) => Err(self.lost(st, e)),
+        }
+    }
+
+    /// Number and hash `items` after the buffered entries, and take those:
+    /// one write of them all and the new head.
+    fn prepare(
+        &self,
+        st: &mut ChainState,
+        items: Vec<(Kind, Record, Vec<AreaWrite>)>,
+    ) -> Result<Prepared, StoreError> {
+        let mut head = self.head(st)?;
+        let mut writes = std::mem::take(&mut st.pending);
         let mut due = std::mem::take(&mut st.pending_due);
         let mut entries = Vec::with_capacity(items.len());
-        for (kind, record, writes) in items {
+        for (kind, record, item_writes) in items {
             let (entry, entry_writes) = self.next_entry(&head, kind, record)?;
             head = Head {
                 seq: entry.seq,
                 hash: entry.hash.clone(),
             };
-            all.extend(writes);
-            all.extend(entry_writes);
+            writes.extend(item_writes);
+            writes.extend(entry_writes);
             if checkpoint_due(&entry) {
                 due.push(entry.clone());
             }
             entries.push(entry);
         }
         let head_bytes = crate::store::encode(&head)?;
-        all.push((
+        writes.push((
             AREA.to_string(),
             HEAD_KEY.to_vec(),
             Some(head_bytes.clone()),
         ));
-        let applied =
-            self.store
-                .write_across_when(Some(guard.unwrap_or(&head_guard)), all, Durability::Soon);
-        match applied {
-            Ok(false) if guard.is_none() => Err(self.forked(&mut st)),
-            Ok(true) => {
-                st.head = Some(head.clone());
-                st.stored = Some(head_bytes);
-                self.last_seq
-                    .fetch_max(head.seq, std::sync::atomic::Ordering::AcqRel);
-                // Registered while the lock is held, so checkpoints are in log order.
-                self.sign_when_durable(&due);
-                Ok(Some(entries))
-            }
-            Ok(false) => Ok(None),
-            Err(e) => {
-                st.head = None;
-                Err(e)
-            }
-        }
+        self.last_seq
+            .fetch_max(head.seq, std::sync::atomic::Ordering::AcqRel);
+        Ok(Prepared {
+            writes,
+            due,
+            entries,
+            head,
+            head_bytes,
+        })
     }
+}
+
+/// What [`Chain::prepare`] made ready to write.
+struct Prepared {
+    writes: Vec<AreaWrite>,
+    due: Vec<Entry>,
+    entries: Vec<Entry>,
+    head: Head,
+    head_bytes: Vec<u8>,
 }
 
 impl crate::store::CommitHook for Chain {
@@ -710,18 +759,34 @@ impl crate::store::CommitHook for Chain {
     }
 }
 
-/// One append waiting for its batch: its kind, record and other writes.
-type Waiting = (u64, (Kind, Record, Vec<AreaWrite>));
+/// One append waiting for its batch: its kind, record, other writes,
+/// whether it must be durable before it is answered, and its thread (woken
+/// alone when it is answered or is to lead).
+struct Waiting {
+    id: u64,
+    item: (Kind, Record, Vec<AreaWrite>),
+    when: Durability,
+    thread: std::thread::Thread,
+}
 
 /// The appends of the next batch, and how the applied ones came out.
 #[derive(Default)]
 struct Batches {
     next_id: u64,
     waiting: Vec<Waiting>,
-    /// A batch is being applied.
-    applying: bool,
+    /// An appender is gathering and applying a batch.
+    leading: bool,
+    /// The leader while it gathers (woken when enough appends joined).
+    gathering: Option<std::thread::Thread>,
+    /// How many appends the last batch took (the next leader waits a
+    /// moment for as many).
+    last_size: usize,
     done: std::collections::HashMap<u64, Result<Entry, String>>,
 }
+
+/// The longest a batch's leader waits for as many appends as the last
+/// batch had (they are usually on their way: woken by that batch's end).
+const GATHER: std::time::Duration = std::time::Duration::from_micros(100);
 
 /// Entries due a checkpoint, signed in order once they are durable.
 struct Signer {
@@ -798,6 +863,7 @@ impl AuditLog {
             buffering: store.commits_in_background(),
             store: store.clone(),
             signer,
+            writer: Mutex::new(()),
             state: Mutex::new(ChainState::default()),
             last_seq: std::sync::atomic::AtomicU64::new(0),
         });
@@ -809,7 +875,6 @@ impl AuditLog {
             store,
             chain,
             batches: Mutex::new(Batches::default()),
-            batch_done: std::sync::Condvar::new(),
             counts: Counts::default(),
         }
     }
@@ -918,29 +983,13 @@ impl AuditLog {
             None if when == Durability::Soon && writes.is_empty() && self.chain.buffering => {
                 Some(self.chain.buffer(kind, record)?)
             }
-            None => Some(self.apply_batched(kind, record, writes)?),
+            // Made durable by the batch, if it must be.
+            None => Some(self.apply_batched(kind, record, writes, when)?),
         };
         let Some(entry) = entry else {
             return Ok(None);
         };
-        if when == Durability::Now {
-            // A batch of appends being written or gathered now is let in
-            // first, so the flush this one waits for covers it too.
-            {
-                let mut q = self.batches.lock().unwrap_or_else(|p| p.into_inner());
-                let deadline = std::time::Instant::now() + std::time::Duration::from_millis(1);
-                while q.applying || !q.waiting.is_empty() {
-                    let left = deadline.saturating_duration_since(std::time::Instant::now());
-                    if left.is_zero() {
-                        break;
-                    }
-                    q = self
-                        .batch_done
-                        .wait_timeout(q, left)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0;
-                }
-            }
+        if when == Durability::Now && guard.is_some() {
             // Waits for the next flush, shared with every other appender
             // (and writer) waiting now.
             self.store.sync()?;
@@ -957,54 +1006,111 @@ impl AuditLog {
         Ok(Some(entry))
     }
 
-    /// Apply one entry in a batch with the others arriving now: the first
-    /// appender to find no batch under way applies every waiting one in one
-    /// store write, then hands on; the others wait for their entry.
+    /// Apply one entry in a batch with the others arriving now, and answer
+    /// once it is durable if `when` says so. The first appender to find no
+    /// batch being gathered leads one: it waits a moment for as many
+    /// appends as the last batch had, applies them all in one store write,
+    /// hands the lead on, waits for one flush covering them, and answers
+    /// them. Each appender sleeps about once, and the next batch is
+    /// applied while this one's flush is under way.
     fn apply_batched(
         &self,
         kind: Kind,
         record: Record,
         writes: Vec<AreaWrite>,
+        when: Durability,
     ) -> Result<Entry, AuditError> {
         let lock = || self.batches.lock().unwrap_or_else(|p| p.into_inner());
         let mut q = lock();
         let id = q.next_id;
         q.next_id += 1;
-        q.waiting.push((id, (kind, record, writes)));
+        q.waiting.push(Waiting {
+            id,
+            item: (kind, record, writes),
+            when,
+            thread: std::thread::current(),
+        });
+        if q.waiting.len() >= q.last_size
+            && let Some(leader) = &q.gathering
+        {
+            leader.unpark();
+        }
         loop {
             if let Some(done) = q.done.remove(&id) {
                 return done.map_err(|e| AuditError(StoreError::Io(e)));
             }
-            if q.applying {
-                q = self.batch_done.wait(q).unwrap_or_else(|p| p.into_inner());
+            // Waiting for a batch being gathered, applied or made durable:
+            // whoever leads wakes this thread when it is answered, or when
+            // it is the first left waiting and may lead.
+            if q.leading || !q.waiting.iter().any(|w| w.id == id) {
+                drop(q);
+                std::thread::park();
+                q = lock();
                 continue;
             }
-            q.applying = true;
+            q.leading = true;
+            q.gathering = Some(std::thread::current());
+            let deadline = std::time::Instant::now() + GATHER;
+            while q.waiting.len() < q.last_size {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                drop(q);
+                std::thread::park_timeout(left);
+                q = lock();
+            }
+            q.gathering = None;
             let batch = std::mem::take(&mut q.waiting);
+            q.last_size = batch.len();
             drop(q);
-            let (ids, items): (Vec<u64>, Vec<_>) = batch.into_iter().unzip();
+            let durable = batch.iter().any(|w| w.when == Durability::Now);
+            let mut ids = Vec::with_capacity(batch.len());
+            let mut threads = Vec::with_capacity(batch.len());
+            let mut items = Vec::with_capacity(batch.len());
+            for w in batch {
+                ids.push(w.id);
+                threads.push(w.thread);
+                items.push(w.item);
+            }
             let applied = self.chain.apply(items, None);
+            // The next batch may be gathered and applied while this one waits
+            // for its flush (a flush covers what was applied before it began).
             q = lock();
-            match applied {
+            q.leading = false;
+            if let Some(next) = q.waiting.first() {
+                next.thread.unpark();
+            }
+            drop(q);
+            let answers: Vec<Result<Entry, String>> = match applied {
                 Ok(Some(entries)) => {
-                    for (id, entry) in ids.into_iter().zip(entries) {
-                        q.done.insert(id, Ok(entry));
-                    }
+                    let synced = if durable {
+                        self.store.sync().map_err(|e| e.to_string())
+                    } else {
+                        Ok(())
+                    };
+                    entries
+                        .into_iter()
+                        .map(|entry| synced.clone().map(|()| entry))
+                        .collect()
                 }
-                Ok(None) => {
-                    for id in ids {
-                        q.done
-                            .insert(id, Err("the audit append was not applied".into()));
-                    }
-                }
-                Err(e) => {
-                    for id in ids {
-                        q.done.insert(id, Err(e.to_string()));
-                    }
+                Ok(None) => ids
+                    .iter()
+                    .map(|_| Err("the audit append was not applied".to_string()))
+                    .collect(),
+                Err(e) => ids.iter().map(|_| Err(e.to_string())).collect(),
+            };
+            q = lock();
+            for (id, answer) in ids.into_iter().zip(answers) {
+                q.done.insert(id, answer);
+            }
+            drop(q);
+            for thread in threads {
+                if thread.id() != std::thread::current().id() {
+                    thread.unpark();
                 }
             }
-            q.applying = false;
-            self.batch_done.notify_all();
+            q = lock();
         }
     }
 

@@ -102,6 +102,9 @@ pub enum Durability {
     Soon,
 }
 
+/// How many flushes may be under way at once.
+const FLUSHES_AT_ONCE: usize = 2;
+
 /// The longest a [`Durability::Soon`] write waits for its group commit.
 pub const COMMIT_INTERVAL: Duration = Duration::from_millis(10);
 
@@ -243,8 +246,11 @@ struct Commits {
     applied: u64,
     /// Every write with a ticket up to this is durable.
     durable: u64,
-    /// A flush is under way.
-    flushing: bool,
+    /// Flushes under way (at most [`FLUSHES_AT_ONCE`]).
+    flushing: usize,
+    /// The newest target of a flush started (every write with a ticket up
+    /// to it is durable once that flush ends).
+    flush_target: u64,
     /// The store is closing: the committer stops.
     closing: bool,
     stats: CommitStats,
@@ -271,36 +277,46 @@ impl GroupCommit {
         s.applied
     }
 
-    /// Return once the write with `ticket` is durable: wait for the flush
-    /// under way to cover it, or flush (for everyone waiting) if none is.
+    /// Return once the write with `ticket` is durable: wait for a flush
+    /// under way that covers it, or start one (for everyone waiting) if
+    /// none does. A flush that started before the write was applied does
+    /// not cover it, and a second flush is started at once beside it
+    /// rather than after it, so a writer waits for about one flush.
     fn wait(&self, ticket: u64) -> Result<(), StoreError> {
         let mut s = self.lock();
         loop {
             if s.durable >= ticket {
                 return Ok(());
             }
-            if s.flushing {
+            if s.flush_target >= ticket || s.flushing >= FLUSHES_AT_ONCE {
                 s = self
                     .changed
                     .wait(s)
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
                 continue;
             }
-            s.flushing = true;
+            s.flushing += 1;
             let target = s.applied;
+            s.flush_target = target;
             drop(s);
             let flushed = self.flush();
             s = self.lock();
+            s.flushing -= 1;
             if flushed.is_ok() {
                 s.stats.flushes += 1;
-                s.durable = target;
-                while s.waiting.front().is_some_and(|(t, _)| *t <= target) {
+                // A flush covers every write applied before it started,
+                // whichever of two flushes under way ends first.
+                s.durable = s.durable.max(target);
+                let durable = s.durable;
+                while s.waiting.front().is_some_and(|(t, _)| *t <= durable) {
                     if let Some((_, then)) = s.waiting.pop_front() {
                         s.ready.push_back(then);
                     }
                 }
+            } else {
+                // Whoever waits for this flush starts another.
+                s.flush_target = s.durable;
             }
-            s.flushing = false;
             self.changed.notify_all();
             drop(s);
             self.run_ready();
@@ -376,7 +392,7 @@ impl GroupCommit {
             drop(next);
             self.call_hooks();
             s = self.lock();
-            if s.closing || s.applied <= s.durable || s.flushing {
+            if s.closing || s.applied <= s.durable || s.flushing > 0 {
                 continue;
             }
             drop(s);

@@ -16,10 +16,12 @@ use clancy::store::{AreaWrite, Entry, Guard, SledStore, Store, StoreError, Write
 
 use crate::env::TestEnv;
 
-/// The sled store, counting the records its scans return, by area.
+/// The sled store, counting the records its scans return and the records
+/// read one by one, by area.
 struct Counting {
     inner: SledStore,
     scanned: Mutex<BTreeMap<String, usize>>,
+    got: Mutex<BTreeMap<String, usize>>,
 }
 
 impl Counting {
@@ -28,6 +30,7 @@ impl Counting {
         Ok(Arc::new(Counting {
             inner: SledStore::open(&data.join("store"))?,
             scanned: Mutex::new(BTreeMap::new()),
+            got: Mutex::new(BTreeMap::new()),
         }))
     }
 
@@ -41,9 +44,43 @@ impl Counting {
     }
 }
 
+impl Counting {
+    /// Records of `area` read one by one since the last call.
+    fn take_got(&self, area: &str) -> usize {
+        self.got
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(area)
+            .unwrap_or(0)
+    }
+}
+
 impl Store for Counting {
     fn get(&self, area: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        *self
+            .got
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(area.to_string())
+            .or_default() += 1;
         self.inner.get(area, key)
+    }
+
+    fn scan_page(
+        &self,
+        area: &str,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let found = self.inner.scan_page(area, prefix, after, limit)?;
+        *self
+            .scanned
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(area.to_string())
+            .or_default() += found.len();
+        Ok(found)
     }
 
     fn write(&self, area: &str, writes: Vec<Write>) -> Result<(), StoreError> {
@@ -159,6 +196,89 @@ fn deciding_and_the_timer_read_the_open_requests_not_the_history() -> Result<()>
     // The index follows every change: the decided one left it.
     let still: Vec<String> = host.approvals().open()?.into_iter().map(|a| a.id).collect();
     assert_eq!(still, open[1..].to_vec());
+    Ok(())
+}
+
+#[test]
+fn the_timer_reads_the_requests_that_are_due_not_every_open_one() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let store = Counting::open(&data)?;
+    let mut host = Org::open_with_store(&data, "default", store.clone())?;
+    let clock = Arc::new(clancy::approvals::ManualClock::new(chrono::Utc::now()));
+    host.use_clock(clock.clone());
+    TestEnv::prepare(&host)?;
+    let policy = ApprovalPolicy::required();
+    // 200 waiting, none due for days.
+    for n in 0..200 {
+        host.approvals()
+            .enqueue(request(n), "approval required".into(), &policy)?;
+    }
+    host.tick()?;
+    store.take("approvals");
+    store.take_got("approvals");
+    // A timer round and a decision read a few records, not the 200.
+    assert!(host.tick()?.is_empty());
+    let one = host.approvals().open()?.remove(0).id;
+    store.take("approvals");
+    store.take_got("approvals");
+    host.decide(&one, Verdict::Deny, "alice", None)?;
+    let read = store.take("approvals") + store.take_got("approvals");
+    assert!(
+        read <= 20,
+        "{read} approval records read to decide one of 200 waiting"
+    );
+
+    // Once their time is up, every one of them is due and denied.
+    clock.advance(chrono::Duration::hours(
+        i64::from(policy.expires_after_hours) + 1,
+    ));
+    let expired = host.tick()?;
+    assert_eq!(expired.len(), 199);
+    assert!(expired.iter().all(|a| a.status == Status::Expired));
+    assert!(host.approvals().open()?.is_empty());
+    Ok(())
+}
+
+#[test]
+fn a_queue_made_before_the_deadline_index_is_indexed_once_and_expires_on_time() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let store = Counting::open(&data)?;
+    let mut host = Org::open_with_store(&data, "default", store.clone())?;
+    let clock = Arc::new(clancy::approvals::ManualClock::new(chrono::Utc::now()));
+    host.use_clock(clock.clone());
+    TestEnv::prepare(&host)?;
+    let policy = ApprovalPolicy::required();
+    let ids: Vec<String> = (0..5)
+        .map(|n| {
+            host.approvals()
+                .enqueue(request(n), "approval required".into(), &policy)
+                .map(|a| a.id)
+        })
+        .collect::<Result<_, _>>()?;
+    // As an older host left it: no deadline index, no mark that it was built.
+    let old: Vec<Write> = store
+        .inner
+        .scan("approvals", b"")?
+        .into_iter()
+        .map(|(k, _)| k)
+        .filter(|k| {
+            let k = String::from_utf8_lossy(k);
+            k.contains("/d/") || k.ends_with("d-index-built")
+        })
+        .map(|k| (k, None))
+        .collect();
+    assert!(old.len() >= 5, "{} index keys found", old.len());
+    store.inner.write("approvals", old)?;
+    clock.advance(chrono::Duration::hours(
+        i64::from(policy.expires_after_hours) + 1,
+    ));
+    let expired: Vec<String> = host.tick()?.into_iter().map(|a| a.id).collect();
+    assert_eq!(expired.len(), 5);
+    for id in &ids {
+        assert!(expired.contains(id), "{id} was not expired");
+    }
     Ok(())
 }
 

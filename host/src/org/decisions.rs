@@ -172,7 +172,8 @@ impl Org {
         self.end_elevations()?;
         let now = self.approvals.now();
         let mut changed = Vec::new();
-        for a in self.approvals.open()? {
+        // Only the requests whose next deadline passed (the deadline index).
+        for a in self.approvals.due(now)? {
             if a.status != Status::Pending {
                 continue;
             }
