@@ -199,8 +199,13 @@ fn deciding_and_the_timer_read_the_open_requests_not_the_history() -> Result<()>
     Ok(())
 }
 
-#[test]
-fn the_timer_reads_the_requests_that_are_due_not_every_open_one() -> Result<()> {
+/// An org on a counting store whose clock the test moves, prepared.
+fn counted_host_on_a_clock() -> Result<(
+    tempfile::TempDir,
+    Arc<Counting>,
+    Org,
+    Arc<clancy::approvals::ManualClock>,
+)> {
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
     let store = Counting::open(&data)?;
@@ -208,6 +213,12 @@ fn the_timer_reads_the_requests_that_are_due_not_every_open_one() -> Result<()> 
     let clock = Arc::new(clancy::approvals::ManualClock::new(chrono::Utc::now()));
     host.use_clock(clock.clone());
     TestEnv::prepare(&host)?;
+    Ok((dir, store, host, clock))
+}
+
+#[test]
+fn the_timer_reads_the_requests_that_are_due_not_every_open_one() -> Result<()> {
+    let (_dir, store, host, clock) = counted_host_on_a_clock()?;
     let policy = ApprovalPolicy::required();
     // 200 waiting, none due for days.
     for n in 0..200 {
@@ -242,13 +253,7 @@ fn the_timer_reads_the_requests_that_are_due_not_every_open_one() -> Result<()> 
 
 #[test]
 fn a_queue_made_before_the_deadline_index_is_indexed_once_and_expires_on_time() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let data = dir.path().join("data");
-    let store = Counting::open(&data)?;
-    let mut host = Org::open_with_store(&data, "default", store.clone())?;
-    let clock = Arc::new(clancy::approvals::ManualClock::new(chrono::Utc::now()));
-    host.use_clock(clock.clone());
-    TestEnv::prepare(&host)?;
+    let (_dir, store, host, clock) = counted_host_on_a_clock()?;
     let policy = ApprovalPolicy::required();
     let ids: Vec<String> = (0..5)
         .map(|n| {
