@@ -504,7 +504,10 @@ fn run() -> Result<bool> {
         for n in 0..10_000 {
             approvals.enqueue(post_request(n), "approval required".into(), &policy)?;
         }
-        // What `GET /api/v1/approvals` reads for a page.
+        // A page of `GET /api/v1/approvals`, and every open request (what
+        // recovery reads).
+        let page = approvals.pending_page(None, 100)?;
+        ensure!(page.len() == 100, "{} in a page", page.len());
         let open = approvals.open()?;
         ensure!(open.len() == 10_000, "{} open", open.len());
         Ok(())

@@ -374,39 +374,50 @@ fn open_area_write(a: &Approval) -> AreaWrite {
     (AREA.to_string(), k, v)
 }
 
-/// The index of pending requests by [`Approval::next_deadline`] (in
-/// milliseconds, so the keys sort by it): the timer reads the requests
-/// due, never every open one. Written in the same batch as the request.
-fn deadline_key(a: &Approval) -> Option<Vec<u8>> {
-    (a.status == Status::Pending).then(|| {
-        let millis = a.next_deadline().timestamp_millis().max(0);
-        format!("d/{millis:020}/{}", a.id).into_bytes()
-    })
+/// The indexes of pending requests, written in the same batch as the
+/// request (so the timer and the pending list read the requests they
+/// need, never every open one):
+/// - by [`Approval::next_deadline`], `d/<millis>/<id>`: the timer reads the
+///   requests due;
+/// - by the time it was made, `c/<nanos>/<id>`: the pending list reads a
+///   page, oldest first.
+fn pending_keys(a: &Approval) -> Vec<Vec<u8>> {
+    if a.status != Status::Pending {
+        return Vec::new();
+    }
+    let deadline = a.next_deadline().timestamp_millis().max(0);
+    vec![
+        format!("d/{deadline:020}/{}", a.id).into_bytes(),
+        created_key(a.created_at, &a.id),
+    ]
 }
 
-/// Set once the deadline index covers every pending request.
-const DEADLINE_INDEX_BUILT: &[u8] = b"d-index-built";
+/// A request's key in the index by time made (also the cursor of a page).
+fn created_key(at: DateTime<Utc>, id: &str) -> Vec<u8> {
+    let nanos = at.timestamp_nanos_opt().unwrap_or(0).max(0);
+    format!("c/{nanos:020}/{id}").into_bytes()
+}
 
-/// The deadline index writes that go with replacing `current` (if any)
+/// Set once the pending indexes cover every pending request.
+const PENDING_INDEX_BUILT: &[u8] = b"p-index-built";
+
+/// The pending index writes that go with replacing `current` (if any)
 /// with `next`.
-fn deadline_writes(current: Option<&Approval>, next: &Approval) -> Vec<crate::store::Write> {
-    let old = current.and_then(deadline_key);
-    let new = deadline_key(next);
-    let mut writes = Vec::new();
-    if let Some(old) = old
-        && Some(&old) != new.as_ref()
-    {
-        writes.push((old, None));
-    }
-    if let Some(new) = new {
-        writes.push((new, Some(b"1".to_vec())));
-    }
+fn pending_index_writes(current: Option<&Approval>, next: &Approval) -> Vec<crate::store::Write> {
+    let old = current.map(pending_keys).unwrap_or_default();
+    let new = pending_keys(next);
+    let mut writes: Vec<crate::store::Write> = old
+        .into_iter()
+        .filter(|k| !new.contains(k))
+        .map(|k| (k, None))
+        .collect();
+    writes.extend(new.into_iter().map(|k| (k, Some(b"1".to_vec()))));
     writes
 }
 
 /// The same, for a cross-area batch.
-fn deadline_area_writes(current: Option<&Approval>, next: &Approval) -> Vec<AreaWrite> {
-    deadline_writes(current, next)
+fn pending_index_area_writes(current: Option<&Approval>, next: &Approval) -> Vec<AreaWrite> {
+    pending_index_writes(current, next)
         .into_iter()
         .map(|(k, v)| (AREA.to_string(), k, v))
         .collect()
@@ -473,7 +484,7 @@ impl ApprovalQueue {
             ),
             open_area_write(&approval),
         ];
-        writes.extend(deadline_area_writes(None, &approval));
+        writes.extend(pending_index_area_writes(None, &approval));
         // Nobody queued the same action in between.
         let guard = Guard {
             area: AREA.to_string(),
@@ -553,32 +564,68 @@ impl ApprovalQueue {
     /// before `now`, read through the deadline index: the cost follows how
     /// many are due, not how many are open or were ever queued.
     pub fn due(&self, now: DateTime<Utc>) -> Result<Vec<Approval>, StoreError> {
-        self.build_deadline_index()?;
         let now_millis = now.timestamp_millis();
-        let mut due = Vec::new();
-        let mut stale = Vec::new();
-        let mut after: Option<Vec<u8>> = None;
         // Usually none or few are due: the first page is small.
-        let mut limit = 8;
-        'pages: loop {
-            let page = self.store.scan_page(AREA, b"d/", after.as_deref(), limit)?;
-            limit = (limit * 4).min(256);
+        self.indexed(b"d/", None, 8, usize::MAX, |millis| {
+            millis.parse::<i64>().is_ok_and(|m| m <= now_millis)
+        })
+    }
+
+    /// Up to `limit` pending requests made after `after` (the time made and
+    /// the id of the last one of the previous page), oldest first, read
+    /// through the index by time made: a page costs its own size.
+    pub fn pending_page(
+        &self,
+        after: Option<(DateTime<Utc>, &str)>,
+        limit: usize,
+    ) -> Result<Vec<Approval>, StoreError> {
+        let after = after.map(|(at, id)| created_key(at, id));
+        self.indexed(b"c/", after, limit.saturating_add(1), limit, |_| true)
+    }
+
+    /// The pending requests of the index under `prefix` (keys
+    /// `<prefix><order>/<id>`), after the key `after`, in key order, while
+    /// `wanted` holds for the order part, at most `limit`, reading
+    /// `first_page` keys first. Keys whose request is no longer pending (or
+    /// now sorts elsewhere) are dropped.
+    fn indexed(
+        &self,
+        prefix: &[u8],
+        mut after: Option<Vec<u8>>,
+        first_page: usize,
+        limit: usize,
+        wanted: impl Fn(&str) -> bool,
+    ) -> Result<Vec<Approval>, StoreError> {
+        self.build_pending_index()?;
+        let mut found = Vec::new();
+        let mut stale = Vec::new();
+        let mut page_size = first_page.clamp(1, 256);
+        'pages: while found.len() < limit {
+            let page = self
+                .store
+                .scan_page(AREA, prefix, after.as_deref(), page_size)?;
+            page_size = (page_size * 4).min(256);
             let Some((last, _)) = page.last() else {
                 break;
             };
             after = Some(last.clone());
             for (k, _) in &page {
-                let text = String::from_utf8_lossy(&k[2..]).into_owned();
-                let Some((millis, id)) = text.split_once('/') else {
+                let text = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+                let Some((order, id)) = text.split_once('/') else {
                     stale.push((k.clone(), None));
                     continue;
                 };
-                if millis.parse::<i64>().map_or(true, |m| m > now_millis) {
+                if !wanted(order) {
                     break 'pages;
                 }
                 match self.get(id)? {
-                    Some(a) if deadline_key(&a).as_ref() == Some(k) => due.push(a),
-                    // No longer pending, or due at another time: its own key says so.
+                    Some(a) if pending_keys(&a).contains(k) => {
+                        found.push(a);
+                        if found.len() >= limit {
+                            break 'pages;
+                        }
+                    }
+                    // No longer pending, or indexed elsewhere now: its own keys say so.
                     _ => stale.push((k.clone(), None)),
                 }
             }
@@ -586,21 +633,21 @@ impl ApprovalQueue {
         if !stale.is_empty() {
             self.store.write(AREA, stale)?;
         }
-        Ok(due)
+        Ok(found)
     }
 
-    /// Index the pending requests by deadline for a queue made before that
-    /// index existed (once; every write since keeps it).
-    fn build_deadline_index(&self) -> Result<(), StoreError> {
-        if self.store.get(AREA, DEADLINE_INDEX_BUILT)?.is_some() {
+    /// Index the pending requests of a queue made before those indexes
+    /// existed (once; every write since keeps them).
+    fn build_pending_index(&self) -> Result<(), StoreError> {
+        if self.store.get(AREA, PENDING_INDEX_BUILT)?.is_some() {
             return Ok(());
         }
         let mut writes: Vec<crate::store::Write> = self
             .open()?
             .iter()
-            .flat_map(|a| deadline_writes(None, a))
+            .flat_map(|a| pending_index_writes(None, a))
             .collect();
-        writes.push((DEADLINE_INDEX_BUILT.to_vec(), Some(b"1".to_vec())));
+        writes.push((PENDING_INDEX_BUILT.to_vec(), Some(b"1".to_vec())));
         self.store.write(AREA, writes)
     }
 
@@ -639,7 +686,7 @@ impl ApprovalQueue {
             ),
             open_area_write(next),
         ];
-        writes.extend(deadline_area_writes(Some(current), next));
+        writes.extend(pending_index_area_writes(Some(current), next));
         Ok(Some((guard, writes)))
     }
 
@@ -674,8 +721,8 @@ impl ApprovalQueue {
             open_area_write(new),
         ];
         let mut writes = writes;
-        writes.extend(deadline_area_writes(Some(current), superseded));
-        writes.extend(deadline_area_writes(None, new));
+        writes.extend(pending_index_area_writes(Some(current), superseded));
+        writes.extend(pending_index_area_writes(None, new));
         Ok(Some((guard, writes)))
     }
 
@@ -715,7 +762,7 @@ impl ApprovalQueue {
             (key(&next.id), Some(crate::store::encode(next)?)),
             open_write(next),
         ];
-        writes.extend(deadline_writes(Some(current), next));
+        writes.extend(pending_index_writes(Some(current), next));
         self.store
             .write_if_when(AREA, &guard.key, guard.expected.as_deref(), writes, when)
     }

@@ -252,7 +252,7 @@ fn the_timer_reads_the_requests_that_are_due_not_every_open_one() -> Result<()> 
 }
 
 #[test]
-fn a_queue_made_before_the_deadline_index_is_indexed_once_and_expires_on_time() -> Result<()> {
+fn a_queue_made_before_the_pending_indexes_is_indexed_once_and_expires_on_time() -> Result<()> {
     let (_dir, store, host, clock) = counted_host_on_a_clock()?;
     let policy = ApprovalPolicy::required();
     let ids: Vec<String> = (0..5)
@@ -262,7 +262,7 @@ fn a_queue_made_before_the_deadline_index_is_indexed_once_and_expires_on_time() 
                 .map(|a| a.id)
         })
         .collect::<Result<_, _>>()?;
-    // As an older host left it: no deadline index, no mark that it was built.
+    // As an older host left it: no pending indexes, no mark that they were built.
     let old: Vec<Write> = store
         .inner
         .scan("approvals", b"")?
@@ -270,11 +270,11 @@ fn a_queue_made_before_the_deadline_index_is_indexed_once_and_expires_on_time() 
         .map(|(k, _)| k)
         .filter(|k| {
             let k = String::from_utf8_lossy(k);
-            k.contains("/d/") || k.ends_with("d-index-built")
+            k.contains("/d/") || k.contains("/c/") || k.ends_with("p-index-built")
         })
         .map(|k| (k, None))
         .collect();
-    assert!(old.len() >= 5, "{} index keys found", old.len());
+    assert!(old.len() >= 10, "{} index keys found", old.len());
     store.inner.write("approvals", old)?;
     clock.advance(chrono::Duration::hours(
         i64::from(policy.expires_after_hours) + 1,
@@ -284,6 +284,56 @@ fn a_queue_made_before_the_deadline_index_is_indexed_once_and_expires_on_time() 
     for id in &ids {
         assert!(expired.contains(id), "{id} was not expired");
     }
+    Ok(())
+}
+
+#[test]
+fn a_page_of_the_pending_list_reads_that_page_not_every_waiting_request() -> Result<()> {
+    let (_dir, store, host, clock) = counted_host_on_a_clock()?;
+    let policy = ApprovalPolicy::required();
+    let mut queued = Vec::new();
+    for n in 0..300 {
+        queued.push(
+            host.approvals()
+                .enqueue(request(n), "approval required".into(), &policy)?
+                .id,
+        );
+        clock.advance(chrono::Duration::seconds(1));
+    }
+    // Some of them decided: they leave the list.
+    for id in queued.iter().step_by(7) {
+        host.decide(id, Verdict::Deny, "alice", None)?;
+    }
+    let waiting: Vec<String> = queued
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 7 != 0)
+        .map(|(_, id)| id.clone())
+        .collect();
+    assert!(!waiting.is_empty());
+    store.take("approvals");
+    store.take_got("approvals");
+    let first = host.approvals().pending_page(None, 10)?;
+    let read = store.take("approvals") + store.take_got("approvals");
+    assert!(read <= 40, "{read} approval records read for a page of 10");
+    assert_eq!(
+        first.iter().map(|a| a.id.clone()).collect::<Vec<_>>(),
+        waiting[..10].to_vec()
+    );
+    // Paging to the end lists each waiting request once, oldest first.
+    let mut seen: Vec<String> = Vec::new();
+    let mut after: Option<(chrono::DateTime<chrono::Utc>, String)> = None;
+    loop {
+        let page = host
+            .approvals()
+            .pending_page(after.as_ref().map(|(t, id)| (*t, id.as_str())), 25)?;
+        let Some(last) = page.last() else {
+            break;
+        };
+        after = Some((last.created_at, last.id.clone()));
+        seen.extend(page.into_iter().map(|a| a.id));
+    }
+    assert_eq!(seen, waiting);
     Ok(())
 }
 

@@ -307,9 +307,16 @@ pub(super) async fn list_approvals(
     let Query(query) = query.map_err(Problem::bad_request)?;
     let limit = query.limit()?;
     let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
-    // Requests and upgrades wait in one queue, oldest first.
+    // Requests and upgrades wait in one queue, oldest first. The requests
+    // of one page past the cursor are read through the pending index.
+    let page_after = after.clone();
     let (requests, upgrades) = with_org(&caller.org, move |org| {
-        Ok::<_, crate::store::StoreError>((org.approvals().open()?, org.upgrades()?))
+        let from = page_after.as_ref().map(|(t, id)| (*t, id.as_str()));
+        Ok::<_, crate::store::StoreError>((
+            org.approvals()
+                .pending_page(from, limit.saturating_add(1))?,
+            org.upgrades()?,
+        ))
     })
     .await?
     .map_err(Problem::internal)?;
