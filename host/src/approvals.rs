@@ -398,6 +398,9 @@ fn created_key(at: DateTime<Utc>, id: &str) -> Vec<u8> {
     format!("c/{nanos:020}/{id}").into_bytes()
 }
 
+/// Set once the index of unended widenings covers every one.
+const UNENDED_INDEX_BUILT: &[u8] = b"x-index-built";
+
 /// Set once the pending indexes cover every pending request.
 const PENDING_INDEX_BUILT: &[u8] = b"p-index-built";
 
@@ -771,13 +774,66 @@ impl ApprovalQueue {
         format!("e/{employee}/{approval}").into_bytes()
     }
 
+    /// The index of widenings whose end is not yet recorded, written with
+    /// each one: the timer reads those, not every widening ever granted.
+    fn unended_key(employee: &str, approval: &str) -> Vec<u8> {
+        format!("x/{employee}/{approval}").into_bytes()
+    }
+
     /// Record an approved widening (idempotent: keyed by its request).
     pub fn put_elevation(&self, elevation: &Elevation) -> Result<(), StoreError> {
-        self.store.put_json(
+        self.store.write(
             AREA,
-            &Self::elevation_key(&elevation.employee, &elevation.approval),
-            elevation,
+            vec![
+                (
+                    Self::elevation_key(&elevation.employee, &elevation.approval),
+                    Some(crate::store::encode(elevation)?),
+                ),
+                (
+                    Self::unended_key(&elevation.employee, &elevation.approval),
+                    (!elevation.ended).then(|| b"1".to_vec()),
+                ),
+            ],
         )
+    }
+
+    /// The widenings whose end is not recorded yet (running, or ran out
+    /// since the timer last looked), read through their index.
+    pub fn unended_elevations(&self) -> Result<Vec<Elevation>, StoreError> {
+        if self.store.get(AREA, UNENDED_INDEX_BUILT)?.is_none() {
+            // A data dir from before the index: index it once.
+            let mut writes: Vec<crate::store::Write> = self
+                .all_elevations()?
+                .iter()
+                .filter(|e| !e.ended)
+                .map(|e| {
+                    (
+                        Self::unended_key(&e.employee, &e.approval),
+                        Some(b"1".to_vec()),
+                    )
+                })
+                .collect();
+            writes.push((UNENDED_INDEX_BUILT.to_vec(), Some(b"1".to_vec())));
+            self.store.write(AREA, writes)?;
+        }
+        let mut unended = Vec::new();
+        let mut stale = Vec::new();
+        for (k, _) in self.store.scan(AREA, b"x/")? {
+            let found = std::str::from_utf8(&k[2..])
+                .ok()
+                .map(|rest| format!("e/{rest}").into_bytes())
+                .map(|key| self.store.get_json::<Elevation>(AREA, &key))
+                .transpose()?
+                .flatten();
+            match found {
+                Some(e) if !e.ended => unended.push(e),
+                _ => stale.push((k, None)),
+            }
+        }
+        if !stale.is_empty() {
+            self.store.write(AREA, stale)?;
+        }
+        Ok(unended)
     }
 
     /// Every widening ever granted to `employee`, oldest first.

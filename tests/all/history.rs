@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
-use clancy::approvals::{ActionRequest, Status};
+use clancy::approvals::{ActionRequest, Clock, Status};
 use clancy::integrations::Integration;
 use clancy::integrations::chat::ChatOp;
 use clancy::manifest::ApprovalPolicy;
@@ -284,6 +284,51 @@ fn a_queue_made_before_the_pending_indexes_is_indexed_once_and_expires_on_time()
     for id in &ids {
         assert!(expired.contains(id), "{id} was not expired");
     }
+    Ok(())
+}
+
+#[test]
+fn the_timer_reads_the_widenings_still_running_not_every_one_ever_granted() -> Result<()> {
+    use clancy::approvals::Elevation;
+    let (_dir, store, host, clock) = counted_host_on_a_clock()?;
+    let now = clock.now();
+    let widening = |n: usize, ended: bool, hours: i64| Elevation {
+        approval: format!("ap-{n:020}"),
+        employee: "test-employee".into(),
+        integration: Integration::Slack,
+        scope: "channel:#random".into(),
+        actions: vec![clancy::integrations::Action::Post],
+        starts_at: now - chrono::Duration::hours(48),
+        expires_at: now + chrono::Duration::hours(hours),
+        ended,
+    };
+    // 200 widenings whose end is on record, one running for an hour more.
+    for n in 0..200 {
+        host.approvals().put_elevation(&widening(n, true, -24))?;
+    }
+    host.approvals().put_elevation(&widening(200, false, 1))?;
+    host.tick()?;
+    store.take("approvals");
+    store.take_got("approvals");
+    host.tick()?;
+    let read = store.take("approvals") + store.take_got("approvals");
+    assert!(
+        read <= 12,
+        "{read} approval records read by a timer round with 1 widening running among 201"
+    );
+    // Its end is recorded once, when it runs out, and it leaves the index.
+    clock.advance(chrono::Duration::hours(2));
+    host.tick()?;
+    host.tick()?;
+    let ended: Vec<_> = host
+        .audit()
+        .entries()?
+        .into_iter()
+        .filter(|e| e.record.action == "elevation-ended")
+        .collect();
+    assert_eq!(ended.len(), 1, "{ended:?}");
+    assert!(host.approvals().unended_elevations()?.is_empty());
+    assert_eq!(host.approvals().all_elevations()?.len(), 201);
     Ok(())
 }
 

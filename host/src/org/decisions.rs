@@ -240,8 +240,8 @@ impl Org {
     /// Record in the audit log the end of every widening that ran out.
     fn end_elevations(&self) -> Result<(), StoreError> {
         let now = self.now();
-        for e in self.approvals.all_elevations()? {
-            if e.ended || e.expires_at > now {
+        for e in self.approvals.unended_elevations()? {
+            if e.expires_at > now {
                 continue;
             }
             let record = Record {
