@@ -367,7 +367,8 @@ impl Verification {
     }
 }
 
-/// Entries between two checkpoints (besides one at every task end).
+/// A checkpoint is due over every this many entries (and every task end);
+/// one over the newest due entry covers the others durable with it.
 pub const CHECKPOINT_EVERY: u64 = 64;
 
 /// Whether an entry of `kind` must be on disk before its append returns:
@@ -381,7 +382,8 @@ pub fn durable_at_once(kind: Kind) -> bool {
     )
 }
 
-/// Whether the host signs a checkpoint over `entry` (once it is durable).
+/// Whether `entry` must be covered by a signed checkpoint (over it or a
+/// later entry) once it is durable.
 fn checkpoint_due(entry: &Entry) -> bool {
     entry.kind == Kind::TaskEnd || entry.seq.is_multiple_of(CHECKPOINT_EVERY)
 }
@@ -533,14 +535,17 @@ impl Chain {
         let Some(signer) = &self.signer else {
             return;
         };
-        for entry in entries.iter().filter(|e| checkpoint_due(e)) {
-            signer
-                .unsigned
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push_back(entry.clone());
+        let mut newest = None;
+        {
+            let mut unsigned = signer.unsigned.lock().unwrap_or_else(|p| p.into_inner());
+            for entry in entries.iter().filter(|e| checkpoint_due(e)) {
+                unsigned.push_back(entry.clone());
+                newest = Some(entry.seq);
+            }
+        }
+        // One checkpoint over the newest covers the others written with it.
+        if let Some(seq) = newest {
             let signer = std::sync::Arc::downgrade(signer);
-            let seq = entry.seq;
             self.store.after_durable(Box::new(move || {
                 if let Some(signer) = signer.upgrade() {
                     signer.sign_through(seq);
@@ -796,30 +801,35 @@ struct Signer {
 }
 
 impl Signer {
-    /// Sign a checkpoint over every due entry up to `seq` (all durable).
+    /// Sign a checkpoint over the due entries up to `seq` (all durable).
+    /// One checkpoint over the newest of them covers the others: its head
+    /// hash anchors every entry before it. So task ends made durable
+    /// together cost one signature and one `fsync`, not one each.
     fn sign_through(&self, seq: u64) {
         let mut unsigned = self.unsigned.lock().unwrap_or_else(|p| p.into_inner());
+        let mut newest = None;
         while unsigned.front().is_some_and(|e| e.seq <= seq) {
-            let Some(entry) = unsigned.pop_front() else {
-                break;
-            };
-            let c = &self.checkpointing;
-            let checkpoint = c
-                .keys
-                .checkpoint(&entry.org, entry.seq, &entry.hash, Utc::now());
-            match crate::keys::append_checkpoint(&c.file, &checkpoint) {
-                Ok(()) => {
-                    if let Some(publish) = &c.publish {
-                        publish(&checkpoint, &entry);
-                    }
+            newest = unsigned.pop_front();
+        }
+        let Some(entry) = newest else {
+            return;
+        };
+        let c = &self.checkpointing;
+        let checkpoint = c
+            .keys
+            .checkpoint(&entry.org, entry.seq, &entry.hash, Utc::now());
+        match crate::keys::append_checkpoint(&c.file, &checkpoint) {
+            Ok(()) => {
+                if let Some(publish) = &c.publish {
+                    publish(&checkpoint, &entry);
                 }
-                // The entry stands; `audit verify` will name the missing checkpoint.
-                Err(e) => tracing::error!(
-                    seq = entry.seq,
-                    "could not write the audit checkpoint to {}: {e}",
-                    c.file.display()
-                ),
             }
+            // The entry stands; `audit verify` will name the missing checkpoint.
+            Err(e) => tracing::error!(
+                seq = entry.seq,
+                "could not write the audit checkpoint to {}: {e}",
+                c.file.display()
+            ),
         }
     }
 }
@@ -879,8 +889,8 @@ impl AuditLog {
         }
     }
 
-    /// The log of `store`'s organisation, signing a checkpoint at every
-    /// task end and every [`CHECKPOINT_EVERY`] entries.
+    /// The log of `store`'s organisation, signing checkpoints that cover
+    /// every task end and every [`CHECKPOINT_EVERY`]th entry once durable.
     pub fn with_checkpoints(store: OrgStore, checkpointing: Checkpointing) -> AuditLog {
         let signer = std::sync::Arc::new(Signer {
             checkpointing,
@@ -1547,9 +1557,12 @@ fn check_anchors(
             )),
         }
     }
+    // A checkpoint covers every entry up to its own (its head anchors
+    // them): a due entry after the last one has none.
+    let last_signed = signed.keys().next_back().copied().unwrap_or(0);
     let missing: Vec<String> = due
         .iter()
-        .filter(|seq| !signed.contains_key(seq))
+        .filter(|seq| **seq > last_signed)
         .map(|seq| format!("#{seq}"))
         .collect();
     if !missing.is_empty() {
@@ -1567,7 +1580,6 @@ fn check_anchors(
             if missing.len() > 5 { ", …" } else { "" }
         ));
     }
-    let last_signed = signed.keys().next_back().copied().unwrap_or(0);
     (matched, last_seq.saturating_sub(last_signed))
 }
 

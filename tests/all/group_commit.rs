@@ -239,3 +239,54 @@ fn a_second_writer_of_the_same_log_cannot_fork_the_chain() -> Result<()> {
     }
     bail!("the committer wrote the first entry before the second writer every time")
 }
+
+#[test]
+fn task_ends_made_durable_together_share_one_checkpoint_and_a_cut_one_is_still_caught() -> Result<()>
+{
+    let dir = tempfile::tempdir()?;
+    let org = Org::open(dir.path(), "default", DataDirMode::Create)?;
+    let audit = org.audit();
+    // Ten tasks end within a commit interval; nothing waits for them.
+    for t in 0..10 {
+        let task = format!("task-{t}");
+        audit.append(
+            Kind::TaskStart,
+            Record {
+                task: task.clone(),
+                ..record(t, 0)
+            },
+        )?;
+        audit.append(
+            Kind::TaskEnd,
+            Record {
+                task,
+                ..record(t, 1)
+            },
+        )?;
+    }
+    audit.settle()?;
+    let file = audit.checkpoint_file().context("no checkpoint file")?;
+    let (signed, bad) = clancy::keys::read_checkpoints(file)?;
+    ensure!(bad.is_empty(), "{bad:?}");
+    // One checkpoint covers the task ends made durable with it (a commit
+    // may have come between two of them, no more).
+    ensure!(
+        !signed.is_empty() && signed.len() <= 3,
+        "{} checkpoints for 10 task ends",
+        signed.len()
+    );
+    ensure!(signed.last().is_some_and(|c| c.seq == 20), "{signed:?}");
+    let v = org.verify_audit(None)?;
+    ensure!(v.is_intact(), "{:?}", v.problems);
+    // Cut the last checkpoint: the task ends after the one left are caught.
+    let text = std::fs::read_to_string(file)?;
+    let kept: Vec<&str> = text.lines().collect();
+    std::fs::write(file, kept[..kept.len() - 1].join("\n") + "\n")?;
+    let problems = org.verify_audit(None)?.problems.join("\n");
+    ensure!(
+        problems.contains("must have a signed checkpoint")
+            && problems.contains("the checkpoint file was cut or replaced"),
+        "{problems}"
+    );
+    Ok(())
+}
