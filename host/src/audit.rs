@@ -465,6 +465,9 @@ struct ChainState {
     pending: Vec<AreaWrite>,
     /// Those of them due a checkpoint.
     pending_due: Vec<Entry>,
+    /// Why buffered entries were dropped since the last [`AuditLog::settle`]
+    /// (told to it, whoever's write failed: often the committer's).
+    failed: Option<String>,
 }
 
 impl Chain {
@@ -501,7 +504,8 @@ impl Chain {
     /// The head moved in the store under this process: something else
     /// appends to this log. Forget what was buffered and start again from
     /// the store's head.
-    fn forked(&self, st: &mut ChainState) -> StoreError {
+    fn forked(&self, st: &mut ChainState, buffered: usize) -> StoreError {
+        let dropped = buffered + st.pending.len();
         st.head = None;
         st.pending.clear();
         st.pending_due.clear();
@@ -510,6 +514,9 @@ impl Chain {
             self.store.org()
         ));
         tracing::error!("{e}");
+        if dropped > 0 {
+            st.failed = Some(e.to_string());
+        }
         e
     }
 
@@ -520,12 +527,18 @@ impl Chain {
 
     /// A write of the chain failed: the entries it held, and those appended
     /// onto them since, are lost; the chain goes on from the store's head.
-    fn lost(&self, st: &mut ChainState, e: StoreError) -> StoreError {
+    fn lost(&self, st: &mut ChainState, e: StoreError, buffered: usize) -> StoreError {
         st.head = None;
         let later = st.pending.len();
         st.pending.clear();
         st.pending_due.clear();
         tracing::error!(org = %self.store.org(), later_writes = later, "could not write audit entries to the store: {e}");
+        // Entries whose appends were answered before they were written.
+        if buffered + later > 0 {
+            st.failed = Some(format!(
+                "audit entries could not be written and were lost: {e}"
+            ));
+        }
         e
     }
 
@@ -667,8 +680,8 @@ impl Chain {
                 self.sign_when_durable(&next.due);
                 Ok(Some(next.entries))
             }
-            Ok(false) => Err(self.forked(&mut st)),
-            Err(e) => Err(self.lost(&mut st, e)),
+            Ok(false) => Err(self.forked(&mut st, next.buffered)),
+            Err(e) => Err(self.lost(&mut st, e, next.buffered)),
         }
     }
 
@@ -684,7 +697,7 @@ impl Chain {
         if guard.is_some() {
             self.head(st)?;
             if self.store.get(AREA, HEAD_KEY)? != st.stored {
-                return Err(self.forked(st));
+                return Err(self.forked(st, 0));
             }
         }
         let head_guard = Self::head_unchanged(st);
@@ -700,9 +713,9 @@ impl Chain {
                 self.sign_when_durable(&next.due);
                 Ok(Some(next.entries))
             }
-            Ok(false) if guard.is_none() => Err(self.forked(st)),
+            Ok(false) if guard.is_none() => Err(self.forked(st, next.buffered)),
             Ok(false) => Ok(None),
-            Err(e) => Err(self.lost(st, e)),
+            Err(e) => Err(self.lost(st, e, next.buffered)),
         }
     }
 
@@ -715,6 +728,7 @@ impl Chain {
     ) -> Result<Prepared, StoreError> {
         let mut head = self.head(st)?;
         let mut writes = std::mem::take(&mut st.pending);
+        let buffered = writes.len();
         let mut due = std::mem::take(&mut st.pending_due);
         let mut entries = Vec::with_capacity(items.len());
         for (kind, record, item_writes) in items {
@@ -740,6 +754,7 @@ impl Chain {
             .fetch_max(head.seq, std::sync::atomic::Ordering::AcqRel);
         Ok(Prepared {
             writes,
+            buffered,
             due,
             entries,
             head,
@@ -751,6 +766,8 @@ impl Chain {
 /// What [`Chain::prepare`] made ready to write.
 struct Prepared {
     writes: Vec<AreaWrite>,
+    /// How many of them were buffered (their appends already answered).
+    buffered: usize,
     due: Vec<Entry>,
     entries: Vec<Entry>,
     head: Head,
@@ -909,13 +926,22 @@ impl AuditLog {
 
     /// Make every entry appended so far durable and sign the checkpoints
     /// due over them (what a caller does before it acknowledges a task, or
-    /// reads the checkpoint file).
+    /// reads the checkpoint file). An error if any entry appended since the
+    /// last settle was lost (a failed store write, or another writer of the
+    /// same log), whichever write found out.
     pub fn settle(&self) -> Result<(), StoreError> {
         let appended = self
             .chain
             .last_seq
             .load(std::sync::atomic::Ordering::Acquire);
-        self.chain.write_pending()?;
+        let written = self.chain.write_pending();
+        // Entries dropped since the last settle (by this write or another,
+        // such as the committer's) are reported once, here.
+        let failed = self.chain.lock().failed.take();
+        written?;
+        if let Some(why) = failed {
+            return Err(StoreError::Io(why));
+        }
         self.store.sync()?;
         if let Some(signer) = &self.chain.signer {
             signer.sign_through(appended);
@@ -970,7 +996,21 @@ impl AuditLog {
         guard: Option<&Guard>,
         writes: Vec<AreaWrite>,
     ) -> Result<Option<Entry>, AuditError> {
-        self.append_inner(kind, record, guard, writes, Durability::Now)
+        self.append_with_when(kind, record, guard, writes, Durability::Now)
+    }
+
+    /// [`AuditLog::append_with`], durable as `when` says (a decision that
+    /// is followed at once by a durable write, the intent of the action it
+    /// approves, can ride on that write's flush: the log is written in order).
+    pub fn append_with_when(
+        &self,
+        kind: Kind,
+        record: Record,
+        guard: Option<&Guard>,
+        writes: Vec<AreaWrite>,
+        when: Durability,
+    ) -> Result<Option<Entry>, AuditError> {
+        self.append_inner(kind, record, guard, writes, when)
     }
 
     fn append_inner(

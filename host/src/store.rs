@@ -186,6 +186,16 @@ pub trait Store: Send + Sync {
     fn sync(&self) -> Result<(), StoreError> {
         Ok(())
     }
+    /// A mark of the writes applied so far, for [`Store::sync_through`].
+    fn commit_mark(&self) -> u64 {
+        0
+    }
+    /// Return once every write applied before `mark` was taken is durable
+    /// (later ones need not be).
+    fn sync_through(&self, mark: u64) -> Result<(), StoreError> {
+        let _ = mark;
+        self.sync()
+    }
     /// Run `then` once every write applied before this call is durable (at
     /// once if it already is), in the order registered.
     fn after_durable(&self, then: OnDurable) {
@@ -599,6 +609,14 @@ impl Store for SledStore {
         self.commits.sync()
     }
 
+    fn commit_mark(&self) -> u64 {
+        self.commits.lock().applied
+    }
+
+    fn sync_through(&self, mark: u64) -> Result<(), StoreError> {
+        self.commits.wait(mark)
+    }
+
     fn after_durable(&self, then: OnDurable) {
         let mut s = self.commits.lock();
         if s.durable >= s.applied && s.waiting.is_empty() {
@@ -903,6 +921,16 @@ impl OrgStore {
     /// See [`Store::sync`].
     pub fn sync(&self) -> Result<(), StoreError> {
         self.store.sync()
+    }
+
+    /// See [`Store::commit_mark`].
+    pub fn commit_mark(&self) -> u64 {
+        self.store.commit_mark()
+    }
+
+    /// See [`Store::sync_through`].
+    pub fn sync_through(&self, mark: u64) -> Result<(), StoreError> {
+        self.store.sync_through(mark)
     }
 
     /// See [`Store::after_durable`].

@@ -13,7 +13,7 @@ use crate::providers::Operation;
 use crate::runtime::bindings::CallError;
 use crate::runtime::bindings::clancy::employee::types::Decision;
 use crate::runtime::{LoadedEmployee, TaskEnd};
-use crate::store::StoreError;
+use crate::store::{Durability, StoreError};
 use std::sync::Arc;
 
 use super::{Org, OrgError};
@@ -359,8 +359,19 @@ impl Org {
         next: &Approval,
         what: &str,
     ) -> Result<bool, StoreError> {
+        self.record_decision_when(current, next, what, Durability::Now)
+    }
+
+    /// [`Org::record_decision`], durable as `when` says.
+    fn record_decision_when(
+        &self,
+        current: &Approval,
+        next: &Approval,
+        what: &str,
+        when: Durability,
+    ) -> Result<bool, StoreError> {
         match self.approvals.transition_writes(current, next)? {
-            Some((guard, writes)) => self.append_decision(next, what, &guard, writes),
+            Some((guard, writes)) => self.append_decision(next, what, &guard, writes, when),
             None => Ok(false),
         }
     }
@@ -372,6 +383,7 @@ impl Org {
         what: &str,
         guard: &crate::store::Guard,
         writes: Vec<crate::store::AreaWrite>,
+        when: Durability,
     ) -> Result<bool, StoreError> {
         let record = Record {
             result: what.to_string(),
@@ -379,7 +391,7 @@ impl Org {
         };
         Ok(self
             .audit
-            .append_with(Kind::Decision, record, Some(guard), writes)
+            .append_with_when(Kind::Decision, record, Some(guard), writes, when)
             .map_err(|e| e.0)?
             .is_some())
     }
@@ -511,15 +523,27 @@ impl Org {
             None => format!("{verb} by {by}"),
         };
         crate::pause_point("decide:before-transition");
-        if !self.record_decision(&current, &next, &what)? {
+        // An approval is followed at once by the intent of what it approves,
+        // written durably before the action: that flush covers the decision
+        // too (the log is written in order). A denial is durable at once.
+        let when = match verdict {
+            Verdict::Approve => Durability::Soon,
+            Verdict::Deny => Durability::Now,
+        };
+        if !self.record_decision_when(&current, &next, &what, when)? {
             return Err(self.lost_race(id)?);
         }
+        let decided = self.org.commit_mark();
         crate::pause_point("decide:after-transition");
         self.notify(crate::notify::Event::Decided, &next);
         let done = match verdict {
-            Verdict::Approve => self.execute_approved(next)?,
-            Verdict::Deny => next,
+            Verdict::Approve => self.execute_approved(next),
+            Verdict::Deny => Ok(next),
         };
+        // Whatever became of the action, the decision is durable before the
+        // caller hears of it (usually already: the intent's flush covered it).
+        self.org.sync_through(decided)?;
+        let done = done?;
         self.react(id, &done);
         Ok(done)
     }
@@ -641,7 +665,9 @@ impl Org {
             .approvals
             .supersede_writes(&current, &superseded, &edited)?
         {
-            Some((guard, writes)) => self.append_decision(&superseded, &what, &guard, writes)?,
+            Some((guard, writes)) => {
+                self.append_decision(&superseded, &what, &guard, writes, Durability::Now)?
+            }
             None => false,
         };
         if !recorded {
