@@ -980,7 +980,7 @@ impl AuditLog {
         record: Record,
         when: Durability,
     ) -> Result<Entry, AuditError> {
-        self.append_inner(kind, record, None, Vec::new(), when)?
+        self.append_with_when(kind, record, None, Vec::new(), when)?
             .ok_or_else(|| AuditError(StoreError::Io("the audit append was not applied".into())))
     }
 
@@ -1003,17 +1003,6 @@ impl AuditLog {
     /// is followed at once by a durable write, the intent of the action it
     /// approves, can ride on that write's flush: the log is written in order).
     pub fn append_with_when(
-        &self,
-        kind: Kind,
-        record: Record,
-        guard: Option<&Guard>,
-        writes: Vec<AreaWrite>,
-        when: Durability,
-    ) -> Result<Option<Entry>, AuditError> {
-        self.append_inner(kind, record, guard, writes, when)
-    }
-
-    fn append_inner(
         &self,
         kind: Kind,
         record: Record,
