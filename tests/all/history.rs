@@ -155,6 +155,15 @@ fn request(n: usize) -> ActionRequest {
     }
 }
 
+/// Queue request `n` for approval (the policy that always asks).
+fn queue(host: &Org, n: usize) -> Result<clancy::approvals::Approval> {
+    Ok(host.approvals().enqueue(
+        request(n),
+        "approval required".into(),
+        &ApprovalPolicy::required(),
+    )?)
+}
+
 #[test]
 fn deciding_and_the_timer_read_the_open_requests_not_the_history() -> Result<()> {
     let dir = tempfile::tempdir()?;
@@ -162,22 +171,15 @@ fn deciding_and_the_timer_read_the_open_requests_not_the_history() -> Result<()>
     let store = Counting::open(&data)?;
     let host = Org::open_with_store(&data, "default", store.clone())?;
     TestEnv::prepare(&host)?;
-    let policy = ApprovalPolicy::required();
 
     // A history of 300 requests, every one denied.
     for n in 0..300 {
-        let a = host
-            .approvals()
-            .enqueue(request(n), "approval required".into(), &policy)?;
+        let a = queue(&host, n)?;
         host.decide(&a.id, Verdict::Deny, "alice", None)?;
     }
     // Three open ones.
     let open: Vec<String> = (300..303)
-        .map(|n| {
-            host.approvals()
-                .enqueue(request(n), "approval required".into(), &policy)
-                .map(|a| a.id)
-        })
+        .map(|n| queue(&host, n).map(|a| a.id))
         .collect::<Result<_, _>>()?;
     assert_eq!(host.approvals().open()?.len(), 3);
     assert_eq!(host.approvals().list()?.len(), 303);
@@ -222,8 +224,7 @@ fn the_timer_reads_the_requests_that_are_due_not_every_open_one() -> Result<()> 
     let policy = ApprovalPolicy::required();
     // 200 waiting, none due for days.
     for n in 0..200 {
-        host.approvals()
-            .enqueue(request(n), "approval required".into(), &policy)?;
+        queue(&host, n)?;
     }
     host.tick()?;
     store.take("approvals");
@@ -256,11 +257,7 @@ fn a_queue_made_before_the_pending_indexes_is_indexed_once_and_expires_on_time()
     let (_dir, store, host, clock) = counted_host_on_a_clock()?;
     let policy = ApprovalPolicy::required();
     let ids: Vec<String> = (0..5)
-        .map(|n| {
-            host.approvals()
-                .enqueue(request(n), "approval required".into(), &policy)
-                .map(|a| a.id)
-        })
+        .map(|n| queue(&host, n).map(|a| a.id))
         .collect::<Result<_, _>>()?;
     // As an older host left it: no pending indexes, no mark that they were built.
     let old: Vec<Write> = store
@@ -335,14 +332,9 @@ fn the_timer_reads_the_widenings_still_running_not_every_one_ever_granted() -> R
 #[test]
 fn a_page_of_the_pending_list_reads_that_page_not_every_waiting_request() -> Result<()> {
     let (_dir, store, host, clock) = counted_host_on_a_clock()?;
-    let policy = ApprovalPolicy::required();
     let mut queued = Vec::new();
     for n in 0..300 {
-        queued.push(
-            host.approvals()
-                .enqueue(request(n), "approval required".into(), &policy)?
-                .id,
-        );
+        queued.push(queue(&host, n)?.id);
         clock.advance(chrono::Duration::seconds(1));
     }
     // Some of them decided: they leave the list.
@@ -387,17 +379,8 @@ fn a_paged_listing_returns_every_pending_request_once_while_requests_are_added()
     use clancy::operators::Role;
     let live = crate::signin::Live::start(crate::signin::Live::UNLIMITED)?;
     let (_, token) = live.org.create_token("alice", Role::Manager, 1, "alice")?;
-    let policy = ApprovalPolicy::required();
     let queue = |from: usize, to: usize| -> Result<Vec<String>> {
-        (from..to)
-            .map(|n| {
-                Ok(live
-                    .org
-                    .approvals()
-                    .enqueue(request(n), "approval required".into(), &policy)?
-                    .id)
-            })
-            .collect()
+        (from..to).map(|n| Ok(queue(&live.org, n)?.id)).collect()
     };
     // The daemon's clock stands still: every request has the same time.
     let mut queued = queue(0, 5)?;
