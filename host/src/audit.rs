@@ -149,6 +149,21 @@ pub enum Outcome {
     WriteFailed,
 }
 
+/// Writing one JSON value of any of a few types through one function.
+mod erased {
+    use crate::store::StoreError;
+
+    pub(super) trait Json {
+        fn write(&self, out: &mut Vec<u8>) -> Result<(), StoreError>;
+    }
+
+    impl<T: serde::Serialize> Json for T {
+        fn write(&self, out: &mut Vec<u8>) -> Result<(), StoreError> {
+            serde_json::to_writer(out, self).map_err(|e| StoreError::Encode(e.to_string()))
+        }
+    }
+}
+
 /// One entry of the chain.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Entry {
@@ -190,6 +205,62 @@ impl Entry {
             kind: self.kind,
             record: &self.record,
         }))
+    }
+
+    /// A new entry after `prev`, hashed, and its stored form, with the
+    /// record serialised once: the hash is over the canonical JSON of
+    /// `{seq, prev, time, org, kind, record}` and the stored form is those
+    /// fields with the record's flattened in, then `hash` — byte for byte
+    /// what serde writes for an [`Entry`] (the tests compare them).
+    pub fn sealed(
+        seq: u64,
+        prev: String,
+        org: String,
+        kind: Kind,
+        record: Record,
+    ) -> Result<(Entry, Vec<u8>), StoreError> {
+        use sha2::Digest as _;
+        let time = Utc::now();
+        let json = |out: &mut Vec<u8>, value: &dyn erased::Json| value.write(out);
+        let mut head = Vec::with_capacity(192);
+        head.extend_from_slice(b"{\"seq\":");
+        json(&mut head, &seq)?;
+        head.extend_from_slice(b",\"prev\":");
+        json(&mut head, &prev)?;
+        head.extend_from_slice(b",\"time\":");
+        json(&mut head, &time)?;
+        head.extend_from_slice(b",\"org\":");
+        json(&mut head, &org)?;
+        head.extend_from_slice(b",\"kind\":");
+        json(&mut head, &kind)?;
+        let fields = crate::store::encode(&record)?;
+        let mut hasher = sha2::Sha256::new();
+        hasher.update(&head);
+        hasher.update(b",\"record\":");
+        hasher.update(&fields);
+        hasher.update(b"}");
+        let hash = hex::encode(hasher.finalize());
+        let mut stored = head;
+        // `{...}` of the record, its braces dropped.
+        if let Some(inner) = fields.get(1..fields.len().saturating_sub(1))
+            && !inner.is_empty()
+        {
+            stored.push(b',');
+            stored.extend_from_slice(inner);
+        }
+        stored.extend_from_slice(b",\"hash\":");
+        json(&mut stored, &hash)?;
+        stored.push(b'}');
+        let entry = Entry {
+            seq,
+            prev,
+            time,
+            org,
+            kind,
+            record,
+            hash,
+        };
+        Ok((entry, stored))
     }
 
     /// The record as humans may see it: every recorded text through
@@ -574,20 +645,17 @@ impl Chain {
         kind: Kind,
         record: Record,
     ) -> Result<(Entry, Vec<AreaWrite>), StoreError> {
-        let mut entry = Entry {
-            seq: head.seq + 1,
-            prev: head.hash.clone(),
-            time: Utc::now(),
-            org: self.store.org().to_string(),
+        let (entry, stored) = Entry::sealed(
+            head.seq + 1,
+            head.hash.clone(),
+            self.store.org().to_string(),
             kind,
             record,
-            hash: String::new(),
-        };
-        entry.hash = entry.compute_hash();
+        )?;
         let mut writes = vec![(
             AREA.to_string(),
             AuditLog::entry_key(entry.seq),
-            Some(crate::store::encode(&entry)?),
+            Some(stored),
         )];
         if !entry.record.task.is_empty() {
             writes.push((
@@ -1650,6 +1718,43 @@ mod tests {
         e
     }
 
+    /// With every optional field of the record set (and quotes, newlines
+    /// and non-ASCII text in it), an entry sealed in one pass has the hash
+    /// and the stored bytes of serde's two passes, and reads back equal.
+    #[test]
+    fn an_entry_sealed_in_one_pass_is_what_serde_writes_for_it() {
+        use crate::integrations::Inverse;
+        use crate::integrations::chat::ChatInverse;
+        let record = Record {
+            employee: "e\"1".into(),
+            task: "t\n2".into(),
+            interface: "chat".into(),
+            scope: "channel:#général".into(),
+            action: "post".into(),
+            args: "text \"hi\"\u{7}".into(),
+            reason: "because\r\n".into(),
+            decision: Some(Decision::Allowed),
+            result: "done: c-1".into(),
+            intent: Some(7),
+            inverse: Some(Inverse::Chat(ChatInverse::DeleteChatMessage {
+                id: "c-1".into(),
+                after: "abc".into(),
+            })),
+            approval: Some("a-1".into()),
+            undoes: Some(3),
+            outcome: Some(Outcome::Done),
+        };
+        for record in [record, Record::default()] {
+            let (entry, stored) =
+                Entry::sealed(8, "f".repeat(64), "acme".into(), Kind::Result, record)
+                    .expect("sealed");
+            assert_eq!(entry.hash, entry.compute_hash());
+            assert_eq!(stored, crate::store::encode(&entry).expect("encoded"));
+            let read: Entry = serde_json::from_slice(&stored).expect("decoded");
+            assert_eq!(read, entry);
+        }
+    }
+
     proptest! {
         /// Any bytes in the place of an entry: decoding refuses them or
         /// yields an entry, never a panic; verifying a chain of them names
@@ -1684,6 +1789,11 @@ mod tests {
                 let e = entry(i as u64 + 1, prev, KINDS[kind], reason, args);
                 prev = e.hash.clone();
                 let bytes = crate::store::encode(&e).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                // Sealed in one pass: the same hash and the same bytes.
+                let (sealed, stored) = Entry::sealed(e.seq, e.prev.clone(), e.org.clone(), e.kind, e.record.clone())
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(&sealed.hash, &sealed.compute_hash());
+                prop_assert_eq!(&stored, &crate::store::encode(&sealed).map_err(|e| TestCaseError::fail(e.to_string()))?);
                 let read: Entry = serde_json::from_slice(&bytes)
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;
                 prop_assert_eq!(&read, &e);

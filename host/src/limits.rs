@@ -1,11 +1,15 @@
 //! Limits and budgets that hold across tasks, processes and restarts.
 //!
 //! Rate limits are GCRA buckets (the algorithm behind `governor`) whose
-//! state — the theoretical arrival time — lives in the store, keyed by
-//! employee and by grant (integration + scope), so a new process, a new
-//! task, an undo or a widened scope starts from where the last one left
-//! off instead of from a full bucket. Budgets count an employee's writes
-//! (and, for the ledger, the amount) per grant per UTC day.
+//! state — the theoretical arrival time — is keyed by employee and by grant
+//! (integration + scope), so a new task, an undo or a widened scope starts
+//! from where the last one left off instead of from a full bucket. The
+//! organisation's meter keeps the buckets it used in memory (a call is
+//! metered without touching the store) and writes them behind, before each
+//! group commit and when it is dropped, so a new process starts from where
+//! the last one left off too: the store is held by one process at a time,
+//! and an organisation has one meter in it. Budgets count an employee's
+//! writes (and, for the ledger, the amount) per grant per UTC day.
 //!
 //! This module only meters; the mediator decides what to refuse and audits it.
 
@@ -92,16 +96,104 @@ pub struct Reservation {
     amount_cents: i64,
 }
 
-/// One organisation's meter.
+/// One organisation's meter (one per organisation in a process: it holds
+/// the rate buckets).
 pub struct Meter {
     store: OrgStore,
     clock: Arc<dyn Clock>,
+    rates: Arc<Rates>,
+}
+
+/// The rate buckets this meter used: the theoretical arrival time of each,
+/// as read from the store on first use and as taken since, and which of
+/// them the store does not have yet.
+struct Rates {
+    store: OrgStore,
+    /// Whether the store commits in the background (and calls
+    /// [`Rates::write_behind`] before each commit); if not, each take is
+    /// written at once.
+    behind: bool,
+    state: std::sync::Mutex<RateState>,
+}
+
+#[derive(Default)]
+struct RateState {
+    tat: std::collections::HashMap<String, i64>,
+    unwritten: std::collections::BTreeSet<String>,
+}
+
+impl Rates {
+    fn lock(&self) -> std::sync::MutexGuard<'_, RateState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Write the buckets taken since the last write, riding on the next
+    /// group commit: a crash can forget the last few milliseconds of
+    /// calls, never grant one the buckets refused before it.
+    fn write_behind(&self) -> Result<(), StoreError> {
+        let writes: Vec<crate::store::Write> = {
+            let mut st = self.lock();
+            let keys = std::mem::take(&mut st.unwritten);
+            keys.into_iter()
+                .filter_map(|k| {
+                    let tat = st.tat.get(&k)?.to_string().into_bytes();
+                    Some((k.into_bytes(), Some(tat)))
+                })
+                .collect()
+        };
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<String> = writes
+            .iter()
+            .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
+            .collect();
+        let written = self
+            .store
+            .write_when(AREA, writes, crate::store::Durability::Soon);
+        if written.is_err() {
+            // Tried again at the next commit.
+            self.lock().unwritten.extend(keys);
+        }
+        written
+    }
+}
+
+impl crate::store::CommitHook for Rates {
+    fn before_commit(&self) {
+        if let Err(e) = self.write_behind() {
+            tracing::error!(org = %self.store.org(), "could not write the rate limits: {e}");
+        }
+    }
+}
+
+impl Drop for Rates {
+    fn drop(&mut self) {
+        if let Err(e) = self.write_behind() {
+            tracing::error!(org = %self.store.org(), "could not write the rate limits: {e}");
+        }
+    }
 }
 
 impl Meter {
     /// The meter of `store`'s organisation.
     pub fn new(store: OrgStore, clock: Arc<dyn Clock>) -> Meter {
-        Meter { store, clock }
+        let rates = Arc::new(Rates {
+            store: store.clone(),
+            behind: store.commits_in_background(),
+            state: std::sync::Mutex::new(RateState::default()),
+        });
+        if rates.behind {
+            let hook: Arc<dyn crate::store::CommitHook> = rates.clone();
+            store.before_commit(Arc::downgrade(&hook));
+        }
+        Meter {
+            store,
+            clock,
+            rates,
+        }
     }
 
     fn now(&self) -> DateTime<Utc> {
@@ -109,58 +201,48 @@ impl Meter {
     }
 
     /// Take one call from every bucket, or none if any is empty (the
-    /// answer then says when the fullest of them has room again).
+    /// answer then says when the fullest of them has room again). Racing
+    /// callers are serialised on the meter's buckets.
     pub fn take_call(&self, buckets: &[Bucket]) -> Result<(), LimitError> {
         let now = self.now().timestamp_nanos_opt().unwrap_or(i64::MAX);
-        // Every caller writes the first bucket, so conditioning the write on
-        // it serialises racing callers (threads or processes) on this employee.
-        let Some(first) = buckets.first() else {
-            return Ok(());
-        };
-        loop {
-            let stored_first = self.store.get(AREA, first.key.as_bytes())?;
-            let mut writes = Vec::new();
-            let mut wait: i64 = 0;
-            for (i, bucket) in buckets.iter().enumerate() {
-                let stored = if i == 0 {
-                    stored_first.clone()
-                } else {
-                    self.store.get(AREA, bucket.key.as_bytes())?
-                };
-                let tat = stored
+        let mut st = self.rates.lock();
+        let mut next = Vec::with_capacity(buckets.len());
+        let mut wait: i64 = 0;
+        for bucket in buckets {
+            let tat = match st.tat.get(&bucket.key) {
+                Some(tat) => Some(*tat),
+                // First use in this process: where the last one left off.
+                None => self
+                    .store
+                    .get(AREA, bucket.key.as_bytes())?
                     .as_deref()
                     .and_then(|b| std::str::from_utf8(b).ok())
-                    .and_then(|t| t.parse::<i64>().ok())
-                    .unwrap_or(now)
-                    .max(now);
-                let interval = MINUTE_NANOS / i64::from(bucket.per_minute.max(1));
-                let tolerance = MINUTE_NANOS - interval;
-                if tat - now > tolerance {
-                    wait = wait.max(tat - now - tolerance);
-                }
-                writes.push((
-                    bucket.key.clone().into_bytes(),
-                    Some((tat + interval).to_string().into_bytes()),
-                ));
+                    .and_then(|t| t.parse::<i64>().ok()),
             }
-            if wait > 0 {
-                let secs = (wait / 1_000_000_000).saturating_add(1);
-                return Err(LimitError::RateLimited(
-                    u32::try_from(secs).unwrap_or(u32::MAX),
-                ));
+            .unwrap_or(now)
+            .max(now);
+            let interval = MINUTE_NANOS / i64::from(bucket.per_minute.max(1));
+            let tolerance = MINUTE_NANOS - interval;
+            if tat - now > tolerance {
+                wait = wait.max(tat - now - tolerance);
             }
-            // Rides on the next group commit: a crash can forget the last
-            // few milliseconds of calls, never grant one the buckets refused.
-            if self.store.write_if_when(
-                AREA,
-                first.key.as_bytes(),
-                stored_first.as_deref(),
-                writes,
-                crate::store::Durability::Soon,
-            )? {
-                return Ok(());
-            }
+            next.push(tat + interval);
         }
+        if wait > 0 {
+            let secs = (wait / 1_000_000_000).saturating_add(1);
+            return Err(LimitError::RateLimited(
+                u32::try_from(secs).unwrap_or(u32::MAX),
+            ));
+        }
+        for (bucket, tat) in buckets.iter().zip(next) {
+            st.tat.insert(bucket.key.clone(), tat);
+            st.unwritten.insert(bucket.key.clone());
+        }
+        drop(st);
+        if !self.rates.behind {
+            self.rates.write_behind()?;
+        }
+        Ok(())
     }
 
     fn budget_key(&self, employee: &str, integration: Integration, scope: &str) -> String {
