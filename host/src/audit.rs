@@ -215,12 +215,12 @@ impl Entry {
     pub fn sealed(
         seq: u64,
         prev: String,
+        time: DateTime<Utc>,
         org: String,
         kind: Kind,
         record: Record,
     ) -> Result<(Entry, Vec<u8>), StoreError> {
         use sha2::Digest as _;
-        let time = Utc::now();
         let json = |out: &mut Vec<u8>, value: &dyn erased::Json| value.write(out);
         let mut head = Vec::with_capacity(192);
         head.extend_from_slice(b"{\"seq\":");
@@ -520,8 +520,18 @@ struct Chain {
     /// in order; appends go on into `state` meanwhile. Taken before `state`.
     writer: Mutex<()>,
     state: Mutex<ChainState>,
+    /// Told when a writer has put the entries it hashed back into `state`.
+    sealed: std::sync::Condvar,
     /// The newest sequence number appended by this process.
     last_seq: std::sync::atomic::AtomicU64,
+}
+
+/// An entry numbered but not yet hashed.
+struct Unsealed {
+    seq: u64,
+    time: DateTime<Utc>,
+    kind: Kind,
+    record: Record,
 }
 
 #[derive(Default)]
@@ -536,6 +546,16 @@ struct ChainState {
     pending: Vec<AreaWrite>,
     /// Those of them due a checkpoint.
     pending_due: Vec<Entry>,
+    /// Entries appended with [`AuditLog::append_behind`]: numbered, not
+    /// hashed yet. They come after `pending`, in this order.
+    unsealed: Vec<Unsealed>,
+    /// A writer (holding `writer`) is hashing entries it took from
+    /// `unsealed`, outside this lock; the head moves on once it puts them
+    /// into `pending`. Whoever needs the head hashed waits for it.
+    sealing: bool,
+    /// The newest sequence number given out: the head's, or that of the
+    /// last entry in `unsealed` (or being hashed).
+    numbered: u64,
     /// Why buffered entries were dropped since the last [`AuditLog::settle`]
     /// (told to it, whoever's write failed: often the committer's).
     failed: Option<String>,
@@ -559,8 +579,122 @@ impl Chain {
             },
         };
         st.stored = stored;
+        st.numbered = head.seq;
         st.head = Some(head.clone());
         Ok(head)
+    }
+
+    /// Wait until no writer is hashing entries outside the lock.
+    fn unsealing_done<'a>(
+        &self,
+        mut st: std::sync::MutexGuard<'a, ChainState>,
+    ) -> std::sync::MutexGuard<'a, ChainState> {
+        while st.sealing {
+            st = self
+                .sealed
+                .wait(st)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        st
+    }
+
+    /// Hash the entries appended behind, in order, into the buffered writes
+    /// (under the lock: for the few appended since a writer last did).
+    fn seal_locked(&self, st: &mut ChainState) -> Result<(), StoreError> {
+        if st.unsealed.is_empty() {
+            return Ok(());
+        }
+        let mut head = self.head(st)?;
+        for u in std::mem::take(&mut st.unsealed) {
+            let (entry, writes) = self.next_entry(&head, u.kind, u.record, u.time)?;
+            debug_assert_eq!(entry.seq, u.seq);
+            head = Head {
+                seq: entry.seq,
+                hash: entry.hash.clone(),
+            };
+            st.pending.extend(writes);
+            if checkpoint_due(&entry) {
+                st.pending_due.push(entry);
+            }
+        }
+        st.head = Some(head);
+        Ok(())
+    }
+
+    /// Hash the entries appended behind outside the lock, so appends go on
+    /// meanwhile. Called with the writer lock held (no other writer moves
+    /// the head or drops entries while this one hashes).
+    fn seal_behind(&self) -> Result<(), StoreError> {
+        let (batch, mut head) = {
+            let st = self.lock();
+            let mut st = self.unsealing_done(st);
+            if st.unsealed.is_empty() {
+                return Ok(());
+            }
+            let head = self.head(&mut st)?;
+            st.sealing = true;
+            (std::mem::take(&mut st.unsealed), head)
+        };
+        let taken = batch.len();
+        let mut writes = Vec::with_capacity(taken * 2);
+        let mut due = Vec::new();
+        let mut hashed = Ok(());
+        for u in batch {
+            match self.next_entry(&head, u.kind, u.record, u.time) {
+                Ok((entry, entry_writes)) => {
+                    head = Head {
+                        seq: entry.seq,
+                        hash: entry.hash.clone(),
+                    };
+                    writes.extend(entry_writes);
+                    if checkpoint_due(&entry) {
+                        due.push(entry);
+                    }
+                }
+                Err(e) => {
+                    hashed = Err(e);
+                    break;
+                }
+            }
+        }
+        let mut st = self.lock();
+        st.sealing = false;
+        self.sealed.notify_all();
+        match hashed {
+            Ok(()) => {
+                st.pending.extend(writes);
+                st.pending_due.extend(due);
+                st.head = Some(head);
+                Ok(())
+            }
+            Err(e) => Err(self.lost(&mut st, e, taken)),
+        }
+    }
+
+    /// Number an entry now; it is hashed and written behind (by the next
+    /// write of the chain: the committer's, a read's, a durable append's).
+    fn push(&self, kind: Kind, record: Record) -> Result<u64, StoreError> {
+        let mut st = self.lock();
+        if st.head.is_none() {
+            st = self.unsealing_done(st);
+            self.head(&mut st)?;
+        }
+        st.numbered += 1;
+        let seq = st.numbered;
+        st.unsealed.push(Unsealed {
+            seq,
+            time: Utc::now(),
+            kind,
+            record,
+        });
+        self.last_seq
+            .fetch_max(seq, std::sync::atomic::Ordering::AcqRel);
+        let full = st.unsealed.len() * 2 + st.pending.len() >= MAX_BUFFERED_WRITES;
+        drop(st);
+        if full {
+            self.write_pending()?;
+        }
+        Ok(seq)
     }
 
     /// The condition of a write of the chain: the head is as last seen.
@@ -576,10 +710,11 @@ impl Chain {
     /// appends to this log. Forget what was buffered and start again from
     /// the store's head.
     fn forked(&self, st: &mut ChainState, buffered: usize) -> StoreError {
-        let dropped = buffered + st.pending.len();
+        let dropped = buffered + st.pending.len() + st.unsealed.len();
         st.head = None;
         st.pending.clear();
         st.pending_due.clear();
+        st.unsealed.clear();
         let e = StoreError::Io(format!(
             "the audit log of {} was appended to by another writer while this one held entries: they were not written (one audit log per organisation and data dir)",
             self.store.org()
@@ -600,9 +735,10 @@ impl Chain {
     /// onto them since, are lost; the chain goes on from the store's head.
     fn lost(&self, st: &mut ChainState, e: StoreError, buffered: usize) -> StoreError {
         st.head = None;
-        let later = st.pending.len();
+        let later = st.pending.len() + st.unsealed.len();
         st.pending.clear();
         st.pending_due.clear();
+        st.unsealed.clear();
         tracing::error!(org = %self.store.org(), later_writes = later, "could not write audit entries to the store: {e}");
         // Entries whose appends were answered before they were written.
         if buffered + later > 0 {
@@ -644,10 +780,12 @@ impl Chain {
         head: &Head,
         kind: Kind,
         record: Record,
+        time: DateTime<Utc>,
     ) -> Result<(Entry, Vec<AreaWrite>), StoreError> {
         let (entry, stored) = Entry::sealed(
             head.seq + 1,
             head.hash.clone(),
+            time,
             self.store.org().to_string(),
             kind,
             record,
@@ -684,9 +822,12 @@ impl Chain {
 
     /// Append an entry to the buffer.
     fn buffer(&self, kind: Kind, record: Record) -> Result<Entry, StoreError> {
-        let mut st = self.lock();
+        let st = self.lock();
+        let mut st = self.unsealing_done(st);
+        self.seal_locked(&mut st)?;
         let head = self.head(&mut st)?;
-        let (entry, writes) = self.next_entry(&head, kind, record)?;
+        let (entry, writes) = self.next_entry(&head, kind, record, Utc::now())?;
+        st.numbered = entry.seq;
         st.pending.extend(writes);
         if checkpoint_due(&entry) {
             st.pending_due.push(entry.clone());
@@ -721,19 +862,22 @@ impl Chain {
         guard: Option<&Guard>,
     ) -> Result<Option<Vec<Entry>>, StoreError> {
         let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        // Most entries appended behind are hashed here, with appends going on.
+        self.seal_behind()?;
         let mut st = self.lock();
-        if items.is_empty() && st.pending.is_empty() {
+        if items.is_empty() && st.pending.is_empty() && st.unsealed.is_empty() {
             return Ok(Some(Vec::new()));
         }
         if let Some(guard) = guard {
             // A guard that fails must not take the buffered entries with it.
-            if !st.pending.is_empty() {
+            if !st.pending.is_empty() || !st.unsealed.is_empty() {
                 self.write_held(&mut st, Vec::new(), None)?;
             }
             return self.write_held(&mut st, items, Some(guard));
         }
         let next = self.prepare(&mut st, items)?;
         // Appends go on after these entries while the store writes.
+        st.numbered = next.head.seq;
         st.head = Some(next.head.clone());
         let head_guard = Self::head_unchanged(&st);
         drop(st);
@@ -776,6 +920,7 @@ impl Chain {
             Durability::Soon,
         ) {
             Ok(true) => {
+                st.numbered = next.head.seq;
                 st.head = Some(next.head);
                 st.stored = Some(next.head_bytes);
                 self.sign_when_durable(&next.due);
@@ -794,13 +939,15 @@ impl Chain {
         st: &mut ChainState,
         items: Vec<(Kind, Record, Vec<AreaWrite>)>,
     ) -> Result<Prepared, StoreError> {
+        // Those appended behind since this writer hashed the rest.
+        self.seal_locked(st)?;
         let mut head = self.head(st)?;
         let mut writes = std::mem::take(&mut st.pending);
         let buffered = writes.len();
         let mut due = std::mem::take(&mut st.pending_due);
         let mut entries = Vec::with_capacity(items.len());
         for (kind, record, item_writes) in items {
-            let (entry, entry_writes) = self.next_entry(&head, kind, record)?;
+            let (entry, entry_writes) = self.next_entry(&head, kind, record, Utc::now())?;
             head = Head {
                 seq: entry.seq,
                 hash: entry.hash.clone(),
@@ -960,6 +1107,7 @@ impl AuditLog {
             signer,
             writer: Mutex::new(()),
             state: Mutex::new(ChainState::default()),
+            sealed: std::sync::Condvar::new(),
             last_seq: std::sync::atomic::AtomicU64::new(0),
         });
         if chain.buffering {
@@ -1040,6 +1188,33 @@ impl AuditLog {
         self.append_when(kind, record, when)
     }
 
+    /// Append a record that need not be durable at once (a read's intent
+    /// or result, a refusal, a task's start or end); returns its number.
+    /// It is numbered now and hashed and written behind, with the next
+    /// group commit (or the next read or durable append, whichever comes
+    /// first), so the caller does not wait for its JSON or its hash. A
+    /// failure to write it is reported by the next [`AuditLog::settle`].
+    pub fn append_behind(&self, kind: Kind, record: Record) -> Result<u64, AuditError> {
+        if !self.chain.buffering {
+            return Ok(self.append_when(kind, record, Durability::Soon)?.seq);
+        }
+        let seq = self.chain.push(kind, record)?;
+        self.count(kind);
+        Ok(seq)
+    }
+
+    fn count(&self, kind: Kind) {
+        let counter = match kind {
+            Kind::Result => Some(&self.counts.calls),
+            Kind::Refusal => Some(&self.counts.refusals),
+            Kind::Queued => Some(&self.counts.queued),
+            _ => None,
+        };
+        if let Some(c) = counter {
+            c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
     /// Append a record, durable as `when` says (a read's intent need not
     /// be on disk before the read: nothing outside changes).
     pub fn append_when(
@@ -1101,15 +1276,7 @@ impl AuditLog {
             // (and writer) waiting now.
             self.store.sync()?;
         }
-        let counter = match entry.kind {
-            Kind::Result => Some(&self.counts.calls),
-            Kind::Refusal => Some(&self.counts.refusals),
-            Kind::Queued => Some(&self.counts.queued),
-            _ => None,
-        };
-        if let Some(c) = counter {
-            c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
+        self.count(entry.kind);
         Ok(Some(entry))
     }
 
@@ -1745,9 +1912,15 @@ mod tests {
             outcome: Some(Outcome::Done),
         };
         for record in [record, Record::default()] {
-            let (entry, stored) =
-                Entry::sealed(8, "f".repeat(64), "acme".into(), Kind::Result, record)
-                    .expect("sealed");
+            let (entry, stored) = Entry::sealed(
+                8,
+                "f".repeat(64),
+                Utc::now(),
+                "acme".into(),
+                Kind::Result,
+                record,
+            )
+            .expect("sealed");
             assert_eq!(entry.hash, entry.compute_hash());
             assert_eq!(stored, crate::store::encode(&entry).expect("encoded"));
             let read: Entry = serde_json::from_slice(&stored).expect("decoded");
@@ -1790,7 +1963,7 @@ mod tests {
                 prev = e.hash.clone();
                 let bytes = crate::store::encode(&e).map_err(|e| TestCaseError::fail(e.to_string()))?;
                 // Sealed in one pass: the same hash and the same bytes.
-                let (sealed, stored) = Entry::sealed(e.seq, e.prev.clone(), e.org.clone(), e.kind, e.record.clone())
+                let (sealed, stored) = Entry::sealed(e.seq, e.prev.clone(), e.time, e.org.clone(), e.kind, e.record.clone())
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;
                 prop_assert_eq!(&sealed.hash, &sealed.compute_hash());
                 prop_assert_eq!(&stored, &crate::store::encode(&sealed).map_err(|e| TestCaseError::fail(e.to_string()))?);

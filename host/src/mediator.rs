@@ -349,8 +349,8 @@ impl Mediator {
     ) -> Option<u64> {
         record.decision = Some(decision);
         record.result = describe(error);
-        match self.audit.append(Kind::Refusal, record.clone()) {
-            Ok(entry) => Some(entry.seq),
+        match self.audit.append_behind(Kind::Refusal, record.clone()) {
+            Ok(seq) => Some(seq),
             Err(e) => {
                 // Nothing happened, so the refusal stands; the operator must hear of the gap.
                 tracing::error!(employee = %self.employee, "could not audit a refusal: {e}");
@@ -639,7 +639,15 @@ impl Mediator {
             Effect::Call(op) if !op.is_write() => crate::store::Durability::Soon,
             _ => crate::store::Durability::Now,
         };
-        let intent = match self.audit.append_when(Kind::Intent, intent_record, when) {
+        let intent = match when {
+            // Numbered now, hashed and written with the next commit.
+            crate::store::Durability::Soon => self.audit.append_behind(Kind::Intent, intent_record),
+            crate::store::Durability::Now => self
+                .audit
+                .append_when(Kind::Intent, intent_record, when)
+                .map(|e| e.seq),
+        };
+        let intent = match intent {
             Ok(intent) => intent,
             Err(e) => {
                 if let Some(r) = reservation {
@@ -670,7 +678,7 @@ impl Mediator {
         };
         crate::pause_point("execute:after-provider");
         record.decision = Some(Decision::Allowed);
-        record.intent = Some(intent.seq);
+        record.intent = Some(intent);
         let outcome = match result {
             Ok(response) => {
                 record.result = response.summary();
@@ -715,12 +723,12 @@ impl Mediator {
         {
             tracing::error!(employee = %self.employee, "could not count a write for the approval policy: {e}");
         }
-        let entry = match self.audit.append(Kind::Result, record) {
-            Ok(entry) => entry.seq,
+        let entry = match self.audit.append_behind(Kind::Result, record) {
+            Ok(seq) => seq,
             Err(e) => {
                 // The call already happened; its intent is on record. Flag loudly.
-                tracing::error!(intent = intent.seq, "could not audit a call's result: {e}");
-                intent.seq
+                tracing::error!(intent = intent, "could not audit a call's result: {e}");
+                intent
             }
         };
         Ok(Execution {

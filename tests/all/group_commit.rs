@@ -127,6 +127,80 @@ fn check_after_kill(data: &Path, acked: &[(u64, String)]) -> Result<()> {
     Ok(())
 }
 
+/// Entries appended behind are numbered at once and hashed later, by
+/// whichever write of the chain comes next: while threads append behind,
+/// others append durably, hashed on return, and read the log (each a write
+/// of what is held), every number given out is its own entry, in one
+/// intact chain.
+#[test]
+fn entries_appended_behind_keep_their_numbers_among_every_other_kind_of_append() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path())?);
+    let keys = Arc::new(clancy::keys::Keys::ephemeral());
+    let log = Arc::new(AuditLog::new(OrgStore::new(store, "acme", keys)));
+    let per_thread = 150;
+    let given: Vec<(u64, usize, usize)> = std::thread::scope(|s| -> Result<_> {
+        let handles: Vec<_> = (0..8)
+            .map(|t| {
+                let log = log.clone();
+                s.spawn(move || -> Result<Vec<(u64, usize, usize)>> {
+                    let mut given = Vec::new();
+                    for i in 0..per_thread {
+                        let seq = match t % 4 {
+                            0 => log.append(Kind::Change, record(t, i))?.seq,
+                            1 => log.append(Kind::Note, record(t, i))?.seq,
+                            2 => log.append_behind(Kind::Note, record(t, i))?,
+                            _ => {
+                                let seq = log.append_behind(Kind::Result, record(t, i))?;
+                                if i % 10 == 0 {
+                                    let read = log
+                                        .entry(seq)?
+                                        .context("a number given out is not in the log")?;
+                                    ensure!(
+                                        read.record == record(t, i),
+                                        "entry {seq} is not what was appended"
+                                    );
+                                }
+                                seq
+                            }
+                        };
+                        given.push((seq, t, i));
+                    }
+                    Ok(given)
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for h in handles {
+            all.extend(
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("an appender panicked"))??,
+            );
+        }
+        Ok(all)
+    })?;
+    log.settle()?;
+    let total = 8 * per_thread;
+    assert_eq!(log.len()?, total as u64);
+    let mut seqs: Vec<u64> = given.iter().map(|(seq, _, _)| *seq).collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(seqs.len(), total, "a number was given out twice");
+    for (seq, t, i) in &given {
+        let entry = log
+            .entry(*seq)?
+            .with_context(|| format!("entry {seq} missing"))?;
+        assert_eq!(
+            entry.record,
+            record(*t, *i),
+            "entry {seq} is not what was appended"
+        );
+    }
+    let v = log.verify(None, None)?;
+    assert!(v.is_intact(), "{:?}", v.problems);
+    Ok(())
+}
+
 #[test]
 fn every_acknowledged_entry_survives_sigkill_under_sixteen_appenders() -> Result<()> {
     let dir = tempfile::tempdir()?;
@@ -158,7 +232,8 @@ fn entries_riding_on_the_group_commit_are_on_disk_within_an_interval() -> Result
 
 /// The child: appends until killed. `durable` mode: 16 threads append
 /// changes (durable on return; printed as acknowledged) mixed with notes
-/// (riding on the next commit). `soon` mode: 200 notes, then a pause.
+/// appended behind (riding on the next commit). `soon` mode: 200 notes,
+/// every other one appended behind, then a pause.
 #[test]
 #[ignore = "the child process of the group-commit SIGKILL tests, run by them"]
 fn appender_child() -> Result<()> {
@@ -174,12 +249,20 @@ fn appender_child() -> Result<()> {
         let _ = out.flush();
     };
     if std::env::var("CLANCY_APPENDER_MODE").as_deref() == Ok("soon") {
-        let mut last = None;
+        // Hashed on return, and appended behind (hashed by the committer).
+        let mut last = 0;
         for i in 0..200 {
-            last = Some(audit.append(Kind::Note, record(0, i))?);
+            last = if i % 2 == 0 {
+                audit.append(Kind::Note, record(0, i))?.seq
+            } else {
+                audit.append_behind(Kind::Note, record(0, i))?
+            };
         }
         std::thread::sleep(COMMIT_INTERVAL * 20);
-        let last = last.context("nothing appended")?;
+        // Written by now: this read has nothing left to write.
+        let last = audit
+            .entry(last)?
+            .context("the last entry is not in the store")?;
         say(last.seq, &last.hash);
         std::thread::sleep(Duration::from_secs(60));
         return Ok(());
@@ -191,10 +274,16 @@ fn appender_child() -> Result<()> {
             s.spawn(move || {
                 let mut i = 0;
                 while Instant::now() < until {
-                    let kind = if i % 3 == 0 { Kind::Note } else { Kind::Change };
-                    match audit.append(kind, record(t, i)) {
-                        Ok(e) if kind == Kind::Change => say(e.seq, &e.hash),
-                        Ok(_) => {}
+                    // Notes are appended behind, between durable changes.
+                    let appended = if i % 3 == 0 {
+                        audit.append_behind(Kind::Note, record(t, i)).map(drop)
+                    } else {
+                        audit
+                            .append(Kind::Change, record(t, i))
+                            .map(|e| say(e.seq, &e.hash))
+                    };
+                    match appended {
+                        Ok(()) => {}
                         Err(e) => {
                             eprintln!("append failed: {e}");
                             return;
@@ -210,6 +299,17 @@ fn appender_child() -> Result<()> {
 
 #[test]
 fn a_second_writer_of_the_same_log_cannot_fork_the_chain() -> Result<()> {
+    second_writer_cannot_fork(|log, r| Ok(log.append(Kind::Note, r)?.seq))
+}
+
+#[test]
+fn a_second_writer_cannot_fork_the_chain_under_entries_appended_behind() -> Result<()> {
+    second_writer_cannot_fork(|log, r| Ok(log.append_behind(Kind::Note, r)?))
+}
+
+/// The first log holds a note (appended with `hold`) when a second log of
+/// the same organisation writes its own entry under the same number.
+fn second_writer_cannot_fork(hold: impl Fn(&AuditLog, Record) -> Result<u64>) -> Result<()> {
     // The committer may write the first writer's entry before the second
     // appends (then there is nothing to fork): try again on a fresh log.
     for _ in 0..20 {
@@ -221,9 +321,9 @@ fn a_second_writer_of_the_same_log_cannot_fork_the_chain() -> Result<()> {
         let second = AuditLog::new(view);
         // The first holds a note for the next commit (numbered 1); the
         // second, not knowing it, writes its own entry 1 durably.
-        let held = first.append(Kind::Note, record(0, 0))?;
+        let held = hold(&first, record(0, 0))?;
         let written = second.append(Kind::Change, record(1, 0))?;
-        if written.seq != held.seq {
+        if written.seq != held {
             continue;
         }
         // The first's entries are refused, not written over the second's.

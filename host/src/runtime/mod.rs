@@ -426,7 +426,7 @@ impl LoadedEmployee {
         }
         let task_id = task_id.to_string();
         let audit = self.mediator.audit();
-        audit.append(
+        audit.append_behind(
             crate::audit::Kind::TaskStart,
             crate::audit::Record {
                 employee: self.manifest.name.clone(),
@@ -457,7 +457,7 @@ impl LoadedEmployee {
             result: crate::mediator::truncate(&result, 2000),
             ..Default::default()
         };
-        if let Err(e) = audit.append(crate::audit::Kind::TaskEnd, end_record) {
+        if let Err(e) = audit.append_behind(crate::audit::Kind::TaskEnd, end_record) {
             tracing::error!(task = %task_id, "could not audit the end of the task: {e}");
         }
         Ok(TaskResult {
