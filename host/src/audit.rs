@@ -549,6 +549,9 @@ struct ChainState {
     /// Entries appended with [`AuditLog::append_behind`]: numbered, not
     /// hashed yet. They come after `pending`, in this order.
     unsealed: Vec<Unsealed>,
+    /// An empty vector with room, put in `unsealed`'s place when a writer
+    /// takes its entries (so appends do not grow a vector anew each time).
+    spare: Vec<Unsealed>,
     /// A writer (holding `writer`) is hashing entries it took from
     /// `unsealed`, outside this lock; the head moves on once it puts them
     /// into `pending`. Whoever needs the head hashed waits for it.
@@ -605,7 +608,8 @@ impl Chain {
             return Ok(());
         }
         let mut head = self.head(st)?;
-        for u in std::mem::take(&mut st.unsealed) {
+        let mut batch = std::mem::take(&mut st.unsealed);
+        for u in batch.drain(..) {
             let (entry, writes) = self.next_entry(&head, u.kind, u.record, u.time)?;
             debug_assert_eq!(entry.seq, u.seq);
             head = Head {
@@ -617,6 +621,7 @@ impl Chain {
                 st.pending_due.push(entry);
             }
         }
+        st.unsealed = batch;
         st.head = Some(head);
         Ok(())
     }
@@ -625,7 +630,7 @@ impl Chain {
     /// meanwhile. Called with the writer lock held (no other writer moves
     /// the head or drops entries while this one hashes).
     fn seal_behind(&self) -> Result<(), StoreError> {
-        let (batch, mut head) = {
+        let (mut batch, mut head) = {
             let st = self.lock();
             let mut st = self.unsealing_done(st);
             if st.unsealed.is_empty() {
@@ -633,13 +638,14 @@ impl Chain {
             }
             let head = self.head(&mut st)?;
             st.sealing = true;
-            (std::mem::take(&mut st.unsealed), head)
+            let spare = std::mem::take(&mut st.spare);
+            (std::mem::replace(&mut st.unsealed, spare), head)
         };
         let taken = batch.len();
         let mut writes = Vec::with_capacity(taken * 2);
         let mut due = Vec::new();
         let mut hashed = Ok(());
-        for u in batch {
+        for u in batch.drain(..) {
             match self.next_entry(&head, u.kind, u.record, u.time) {
                 Ok((entry, entry_writes)) => {
                     head = Head {
@@ -659,6 +665,9 @@ impl Chain {
         }
         let mut st = self.lock();
         st.sealing = false;
+        if batch.capacity() > st.spare.capacity() {
+            st.spare = batch;
+        }
         self.sealed.notify_all();
         match hashed {
             Ok(()) => {

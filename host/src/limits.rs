@@ -40,6 +40,7 @@ pub enum LimitError {
 }
 
 /// One bucket: a key and its rate.
+#[derive(Clone, Debug)]
 pub struct Bucket {
     key: String,
     per_minute: u32,
@@ -235,8 +236,15 @@ impl Meter {
             ));
         }
         for (bucket, tat) in buckets.iter().zip(next) {
-            st.tat.insert(bucket.key.clone(), tat);
-            st.unwritten.insert(bucket.key.clone());
+            match st.tat.get_mut(&bucket.key) {
+                Some(known) => *known = tat,
+                None => {
+                    st.tat.insert(bucket.key.clone(), tat);
+                }
+            }
+            if !st.unwritten.contains(&bucket.key) {
+                st.unwritten.insert(bucket.key.clone());
+            }
         }
         drop(st);
         if !self.rates.behind {

@@ -111,7 +111,8 @@ pub struct Mediator {
     org: String,
     employee: String,
     grants: Vec<Grant>,
-    calls_per_minute: u32,
+    /// The employee-wide rate-limit bucket.
+    bucket: Bucket,
     audit: Arc<AuditLog>,
     providers: Providers,
     approvals: Arc<ApprovalQueue>,
@@ -149,7 +150,7 @@ impl Mediator {
             elevations: std::sync::RwLock::new(Vec::new()),
             employee: manifest.name.clone(),
             grants: manifest.grants.clone(),
-            calls_per_minute: manifest.limits.calls_per_minute,
+            bucket: Bucket::employee(&manifest.name, manifest.limits.calls_per_minute),
             audit: wiring.audit,
             providers: wiring.providers,
         }
@@ -182,8 +183,24 @@ impl Mediator {
     /// any active widening of the same scope, or a widened-to scope (whose
     /// actions are empty once every widening of it expired).
     pub fn grant(&self, index: usize) -> Option<Grant> {
+        self.grant_now(index).map(std::borrow::Cow::into_owned)
+    }
+
+    /// [`Mediator::grant`], borrowed from the manifest's grants when no
+    /// widening is in force on it (what every call asks, so not cloned).
+    fn grant_now(&self, index: usize) -> Option<std::borrow::Cow<'_, Grant>> {
         let now = self.approvals.now();
         let elevations = self.elevations.read().unwrap_or_else(|p| p.into_inner());
+        let widened = |g: &Grant| {
+            elevations
+                .iter()
+                .any(|e| e.active_at(now) && e.integration == g.integration && e.scope == g.scope)
+        };
+        if let Some(g) = self.grants.get(index)
+            && !widened(g)
+        {
+            return Some(std::borrow::Cow::Borrowed(g));
+        }
         let mut grant = match self.grants.get(index) {
             Some(g) => g.clone(),
             None => {
@@ -196,7 +213,7 @@ impl Mediator {
         }) {
             grant.actions.extend(e.actions.iter().cloned());
         }
-        Some(grant)
+        Some(std::borrow::Cow::Owned(grant))
     }
 
     /// Indexes of the grants that reach `interface`: the manifest's, then
@@ -246,9 +263,19 @@ impl Mediator {
     /// The grant on `scope` of `integration` as in force now (manifest
     /// grant plus active widenings), with its handle index.
     pub fn grant_in_force(&self, integration: Integration, scope: &str) -> Option<(usize, Grant)> {
+        self.grant_in_force_now(integration, scope)
+            .map(|(i, g)| (i, g.into_owned()))
+    }
+
+    /// [`Mediator::grant_in_force`], borrowed where it can be.
+    fn grant_in_force_now(
+        &self,
+        integration: Integration,
+        scope: &str,
+    ) -> Option<(usize, std::borrow::Cow<'_, Grant>)> {
         self.grants_for(integration.interface())
             .into_iter()
-            .filter_map(|i| self.grant(i).map(|g| (i, g)))
+            .filter_map(|i| self.grant_now(i).map(|g| (i, g)))
             .find(|(_, g)| g.integration == integration && g.scope == scope)
     }
 
@@ -368,9 +395,9 @@ impl Mediator {
         reason: &str,
     ) -> Result<Response, CallError> {
         let grant = self
-            .grant(grant_index)
+            .grant_now(grant_index)
             .filter(|g| Some(g.integration.interface()) == op.interface());
-        let record = self.record(task, grant.as_ref(), &op, reason);
+        let record = self.record(task, grant.as_deref(), &op, reason);
         let Some(grant) = grant.as_ref() else {
             let e = CallError::Denied(format!(
                 "this handle does not reach the {} interface",
@@ -553,7 +580,7 @@ impl Mediator {
             entry: self.refuse_recorded(record, decision, &error),
             outcome: Err(error),
         };
-        let grant = self.grant_in_force(integration, scope).map(|(_, g)| g);
+        let grant = self.grant_in_force_now(integration, scope).map(|(_, g)| g);
         // The effect must belong to the integration whose grant is checked
         // (a mail read is never allowed by a chat grant's "read").
         let same_interface = match &effect {
@@ -659,7 +686,7 @@ impl Mediator {
         crate::pause_point("execute:after-intent");
         let permit = Permit {
             scope_value: scope.split_once(':').map(|(_, v)| v).unwrap_or("").into(),
-            folder_quota: grant.as_ref().map_or(
+            folder_quota: grant.as_deref().map_or(
                 u64::from(crate::manifest::DEFAULT_FOLDER_MB) * 1024 * 1024,
                 Grant::folder_quota_bytes,
             ),
@@ -924,18 +951,14 @@ impl Mediator {
     /// Take one call from the employee's bucket and, with `grant`, from the
     /// grant's (both persisted: they hold across tasks and processes).
     fn check_rate(&self, grant: Option<&Grant>) -> Result<(), CallError> {
-        let mut buckets = vec![Bucket::employee(&self.employee, self.calls_per_minute)];
-        if let Some(g) = grant
-            && let Some(per_minute) = g.calls_per_minute
-        {
-            buckets.push(Bucket::grant(
-                &self.employee,
-                g.integration,
-                &g.scope,
-                per_minute,
-            ));
-        }
-        match self.meter.take_call(&buckets) {
+        let taken = match grant.and_then(|g| g.calls_per_minute.map(|pm| (g, pm))) {
+            Some((g, per_minute)) => self.meter.take_call(&[
+                self.bucket.clone(),
+                Bucket::grant(&self.employee, g.integration, &g.scope, per_minute),
+            ]),
+            None => self.meter.take_call(std::slice::from_ref(&self.bucket)),
+        };
+        match taken {
             Ok(()) => Ok(()),
             Err(LimitError::RateLimited(secs)) => Err(CallError::RateLimited(secs)),
             Err(e) => {

@@ -108,6 +108,8 @@ pub struct Org {
     reactors: Mutex<HashMap<String, (String, Arc<LoadedEmployee>)>>,
     /// The vault's master keys, loaded on first use.
     vault: Arc<OnceLock<crate::vault::MasterKeys>>,
+    /// Which connection each integration uses, as last read.
+    bindings: Arc<std::sync::RwLock<connections::Bindings>>,
 }
 
 /// The store's list of organisations (one key per name).
@@ -235,6 +237,7 @@ impl Org {
             runtime: Arc::new(OnceLock::new()),
             reactors: Mutex::new(HashMap::new()),
             vault: Arc::new(OnceLock::new()),
+            bindings: Arc::default(),
         })
     }
 

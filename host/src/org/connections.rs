@@ -167,6 +167,16 @@ pub struct Vault {
     clock: Arc<dyn Clock>,
     data_dir: PathBuf,
     keys: Arc<OnceLock<MasterKeys>>,
+    bindings: Arc<std::sync::RwLock<Bindings>>,
+}
+
+/// Which connection each integration uses, as the organisation last read
+/// it (every call to a provider asks). The organisation's writes of a
+/// binding clear it; a read that raced with one is not kept.
+#[derive(Default)]
+pub(crate) struct Bindings {
+    generation: u64,
+    known: Option<BTreeMap<Integration, String>>,
 }
 
 impl Vault {
@@ -226,7 +236,36 @@ impl Vault {
 
     /// The connection `integration` uses, if an admin chose one.
     pub fn binding(&self, integration: Integration) -> Result<Option<String>, StoreError> {
-        self.org.get_json(AREA, &binding_key(integration))
+        let generation = {
+            let b = self
+                .bindings
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(known) = &b.known {
+                return Ok(known.get(&integration).cloned());
+            }
+            b.generation
+        };
+        let all = self.bindings()?;
+        let bound = all.get(&integration).cloned();
+        let mut b = self
+            .bindings
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if b.generation == generation {
+            b.known = Some(all);
+        }
+        Ok(bound)
+    }
+
+    /// A binding was written: the next call reads them from the store.
+    fn forget_bindings(&self) {
+        let mut b = self
+            .bindings
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        b.generation += 1;
+        b.known = None;
     }
 
     /// One connection.
@@ -450,6 +489,7 @@ impl Org {
             clock: self.clock.clone(),
             data_dir: self.data_dir().to_path_buf(),
             keys: self.vault.clone(),
+            bindings: self.bindings.clone(),
         }
     }
 
@@ -641,7 +681,9 @@ impl Org {
             return Ok(());
         }
         let key = binding_key(new.integration);
-        self.org.put_json(AREA, &key, &new.id)?;
+        let written = self.org.put_json(AREA, &key, &new.id);
+        self.vault().forget_bindings();
+        written?;
         self.audit_operator_action(
             "connection-used",
             &new.id,
@@ -739,7 +781,9 @@ impl Org {
             return Err(ConnectionError::Expired(id.to_string()));
         }
         let key = binding_key(c.integration);
-        self.org.put_json(AREA, &key, &c.id)?;
+        let written = self.org.put_json(AREA, &key, &c.id);
+        self.vault().forget_bindings();
+        written?;
         self.audit_operator_action(
             "connection-used",
             &c.id,
@@ -758,7 +802,9 @@ impl Org {
         self.require_admin(by)?;
         let key = binding_key(integration);
         let had = self.org.get(AREA, &key)?.is_some();
-        self.org.write(AREA, vec![(key, None)])?;
+        let written = self.org.write(AREA, vec![(key, None)]);
+        self.vault().forget_bindings();
+        written?;
         self.audit_operator_action(
             "connection-unused",
             integration.name(),
