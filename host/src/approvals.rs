@@ -800,6 +800,24 @@ impl ApprovalQueue {
     /// The widenings whose end is not recorded yet (running, or ran out
     /// since the timer last looked), read through their index.
     pub fn unended_elevations(&self) -> Result<Vec<Elevation>, StoreError> {
+        self.unended_under(b"x/")
+    }
+
+    /// `employee`'s widenings whose end is not recorded yet, oldest first:
+    /// what a task start looks for (read through the index, not every
+    /// widening the employee ever had).
+    pub fn unended_elevations_of(&self, employee: &str) -> Result<Vec<Elevation>, StoreError> {
+        let mut unended = self.unended_under(format!("x/{employee}/").as_bytes())?;
+        unended.sort_by(|a, b| {
+            a.starts_at
+                .cmp(&b.starts_at)
+                .then(a.approval.cmp(&b.approval))
+        });
+        Ok(unended)
+    }
+
+    /// The unended widenings indexed under `prefix` (of `x/`).
+    fn unended_under(&self, prefix: &[u8]) -> Result<Vec<Elevation>, StoreError> {
         if self.store.get(AREA, UNENDED_INDEX_BUILT)?.is_none() {
             // A data dir from before the index: index it once.
             let mut writes: Vec<crate::store::Write> = self
@@ -818,7 +836,7 @@ impl ApprovalQueue {
         }
         let mut unended = Vec::new();
         let mut stale = Vec::new();
-        for (k, _) in self.store.scan(AREA, b"x/")? {
+        for (k, _) in self.store.scan(AREA, prefix)? {
             let found = std::str::from_utf8(&k[2..])
                 .ok()
                 .map(|rest| format!("e/{rest}").into_bytes())

@@ -164,7 +164,9 @@ impl Mediator {
     /// Load widenings approved since the last call (at each task start).
     /// The list only grows, so handle indexes stay valid during a task.
     pub fn refresh_elevations(&self) {
-        let stored = match self.approvals.elevations(&self.employee) {
+        // Those that ended unseen never grant anything: only the unended
+        // are read (through their index, not every widening ever granted).
+        let stored = match self.approvals.unended_elevations_of(&self.employee) {
             Ok(e) => e,
             Err(e) => {
                 tracing::error!(employee = %self.employee, "cannot read widenings: {e}");

@@ -330,6 +330,48 @@ fn the_timer_reads_the_widenings_still_running_not_every_one_ever_granted() -> R
 }
 
 #[test]
+fn a_task_start_reads_the_widenings_still_running_not_every_one_ever_granted() -> Result<()> {
+    use clancy::approvals::Elevation;
+    let (_dir, store, host, employee) = counted_host_with_hostile()?;
+    let now = chrono::Utc::now();
+    let widening = |n: usize, ended: bool, hours: i64| Elevation {
+        approval: format!("ap-{n:020}"),
+        employee: "test-employee".into(),
+        integration: Integration::Slack,
+        scope: "channel:#random".into(),
+        actions: vec![clancy::integrations::Action::Post],
+        starts_at: now - chrono::Duration::hours(48),
+        expires_at: now + chrono::Duration::hours(hours),
+        ended,
+    };
+    // 200 widenings of this employee whose end is on record, one running.
+    for n in 0..200 {
+        host.approvals().put_elevation(&widening(n, true, -24))?;
+    }
+    host.approvals().put_elevation(&widening(200, false, 1))?;
+    employee.run("post note 0")?;
+    store.take("approvals");
+    store.take_got("approvals");
+    employee.run("post note 1")?;
+    let read = store.take("approvals") + store.take_got("approvals");
+    assert!(
+        read <= 12,
+        "{read} approval records read by a task with 1 widening running among 201"
+    );
+    // The running one is in force for the employee.
+    let mediator = employee.mediator();
+    let widened: Vec<_> = mediator
+        .grants_for(clancy::manifest::Interface::Chat)
+        .into_iter()
+        .filter_map(|i| mediator.grant(i))
+        .filter(|g| g.scope == "channel:#random")
+        .collect();
+    assert_eq!(widened.len(), 1, "{widened:?}");
+    assert!(widened[0].allows(clancy::integrations::Action::Post));
+    Ok(())
+}
+
+#[test]
 fn a_page_of_the_pending_list_reads_that_page_not_every_waiting_request() -> Result<()> {
     let (_dir, store, host, clock) = counted_host_on_a_clock()?;
     let mut queued = Vec::new();
