@@ -284,12 +284,10 @@ fn a_queue_made_before_the_pending_indexes_is_indexed_once_and_expires_on_time()
     Ok(())
 }
 
-#[test]
-fn the_timer_reads_the_widenings_still_running_not_every_one_ever_granted() -> Result<()> {
-    use clancy::approvals::Elevation;
-    let (_dir, store, host, clock) = counted_host_on_a_clock()?;
-    let now = clock.now();
-    let widening = |n: usize, ended: bool, hours: i64| Elevation {
+/// 200 widenings of the test employee (Slack `channel:#random`, post)
+/// whose end is on record, and one running for an hour more after `now`.
+fn ended_and_running_widenings(host: &Org, now: chrono::DateTime<chrono::Utc>) -> Result<()> {
+    let widening = |n: usize, ended: bool, hours: i64| clancy::approvals::Elevation {
         approval: format!("ap-{n:020}"),
         employee: "test-employee".into(),
         integration: Integration::Slack,
@@ -299,11 +297,18 @@ fn the_timer_reads_the_widenings_still_running_not_every_one_ever_granted() -> R
         expires_at: now + chrono::Duration::hours(hours),
         ended,
     };
-    // 200 widenings whose end is on record, one running for an hour more.
     for n in 0..200 {
         host.approvals().put_elevation(&widening(n, true, -24))?;
     }
     host.approvals().put_elevation(&widening(200, false, 1))?;
+    Ok(())
+}
+
+#[test]
+fn the_timer_reads_the_widenings_still_running_not_every_one_ever_granted() -> Result<()> {
+    let (_dir, store, host, clock) = counted_host_on_a_clock()?;
+    // 200 widenings whose end is on record, one running for an hour more.
+    ended_and_running_widenings(&host, clock.now())?;
     host.tick()?;
     store.take("approvals");
     store.take_got("approvals");
@@ -331,24 +336,9 @@ fn the_timer_reads_the_widenings_still_running_not_every_one_ever_granted() -> R
 
 #[test]
 fn a_task_start_reads_the_widenings_still_running_not_every_one_ever_granted() -> Result<()> {
-    use clancy::approvals::Elevation;
     let (_dir, store, host, employee) = counted_host_with_hostile()?;
-    let now = chrono::Utc::now();
-    let widening = |n: usize, ended: bool, hours: i64| Elevation {
-        approval: format!("ap-{n:020}"),
-        employee: "test-employee".into(),
-        integration: Integration::Slack,
-        scope: "channel:#random".into(),
-        actions: vec![clancy::integrations::Action::Post],
-        starts_at: now - chrono::Duration::hours(48),
-        expires_at: now + chrono::Duration::hours(hours),
-        ended,
-    };
     // 200 widenings of this employee whose end is on record, one running.
-    for n in 0..200 {
-        host.approvals().put_elevation(&widening(n, true, -24))?;
-    }
-    host.approvals().put_elevation(&widening(200, false, 1))?;
+    ended_and_running_widenings(&host, chrono::Utc::now())?;
     employee.run("post note 0")?;
     store.take("approvals");
     store.take_got("approvals");
