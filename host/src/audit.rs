@@ -609,8 +609,13 @@ impl Chain {
         }
         let mut head = self.head(st)?;
         let mut batch = std::mem::take(&mut st.unsealed);
+        let taken = batch.len();
         for u in batch.drain(..) {
-            let (entry, writes) = self.next_entry(&head, u.kind, u.record, u.time)?;
+            let (entry, writes) = match self.next_entry(&head, u.kind, u.record, u.time) {
+                Ok(sealed) => sealed,
+                // Those taken, and all after them, are lost: said so at settle.
+                Err(e) => return Err(self.lost(st, e, taken)),
+            };
             debug_assert_eq!(entry.seq, u.seq);
             head = Head {
                 seq: entry.seq,

@@ -134,29 +134,31 @@ impl Rates {
     /// group commit: a crash can forget the last few milliseconds of
     /// calls, never grant one the buckets refused before it.
     fn write_behind(&self) -> Result<(), StoreError> {
-        let writes: Vec<crate::store::Write> = {
-            let mut st = self.lock();
-            let keys = std::mem::take(&mut st.unwritten);
-            keys.into_iter()
-                .filter_map(|k| {
-                    let tat = st.tat.get(&k)?.to_string().into_bytes();
-                    Some((k.into_bytes(), Some(tat)))
-                })
-                .collect()
-        };
-        if writes.is_empty() {
+        let mut st = self.lock();
+        let keys: Vec<String> = std::mem::take(&mut st.unwritten).into_iter().collect();
+        if keys.is_empty() {
             return Ok(());
         }
-        let keys: Vec<String> = writes
+        let writes: Vec<crate::store::Write> = keys
             .iter()
-            .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
+            .filter_map(|k| {
+                let tat = st.tat.get(k)?.to_string().into_bytes();
+                Some((k.clone().into_bytes(), Some(tat)))
+            })
             .collect();
+        // Behind, only the committer writes them (and the last user, once
+        // it is gone), so calls go on meanwhile; a store that writes at
+        // once is written under the lock, so two calls' writes land in order.
+        let mut held = (!self.behind).then_some(st);
         let written = self
             .store
             .write_when(AREA, writes, crate::store::Durability::Soon);
         if written.is_err() {
             // Tried again at the next commit.
-            self.lock().unwritten.extend(keys);
+            match held.as_mut() {
+                Some(st) => st.unwritten.extend(keys),
+                None => self.lock().unwritten.extend(keys),
+            }
         }
         written
     }
