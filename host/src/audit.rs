@@ -386,19 +386,24 @@ pub fn render_log(entries: &[Entry]) -> Vec<String> {
         entries.iter().filter_map(|e| e.record.intent).collect();
     entries
         .iter()
-        .filter(|e| e.kind != Kind::Intent || !completed.contains(&e.seq))
-        .map(|e| {
-            let mut line = e.render();
-            if e.kind == Kind::Intent {
-                line = line.replacen(
-                    " -> allowed",
-                    " -> allowed, NO RESULT RECORDED (the host stopped during the call)",
-                    1,
-                );
-            }
-            line
-        })
+        .filter_map(|e| render_line(e, |intent| completed.contains(&intent)))
         .collect()
+}
+
+/// One line of [`render_log`]: `None` for an intent whose result is on
+/// record (`completed` says which are), which that result's line shows.
+pub fn render_line(entry: &Entry, completed: impl Fn(u64) -> bool) -> Option<String> {
+    if entry.kind != Kind::Intent {
+        return Some(entry.render());
+    }
+    if completed(entry.seq) {
+        return None;
+    }
+    Some(entry.render().replacen(
+        " -> allowed",
+        " -> allowed, NO RESULT RECORDED (the host stopped during the call)",
+        1,
+    ))
 }
 
 /// The stored head of a log: its last entry's number and hash.
@@ -1447,6 +1452,27 @@ impl AuditLog {
             .into_iter()
             .map(|(_, v)| crate::store::decode(AREA, &v))
             .collect()
+    }
+
+    /// Every entry up to the last one now (not those appended meanwhile),
+    /// oldest first, given to `each` a page at a time: the log in bounded
+    /// memory. Stops at the first error `each` returns.
+    pub fn for_each_page<E: From<StoreError>>(
+        &self,
+        mut each: impl FnMut(&[Entry]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let last = self.len()?;
+        let mut after = 0;
+        while after < last {
+            let mut page = self.entries_after(after, VERIFY_PAGE)?;
+            let Some(end) = page.last().map(|e| e.seq) else {
+                break;
+            };
+            page.retain(|e| e.seq <= last);
+            each(&page)?;
+            after = end;
+        }
+        Ok(())
     }
 
     /// The ids of the tasks whose id starts with `prefix` (through the task

@@ -285,19 +285,13 @@ impl Org {
         let failed = |e: std::io::Error| OrgError::DataDir(format!("cannot write the export: {e}"));
         let encode = |e: serde_json::Error| OrgError::DataDir(format!("cannot encode: {e}"));
         // The export covers the log as it is now, not what is appended while it is written.
-        let last = self.audit.len()?;
-        let mut after = 0;
-        while after < last {
-            let page = self.audit.entries_after(after, 1000)?;
-            let Some(end) = page.last().map(|e| e.seq) else {
-                break;
-            };
-            for e in page.iter().filter(|e| e.seq <= last) {
+        self.audit.for_each_page(|page| {
+            for e in page {
                 serde_json::to_writer(&mut *out, e).map_err(encode)?;
                 out.write_all(b"\n").map_err(failed)?;
             }
-            after = end;
-        }
+            Ok::<(), OrgError>(())
+        })?;
         for cp in anchors.checkpoints.iter().filter(|c| c.org == self.org()) {
             serde_json::to_writer(&mut *out, &serde_json::json!({ "checkpoint": cp }))
                 .map_err(encode)?;

@@ -685,3 +685,77 @@ fn the_daemons_audit_export_streams_a_long_log_that_verifies_elsewhere() -> Resu
     assert!(said.starts_with("audit log intact"), "{said}");
     Ok(())
 }
+
+#[test]
+fn the_whole_audit_log_is_printed_a_page_at_a_time_with_results_folded_across_pages() -> Result<()>
+{
+    use clancy::audit::{Decision, Kind, Record};
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let (answered, dangling) = {
+        let host = Org::open(&data, "default", clancy::org::DataDirMode::Create)?;
+        let log = host.audit();
+        let call = |employee: &str| Record {
+            employee: employee.into(),
+            task: "t".into(),
+            interface: "chat".into(),
+            scope: "channel:#general".into(),
+            action: "post".into(),
+            reason: "because".into(),
+            decision: Some(Decision::Allowed),
+            ..Record::default()
+        };
+        // An intent on the first page, its result 1,500 entries (pages) on.
+        let answered = log.append(Kind::Intent, call("e"))?.seq;
+        for n in 0..1500 {
+            log.append(
+                Kind::Note,
+                Record {
+                    args: format!("note {n}"),
+                    ..call("e")
+                },
+            )?;
+        }
+        log.append(
+            Kind::Result,
+            Record {
+                intent: Some(answered),
+                result: "done: c-1".into(),
+                ..call("e")
+            },
+        )?;
+        let dangling = log.append(Kind::Intent, call("e"))?.seq;
+        log.append(Kind::Note, call("someone-else"))?;
+        log.settle()?;
+        (answered, dangling)
+    };
+    let shown = crate::env::clancy(&data, &["audit", "log", "--employee", "e"])?;
+    let text = crate::env::stdout(&shown);
+    // Each entry's line starts with its number (a call's reason follows on
+    // a line of its own): 1,500 notes, the result (its intent folded in)
+    // and the dangling intent.
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with('#')).collect();
+    assert_eq!(
+        lines.len(),
+        1502,
+        "{}",
+        &text[text.len().saturating_sub(1000)..]
+    );
+    let flagged: Vec<_> = lines
+        .iter()
+        .filter(|l| l.contains("NO RESULT RECORDED"))
+        .collect();
+    assert_eq!(flagged.len(), 1, "{flagged:?}");
+    assert!(flagged[0].contains(&format!("#{dangling}")), "{flagged:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(&format!("post -> done: c-1 (intent #{answered})"))),
+        "the result is not shown with its intent"
+    );
+    assert!(!text.contains("someone-else"));
+    // JSON Lines: every entry of the employee, the answered intent too.
+    let json = crate::env::clancy(&data, &["audit", "log", "--employee", "e", "--json"])?;
+    assert_eq!(crate::env::stdout(&json).lines().count(), 1503);
+    Ok(())
+}

@@ -91,20 +91,26 @@ pub(super) fn run(
             json,
         } => {
             let host = open(global, DataDirMode::Existing)?;
-            // One task's entries through the task index; else the log.
-            let all = match &task {
-                Some(t) if !t.is_empty() => host.audit().entries_of_tasks(t)?,
-                _ => host.audit().entries()?,
-            };
-            let entries: Vec<Entry> = all
-                .into_iter()
-                .filter(|e| employee.as_ref().is_none_or(|n| &e.record.employee == n))
-                .filter(|e| {
-                    task.as_ref()
+            let wanted = |e: &Entry| {
+                employee.as_ref().is_none_or(|n| &e.record.employee == n)
+                    && task
+                        .as_ref()
                         .is_none_or(|t| e.record.task.starts_with(t.as_str()))
-                })
-                .collect();
-            print_entries(&entries, json, out)
+            };
+            // One task's entries through the task index; else the log, a
+            // page at a time.
+            match &task {
+                Some(t) if !t.is_empty() => {
+                    let entries: Vec<Entry> = host
+                        .audit()
+                        .entries_of_tasks(t)?
+                        .into_iter()
+                        .filter(|e| wanted(e))
+                        .collect();
+                    print_entries(&entries, json, out)
+                }
+                _ => print_log(host.audit(), wanted, json, out),
+            }
         }
         AuditCommand::Verify {
             expect_head,
@@ -196,6 +202,55 @@ fn print_entries(entries: &[Entry], json: bool, out: &mut impl Write) -> Result<
         }
     }
     if entries.is_empty() && !json {
+        writeln!(out, "no audit entries match")?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The whole log as `audit log` prints it (the entries `wanted` says),
+/// read a page at a time: first to find the intents whose result is on
+/// record further on, then to print.
+fn print_log(
+    log: &crate::audit::AuditLog,
+    wanted: impl Fn(&Entry) -> bool,
+    json: bool,
+    out: &mut impl Write,
+) -> Result<ExitCode> {
+    // Intents not yet followed by their result: few at any point. The
+    // second pass prints the entries the first one read, no later ones.
+    let mut open = std::collections::HashSet::new();
+    let mut through = u64::MAX;
+    if !json {
+        through = 0;
+        log.for_each_page(|page| {
+            through = page.last().map_or(through, |e| e.seq);
+            for e in page.iter().filter(|e| wanted(e)) {
+                if e.kind == crate::audit::Kind::Intent {
+                    open.insert(e.seq);
+                }
+                if let Some(intent) = e.record.intent {
+                    open.remove(&intent);
+                }
+            }
+            Ok::<(), anyhow::Error>(())
+        })?;
+    }
+    let mut printed = false;
+    log.for_each_page(|page| {
+        for e in page.iter().filter(|e| e.seq <= through && wanted(e)) {
+            let line = if json {
+                Some(serde_json::to_string(e)?)
+            } else {
+                crate::audit::render_line(e, |intent| !open.contains(&intent))
+            };
+            if let Some(line) = line {
+                writeln!(out, "{line}")?;
+            }
+            printed = true;
+        }
+        Ok::<(), anyhow::Error>(())
+    })?;
+    if !printed && !json {
         writeln!(out, "no audit entries match")?;
     }
     Ok(ExitCode::SUCCESS)
