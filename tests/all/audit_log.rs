@@ -296,21 +296,26 @@ fn an_action_whose_intent_cannot_be_audited_does_not_happen() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn the_readable_log_folds_intents_into_results_and_flags_an_interrupted_call() -> Result<()> {
-    use clancy::audit::{Decision, Record, render_log};
-    let env = TestEnv::new()?;
-    let log = env.host.audit();
-    let call = Record {
-        employee: "e".into(),
+/// The record of an allowed post by `employee` in task `t`, with a reason.
+pub(crate) fn allowed_post(employee: &str) -> clancy::audit::Record {
+    clancy::audit::Record {
+        employee: employee.into(),
         task: "t".into(),
         interface: "chat".into(),
         scope: "channel:#general".into(),
         action: "post".into(),
         reason: "because".into(),
-        decision: Some(Decision::Allowed),
-        ..Record::default()
-    };
+        decision: Some(clancy::audit::Decision::Allowed),
+        ..clancy::audit::Record::default()
+    }
+}
+
+#[test]
+fn the_readable_log_folds_intents_into_results_and_flags_an_interrupted_call() -> Result<()> {
+    use clancy::audit::{Record, render_log};
+    let env = TestEnv::new()?;
+    let log = env.host.audit();
+    let call = allowed_post("e");
     let done = log.append(Kind::Intent, call.clone())?;
     log.append(
         Kind::Result,

@@ -689,22 +689,13 @@ fn the_daemons_audit_export_streams_a_long_log_that_verifies_elsewhere() -> Resu
 #[test]
 fn the_whole_audit_log_is_printed_a_page_at_a_time_with_results_folded_across_pages() -> Result<()>
 {
-    use clancy::audit::{Decision, Kind, Record};
+    use clancy::audit::{Kind, Record};
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
     let (answered, dangling) = {
         let host = Org::open(&data, "default", clancy::org::DataDirMode::Create)?;
         let log = host.audit();
-        let call = |employee: &str| Record {
-            employee: employee.into(),
-            task: "t".into(),
-            interface: "chat".into(),
-            scope: "channel:#general".into(),
-            action: "post".into(),
-            reason: "because".into(),
-            decision: Some(Decision::Allowed),
-            ..Record::default()
-        };
+        let call = crate::audit_log::allowed_post;
         // An intent on the first page, its result 1,500 entries (pages) on.
         let answered = log.append(Kind::Intent, call("e"))?.seq;
         for n in 0..1500 {
