@@ -191,8 +191,11 @@ impl Mediator {
     /// [`Mediator::grant`], borrowed from the manifest's grants when no
     /// widening is in force on it (what every call asks, so not cloned).
     fn grant_now(&self, index: usize) -> Option<std::borrow::Cow<'_, Grant>> {
-        let now = self.approvals.now();
         let elevations = self.elevations.read().unwrap_or_else(|p| p.into_inner());
+        if elevations.is_empty() {
+            return self.grants.get(index).map(std::borrow::Cow::Borrowed);
+        }
+        let now = self.approvals.now();
         let widened = |g: &Grant| {
             elevations
                 .iter()
@@ -275,6 +278,19 @@ impl Mediator {
         integration: Integration,
         scope: &str,
     ) -> Option<(usize, std::borrow::Cow<'_, Grant>)> {
+        let none_widened = self
+            .elevations
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty();
+        if none_widened {
+            // The manifest's grant itself (what nearly every call finds).
+            return self
+                .grants
+                .iter()
+                .position(|g| g.integration == integration && g.scope == scope)
+                .map(|i| (i, std::borrow::Cow::Borrowed(&self.grants[i])));
+        }
         self.grants_for(integration.interface())
             .into_iter()
             .filter_map(|i| self.grant_now(i).map(|g| (i, g)))
