@@ -615,24 +615,37 @@ impl Chain {
         let mut head = self.head(st)?;
         let mut batch = std::mem::take(&mut st.unsealed);
         let taken = batch.len();
-        for u in batch.drain(..) {
-            let (entry, writes) = match self.next_entry(&head, u.kind, u.record, u.time) {
-                Ok(sealed) => sealed,
-                // Those taken, and all after them, are lost: said so at settle.
-                Err(e) => return Err(self.lost(st, e, taken)),
-            };
-            debug_assert_eq!(entry.seq, u.seq);
-            head = Head {
-                seq: entry.seq,
-                hash: entry.hash.clone(),
-            };
-            st.pending.extend(writes);
-            if checkpoint_due(&entry) {
-                st.pending_due.push(entry);
-            }
+        if let Err(e) = self.seal(&mut head, &mut batch, &mut st.pending, &mut st.pending_due) {
+            // Those taken, and all after them, are lost: said so at settle.
+            return Err(self.lost(st, e, taken));
         }
         st.unsealed = batch;
         st.head = Some(head);
+        Ok(())
+    }
+
+    /// Hash the entries of `batch` (emptied) in order after `head`, which
+    /// moves on to the last; their writes go to `writes`, those due a
+    /// checkpoint to `due`.
+    fn seal(
+        &self,
+        head: &mut Head,
+        batch: &mut Vec<Unsealed>,
+        writes: &mut Vec<AreaWrite>,
+        due: &mut Vec<Entry>,
+    ) -> Result<(), StoreError> {
+        for u in batch.drain(..) {
+            let (entry, entry_writes) = self.next_entry(head, u.kind, u.record, u.time)?;
+            debug_assert_eq!(entry.seq, u.seq);
+            *head = Head {
+                seq: entry.seq,
+                hash: entry.hash.clone(),
+            };
+            writes.extend(entry_writes);
+            if checkpoint_due(&entry) {
+                due.push(entry);
+            }
+        }
         Ok(())
     }
 
@@ -654,25 +667,7 @@ impl Chain {
         let taken = batch.len();
         let mut writes = Vec::with_capacity(taken * 2);
         let mut due = Vec::new();
-        let mut hashed = Ok(());
-        for u in batch.drain(..) {
-            match self.next_entry(&head, u.kind, u.record, u.time) {
-                Ok((entry, entry_writes)) => {
-                    head = Head {
-                        seq: entry.seq,
-                        hash: entry.hash.clone(),
-                    };
-                    writes.extend(entry_writes);
-                    if checkpoint_due(&entry) {
-                        due.push(entry);
-                    }
-                }
-                Err(e) => {
-                    hashed = Err(e);
-                    break;
-                }
-            }
-        }
+        let hashed = self.seal(&mut head, &mut batch, &mut writes, &mut due);
         let mut st = self.lock();
         st.sealing = false;
         if batch.capacity() > st.spare.capacity() {
@@ -1559,10 +1554,8 @@ impl AuditLog {
             return Ok(());
         }
         let mut running = std::collections::BTreeMap::new();
-        let mut after = 0;
-        loop {
-            let page = self.entries_after(after, VERIFY_PAGE)?;
-            for e in &page {
+        self.for_each_page(|page| {
+            for e in page {
                 match e.kind {
                     Kind::TaskStart => {
                         running.insert(e.record.task.clone(), e.seq);
@@ -1573,11 +1566,8 @@ impl AuditLog {
                     _ => {}
                 }
             }
-            match page.last() {
-                Some(last) if page.len() == VERIFY_PAGE => after = last.seq,
-                _ => break,
-            }
-        }
+            Ok::<(), StoreError>(())
+        })?;
         let mut writes: Vec<crate::store::Write> = running
             .into_iter()
             .map(|(task, seq)| (running_key(&task), Some(seq.to_string().into_bytes())))
