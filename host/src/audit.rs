@@ -37,6 +37,16 @@ const VERIFY_PAGE: usize = 1000;
 /// Set once the task index covers every entry (built from the log once,
 /// for logs written before it existed).
 const TASK_INDEX_BUILT: &[u8] = b"t-index-built";
+/// A checkpoint signed into the store in the same write as the entries it
+/// covers (`k/<seq, 8 bytes big-endian>`), kept there until its copy in the
+/// checkpoint file is on disk.
+const CHECKPOINT_PREFIX: &[u8] = b"k/";
+
+fn checkpoint_key(seq: u64) -> Vec<u8> {
+    let mut k = CHECKPOINT_PREFIX.to_vec();
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
 
 fn running_key(task: &str) -> Vec<u8> {
     format!("{RUNNING_PREFIX}{task}").into_bytes()
@@ -567,6 +577,11 @@ struct ChainState {
     /// Why buffered entries were dropped since the last [`AuditLog::settle`]
     /// (told to it, whoever's write failed: often the committer's).
     failed: Option<String>,
+    /// The checkpoints kept in the store (by the entry they cover) until
+    /// their copy in the checkpoint file is on disk.
+    kept_checkpoints: Vec<u64>,
+    /// Checkpoints an earlier process kept in the store were copied.
+    recovered: bool,
 }
 
 impl Chain {
@@ -577,6 +592,10 @@ impl Chain {
     fn head(&self, st: &mut ChainState) -> Result<Head, StoreError> {
         if let Some(head) = &st.head {
             return Ok(head.clone());
+        }
+        if !st.recovered {
+            self.recover()?;
+            st.recovered = true;
         }
         let stored = self.store.get(AREA, HEAD_KEY)?;
         let head = match &stored {
@@ -590,6 +609,82 @@ impl Chain {
         st.numbered = head.seq;
         st.head = Some(head.clone());
         Ok(head)
+    }
+
+    /// Copy to the checkpoint file the checkpoints an earlier process kept
+    /// in the store (it stopped before their copy was on disk), and remove
+    /// them (kept if the file cannot be written). Run once, when the head
+    /// is first read.
+    fn recover(&self) -> Result<(), StoreError> {
+        let kept = self.store.scan(AREA, CHECKPOINT_PREFIX)?;
+        if kept.is_empty() {
+            return Ok(());
+        }
+        if let Some(signer) = &self.signer
+            && let Err(e) = signer.restore(&kept)
+        {
+            // Kept in the store for the next process to try again; until
+            // then `audit verify` names the entries the file does not cover.
+            tracing::error!(org = %self.store.org(), "{e}");
+            return Ok(());
+        }
+        let removed = kept
+            .into_iter()
+            .map(|(key, _)| (AREA.to_string(), key, None))
+            .collect();
+        self.store
+            .write_across_when(None, removed, Durability::Soon)?;
+        Ok(())
+    }
+
+    /// Remove from the store the checkpoints kept there whose copy in the
+    /// file is on disk (a write of their own: it needs no other).
+    fn remove_copied_checkpoints(&self) -> Result<(), StoreError> {
+        let Some(signer) = &self.signer else {
+            return Ok(());
+        };
+        let synced = signer.synced();
+        let copied: Vec<u64> = {
+            let mut st = self.lock();
+            let (copied, kept) = st.kept_checkpoints.iter().partition(|seq| **seq <= synced);
+            st.kept_checkpoints = kept;
+            copied
+        };
+        if copied.is_empty() {
+            return Ok(());
+        }
+        let removed = copied
+            .iter()
+            .map(|seq| (AREA.to_string(), checkpoint_key(*seq), None))
+            .collect();
+        if let Err(e) = self
+            .store
+            .write_across_when(None, removed, Durability::Soon)
+        {
+            self.lock().kept_checkpoints.extend(copied);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// A write of the chain was applied: have the checkpoint it holds
+    /// copied to the file once durable (or, with none written with the
+    /// entries, those due over them signed then).
+    fn written(&self, st: &mut ChainState, next: Prepared) -> Vec<Entry> {
+        let Some((signer, (cp, entry))) = self.signer.as_ref().zip(next.checkpoint) else {
+            self.sign_when_durable(&next.due);
+            return next.entries;
+        };
+        st.kept_checkpoints.push(cp.seq);
+        let mark = self.store.commit_mark();
+        signer.copies().waiting.push_back((mark, cp, entry));
+        let signer = std::sync::Arc::downgrade(signer);
+        self.store.after_durable(Box::new(move || {
+            if let Some(signer) = signer.upgrade() {
+                signer.copy_durable(mark);
+            }
+        }));
+        next.entries
     }
 
     /// Wait until no writer is hashing entries outside the lock.
@@ -726,6 +821,9 @@ impl Chain {
     fn forked(&self, st: &mut ChainState, buffered: usize) -> StoreError {
         let dropped = buffered + st.pending.len() + st.unsealed.len();
         st.head = None;
+        // Checkpoints kept in the store are copied again when it is read.
+        st.recovered = false;
+        st.kept_checkpoints.clear();
         st.pending.clear();
         st.pending_due.clear();
         st.unsealed.clear();
@@ -749,6 +847,9 @@ impl Chain {
     /// onto them since, are lost; the chain goes on from the store's head.
     fn lost(&self, st: &mut ChainState, e: StoreError, buffered: usize) -> StoreError {
         st.head = None;
+        // Checkpoints kept in the store are copied again when it is read.
+        st.recovered = false;
+        st.kept_checkpoints.clear();
         let later = st.pending.len() + st.unsealed.len();
         st.pending.clear();
         st.pending_due.clear();
@@ -879,6 +980,8 @@ impl Chain {
         // Most entries appended behind are hashed here, with appends going on.
         self.seal_behind()?;
         let mut st = self.lock();
+        // Checkpoints an earlier process kept are copied before the log is read.
+        self.head(&mut st)?;
         if items.is_empty() && st.pending.is_empty() && st.unsealed.is_empty() {
             return Ok(Some(Vec::new()));
         }
@@ -889,22 +992,23 @@ impl Chain {
             }
             return self.write_held(&mut st, items, Some(guard));
         }
-        let next = self.prepare(&mut st, items)?;
+        let mut next = self.prepare(&mut st, items)?;
         // Appends go on after these entries while the store writes.
         st.numbered = next.head.seq;
         st.head = Some(next.head.clone());
         let head_guard = Self::head_unchanged(&st);
         drop(st);
-        let applied =
-            self.store
-                .write_across_when(Some(&head_guard), next.writes, Durability::Soon);
+        let applied = self.store.write_across_when(
+            Some(&head_guard),
+            std::mem::take(&mut next.writes),
+            Durability::Soon,
+        );
         let mut st = self.lock();
         match applied {
             Ok(true) => {
-                st.stored = Some(next.head_bytes);
-                // Registered under the writer lock, so checkpoints are in log order.
-                self.sign_when_durable(&next.due);
-                Ok(Some(next.entries))
+                st.stored = Some(next.head_bytes.clone());
+                // Under the writer lock, so checkpoints are in log order.
+                Ok(Some(self.written(&mut st, next)))
             }
             Ok(false) => Err(self.forked(&mut st, next.buffered)),
             Err(e) => Err(self.lost(&mut st, e, next.buffered)),
@@ -927,18 +1031,17 @@ impl Chain {
             }
         }
         let head_guard = Self::head_unchanged(st);
-        let next = self.prepare(st, items)?;
+        let mut next = self.prepare(st, items)?;
         match self.store.write_across_when(
             Some(guard.unwrap_or(&head_guard)),
-            next.writes,
+            std::mem::take(&mut next.writes),
             Durability::Soon,
         ) {
             Ok(true) => {
                 st.numbered = next.head.seq;
-                st.head = Some(next.head);
-                st.stored = Some(next.head_bytes);
-                self.sign_when_durable(&next.due);
-                Ok(Some(next.entries))
+                st.head = Some(next.head.clone());
+                st.stored = Some(next.head_bytes.clone());
+                Ok(Some(self.written(st, next)))
             }
             Ok(false) if guard.is_none() => Err(self.forked(st, next.buffered)),
             Ok(false) => Ok(None),
@@ -979,6 +1082,23 @@ impl Chain {
             HEAD_KEY.to_vec(),
             Some(head_bytes.clone()),
         ));
+        // Where the store commits in the background, a checkpoint over the
+        // newest entry due one is signed now and written with the entries:
+        // the flush that makes them durable makes it durable too (it is
+        // copied to the file after that, and kept in the store until the
+        // copy is on disk).
+        let checkpoint = match (&self.signer, due.last()) {
+            (Some(signer), Some(entry)) if self.buffering => {
+                let cp = signer.sign(entry);
+                writes.push((
+                    AREA.to_string(),
+                    checkpoint_key(cp.seq),
+                    Some(crate::store::encode(&cp)?),
+                ));
+                Some((cp, entry.clone()))
+            }
+            _ => None,
+        };
         self.last_seq
             .fetch_max(head.seq, std::sync::atomic::Ordering::AcqRel);
         Ok(Prepared {
@@ -988,6 +1108,7 @@ impl Chain {
             entries,
             head,
             head_bytes,
+            checkpoint,
         })
     }
 }
@@ -1001,12 +1122,25 @@ struct Prepared {
     entries: Vec<Entry>,
     head: Head,
     head_bytes: Vec<u8>,
+    /// The checkpoint signed into the write, and the entry it covers.
+    checkpoint: Option<(Checkpoint, Entry)>,
 }
 
 impl crate::store::CommitHook for Chain {
     fn before_commit(&self) {
         // A failure is logged; the next append or read tries again.
         let _ = self.write_pending();
+        // The store's copies of checkpoints go once the file's are on disk.
+        if let Some(signer) = &self.signer {
+            match signer.sync_file() {
+                Ok(()) => {
+                    if let Err(e) = self.remove_copied_checkpoints() {
+                        tracing::error!("cannot remove copied checkpoints from the store: {e}");
+                    }
+                }
+                Err(e) => tracing::error!("cannot sync the checkpoint file: {e}"),
+            }
+        }
     }
 }
 
@@ -1042,11 +1176,116 @@ const GATHER: std::time::Duration = std::time::Duration::from_micros(100);
 /// Entries due a checkpoint, signed in order once they are durable.
 struct Signer {
     checkpointing: Checkpointing,
-    /// Due entries not yet signed, oldest first.
+    /// Due entries not yet signed, oldest first (a store that does not
+    /// commit in the background: no journal).
     unsigned: Mutex<std::collections::VecDeque<Entry>>,
+    /// Checkpoints signed into the store with their entries, to be copied
+    /// to the checkpoint file once durable.
+    copies: Mutex<Copies>,
+}
+
+#[derive(Default)]
+struct Copies {
+    /// Each with the store's commit mark after the write that holds it.
+    waiting: std::collections::VecDeque<(u64, Checkpoint, Entry)>,
+    /// The newest checkpoint copied to the file.
+    copied: u64,
+    /// Copied since the file was last synced.
+    unsynced: bool,
+    /// The newest checkpoint copied and synced.
+    synced: u64,
 }
 
 impl Signer {
+    fn copies(&self) -> std::sync::MutexGuard<'_, Copies> {
+        self.copies.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A checkpoint over `entry` (written to the store with it).
+    fn sign(&self, entry: &Entry) -> Checkpoint {
+        self.checkpointing
+            .keys
+            .checkpoint(&entry.org, entry.seq, &entry.hash, Utc::now())
+    }
+
+    /// Copy the checkpoints written before commit mark `mark` (durable
+    /// now) to the checkpoint file, in order, and publish them. The file is
+    /// synced later, before the store's copy is removed; until then a crash
+    /// loses nothing (the next process copies it again from the store).
+    fn copy_durable(&self, mark: u64) {
+        let mut published = Vec::new();
+        {
+            let mut c = self.copies();
+            while let Some((m, cp, entry)) = c.waiting.pop_front() {
+                if m > mark {
+                    c.waiting.push_front((m, cp, entry));
+                    break;
+                }
+                if let Err(e) = crate::keys::write_checkpoint(&self.checkpointing.file, &cp) {
+                    // Kept in the store: copied when the log is next opened.
+                    tracing::error!(
+                        seq = cp.seq,
+                        "could not write the audit checkpoint to {}: {e}",
+                        self.checkpointing.file.display()
+                    );
+                    c.waiting.push_front((m, cp, entry));
+                    break;
+                }
+                c.copied = cp.seq;
+                c.unsynced = true;
+                published.push((cp, entry));
+            }
+        }
+        if let Some(publish) = &self.checkpointing.publish {
+            for (cp, entry) in &published {
+                publish(cp, entry);
+            }
+        }
+    }
+
+    /// The newest checkpoint copied to the file and on disk there.
+    fn synced(&self) -> u64 {
+        self.copies().synced
+    }
+
+    /// Put the copies made so far on disk.
+    fn sync_file(&self) -> std::io::Result<()> {
+        let mut c = self.copies();
+        if c.unsynced {
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(&self.checkpointing.file)?
+                .sync_data()?;
+            c.unsynced = false;
+        }
+        c.synced = c.copied;
+        Ok(())
+    }
+
+    /// Copy to the file the checkpoints an earlier process kept in the
+    /// store and did not copy (or not onto disk) before it stopped: those
+    /// signed by this host's key and not in the file already.
+    fn restore(&self, kept: &[crate::store::Entry]) -> Result<(), StoreError> {
+        let c = &self.checkpointing;
+        let failed = |e: std::io::Error| {
+            StoreError::Io(format!(
+                "cannot copy kept checkpoints to {}: {e}",
+                c.file.display()
+            ))
+        };
+        let (present, _) = crate::keys::read_checkpoints(&c.file).map_err(failed)?;
+        let public = crate::keys::parse_public_key(&c.keys.public_key()).map_err(StoreError::Io)?;
+        for (_, value) in kept {
+            let Ok(cp) = serde_json::from_slice::<Checkpoint>(value) else {
+                continue;
+            };
+            if cp.signed_by(&public) && !present.iter().any(|p| p.signature == cp.signature) {
+                crate::keys::append_checkpoint(&c.file, &cp).map_err(failed)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Sign a checkpoint over the due entries up to `seq` (all durable).
     /// One checkpoint over the newest of them covers the others: its head
     /// hash anchors every entry before it. So task ends made durable
@@ -1082,7 +1321,18 @@ impl Signer {
 
 impl Drop for AuditLog {
     fn drop(&mut self) {
-        if let Err(e) = self.settle() {
+        // Durable, with the checkpoint file synced and the store's copies of
+        // its checkpoints removed.
+        let closed = self.settle().and_then(|()| {
+            if let Some(signer) = &self.chain.signer {
+                signer
+                    .sync_file()
+                    .map_err(|e| StoreError::Io(format!("cannot sync the checkpoint file: {e}")))?;
+            }
+            self.chain.remove_copied_checkpoints()?;
+            self.store.sync()
+        });
+        if let Err(e) = closed {
             tracing::error!(org = %self.store.org(), "could not make the last audit entries durable: {e}");
         }
     }
@@ -1142,6 +1392,7 @@ impl AuditLog {
         let signer = std::sync::Arc::new(Signer {
             checkpointing,
             unsigned: Mutex::new(std::collections::VecDeque::new()),
+            copies: Mutex::new(Copies::default()),
         });
         AuditLog::with_signer(store, Some(signer))
     }
@@ -1165,6 +1416,7 @@ impl AuditLog {
             .last_seq
             .load(std::sync::atomic::Ordering::Acquire);
         let written = self.chain.write_pending();
+        let mark = self.store.commit_mark();
         // Entries dropped since the last settle (by this write or another,
         // such as the committer's) are reported once, here.
         let failed = self.chain.lock().failed.take();
@@ -1172,8 +1424,12 @@ impl AuditLog {
         if let Some(why) = failed {
             return Err(StoreError::Io(why));
         }
-        self.store.sync()?;
+        self.store.sync_through(mark)?;
         if let Some(signer) = &self.chain.signer {
+            // Checkpoints signed into the store with their entries are
+            // copied to the file; those due over entries written by a store
+            // that does not commit in the background are signed now.
+            signer.copy_durable(mark);
             signer.sign_through(appended);
         }
         Ok(())

@@ -326,6 +326,12 @@ pub fn parse_public_key(text: &str) -> Result<VerifyingKey, String> {
 
 /// Append `checkpoint` to the checkpoint file at `path` (JSON Lines, created 0600).
 pub fn append_checkpoint(path: &Path, checkpoint: &Checkpoint) -> std::io::Result<()> {
+    write_checkpoint(path, checkpoint)?.sync_data()
+}
+
+/// Append a checkpoint line to `path` (created private) without syncing
+/// it: the caller keeps the checkpoint elsewhere until it syncs the file.
+pub fn write_checkpoint(path: &Path, checkpoint: &Checkpoint) -> std::io::Result<std::fs::File> {
     let mut line = serde_json::to_vec(checkpoint).map_err(std::io::Error::other)?;
     line.push(b'\n');
     let mut options = std::fs::OpenOptions::new();
@@ -334,7 +340,7 @@ pub fn append_checkpoint(path: &Path, checkpoint: &Checkpoint) -> std::io::Resul
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = options.open(path)?;
     file.write_all(&line)?;
-    file.sync_data()
+    Ok(file)
 }
 
 /// Read a checkpoint file: every line that parses, and one message per line

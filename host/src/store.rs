@@ -105,6 +105,46 @@ pub enum Durability {
 /// How many flushes may be under way at once.
 const FLUSHES_AT_ONCE: usize = 2;
 
+/// The stores this process has open, by path, until their committer thread
+/// is done. The last user of a store may be work that thread runs (a hook
+/// or a callback holding it); sled's file lock is released only once that
+/// thread is done, so opening the store again waits for it.
+static OPEN: Mutex<Vec<std::path::PathBuf>> = Mutex::new(Vec::new());
+static CLOSED: Condvar = Condvar::new();
+
+/// The longest an open waits for a store of this process to finish closing.
+const CLOSING_WAIT: Duration = Duration::from_secs(10);
+
+fn open_stores() -> std::sync::MutexGuard<'static, Vec<std::path::PathBuf>> {
+    OPEN.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The store at `path` is closed (its committer thread is done).
+fn closed(path: &Path) {
+    let mut list = open_stores();
+    if let Some(i) = list.iter().position(|p| p == path) {
+        list.swap_remove(i);
+    }
+    CLOSED.notify_all();
+}
+
+/// Wait (a while) until no store of this process at `path` is open.
+fn wait_until_closed(path: &Path) {
+    let deadline = std::time::Instant::now() + CLOSING_WAIT;
+    let mut list = open_stores();
+    while list.iter().any(|p| p == path) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        list = CLOSED
+            .wait_timeout(list, left)
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .0;
+    }
+}
+
 /// The longest a [`Durability::Soon`] write waits for its group commit.
 pub const COMMIT_INTERVAL: Duration = Duration::from_millis(10);
 
@@ -438,6 +478,7 @@ impl SledStore {
     /// flusher is off: the group commit flushes (and its committer thread
     /// stops when the store is dropped, so the file lock is released then).
     pub fn open(path: &Path) -> Result<SledStore, StoreError> {
+        wait_until_closed(path);
         let db = sled::Config::new()
             .path(path)
             .flush_every_ms(None)
@@ -475,12 +516,23 @@ impl SledStore {
         });
         let committer = {
             let commits = commits.clone();
+            let dir = path.to_path_buf();
+            open_stores().push(dir.clone());
             std::thread::Builder::new()
                 .name("clancy-commit".into())
-                .spawn(move || commits.run_committer())
-                .map_err(|e| StoreError::Open {
-                    path: path.display().to_string(),
-                    reason: format!("cannot start the group commit: {e}"),
+                .spawn(move || {
+                    commits.run_committer();
+                    // The last of sled's handles goes with this; then the
+                    // store may be opened again.
+                    drop(commits);
+                    closed(&dir);
+                })
+                .map_err(|e| {
+                    closed(path);
+                    StoreError::Open {
+                        path: path.display().to_string(),
+                        reason: format!("cannot start the group commit: {e}"),
+                    }
                 })?
         };
         Ok(SledStore {

@@ -15,7 +15,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use clancy::audit::{AuditLog, Kind, Record};
 use clancy::org::{DataDirMode, Org};
-use clancy::store::{COMMIT_INTERVAL, OrgStore, SledStore, Store};
+use clancy::store::{
+    AreaWrite, COMMIT_INTERVAL, CommitHook, CommitStats, Durability, Guard, OnDurable, OrgStore,
+    SledStore, Store, StoreError, Write,
+};
 
 const APPENDERS: usize = 16;
 
@@ -240,6 +243,9 @@ fn appender_child() -> Result<()> {
     let Some(data) = std::env::var_os("CLANCY_APPENDER_DATA") else {
         bail!("run by the group-commit tests with CLANCY_APPENDER_DATA set");
     };
+    if std::env::var("CLANCY_APPENDER_MODE").as_deref() == Ok("settled") {
+        return settled_child(Path::new(&data));
+    }
     let host = Org::open(Path::new(&data), "default", DataDirMode::Create)?;
     let audit = host.audit().clone();
     let say = |seq: u64, hash: &str| {
@@ -376,6 +382,16 @@ fn task_ends_made_durable_together_share_one_checkpoint_and_a_cut_one_is_still_c
         signed.len()
     );
     ensure!(signed.last().is_some_and(|c| c.seq == 20), "{signed:?}");
+    // The store's copies of the checkpoints go once the file's are synced
+    // (by the next commit).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !org.store().scan("audit", b"default/k/")?.is_empty() {
+        ensure!(
+            Instant::now() < deadline,
+            "checkpoints kept in the store long after their copy was written"
+        );
+        std::thread::sleep(COMMIT_INTERVAL);
+    }
     let v = org.verify_audit(None)?;
     ensure!(v.is_intact(), "{:?}", v.problems);
     // Cut the last checkpoint: the task ends after the one left are caught.
@@ -388,5 +404,193 @@ fn task_ends_made_durable_together_share_one_checkpoint_and_a_cut_one_is_still_c
             && problems.contains("the checkpoint file was cut or replaced"),
         "{problems}"
     );
+    Ok(())
+}
+
+/// The store of a process killed before its committer ever ran: a sled
+/// store that commits in the background but never calls the log's commit
+/// hook, so what the log writes stays as written.
+struct HooksNeverRun(SledStore);
+
+impl Store for HooksNeverRun {
+    fn get(&self, area: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.0.get(area, key)
+    }
+    fn write(&self, area: &str, writes: Vec<Write>) -> Result<(), StoreError> {
+        self.0.write(area, writes)
+    }
+    fn scan(&self, area: &str, prefix: &[u8]) -> Result<Vec<clancy::store::Entry>, StoreError> {
+        self.0.scan(area, prefix)
+    }
+    fn areas(&self) -> Result<Vec<String>, StoreError> {
+        self.0.areas()
+    }
+    fn write_if(
+        &self,
+        area: &str,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        writes: Vec<Write>,
+    ) -> Result<bool, StoreError> {
+        self.0.write_if(area, key, expected, writes)
+    }
+    fn write_across(
+        &self,
+        guard: Option<&Guard>,
+        writes: Vec<AreaWrite>,
+    ) -> Result<bool, StoreError> {
+        self.0.write_across(guard, writes)
+    }
+    fn write_across_when(
+        &self,
+        guard: Option<&Guard>,
+        writes: Vec<AreaWrite>,
+        when: Durability,
+    ) -> Result<bool, StoreError> {
+        self.0.write_across_when(guard, writes, when)
+    }
+    fn sync(&self) -> Result<(), StoreError> {
+        self.0.sync()
+    }
+    fn commit_mark(&self) -> u64 {
+        self.0.commit_mark()
+    }
+    fn sync_through(&self, mark: u64) -> Result<(), StoreError> {
+        self.0.sync_through(mark)
+    }
+    fn after_durable(&self, then: OnDurable) {
+        self.0.after_durable(then)
+    }
+    fn commit_stats(&self) -> CommitStats {
+        self.0.commit_stats()
+    }
+    fn commits_in_background(&self) -> bool {
+        true
+    }
+    fn before_commit(&self, _hook: std::sync::Weak<dyn CommitHook>) {}
+}
+
+/// The child of the checkpoint test: three tasks, then `settle` (what
+/// `clancy run` does before it shows the result), acknowledged; then it
+/// waits to be killed.
+fn settled_child(data: &Path) -> Result<()> {
+    let store = Arc::new(HooksNeverRun(SledStore::open(&data.join("store"))?));
+    let host = Org::open_with_store(data, "default", store)?;
+    let audit = host.audit();
+    let mut last = 0;
+    for t in 0..3 {
+        let task = format!("task-{t}");
+        for kind in [Kind::TaskStart, Kind::Note, Kind::TaskEnd] {
+            let record = Record {
+                task: task.clone(),
+                ..record(t, 0)
+            };
+            last = audit.append_behind(kind, record)?;
+        }
+    }
+    audit.settle()?;
+    let entry = audit
+        .entry(last)?
+        .context("the last entry is not in the store")?;
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "acked {} {}", entry.seq, entry.hash);
+    let _ = out.flush();
+    drop(out);
+    std::thread::sleep(Duration::from_secs(60));
+    Ok(())
+}
+
+/// The keys of `org`'s log under `prefix` in the raw store of `data`.
+fn raw_keys(data: &Path, prefix: &str) -> Result<Vec<Vec<u8>>> {
+    let store = SledStore::open(&data.join("store"))?;
+    Ok(store
+        .scan("audit", format!("default/{prefix}").as_bytes())?
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect())
+}
+
+/// A settled task's checkpoint is signed into the store in the same write
+/// as the entries it covers, so one flush makes both durable; its copy in
+/// the checkpoint file is written after that without a sync of its own.
+/// Killed before the copy was synced (its committer never ran), the next
+/// process restores the copy from the store, even when the file lost it
+/// (as a power cut could), and then removes the store's copy.
+#[test]
+fn a_settled_checkpoint_is_durable_with_its_entries_and_restored_after_sigkill() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let mut child = child(&data, "settled")?;
+    let acked = read_acks(&mut child, 1)?;
+    ensure!(acked.len() == 1, "the child ended before it settled");
+    let settled = acked[0].0;
+
+    // As the kill left it: the checkpoint over the last task end kept in
+    // the store beside the entries.
+    let mut key = b"default/k/".to_vec();
+    key.extend_from_slice(&settled.to_be_bytes());
+    ensure!(
+        raw_keys(&data, "k/")?.contains(&key),
+        "no checkpoint over {settled} kept in the store"
+    );
+    // The file's copy of it lost.
+    let file = data.join("checkpoints.jsonl");
+    let text = std::fs::read_to_string(&file)?;
+    let mut lines: Vec<&str> = text.lines().collect();
+    let last: clancy::keys::Checkpoint =
+        serde_json::from_str(lines.pop().context("no checkpoint was copied")?)?;
+    ensure!(
+        last.seq == settled,
+        "the copy covers {} not {settled}",
+        last.seq
+    );
+    std::fs::write(
+        &file,
+        lines.iter().map(|l| format!("{l}\n")).collect::<String>(),
+    )?;
+
+    check_after_kill(&data, &acked)?;
+    let (restored, _) = clancy::keys::read_checkpoints(&file)?;
+    ensure!(
+        restored
+            .iter()
+            .any(|c| c.seq == settled && c.signature == last.signature),
+        "the checkpoint kept in the store was not restored to the file"
+    );
+    ensure!(
+        raw_keys(&data, "k/")?.is_empty(),
+        "the kept checkpoint was not removed"
+    );
+    Ok(())
+}
+
+/// The last user of a store may be work its committer thread runs (a
+/// callback holding it): the store then closes on that thread, and sled's
+/// lock on the data dir is held until the thread is done. Opening the
+/// store again in this process waits for that instead of reading the lock
+/// as another process's.
+#[test]
+fn a_store_closed_by_its_own_committer_can_be_opened_again_at_once() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("store");
+    for round in 0..3u8 {
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(&path)?);
+        store.write_across_when(
+            None,
+            vec![("probe".into(), vec![round], Some(vec![round]))],
+            Durability::Soon,
+        )?;
+        let held = store.clone();
+        store.after_durable(Box::new(move || {
+            // Run by the committer after its next flush; the store is
+            // dropped here, last, after a while.
+            std::thread::sleep(Duration::from_millis(100));
+            drop(held);
+        }));
+        drop(store);
+        let reopened = SledStore::open(&path)?;
+        assert_eq!(reopened.get("probe", &[round])?, Some(vec![round]));
+    }
     Ok(())
 }
