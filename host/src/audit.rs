@@ -25,7 +25,9 @@ const HEAD_KEY: &[u8] = b"head";
 const ENTRY_PREFIX: &[u8] = b"e/";
 /// The index of each task's entries: `t/<task>/<seq, 16 hex>`, written in
 /// the same transaction as the entry, so a task's entries are found
-/// without reading the log.
+/// without reading the log. The value is `1` (the entry the key names) or,
+/// for a task with several entries in one write, their numbers (16 hex
+/// digits each, comma-separated): one key a task a write.
 const TASK_PREFIX: &str = "t/";
 /// The tasks started and not ended: `r/<task>` holds the sequence number
 /// of its start, written with the start and removed with the end.
@@ -54,6 +56,79 @@ fn running_key(task: &str) -> Vec<u8> {
 
 fn task_key(task: &str, seq: u64) -> Vec<u8> {
     format!("{TASK_PREFIX}{task}/{seq:016x}").into_bytes()
+}
+
+/// The entries an index key of a task points to.
+fn indexed_seqs(key: &[u8], value: &[u8]) -> Vec<u64> {
+    if value == b"1" {
+        let key = String::from_utf8_lossy(key);
+        return key
+            .rsplit_once('/')
+            .and_then(|(_, seq)| u64::from_str_radix(seq, 16).ok())
+            .into_iter()
+            .collect();
+    }
+    String::from_utf8_lossy(value)
+        .split(',')
+        .filter_map(|seq| u64::from_str_radix(seq, 16).ok())
+        .collect()
+}
+
+/// The index keys of one write of the chain, fewer: a task's entries in it
+/// share one key, and a task that starts and ends in it leaves no mark in
+/// the index of running tasks (its start set it in this write). sled costs
+/// several microseconds a key, so this is most of what a task's write costs
+/// beyond its entries.
+fn compact_index(writes: Vec<AreaWrite>) -> Vec<AreaWrite> {
+    let mut out = Vec::with_capacity(writes.len());
+    let mut tasks: Vec<(String, Vec<u64>)> = Vec::new();
+    // Per running key: whether this write set it first, and its last value.
+    let mut running: Vec<(Vec<u8>, bool, Option<Vec<u8>>)> = Vec::new();
+    for (area, key, value) in writes {
+        if area != AREA {
+            out.push((area, key, value));
+            continue;
+        }
+        if key.starts_with(TASK_PREFIX.as_bytes()) && value.as_deref() == Some(b"1") {
+            let text = String::from_utf8_lossy(&key[TASK_PREFIX.len()..]).into_owned();
+            if let Some((task, seq)) = text.rsplit_once('/')
+                && let Ok(seq) = u64::from_str_radix(seq, 16)
+            {
+                match tasks.iter_mut().find(|(t, _)| t == task) {
+                    Some((_, seqs)) => seqs.push(seq),
+                    None => tasks.push((task.to_string(), vec![seq])),
+                }
+                continue;
+            }
+        }
+        if key.starts_with(RUNNING_PREFIX.as_bytes()) {
+            match running.iter_mut().find(|(k, _, _)| *k == key) {
+                Some((_, _, last)) => *last = value,
+                None => running.push((key, value.is_some(), value)),
+            }
+            continue;
+        }
+        out.push((area, key, value));
+    }
+    for (task, seqs) in tasks {
+        let value = match seqs.as_slice() {
+            [_] => b"1".to_vec(),
+            _ => seqs
+                .iter()
+                .map(|seq| format!("{seq:016x}"))
+                .collect::<Vec<_>>()
+                .join(",")
+                .into_bytes(),
+        };
+        out.push((AREA.to_string(), task_key(&task, seqs[0]), Some(value)));
+    }
+    for (key, set_here, last) in running {
+        // Set and removed in this write: it was never there before it.
+        if !(set_here && last.is_none()) {
+            out.push((AREA.to_string(), key, last));
+        }
+    }
+    out
 }
 /// The `prev` of the first entry.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -1076,6 +1151,7 @@ impl Chain {
             }
             entries.push(entry);
         }
+        let mut writes = compact_index(writes);
         let head_bytes = crate::store::encode(&head)?;
         writes.push((
             AREA.to_string(),
@@ -1750,19 +1826,17 @@ impl AuditLog {
     pub fn task_entries(&self, task: &str) -> Result<Vec<Entry>, StoreError> {
         self.build_task_index()?;
         let mut out = Vec::new();
-        for (key, _) in self
+        for (key, value) in self
             .store
             .scan(AREA, format!("{TASK_PREFIX}{task}/").as_bytes())?
         {
-            let seq = String::from_utf8_lossy(&key)
-                .rsplit_once('/')
-                .and_then(|(_, seq)| u64::from_str_radix(seq, 16).ok());
-            let Some(seq) = seq else { continue };
-            // An index key is only a pointer: the entry itself must say so.
-            if let Some(e) = self.entry(seq)?
-                && e.record.task == task
-            {
-                out.push(e);
+            for seq in indexed_seqs(&key, &value) {
+                // An index key is only a pointer: the entry itself must say so.
+                if let Some(e) = self.entry(seq)?
+                    && e.record.task == task
+                {
+                    out.push(e);
+                }
             }
         }
         Ok(out)
@@ -2151,6 +2225,52 @@ mod tests {
         Kind::Change,
         Kind::Note,
     ];
+
+    /// One write of two tasks: one that starts and ends in it, one that
+    /// only starts; an entry of another area rides along.
+    #[test]
+    fn a_write_indexes_each_task_under_one_key_and_drops_a_start_ended_in_it() {
+        let area =
+            |k: &[u8], v: Option<&[u8]>| (AREA.to_string(), k.to_vec(), v.map(<[u8]>::to_vec));
+        let mut writes = Vec::new();
+        for (seq, task) in [(5, "a"), (6, "b"), (7, "a"), (8, "a")] {
+            writes.push(area(&AuditLog::entry_key(seq), Some(b"{}")));
+            writes.push(area(&task_key(task, seq), Some(b"1")));
+        }
+        writes.push(area(&running_key("a"), Some(b"5")));
+        writes.push(area(&running_key("b"), Some(b"6")));
+        writes.push(area(&running_key("a"), None));
+        writes.push((
+            "approvals".to_string(),
+            b"a/x".to_vec(),
+            Some(b"v".to_vec()),
+        ));
+        let out = compact_index(writes);
+        let find = |key: &[u8]| {
+            out.iter()
+                .find(|(_, k, _)| k == key)
+                .map(|(_, _, v)| v.clone())
+        };
+        // Task a: one key, at its first entry, naming all three.
+        let a = find(&task_key("a", 5)).flatten().unwrap_or_default();
+        assert_eq!(indexed_seqs(&task_key("a", 5), &a), vec![5, 7, 8]);
+        assert_eq!(find(&task_key("a", 7)), None);
+        // Task b: one entry, the plain form.
+        let b = find(&task_key("b", 6)).flatten().unwrap_or_default();
+        assert_eq!(b, b"1");
+        assert_eq!(indexed_seqs(&task_key("b", 6), &b), vec![6]);
+        // a started and ended here: no running key at all; b still runs.
+        assert_eq!(find(&running_key("a")), None);
+        assert_eq!(find(&running_key("b")), Some(Some(b"6".to_vec())));
+        assert_eq!(find(b"a/x"), Some(Some(b"v".to_vec())));
+        assert_eq!(
+            out.iter()
+                .filter(|(_, k, _)| k.starts_with(ENTRY_PREFIX))
+                .count(),
+            4
+        );
+        assert_eq!(out.len(), 4 + 2 + 1 + 1);
+    }
 
     fn entry(seq: u64, prev: String, kind: Kind, reason: String, args: String) -> Entry {
         let mut e = Entry {
