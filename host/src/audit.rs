@@ -1252,8 +1252,9 @@ const GATHER: std::time::Duration = std::time::Duration::from_micros(100);
 /// Entries due a checkpoint, signed in order once they are durable.
 struct Signer {
     checkpointing: Checkpointing,
-    /// Due entries not yet signed, oldest first (a store that does not
-    /// commit in the background: no journal).
+    /// Due entries not yet signed, oldest first (where the store does not
+    /// commit in the background; elsewhere checkpoints are signed into the
+    /// write of the entries they cover).
     unsigned: Mutex<std::collections::VecDeque<Entry>>,
     /// Checkpoints signed into the store with their entries, to be copied
     /// to the checkpoint file once durable.
