@@ -81,9 +81,13 @@ fn indexed_seqs(key: &[u8], value: &[u8]) -> Vec<u64> {
 /// beyond its entries.
 fn compact_index(writes: Vec<AreaWrite>) -> Vec<AreaWrite> {
     let mut out = Vec::with_capacity(writes.len());
+    // Each task's entries, in the order tasks first appear (and where).
     let mut tasks: Vec<(String, Vec<u64>)> = Vec::new();
+    let mut task_at: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     // Per running key: whether this write set it first, and its last value.
     let mut running: Vec<(Vec<u8>, bool, Option<Vec<u8>>)> = Vec::new();
+    let mut running_at: std::collections::HashMap<Vec<u8>, usize> =
+        std::collections::HashMap::new();
     for (area, key, value) in writes {
         if area != AREA {
             out.push((area, key, value));
@@ -94,17 +98,23 @@ fn compact_index(writes: Vec<AreaWrite>) -> Vec<AreaWrite> {
             if let Some((task, seq)) = text.rsplit_once('/')
                 && let Ok(seq) = u64::from_str_radix(seq, 16)
             {
-                match tasks.iter_mut().find(|(t, _)| t == task) {
-                    Some((_, seqs)) => seqs.push(seq),
-                    None => tasks.push((task.to_string(), vec![seq])),
+                match task_at.get(task) {
+                    Some(&i) => tasks[i].1.push(seq),
+                    None => {
+                        task_at.insert(task.to_string(), tasks.len());
+                        tasks.push((task.to_string(), vec![seq]));
+                    }
                 }
                 continue;
             }
         }
         if key.starts_with(RUNNING_PREFIX.as_bytes()) {
-            match running.iter_mut().find(|(k, _, _)| *k == key) {
-                Some((_, _, last)) => *last = value,
-                None => running.push((key, value.is_some(), value)),
+            match running_at.get(&key) {
+                Some(&i) => running[i].2 = value,
+                None => {
+                    running_at.insert(key.clone(), running.len());
+                    running.push((key, value.is_some(), value));
+                }
             }
             continue;
         }
@@ -1377,9 +1387,7 @@ impl Signer {
             return;
         };
         let c = &self.checkpointing;
-        let checkpoint = c
-            .keys
-            .checkpoint(&entry.org, entry.seq, &entry.hash, Utc::now());
+        let checkpoint = self.sign(&entry);
         match crate::keys::append_checkpoint(&c.file, &checkpoint) {
             Ok(()) => {
                 if let Some(publish) = &c.publish {
