@@ -39,16 +39,6 @@ const VERIFY_PAGE: usize = 1000;
 /// Set once the task index covers every entry (built from the log once,
 /// for logs written before it existed).
 const TASK_INDEX_BUILT: &[u8] = b"t-index-built";
-/// A checkpoint signed into the store in the same write as the entries it
-/// covers (`k/<seq, 8 bytes big-endian>`), kept there until its copy in the
-/// checkpoint file is on disk.
-const CHECKPOINT_PREFIX: &[u8] = b"k/";
-
-fn checkpoint_key(seq: u64) -> Vec<u8> {
-    let mut k = CHECKPOINT_PREFIX.to_vec();
-    k.extend_from_slice(&seq.to_be_bytes());
-    k
-}
 
 fn running_key(task: &str) -> Vec<u8> {
     format!("{RUNNING_PREFIX}{task}").into_bytes()
@@ -662,11 +652,6 @@ struct ChainState {
     /// Why buffered entries were dropped since the last [`AuditLog::settle`]
     /// (told to it, whoever's write failed: often the committer's).
     failed: Option<String>,
-    /// The checkpoints kept in the store (by the entry they cover) until
-    /// their copy in the checkpoint file is on disk.
-    kept_checkpoints: Vec<u64>,
-    /// Checkpoints an earlier process kept in the store were copied.
-    recovered: bool,
 }
 
 impl Chain {
@@ -677,10 +662,6 @@ impl Chain {
     fn head(&self, st: &mut ChainState) -> Result<Head, StoreError> {
         if let Some(head) = &st.head {
             return Ok(head.clone());
-        }
-        if !st.recovered {
-            self.recover()?;
-            st.recovered = true;
         }
         let stored = self.store.get(AREA, HEAD_KEY)?;
         let head = match &stored {
@@ -696,71 +677,14 @@ impl Chain {
         Ok(head)
     }
 
-    /// Copy to the checkpoint file the checkpoints an earlier process kept
-    /// in the store (it stopped before their copy was on disk), and remove
-    /// them (kept if the file cannot be written). Run once, when the head
-    /// is first read.
-    fn recover(&self) -> Result<(), StoreError> {
-        let kept = self.store.scan(AREA, CHECKPOINT_PREFIX)?;
-        if kept.is_empty() {
-            return Ok(());
-        }
-        if let Some(signer) = &self.signer
-            && let Err(e) = signer.restore(&kept)
-        {
-            // Kept in the store for the next process to try again; until
-            // then `audit verify` names the entries the file does not cover.
-            tracing::error!(org = %self.store.org(), "{e}");
-            return Ok(());
-        }
-        let removed = kept
-            .into_iter()
-            .map(|(key, _)| (AREA.to_string(), key, None))
-            .collect();
-        self.store
-            .write_across_when(None, removed, Durability::Soon)?;
-        Ok(())
-    }
-
-    /// Remove from the store the checkpoints kept there whose copy in the
-    /// file is on disk (a write of their own: it needs no other).
-    fn remove_copied_checkpoints(&self) -> Result<(), StoreError> {
-        let Some(signer) = &self.signer else {
-            return Ok(());
-        };
-        let synced = signer.synced();
-        let copied: Vec<u64> = {
-            let mut st = self.lock();
-            let (copied, kept) = st.kept_checkpoints.iter().partition(|seq| **seq <= synced);
-            st.kept_checkpoints = kept;
-            copied
-        };
-        if copied.is_empty() {
-            return Ok(());
-        }
-        let removed = copied
-            .iter()
-            .map(|seq| (AREA.to_string(), checkpoint_key(*seq), None))
-            .collect();
-        if let Err(e) = self
-            .store
-            .write_across_when(None, removed, Durability::Soon)
-        {
-            self.lock().kept_checkpoints.extend(copied);
-            return Err(e);
-        }
-        Ok(())
-    }
-
-    /// A write of the chain was applied: have the checkpoint it holds
-    /// copied to the file once durable (or, with none written with the
-    /// entries, those due over them signed then).
-    fn written(&self, st: &mut ChainState, next: Prepared) -> Vec<Entry> {
+    /// A write of the chain was applied: have the checkpoint signed over it
+    /// copied to the file once durable (or, where none was signed with the
+    /// write, those due over its entries signed then).
+    fn written(&self, next: Prepared) -> Vec<Entry> {
         let Some((signer, (cp, entry))) = self.signer.as_ref().zip(next.checkpoint) else {
             self.sign_when_durable(&next.due);
             return next.entries;
         };
-        st.kept_checkpoints.push(cp.seq);
         let mark = self.store.commit_mark();
         signer.copies().waiting.push_back((mark, cp, entry));
         let signer = std::sync::Arc::downgrade(signer);
@@ -906,9 +830,6 @@ impl Chain {
     fn forked(&self, st: &mut ChainState, buffered: usize) -> StoreError {
         let dropped = buffered + st.pending.len() + st.unsealed.len();
         st.head = None;
-        // Checkpoints kept in the store are copied again when it is read.
-        st.recovered = false;
-        st.kept_checkpoints.clear();
         st.pending.clear();
         st.pending_due.clear();
         st.unsealed.clear();
@@ -932,9 +853,6 @@ impl Chain {
     /// onto them since, are lost; the chain goes on from the store's head.
     fn lost(&self, st: &mut ChainState, e: StoreError, buffered: usize) -> StoreError {
         st.head = None;
-        // Checkpoints kept in the store are copied again when it is read.
-        st.recovered = false;
-        st.kept_checkpoints.clear();
         let later = st.pending.len() + st.unsealed.len();
         st.pending.clear();
         st.pending_due.clear();
@@ -1065,8 +983,6 @@ impl Chain {
         // Most entries appended behind are hashed here, with appends going on.
         self.seal_behind()?;
         let mut st = self.lock();
-        // Checkpoints an earlier process kept are copied before the log is read.
-        self.head(&mut st)?;
         if items.is_empty() && st.pending.is_empty() && st.unsealed.is_empty() {
             return Ok(Some(Vec::new()));
         }
@@ -1093,7 +1009,7 @@ impl Chain {
             Ok(true) => {
                 st.stored = Some(next.head_bytes.clone());
                 // Under the writer lock, so checkpoints are in log order.
-                Ok(Some(self.written(&mut st, next)))
+                Ok(Some(self.written(next)))
             }
             Ok(false) => Err(self.forked(&mut st, next.buffered)),
             Err(e) => Err(self.lost(&mut st, e, next.buffered)),
@@ -1126,7 +1042,7 @@ impl Chain {
                 st.numbered = next.head.seq;
                 st.head = Some(next.head.clone());
                 st.stored = Some(next.head_bytes.clone());
-                Ok(Some(self.written(st, next)))
+                Ok(Some(self.written(next)))
             }
             Ok(false) if guard.is_none() => Err(self.forked(st, next.buffered)),
             Ok(false) => Ok(None),
@@ -1169,19 +1085,12 @@ impl Chain {
             Some(head_bytes.clone()),
         ));
         // Where the store commits in the background, a checkpoint over the
-        // newest entry due one is signed now and written with the entries:
-        // the flush that makes them durable makes it durable too (it is
-        // copied to the file after that, and kept in the store until the
-        // copy is on disk).
+        // newest entry due one is signed now, off the flush's path; it is
+        // written to the checkpoint file once the flush has made the
+        // entries durable (and synced there at the next commit).
         let checkpoint = match (&self.signer, due.last()) {
             (Some(signer), Some(entry)) if self.buffering => {
-                let cp = signer.sign(entry);
-                writes.push((
-                    AREA.to_string(),
-                    checkpoint_key(cp.seq),
-                    Some(crate::store::encode(&cp)?),
-                ));
-                Some((cp, entry.clone()))
+                Some((signer.sign(entry), entry.clone()))
             }
             _ => None,
         };
@@ -1208,7 +1117,7 @@ struct Prepared {
     entries: Vec<Entry>,
     head: Head,
     head_bytes: Vec<u8>,
-    /// The checkpoint signed into the write, and the entry it covers.
+    /// The checkpoint signed over the write's newest due entry, and it.
     checkpoint: Option<(Checkpoint, Entry)>,
 }
 
@@ -1216,16 +1125,11 @@ impl crate::store::CommitHook for Chain {
     fn before_commit(&self) {
         // A failure is logged; the next append or read tries again.
         let _ = self.write_pending();
-        // The store's copies of checkpoints go once the file's are on disk.
-        if let Some(signer) = &self.signer {
-            match signer.sync_file() {
-                Ok(()) => {
-                    if let Err(e) = self.remove_copied_checkpoints() {
-                        tracing::error!("cannot remove copied checkpoints from the store: {e}");
-                    }
-                }
-                Err(e) => tracing::error!("cannot sync the checkpoint file: {e}"),
-            }
+        // Checkpoint lines written since the last commit go to disk.
+        if let Some(signer) = &self.signer
+            && let Err(e) = signer.sync_file()
+        {
+            tracing::error!("cannot sync the checkpoint file: {e}");
         }
     }
 }
@@ -1263,11 +1167,11 @@ const GATHER: std::time::Duration = std::time::Duration::from_micros(100);
 struct Signer {
     checkpointing: Checkpointing,
     /// Due entries not yet signed, oldest first (where the store does not
-    /// commit in the background; elsewhere checkpoints are signed into the
-    /// write of the entries they cover).
+    /// commit in the background; elsewhere a checkpoint is signed with the
+    /// write of the entries it covers).
     unsigned: Mutex<std::collections::VecDeque<Entry>>,
-    /// Checkpoints signed into the store with their entries, to be copied
-    /// to the checkpoint file once durable.
+    /// Checkpoints signed with the writes of their entries, to be copied to
+    /// the checkpoint file once those are durable.
     copies: Mutex<Copies>,
 }
 
@@ -1275,12 +1179,8 @@ struct Signer {
 struct Copies {
     /// Each with the store's commit mark after the write that holds it.
     waiting: std::collections::VecDeque<(u64, Checkpoint, Entry)>,
-    /// The newest checkpoint copied to the file.
-    copied: u64,
     /// Copied since the file was last synced.
     unsynced: bool,
-    /// The newest checkpoint copied and synced.
-    synced: u64,
 }
 
 impl Signer {
@@ -1295,10 +1195,11 @@ impl Signer {
             .checkpoint(&entry.org, entry.seq, &entry.hash, Utc::now())
     }
 
-    /// Copy the checkpoints written before commit mark `mark` (durable
-    /// now) to the checkpoint file, in order, and publish them. The file is
-    /// synced later, before the store's copy is removed; until then a crash
-    /// loses nothing (the next process copies it again from the store).
+    /// Copy the checkpoints signed over writes made before commit mark
+    /// `mark` (durable now) to the checkpoint file, in order, and publish
+    /// them. The file is synced at the next commit, not here: a process
+    /// killed meanwhile loses nothing (the line is in the page cache); a
+    /// power cut can lose the line, which `audit verify` then reports.
     fn copy_durable(&self, mark: u64) {
         let mut published = Vec::new();
         {
@@ -1309,7 +1210,8 @@ impl Signer {
                     break;
                 }
                 if let Err(e) = crate::keys::write_checkpoint(&self.checkpointing.file, &cp) {
-                    // Kept in the store: copied when the log is next opened.
+                    // Tried again with the next copy; `audit verify` names
+                    // the entries it leaves uncovered meanwhile.
                     tracing::error!(
                         seq = cp.seq,
                         "could not write the audit checkpoint to {}: {e}",
@@ -1318,7 +1220,6 @@ impl Signer {
                     c.waiting.push_front((m, cp, entry));
                     break;
                 }
-                c.copied = cp.seq;
                 c.unsynced = true;
                 published.push((cp, entry));
             }
@@ -1330,11 +1231,6 @@ impl Signer {
         }
     }
 
-    /// The newest checkpoint copied to the file and on disk there.
-    fn synced(&self) -> u64 {
-        self.copies().synced
-    }
-
     /// Put the copies made so far on disk.
     fn sync_file(&self) -> std::io::Result<()> {
         let mut c = self.copies();
@@ -1344,31 +1240,6 @@ impl Signer {
                 .open(&self.checkpointing.file)?
                 .sync_data()?;
             c.unsynced = false;
-        }
-        c.synced = c.copied;
-        Ok(())
-    }
-
-    /// Copy to the file the checkpoints an earlier process kept in the
-    /// store and did not copy (or not onto disk) before it stopped: those
-    /// signed by this host's key and not in the file already.
-    fn restore(&self, kept: &[crate::store::Entry]) -> Result<(), StoreError> {
-        let c = &self.checkpointing;
-        let failed = |e: std::io::Error| {
-            StoreError::Io(format!(
-                "cannot copy kept checkpoints to {}: {e}",
-                c.file.display()
-            ))
-        };
-        let (present, _) = crate::keys::read_checkpoints(&c.file).map_err(failed)?;
-        let public = crate::keys::parse_public_key(&c.keys.public_key()).map_err(StoreError::Io)?;
-        for (_, value) in kept {
-            let Ok(cp) = serde_json::from_slice::<Checkpoint>(value) else {
-                continue;
-            };
-            if cp.signed_by(&public) && !present.iter().any(|p| p.signature == cp.signature) {
-                crate::keys::append_checkpoint(&c.file, &cp).map_err(failed)?;
-            }
         }
         Ok(())
     }
@@ -1406,16 +1277,12 @@ impl Signer {
 
 impl Drop for AuditLog {
     fn drop(&mut self) {
-        // Durable, with the checkpoint file synced and the store's copies of
-        // its checkpoints removed.
-        let closed = self.settle().and_then(|()| {
-            if let Some(signer) = &self.chain.signer {
-                signer
-                    .sync_file()
-                    .map_err(|e| StoreError::Io(format!("cannot sync the checkpoint file: {e}")))?;
-            }
-            self.chain.remove_copied_checkpoints()?;
-            self.store.sync()
+        // Durable, with the checkpoint file synced.
+        let closed = self.settle().and_then(|()| match &self.chain.signer {
+            Some(signer) => signer
+                .sync_file()
+                .map_err(|e| StoreError::Io(format!("cannot sync the checkpoint file: {e}"))),
+            None => Ok(()),
         });
         if let Err(e) = closed {
             tracing::error!(org = %self.store.org(), "could not make the last audit entries durable: {e}");
@@ -1511,9 +1378,9 @@ impl AuditLog {
         }
         self.store.sync_through(mark)?;
         if let Some(signer) = &self.chain.signer {
-            // Checkpoints signed into the store with their entries are
-            // copied to the file; those due over entries written by a store
-            // that does not commit in the background are signed now.
+            // Checkpoints signed with the writes of their entries are copied
+            // to the file; those due over entries written by a store that
+            // does not commit in the background are signed now.
             signer.copy_durable(mark);
             signer.sign_through(appended);
         }
