@@ -677,14 +677,18 @@ impl Chain {
         Ok(head)
     }
 
-    /// A write of the chain was applied: have the checkpoint signed over it
-    /// copied to the file once durable (or, where none was signed with the
-    /// write, those due over its entries signed then).
+    /// A write of the chain was applied (not yet flushed): where the store
+    /// commits in the background, sign a checkpoint over its newest entry
+    /// due one now, off the flush's path, to be written to the checkpoint
+    /// file once the flush has made the entries durable (and synced there at
+    /// the next commit); elsewhere, have those due signed once durable.
     fn written(&self, next: Prepared) -> Vec<Entry> {
-        let Some((signer, (cp, entry))) = self.signer.as_ref().zip(next.checkpoint) else {
+        let (Some(signer), Some(entry), true) = (&self.signer, next.due.last(), self.buffering)
+        else {
             self.sign_when_durable(&next.due);
             return next.entries;
         };
+        let (cp, entry) = (signer.sign(entry), entry.clone());
         let mark = self.store.commit_mark();
         signer.copies().waiting.push_back((mark, cp, entry));
         let signer = std::sync::Arc::downgrade(signer);
@@ -1004,15 +1008,18 @@ impl Chain {
             std::mem::take(&mut next.writes),
             Durability::Soon,
         );
+        let (buffered, head_bytes) = (next.buffered, next.head_bytes.clone());
+        // Signed outside the chain's state lock (appends go on), under the
+        // writer lock, so checkpoints are in log order.
+        let entries = matches!(applied, Ok(true)).then(|| self.written(next));
         let mut st = self.lock();
         match applied {
             Ok(true) => {
-                st.stored = Some(next.head_bytes.clone());
-                // Under the writer lock, so checkpoints are in log order.
-                Ok(Some(self.written(next)))
+                st.stored = Some(head_bytes);
+                Ok(entries)
             }
-            Ok(false) => Err(self.forked(&mut st, next.buffered)),
-            Err(e) => Err(self.lost(&mut st, e, next.buffered)),
+            Ok(false) => Err(self.forked(&mut st, buffered)),
+            Err(e) => Err(self.lost(&mut st, e, buffered)),
         }
     }
 
@@ -1084,16 +1091,6 @@ impl Chain {
             HEAD_KEY.to_vec(),
             Some(head_bytes.clone()),
         ));
-        // Where the store commits in the background, a checkpoint over the
-        // newest entry due one is signed now, off the flush's path; it is
-        // written to the checkpoint file once the flush has made the
-        // entries durable (and synced there at the next commit).
-        let checkpoint = match (&self.signer, due.last()) {
-            (Some(signer), Some(entry)) if self.buffering => {
-                Some((signer.sign(entry), entry.clone()))
-            }
-            _ => None,
-        };
         self.last_seq
             .fetch_max(head.seq, std::sync::atomic::Ordering::AcqRel);
         Ok(Prepared {
@@ -1103,7 +1100,6 @@ impl Chain {
             entries,
             head,
             head_bytes,
-            checkpoint,
         })
     }
 }
@@ -1117,8 +1113,6 @@ struct Prepared {
     entries: Vec<Entry>,
     head: Head,
     head_bytes: Vec<u8>,
-    /// The checkpoint signed over the write's newest due entry, and it.
-    checkpoint: Option<(Checkpoint, Entry)>,
 }
 
 impl crate::store::CommitHook for Chain {
