@@ -317,3 +317,56 @@ fn every_cli_command_goes_through_a_running_daemon_as_the_tokens_operator() -> R
     }
     Ok(())
 }
+
+/// A daemon's export that breaks off midway (its export failed, or the
+/// connection dropped) makes the CLI fail with one clear sentence and
+/// leaves no file behind, not even a partial one: an export file appears
+/// whole or not at all. The stand-in daemon answers 200 with a chunked body
+/// and hangs up before its last chunk.
+#[test]
+fn an_export_broken_off_midway_fails_and_leaves_no_file() -> Result<()> {
+    use std::io::{Read as _, Write as _};
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let server = std::thread::spawn(move || -> Result<()> {
+        for _ in 0..2 {
+            let (mut conn, _) = listener.accept()?;
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte)? == 1 {
+                head.push(byte[0]);
+            }
+            conn.write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n",
+            )?;
+            let part = "{\n  \"organisation\": \"default\",\n  \"audit\": [\n    {\"seq\": 1}";
+            write!(conn, "{:x}\r\n{part}\r\n", part.len())?;
+            conn.flush()?;
+            // Gone before the last chunk.
+        }
+        Ok(())
+    });
+    for (command, file) in [("orgs", "org.json"), ("audit", "log.jsonl")] {
+        let target = dir.path().join(file);
+        let target_arg = target.display().to_string();
+        let (code, out, err) = as_token(
+            &data,
+            "any-token",
+            &["--server", &url, command, "export", "-o", &target_arg],
+        )?;
+        assert_eq!(code, Some(2), "{command}: {out}{err}");
+        assert!(err.contains("broke off"), "{command}: {err}");
+        assert!(!target.exists(), "{command}: a partial export was left");
+        let left: Vec<_> = std::fs::read_dir(dir.path())?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(left.is_empty(), "{command}: {left:?}");
+    }
+    server
+        .join()
+        .map_err(|_| anyhow::anyhow!("the stand-in panicked"))??;
+    Ok(())
+}

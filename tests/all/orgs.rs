@@ -426,3 +426,81 @@ fn the_daemon_serves_every_organisation_of_its_data_dir() -> Result<()> {
     }
     Ok(())
 }
+
+/// The organisation export is written as it is read, the audit log a page
+/// at a time: a log several pages long comes out whole and in order, as one
+/// JSON document, from the daemon (streamed) and the library alike, with
+/// the export itself on record as its last entry.
+#[test]
+fn an_organisation_export_streams_a_log_of_several_pages_whole_and_in_order() -> Result<()> {
+    use clancy::audit::{Kind, Record};
+    let live = Live::start_with(Live::UNLIMITED, |org| {
+        for i in 0..2_500 {
+            org.audit().append_behind(
+                Kind::Change,
+                Record {
+                    employee: "host".into(),
+                    task: format!("t{}", i % 7),
+                    args: format!("entry {i}"),
+                    ..Record::default()
+                },
+            )?;
+        }
+        org.audit().settle()?;
+        Ok(())
+    })?;
+    live.org.add_operator(
+        &Operator {
+            name: "ada".into(),
+            role: Role::Admin,
+        },
+        None,
+    )?;
+    let ada = live.org.create_token("ada", Role::Admin, 1, "ada")?.1;
+    let before = live.org.audit().len()?;
+    let response = crate::signin::client()
+        .get(format!("{}/api/v1/organisation/export", live.url))
+        .bearer_auth(&ada)
+        .send()?;
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["content-type"].to_str()?,
+        "application/json"
+    );
+    let text = response.text()?;
+    assert!(text.ends_with("\n}\n"), "{}", &text[text.len() - 40..]);
+    let doc: serde_json::Value = serde_json::from_str(&text)?;
+    assert_eq!(doc["organisation"], "default");
+    assert_eq!(doc["exported_by"], "ada");
+    let audit = doc["audit"].as_array().context("no audit")?;
+    let seqs: Vec<u64> = audit.iter().filter_map(|e| e["seq"].as_u64()).collect();
+    // Every entry, in order, through the export's own (appended first).
+    assert_eq!(seqs, (1..=before + 1).collect::<Vec<_>>());
+    let last = audit.last().context("empty")?.to_string();
+    assert!(last.contains("exported by ada"), "{last}");
+    let entries = audit
+        .iter()
+        .filter(|e| e.to_string().contains("entry "))
+        .count();
+    assert_eq!(entries, 2_500);
+    let checkpoints = doc["checkpoints"].as_array().context("no checkpoints")?;
+    assert!(!checkpoints.is_empty());
+    assert!(checkpoints.iter().all(|c| c["org"] == "default"));
+
+    // The library's document is the same, one export further on.
+    let again = live.org.export_organisation("the test")?;
+    let audit_again = again["audit"].as_array().context("no audit")?;
+    assert_eq!(audit_again.len(), audit.len() + 1);
+    assert_eq!(audit_again[..audit.len()], audit[..]);
+    for part in [
+        "operators",
+        "tokens",
+        "employees",
+        "approvals",
+        "tasks",
+        "sandbox",
+    ] {
+        assert_eq!(again[part], doc[part], "{part}");
+    }
+    Ok(())
+}

@@ -150,15 +150,11 @@ pub(super) fn run(
             let host = open(global, DataDirMode::Existing)?;
             let by = who(None).unwrap_or_else(|_| "the CLI".into());
             // Written as it is read: a page of the log at a time.
-            match output {
-                Some(path) => {
-                    let file = std::fs::File::create(&path)
-                        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
-                    let mut file = std::io::BufWriter::new(file);
-                    host.audit_export_to(&by, &mut file)?;
-                }
-                None => host.audit_export_to(&by, out)?,
-            }
+            super::write_export(
+                output.as_deref(),
+                out,
+                |w| Ok(host.audit_export_to(&by, w)?),
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         AuditCommand::Explain { task } => {
@@ -257,15 +253,6 @@ fn print_log(
 }
 
 /// Write an export to `output`, or to standard output.
-fn write_export(text: &str, output: Option<&Path>, out: &mut impl Write) -> Result<ExitCode> {
-    match output {
-        Some(path) => std::fs::write(path, text)
-            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?,
-        None => out.write_all(text.as_bytes())?,
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
 /// An `audit` command through the daemon.
 fn through_daemon(
     remote: &Remote,
@@ -331,25 +318,10 @@ fn through_daemon(
             Ok(ExitCode::SUCCESS)
         }
         AuditCommand::Export { output } => {
-            let (status, text) = {
-                let response = remote
-                    .client
-                    .get(format!("{}/api/v1/audit/export", remote.url))
-                    .bearer_auth(&remote.token)
-                    .send()
-                    .map_err(|e| {
-                        anyhow::anyhow!("cannot reach the daemon at {}: {e}", remote.url)
-                    })?;
-                (response.status().as_u16(), response.text()?)
-            };
-            if status != 200 {
-                let body: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-                anyhow::bail!(
-                    "the daemon answered {status}: {}",
-                    crate::human::line(body["detail"].as_str().unwrap_or("refused"))
-                );
-            }
-            write_export(&text, output.as_deref(), out)
+            super::write_export(output.as_deref(), out, |w| {
+                remote.download("/api/v1/audit/export", w)
+            })?;
+            Ok(ExitCode::SUCCESS)
         }
         AuditCommand::Explain { task } => {
             let task = super::approvals::path_segment(&task)?;

@@ -212,6 +212,43 @@ pub(super) fn housekeeping(host: &Org) -> Result<()> {
     Ok(())
 }
 
+/// Write an export to `path` (or to `out` if none) as `write` makes it. A
+/// file appears whole or not at all: it is written beside `path` under a
+/// temporary name and renamed once complete, and removed if `write` fails.
+pub(super) fn write_export(
+    path: Option<&std::path::Path>,
+    out: &mut dyn std::io::Write,
+    write: impl FnOnce(&mut dyn std::io::Write) -> Result<()>,
+) -> Result<()> {
+    let Some(path) = path else {
+        return write(out);
+    };
+    let name = path
+        .file_name()
+        .with_context(|| format!("{} names no file", path.display()))?;
+    let partial = path.with_file_name(format!(
+        ".{}.partial-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let made = (|| -> Result<()> {
+        let file = std::fs::File::create(&partial)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+        let mut file = std::io::BufWriter::new(file);
+        write(&mut file)?;
+        file.into_inner()
+            .map_err(|e| e.into_error())
+            .and_then(|f| f.sync_all())
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+        std::fs::rename(&partial, path)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
+    })();
+    if made.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    made
+}
+
 /// Who is acting: `--as NAME`, else `$USER`.
 pub(super) fn who(by: Option<String>) -> Result<String> {
     match by

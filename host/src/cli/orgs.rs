@@ -54,19 +54,15 @@ pub(super) fn run(global: &Global, command: OrgsCommand, out: &mut impl Write) -
             }
         }
         OrgsCommand::Export { output } => {
-            let doc = match remote {
-                Some(remote) => remote.get("/api/v1/organisation/export", &[])?,
+            // Written as it is read, by this process or the daemon.
+            super::write_export(output.as_deref(), out, |w| match &remote {
+                Some(remote) => remote.download("/api/v1/organisation/export", w),
                 None => {
                     let host = open(global, DataDirMode::Existing)?;
-                    host.export_organisation(&who(None).unwrap_or_else(|_| "the CLI".into()))?
+                    let by = who(None).unwrap_or_else(|_| "the CLI".into());
+                    Ok(host.export_organisation_to(&by, w)?)
                 }
-            };
-            let text = serde_json::to_string_pretty(&doc)? + "\n";
-            match output {
-                Some(path) => std::fs::write(&path, text)
-                    .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?,
-                None => out.write_all(text.as_bytes())?,
-            }
+            })?;
         }
         OrgsCommand::Delete { name, confirm } => {
             if name != confirm {

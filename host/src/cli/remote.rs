@@ -47,6 +47,35 @@ impl Remote {
         Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
     }
 
+    /// `GET path`, its body copied to `out` as it arrives (an export: the
+    /// daemon writes it as it reads, so neither side holds it whole). A
+    /// refusal is an error, and so is an answer broken off midway (the
+    /// daemon aborts the body when its export fails).
+    pub fn download(&self, path: &str, out: &mut dyn std::io::Write) -> Result<()> {
+        let mut response = self
+            .client
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(&self.token)
+            .send()
+            .with_context(|| format!("cannot reach the daemon at {}", self.url))?;
+        let status = response.status().as_u16();
+        if status != 200 {
+            let text = response.text().unwrap_or_default();
+            return Err(refused(
+                status,
+                &serde_json::from_str(&text).unwrap_or(Value::Null),
+            ));
+        }
+        std::io::copy(&mut response, out).with_context(|| {
+            format!(
+                "the daemon at {} broke off its answer to {path}, so the export is incomplete",
+                self.url
+            )
+        })?;
+        out.flush()?;
+        Ok(())
+    }
+
     /// `GET path?query`; a refusal is an error.
     pub fn get(&self, path: &str, query: &[(&str, String)]) -> Result<Value> {
         let (status, body) =

@@ -449,6 +449,86 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
         .map_err(|e| format!("a host task failed: {e}"))
 }
 
+/// A piece of a streamed body, from the thread writing it.
+enum Chunk {
+    Data(Vec<u8>),
+    Done,
+    Failed(String),
+}
+
+/// The writer of a streamed body: each buffer goes to the response as it
+/// is written, and the writer waits while the client is slower.
+struct ChannelWriter(tokio::sync::mpsc::Sender<Chunk>);
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .blocking_send(Chunk::Data(buf.to_vec()))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client left"))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A response of `content_type` whose body `write` writes with `org` on the
+/// blocking pool as it reads (an export: memory does not grow with what it
+/// writes). A failure before the first 64 KiB is a 500 problem; one later
+/// aborts the body, so the client sees the transfer broken off rather than
+/// a short document that looks whole (and so does a panic).
+async fn streamed<E: std::fmt::Display>(
+    org: &Arc<Org>,
+    content_type: &'static str,
+    write: impl FnOnce(&Org, &mut dyn std::io::Write) -> Result<(), E> + Send + 'static,
+) -> Result<axum::response::Response, api::Problem> {
+    use axum::response::IntoResponse as _;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Chunk>(4);
+    let org = org.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut out = std::io::BufWriter::with_capacity(64 * 1024, ChannelWriter(tx.clone()));
+        let written = write(&org, &mut out)
+            .map_err(|e| e.to_string())
+            .and_then(|()| out.into_inner().map(drop).map_err(|e| e.to_string()));
+        // What is still buffered after a failure is not sent.
+        let last = match written {
+            Ok(()) => Chunk::Done,
+            Err(e) => Chunk::Failed(e),
+        };
+        let _ = tx.blocking_send(last);
+    });
+    // The first piece decides the status.
+    let first = match rx.recv().await {
+        Some(Chunk::Failed(e)) => return Err(api::Problem::internal(e)),
+        None => return Err(api::Problem::internal("the export stopped")),
+        Some(first) => first,
+    };
+    let body = futures_util::stream::unfold((Some(first), Some(rx)), |(next, rx)| async move {
+        let mut rx = rx?;
+        let chunk = match next {
+            Some(chunk) => chunk,
+            None => rx
+                .recv()
+                .await
+                .unwrap_or(Chunk::Failed("the export stopped".into())),
+        };
+        match chunk {
+            Chunk::Data(bytes) => Some((Ok(axum::body::Bytes::from(bytes)), (None, Some(rx)))),
+            Chunk::Done => None,
+            Chunk::Failed(e) => {
+                tracing::error!("an export stopped midway: {e}");
+                Some((Err(std::io::Error::other(e)), (None, None)))
+            }
+        }
+    });
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, content_type)],
+        axum::body::Body::from_stream(body),
+    )
+        .into_response())
+}
+
 /// Run `f` with `org` (the caller's) on the blocking pool (the org is
 /// blocking: sled, wasmtime); a host task that fails is a 500 problem.
 async fn with_org<T: Send + 'static>(
@@ -993,7 +1073,58 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use super::host_allowed;
+    use super::{Arc, Org, host_allowed, streamed};
+
+    /// A body written by `write` (200,000 bytes, then `end`), served at `/`.
+    fn route(org: &Arc<Org>, end: Result<(), &'static str>) -> axum::routing::MethodRouter {
+        let org = org.clone();
+        axum::routing::get(move || async move {
+            streamed(&org, "text/plain", move |_, out| {
+                if end == Err("at once") {
+                    return end;
+                }
+                out.write_all(&[b'a'; 200_000])
+                    .map_err(|_| "the client left")?;
+                end
+            })
+            .await
+        })
+    }
+
+    #[test]
+    fn a_streamed_body_is_whole_or_broken_off_and_a_failure_at_once_is_a_500() -> anyhow::Result<()>
+    {
+        let dir = tempfile::tempdir()?;
+        let org = Arc::new(Org::open(
+            dir.path(),
+            "default",
+            crate::org::DataDirMode::Create,
+        )?);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let app = axum::Router::new()
+            .route("/whole", route(&org, Ok(())))
+            .route("/midway", route(&org, Err("the disk went away")))
+            .route("/early", route(&org, Err("at once")));
+        runtime.spawn(async move { axum::serve(listener, app).await });
+        let client = reqwest::blocking::Client::new();
+        let whole = client.get(format!("{url}/whole")).send()?;
+        assert_eq!(whole.status(), 200);
+        assert_eq!(whole.bytes()?.len(), 200_000);
+        let early = client.get(format!("{url}/early")).send()?;
+        assert_eq!(early.status(), 500);
+        // Past the first 64 KiB the status is decided: the transfer breaks
+        // off (before or after the client has the head, as it happens).
+        let midway = client.get(format!("{url}/midway")).send().and_then(|r| {
+            assert_eq!(r.status(), 200);
+            r.bytes()
+        });
+        assert!(midway.is_err(), "a failed export read as whole");
+        Ok(())
+    }
 
     #[test]
     fn only_this_daemons_names_or_addresses_pass_the_host_check() {

@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 
 use super::api::{Problem, Refusals};
 use super::auth::Caller;
-use super::with_org;
+use super::{streamed, with_org};
 use crate::operators::Role;
 
 /// An organisation and what it holds.
@@ -58,7 +58,8 @@ pub(super) async fn mine(
 
 /// `GET /api/v1/organisation/export` (admins): everything the caller's
 /// organisation holds, as one JSON document, without any secret (no
-/// password hash, second factor, token hash or signing secret). Audited.
+/// password hash, second factor, token hash or signing secret), streamed
+/// as it is read. Audited.
 #[utoipa::path(
     get,
     path = "/api/v1/organisation/export",
@@ -68,10 +69,12 @@ pub(super) async fn mine(
 )]
 pub(super) async fn export(
     Extension(caller): Extension<Caller>,
-) -> Result<Json<serde_json::Value>, Problem> {
+) -> Result<axum::response::Response, Problem> {
     let admin = caller.needs(Role::Admin)?.name.clone();
-    let doc = with_org(&caller.org, move |org| org.export_organisation(&admin))
-        .await?
-        .map_err(Problem::internal)?;
-    Ok(Json(doc))
+    // Written as it is read (the audit log a page at a time); a failure
+    // midway aborts the body.
+    streamed(&caller.org, "application/json", move |org, out| {
+        org.export_organisation_to(&admin, out)
+    })
+    .await
 }

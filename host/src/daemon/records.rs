@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 
 use super::api::{Problem, Refusals, json_body, path_id};
 use super::auth::Caller;
-use super::with_org;
+use super::{streamed, with_org};
 use crate::operators::Role;
 use crate::org::{OrgError, UndoError};
 
@@ -172,46 +172,12 @@ pub(super) async fn verify(
 pub(super) async fn export(
     Extension(caller): Extension<Caller>,
 ) -> Result<axum::response::Response, Problem> {
-    use axum::response::IntoResponse as _;
     let operator = caller.needs(Role::Manager)?.clone();
-    // Streamed as it is read, a page of the log at a time: the writer waits
-    // while the client is slower, so memory does not grow with the log. A
-    // failure midway ends the body before the checkpoints, which
-    // `audit verify --export` reports.
-    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
-    let org = caller.org.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut out = std::io::BufWriter::with_capacity(64 * 1024, ChannelWriter(tx));
-        if let Err(e) = org.audit_export_to(&operator.name, &mut out) {
-            tracing::error!("the audit export stopped: {e}");
-        }
-    });
-    let body = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|chunk| (Ok::<_, std::io::Error>(axum::body::Bytes::from(chunk)), rx))
-    });
-    Ok((
-        [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
-        axum::body::Body::from_stream(body),
-    )
-        .into_response())
-}
-
-/// A writer whose bytes go, a buffer at a time, to a response body.
-struct ChannelWriter(tokio::sync::mpsc::Sender<Vec<u8>>);
-
-impl std::io::Write for ChannelWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .blocking_send(buf.to_vec())
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client left"))?;
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+    // A page of the log at a time; a failure midway aborts the body.
+    streamed(&caller.org, "application/x-ndjson", move |org, out| {
+        org.audit_export_to(&operator.name, out)
+    })
+    .await
 }
 
 /// A task's story.

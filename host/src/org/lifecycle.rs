@@ -27,15 +27,121 @@ fn encode(e: serde_json::Error) -> OrgError {
     OrgError::DataDir(format!("cannot encode the export: {e}"))
 }
 
+fn unwritten(e: std::io::Error) -> OrgError {
+    OrgError::DataDir(format!("cannot write the export: {e}"))
+}
+
+/// A JSON object written a field at a time, laid out as
+/// `serde_json::to_writer_pretty` lays out the whole (two spaces a level),
+/// with one field a list written an item at a time.
+struct Document<'a> {
+    out: &'a mut dyn std::io::Write,
+    /// Fields written so far.
+    fields: usize,
+    /// Items written so far in the list being written, if one is.
+    items: Option<usize>,
+}
+
+impl<'a> Document<'a> {
+    fn begin(out: &'a mut dyn std::io::Write) -> Result<Document<'a>, OrgError> {
+        out.write_all(b"{").map_err(unwritten)?;
+        Ok(Document {
+            out,
+            fields: 0,
+            items: None,
+        })
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<(), OrgError> {
+        self.out.write_all(bytes).map_err(unwritten)
+    }
+
+    /// `value` pretty printed, each line after the first indented by `indent`.
+    fn nested(&mut self, value: &impl serde::Serialize, indent: &[u8]) -> Result<(), OrgError> {
+        let text = serde_json::to_vec_pretty(value).map_err(encode)?;
+        // JSON text holds no raw newline but the layout's own.
+        for (i, line) in text.split(|b| *b == b'\n').enumerate() {
+            if i > 0 {
+                self.write(b"\n")?;
+                self.write(indent)?;
+            }
+            self.write(line)?;
+        }
+        Ok(())
+    }
+
+    fn key(&mut self, name: &str) -> Result<(), OrgError> {
+        self.write(if self.fields == 0 { b"\n  " } else { b",\n  " })?;
+        self.fields += 1;
+        let name = serde_json::to_vec(name).map_err(encode)?;
+        self.write(&name)?;
+        self.write(b": ")
+    }
+
+    fn field(&mut self, name: &str, value: &impl serde::Serialize) -> Result<(), OrgError> {
+        self.key(name)?;
+        self.nested(value, b"  ")
+    }
+
+    /// Open field `name` as a list: then [`Document::item`] for each item
+    /// and [`Document::end_list`].
+    fn begin_list(&mut self, name: &str) -> Result<(), OrgError> {
+        self.key(name)?;
+        self.write(b"[")?;
+        self.items = Some(0);
+        Ok(())
+    }
+
+    fn item(&mut self, value: &impl serde::Serialize) -> Result<(), OrgError> {
+        let items = self.items.unwrap_or_default();
+        self.write(if items == 0 { b"\n    " } else { b",\n    " })?;
+        self.items = Some(items + 1);
+        self.nested(value, b"    ")
+    }
+
+    fn end_list(&mut self) -> Result<(), OrgError> {
+        if self.items.take().unwrap_or_default() > 0 {
+            self.write(b"\n  ")?;
+        }
+        self.write(b"]")
+    }
+
+    fn end(mut self) -> Result<(), OrgError> {
+        self.write(if self.fields == 0 { b"}\n" } else { b"\n}\n" })?;
+        self.out.flush().map_err(unwritten)
+    }
+}
+
 impl Org {
     /// Everything the organisation holds, as one JSON document; audited
-    /// (who exported) before it is made.
+    /// (who exported) before it is made. Read whole into memory: for
+    /// tests and small organisations; [`Org::export_organisation_to`]
+    /// writes it as it is read.
     pub fn export_organisation(&self, by: &str) -> Result<Value, OrgError> {
+        let mut bytes = Vec::new();
+        self.export_organisation_to(by, &mut bytes)?;
+        serde_json::from_slice(&bytes).map_err(encode)
+    }
+
+    /// Everything the organisation holds, as one JSON document (pretty
+    /// printed, then a newline) written to `out` as it is read: one part at a time, the
+    /// audit log a page at a time, so memory does not grow with the log.
+    /// Audited (who exported) before a byte is written. The document covers
+    /// the log as it was when the export began.
+    pub fn export_organisation_to(
+        &self,
+        by: &str,
+        out: &mut dyn std::io::Write,
+    ) -> Result<(), OrgError> {
         self.audit_operator_action(
             "organisation-export",
             "",
             &format!("the organisation's data was exported by {by}"),
         )?;
+        let mut doc = Document::begin(out)?;
+        doc.field("organisation", &self.org())?;
+        doc.field("exported_at", &self.now())?;
+        doc.field("exported_by", &by)?;
         let accounts = self.accounts();
         let mut operators = Vec::new();
         for o in self.operators().list()? {
@@ -46,6 +152,7 @@ impl Org {
                 "employees": self.operators().assigned(&o.name)?,
             }));
         }
+        doc.field("operators", &operators)?;
         let tokens: Vec<Value> = self
             .operators()
             .tokens()?
@@ -58,6 +165,7 @@ impl Org {
                 })
             })
             .collect();
+        doc.field("tokens", &tokens)?;
         let mut employees = Vec::new();
         for m in self.registered()? {
             employees.push(json!({
@@ -66,6 +174,10 @@ impl Org {
                 "manifest": serde_json::to_value(&m).map_err(encode)?,
             }));
         }
+        doc.field("employees", &employees)?;
+        doc.field("upgrades", &self.upgrades()?)?;
+        doc.field("approvals", &self.approvals().list()?)?;
+        doc.field("tasks", &self.tasks()?)?;
         let notifications: Vec<Value> = self
             .outbox()
             .list()?
@@ -79,25 +191,27 @@ impl Org {
                 })
             })
             .collect();
+        doc.field("notifications", &notifications)?;
+        doc.field("sandbox", &self.sandbox().snapshot()?)?;
+        doc.field("files", &self.file_listing()?)?;
+        // Read before the log, as `audit export` does: every checkpoint in
+        // the document covers entries in it.
         let anchors = self.audit_anchors(None, None)?;
-        Ok(json!({
-            "organisation": self.org(),
-            "exported_at": self.now(),
-            "exported_by": by,
-            "operators": operators,
-            "tokens": tokens,
-            "employees": employees,
-            "upgrades": serde_json::to_value(self.upgrades()?).map_err(encode)?,
-            "approvals": serde_json::to_value(self.approvals().list()?).map_err(encode)?,
-            "tasks": serde_json::to_value(self.tasks()?).map_err(encode)?,
-            "notifications": notifications,
-            "sandbox": serde_json::to_value(self.sandbox().snapshot()?).map_err(encode)?,
-            "files": self.file_listing()?,
-            "audit": serde_json::to_value(self.audit().entries()?).map_err(encode)?,
-            "checkpoints": serde_json::to_value(
-                anchors.checkpoints.iter().filter(|c| c.org == self.org()).collect::<Vec<_>>()
-            ).map_err(encode)?,
-        }))
+        doc.begin_list("audit")?;
+        self.audit().for_each_page(|page| {
+            for entry in page {
+                doc.item(entry)?;
+            }
+            Ok::<(), OrgError>(())
+        })?;
+        doc.end_list()?;
+        let checkpoints: Vec<_> = anchors
+            .checkpoints
+            .iter()
+            .filter(|c| c.org == self.org())
+            .collect();
+        doc.field("checkpoints", &checkpoints)?;
+        doc.end()
     }
 
     /// The organisation's files (employees' folders): path and size each.
@@ -219,4 +333,51 @@ impl Org {
 
 fn io_error(e: std::io::Error) -> OrgError {
     OrgError::DataDir(format!("cannot clear the organisation's files: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Document;
+
+    /// The document written a part at a time reads, byte for byte, as the
+    /// whole pretty printed at once (lists empty or not, nested values).
+    #[test]
+    fn a_document_written_a_part_at_a_time_is_laid_out_as_the_whole_at_once() -> anyhow::Result<()>
+    {
+        #[derive(serde::Serialize)]
+        struct Whole {
+            name: &'static str,
+            nested: serde_json::Value,
+            none: Vec<u8>,
+            items: Vec<serde_json::Value>,
+            after: Option<u8>,
+        }
+        let items = vec![
+            serde_json::json!({"seq": 1, "args": "a \"quoted\"\nline"}),
+            serde_json::json!({"seq": 2, "list": [1, {"deep": []}]}),
+        ];
+        let whole = Whole {
+            name: "acme",
+            nested: serde_json::json!({"a": [1, 2], "b": {}}),
+            none: Vec::new(),
+            items: items.clone(),
+            after: None,
+        };
+        let mut parts = Vec::new();
+        let mut doc = Document::begin(&mut parts)?;
+        doc.field("name", &whole.name)?;
+        doc.field("nested", &whole.nested)?;
+        doc.begin_list("none")?;
+        doc.end_list()?;
+        doc.begin_list("items")?;
+        for item in &items {
+            doc.item(item)?;
+        }
+        doc.end_list()?;
+        doc.field("after", &whole.after)?;
+        doc.end()?;
+        let expected = serde_json::to_string_pretty(&whole)? + "\n";
+        assert_eq!(String::from_utf8(parts)?, expected);
+        Ok(())
+    }
 }
