@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clancy::approvals::{ActionRequest, Clock, Status};
 use clancy::integrations::Integration;
 use clancy::integrations::chat::ChatOp;
@@ -748,5 +748,84 @@ fn the_whole_audit_log_is_printed_a_page_at_a_time_with_results_folded_across_pa
     // JSON Lines: every entry of the employee, the answered intent too.
     let json = crate::env::clancy(&data, &["audit", "log", "--employee", "e", "--json"])?;
     assert_eq!(crate::env::stdout(&json).lines().count(), 1503);
+    Ok(())
+}
+
+/// Listing tasks reads a page through the index of tasks in the order they
+/// were requested, not every task ever requested; a restart finds the
+/// tasks it interrupted through the index of running tasks; tasks requested
+/// before those indexes existed are indexed once and list the same.
+#[test]
+fn a_page_of_tasks_and_a_restart_read_those_tasks_not_every_task_ever_requested() -> Result<()> {
+    let (_dir, store, host, _employee) = counted_host_with_hostile()?;
+    let mut requested = Vec::new();
+    for n in 0..300 {
+        let id = host
+            .request_task("test-employee", &format!("print {n}"), "alice")?
+            .id;
+        requested.push(id);
+    }
+    let mut taken = Vec::new();
+    for _ in 0..3 {
+        taken.push(host.take_task()?.context("nothing to take")?.id);
+    }
+    assert_eq!(taken, requested[..3].to_vec(), "the oldest are taken first");
+
+    store.take("tasks");
+    store.take_got("tasks");
+    let first = host.tasks_page(None, 10, |_| true)?;
+    let read = store.take("tasks") + store.take_got("tasks");
+    assert!(read <= 25, "{read} task records read for a page of 10");
+    assert_eq!(
+        first.iter().map(|t| t.id.clone()).collect::<Vec<_>>(),
+        requested[..10].to_vec()
+    );
+    // Paging to the end lists each task once, in the order requested; a
+    // filter skips tasks without ending the page early.
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = host.tasks_page(after, 25, |t| t.task != "print 40")?;
+        let Some(last) = page.last() else {
+            break;
+        };
+        after = Some(last.seq);
+        seen.extend(page.into_iter().map(|t| t.id));
+    }
+    let mut expected = requested.clone();
+    expected.remove(40);
+    assert_eq!(seen, expected);
+
+    // A restart: the running ones, read through their index.
+    store.take("tasks");
+    store.take_got("tasks");
+    assert_eq!(host.interrupt_running_tasks()?, 3);
+    let read = store.take("tasks") + store.take_got("tasks");
+    assert!(read <= 12, "{read} task records read to find 3 running");
+    for id in &taken {
+        let task = host.task(id)?.context("gone")?;
+        assert_eq!(task.state, clancy::org::TaskState::Interrupted);
+    }
+    assert_eq!(host.interrupt_running_tasks()?, 0, "interrupted twice");
+
+    // A store written before the indexes: they are built once, the same.
+    let mut unindexed = Vec::new();
+    for prefix in ["default/s/", "default/r/", "default/s-index-built"] {
+        for (key, _) in store.inner.scan("tasks", prefix.as_bytes())? {
+            unindexed.push((key, None));
+        }
+    }
+    assert!(unindexed.len() > 300);
+    store.inner.write("tasks", unindexed)?;
+    let running = host.request_task("test-employee", "print again", "alice")?;
+    requested.push(running.id.clone());
+    let listed: Vec<String> = host.tasks()?.into_iter().map(|t| t.id).collect();
+    assert_eq!(listed, requested);
+    store.take("tasks");
+    store.take_got("tasks");
+    let again = host.tasks_page(None, 10, |_| true)?;
+    assert_eq!(again.len(), 10);
+    let read = store.take("tasks") + store.take_got("tasks");
+    assert!(read <= 25, "{read} records read: the index was built again");
     Ok(())
 }

@@ -808,3 +808,51 @@ fn a_disabled_employee_starts_nothing_until_an_admin_enables_it() -> Result<()> 
     );
     Ok(())
 }
+
+/// Workers taking tasks at once take every queued task, each exactly once:
+/// a taker that read the queue before another took a task finds it taken
+/// (its record says so) rather than taking it again.
+#[test]
+fn concurrent_takers_take_every_task_exactly_once() -> Result<()> {
+    let env = TestEnv::new()?;
+    register(&env.host)?;
+    let mut requested = Vec::new();
+    for n in 0..300 {
+        let id = env
+            .host
+            .request_task("test-employee", &format!("print {n}"), "alice")?
+            .id;
+        requested.push(id);
+    }
+    let host = &env.host;
+    let taken = std::thread::scope(|s| -> Result<Vec<String>> {
+        let takers: Vec<_> = (0..8)
+            .map(|_| {
+                s.spawn(move || -> Result<Vec<String>> {
+                    let mut mine = Vec::new();
+                    while let Some(task) = host.take_task()? {
+                        mine.push(task.id);
+                    }
+                    Ok(mine)
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for taker in takers {
+            all.extend(
+                taker
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("a taker panicked"))??,
+            );
+        }
+        Ok(all)
+    })?;
+    let mut unique = taken.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), taken.len(), "a task was taken twice");
+    requested.sort();
+    assert_eq!(unique, requested, "a task was never taken");
+    assert_eq!(host.queued_tasks()?, 0);
+    Ok(())
+}

@@ -884,20 +884,27 @@ pub(super) async fn list_tasks(
     let Query(query) = query.map_err(Problem::bad_request)?;
     let limit = query.limit()?;
     let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
-    let (all, assigned) = with_org(&caller.org, move |org| {
-        Ok::<_, crate::store::StoreError>((org.tasks()?, org.operators().assigned(&operator.name)?))
+    // A page through the index of tasks in the order they were requested
+    // (one more than asked, to know whether there is a next page).
+    let page = with_org(&caller.org, move |org| {
+        let after = match after {
+            Some((_, id)) => match org.task(&id)? {
+                Some(task) => Some(task.seq),
+                None => return Ok(None),
+            },
+            None => None,
+        };
+        let assigned = org.operators().assigned(&operator.name)?;
+        org.tasks_page(after, limit + 1, |t| {
+            operator.may_work_with(&t.employee, &assigned)
+        })
+        .map(Some)
     })
     .await?
-    .map_err(Problem::internal)?;
-    let operator = &caller.operator;
-    let mut rest = all.into_iter().filter(|t| {
-        operator.may_work_with(&t.employee, &assigned)
-            && after
-                .as_ref()
-                .is_none_or(|(time, id)| (t.requested_at, &t.id) > (*time, id))
-    });
-    let items: Vec<TaskRecord> = rest.by_ref().take(limit).collect();
-    let more = rest.next().is_some();
+    .map_err(|e: crate::store::StoreError| Problem::internal(e))?
+    .ok_or_else(|| Problem::bad_request("the cursor is not one this API gave out"))?;
+    let more = page.len() > limit;
+    let items: Vec<TaskRecord> = page.into_iter().take(limit).collect();
     Ok(Json(TaskPage {
         next_cursor: items
             .last()

@@ -124,8 +124,9 @@ impl Org {
     }
 
     /// Everything the organisation holds, as one JSON document (pretty
-    /// printed, then a newline) written to `out` as it is read: one part at a time, the
-    /// audit log a page at a time, so memory does not grow with the log.
+    /// printed, then a newline) written to `out` as it is read: one part at a
+    /// time, the tasks and the audit log a page at a time, so memory does not
+    /// grow with the log or with how many tasks were ever requested.
     /// Audited (who exported) before a byte is written. The document covers
     /// the log as it was when the export began.
     pub fn export_organisation_to(
@@ -177,7 +178,14 @@ impl Org {
         doc.field("employees", &employees)?;
         doc.field("upgrades", &self.upgrades()?)?;
         doc.field("approvals", &self.approvals().list()?)?;
-        doc.field("tasks", &self.tasks()?)?;
+        doc.begin_list("tasks")?;
+        self.for_each_task_page(|page| {
+            for task in page {
+                doc.item(task)?;
+            }
+            Ok::<(), OrgError>(())
+        })?;
+        doc.end_list()?;
         let notifications: Vec<Value> = self
             .outbox()
             .list()?

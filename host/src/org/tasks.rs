@@ -118,6 +118,25 @@ fn queue_key(record: &TaskRecord) -> Vec<u8> {
 }
 
 /// The last number given to a request.
+/// The index of tasks in the order they were requested (`s/<number>`, the
+/// id as value): listing a page reads that page, not every task ever.
+fn order_key(seq: u64) -> Vec<u8> {
+    format!("s/{seq:020}").into_bytes()
+}
+
+/// The index of running tasks (`r/<number>`, the id as value): a restart
+/// finds the tasks it interrupted without reading every task ever.
+fn running_key(seq: u64) -> Vec<u8> {
+    format!("r/{seq:020}").into_bytes()
+}
+
+/// Set once both indexes cover every task (built once from the records,
+/// for tasks requested before they existed).
+const INDEXES_BUILT: &[u8] = b"s-index-built";
+
+/// Tasks read at a time through the order index.
+const PAGE: usize = 256;
+
 const COUNTER: &[u8] = b"n";
 
 fn audit_error(e: crate::audit::AuditError) -> OrgError {
@@ -181,7 +200,7 @@ impl Org {
                 Some(bytes) => crate::store::decode::<u64>(AREA, bytes)? + 1,
                 None => 1,
             };
-            let writes = vec![
+            let mut writes = vec![
                 (
                     AREA.to_string(),
                     COUNTER.to_vec(),
@@ -197,7 +216,20 @@ impl Org {
                     queue_key(&record),
                     Some(record.id.clone().into_bytes()),
                 ),
+                (
+                    AREA.to_string(),
+                    order_key(record.seq),
+                    Some(record.id.clone().into_bytes()),
+                ),
             ];
+            if record.seq == 1 {
+                // A first task: the indexes cover every task from it on.
+                writes.push((
+                    AREA.to_string(),
+                    INDEXES_BUILT.to_vec(),
+                    Some(b"1".to_vec()),
+                ));
+            }
             let guard = Guard {
                 area: AREA.into(),
                 key: COUNTER.to_vec(),
@@ -222,11 +254,98 @@ impl Org {
         self.org.get_json(AREA, &record_key(id))
     }
 
-    /// Every task, oldest request first.
+    /// Every task, in the order they were requested.
     pub fn tasks(&self) -> Result<Vec<TaskRecord>, StoreError> {
-        let mut all: Vec<TaskRecord> = self.org.scan_json(AREA, b"t/")?;
-        all.sort_by(|a, b| (a.requested_at, &a.id).cmp(&(b.requested_at, &b.id)));
+        let mut all = Vec::new();
+        self.for_each_task_page(|page| {
+            all.extend_from_slice(page);
+            Ok::<(), StoreError>(())
+        })?;
         Ok(all)
+    }
+
+    /// Every task, in the order they were requested, a page at a time
+    /// (memory does not grow with how many were ever requested).
+    pub fn for_each_task_page<E: From<StoreError>>(
+        &self,
+        mut each: impl FnMut(&[TaskRecord]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut after = None;
+        loop {
+            let page = self.tasks_page(after, PAGE, |_| true)?;
+            let Some(last) = page.last() else {
+                return Ok(());
+            };
+            after = Some(last.seq);
+            each(&page)?;
+        }
+    }
+
+    /// At most `limit` tasks for which `wanted` holds, in the order they
+    /// were requested, after the task numbered `after` (if given): read
+    /// through the order index, so a page costs about its own tasks (plus
+    /// those `wanted` passes over), not every task ever requested.
+    pub fn tasks_page(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+        wanted: impl Fn(&TaskRecord) -> bool,
+    ) -> Result<Vec<TaskRecord>, StoreError> {
+        self.build_task_indexes()?;
+        let mut found = Vec::new();
+        let mut from = after.map(order_key);
+        let mut page_size = limit.clamp(1, PAGE);
+        while found.len() < limit {
+            let page = self
+                .org
+                .scan_page(AREA, b"s/", from.as_deref(), page_size)?;
+            page_size = (page_size * 4).min(PAGE);
+            let Some((last, _)) = page.last() else {
+                break;
+            };
+            from = Some(last.clone());
+            for (_, id) in page {
+                let id = String::from_utf8_lossy(&id).into_owned();
+                if let Some(record) = self.task(&id)?
+                    && wanted(&record)
+                {
+                    found.push(record);
+                    if found.len() >= limit {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Index the tasks requested before the order and running indexes
+    /// existed (once; every write since keeps them).
+    fn build_task_indexes(&self) -> Result<(), StoreError> {
+        if self.org.get(AREA, INDEXES_BUILT)?.is_some() {
+            return Ok(());
+        }
+        let mut writes = Vec::new();
+        for record in self.org.scan_json::<TaskRecord>(AREA, b"t/")? {
+            let id = Some(record.id.clone().into_bytes());
+            writes.push((order_key(record.seq), id.clone()));
+            if record.state == TaskState::Running {
+                writes.push((running_key(record.seq), id));
+            }
+        }
+        writes.push((INDEXES_BUILT.to_vec(), Some(b"1".to_vec())));
+        self.org.write(AREA, writes)
+    }
+
+    /// Store how `record`, taken to run, ended: it leaves the running index.
+    fn store_ended(&self, record: &TaskRecord) -> Result<(), StoreError> {
+        self.org.write(
+            AREA,
+            vec![
+                (record_key(&record.id), Some(crate::store::encode(record)?)),
+                (running_key(record.seq), None),
+            ],
+        )
     }
 
     /// How many tasks wait.
@@ -237,36 +356,59 @@ impl Org {
     /// Take the oldest queued task and mark it running (conditionally: of
     /// two takers, one gets it). `None` when nothing waits.
     pub fn take_task(&self) -> Result<Option<TaskRecord>, StoreError> {
-        for (key, id) in self.org.scan(AREA, b"q/")? {
-            let id = String::from_utf8_lossy(&id).to_string();
-            let Some(mut record) = self.task(&id)? else {
-                // An index entry without its record: drop it.
-                self.org.write(AREA, vec![(key, None)])?;
-                continue;
+        // A few of the oldest at a time, not the whole queue: usually the
+        // first is taken.
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page = self.org.scan_page(AREA, b"q/", after.as_deref(), 16)?;
+            let Some((last, _)) = page.last() else {
+                return Ok(None);
             };
-            let before = crate::store::encode(&record)?;
-            record.state = TaskState::Running;
-            record.started_at = Some(self.now());
-            let taken = self.org.write_across(
-                Some(&Guard {
-                    area: AREA.into(),
-                    key: record_key(&id),
-                    expected: Some(before),
-                }),
-                vec![
-                    (AREA.into(), key, None),
-                    (
-                        AREA.into(),
-                        record_key(&id),
-                        Some(crate::store::encode(&record)?),
-                    ),
-                ],
-            )?;
-            if taken {
-                return Ok(Some(record));
+            after = Some(last.clone());
+            for (key, id) in page {
+                if let Some(record) = self.take_queued(key, &id)? {
+                    return Ok(Some(record));
+                }
             }
         }
-        Ok(None)
+    }
+
+    /// Take the task `id` that queue key `key` names, if it is still
+    /// queued and no other taker gets there first.
+    fn take_queued(&self, key: Vec<u8>, id: &[u8]) -> Result<Option<TaskRecord>, StoreError> {
+        let id = String::from_utf8_lossy(id).to_string();
+        let record = self.task(&id)?;
+        // Gone, or taken by another taker since the queue was read (its
+        // record says so, and the guard below would hold on it): the queue
+        // key is stale.
+        let Some(mut record) = record.filter(|r| r.state == TaskState::Queued) else {
+            self.org.write(AREA, vec![(key, None)])?;
+            return Ok(None);
+        };
+        let before = crate::store::encode(&record)?;
+        record.state = TaskState::Running;
+        record.started_at = Some(self.now());
+        let taken = self.org.write_across(
+            Some(&Guard {
+                area: AREA.into(),
+                key: record_key(&id),
+                expected: Some(before),
+            }),
+            vec![
+                (AREA.into(), key, None),
+                (
+                    AREA.into(),
+                    record_key(&id),
+                    Some(crate::store::encode(&record)?),
+                ),
+                (
+                    AREA.into(),
+                    running_key(record.seq),
+                    Some(id.clone().into_bytes()),
+                ),
+            ],
+        )?;
+        Ok(taken.then_some(record))
     }
 
     /// Run a task [`Org::take_task`] took, with its employee's registered
@@ -279,7 +421,7 @@ impl Org {
                 "not run: {} was disabled by {}",
                 record.employee, d.by
             ));
-            self.org.put_json(AREA, &record_key(&record.id), &record)?;
+            self.store_ended(&record)?;
             return Ok(record);
         }
         let ran = self
@@ -309,7 +451,7 @@ impl Org {
         record.ended_at = Some(self.now());
         record.outcome = Some(crate::mediator::truncate(&outcome, 2000));
         record.guest_output = ran.ok().map(|r| r.guest_output);
-        self.org.put_json(AREA, &record_key(&record.id), &record)?;
+        self.store_ended(&record)?;
         Ok(record)
     }
 
@@ -369,15 +511,22 @@ impl Org {
     /// At start: tasks that were running when the host stopped are
     /// interrupted (their audit trail is closed by
     /// [`Org::record_interrupted_tasks`]). Returns how many.
+    /// Read through the index of running tasks, not every task ever.
     pub fn interrupt_running_tasks(&self) -> Result<usize, StoreError> {
+        self.build_task_indexes()?;
         let mut n = 0;
-        for mut record in self.tasks()? {
-            if record.state == TaskState::Running {
-                record.state = TaskState::Interrupted;
-                record.ended_at = Some(self.now());
-                record.outcome = Some("the host stopped while it ran".into());
-                self.org.put_json(AREA, &record_key(&record.id), &record)?;
-                n += 1;
+        for (key, id) in self.org.scan(AREA, b"r/")? {
+            let id = String::from_utf8_lossy(&id).into_owned();
+            match self.task(&id)? {
+                Some(mut record) if record.state == TaskState::Running => {
+                    record.state = TaskState::Interrupted;
+                    record.ended_at = Some(self.now());
+                    record.outcome = Some("the host stopped while it ran".into());
+                    self.store_ended(&record)?;
+                    n += 1;
+                }
+                // Ended (or gone) already: the index entry alone was left.
+                _ => self.org.write(AREA, vec![(key, None)])?,
             }
         }
         Ok(n)
