@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 use crate::approvals::{Approval, Status};
-use crate::store::{OrgStore, StoreError};
+use crate::store::{OrgStore, StoreError, Write};
 
 /// Webhook requests sent at once by one delivery round.
 const CONCURRENT_DELIVERIES: usize = 16;
@@ -510,6 +510,32 @@ fn key(n: &Notification) -> Vec<u8> {
     format!("n/{}", n.id).into_bytes()
 }
 
+/// The index of pending notifications by when they are next due
+/// (`d/<nanoseconds>/<id>`): a delivery round reads those due, not every
+/// notification ever queued.
+fn due_key(n: &Notification) -> Vec<u8> {
+    let nanos = n.next_at.timestamp_nanos_opt().unwrap_or(i64::MAX).max(0);
+    format!("d/{nanos:020}/{}", n.id).into_bytes()
+}
+
+/// Set once the due index covers every pending notification (built once
+/// from the records, for an outbox written before it existed).
+const DUE_INDEX_BUILT: &[u8] = b"d-index-built";
+
+/// The writes that store `n`, replacing `before` (its stored form, if any):
+/// the record, and its place in the due index while it is pending.
+fn stored(before: Option<&Notification>, n: &Notification) -> Result<Vec<Write>, StoreError> {
+    let mut writes = Vec::with_capacity(3);
+    if let Some(before) = before.filter(|b| b.state == DeliveryState::Pending) {
+        writes.push((due_key(before), None));
+    }
+    if n.state == DeliveryState::Pending {
+        writes.push((due_key(n), Some(Vec::new())));
+    }
+    writes.push((key(n), Some(crate::store::encode(n)?)));
+    Ok(writes)
+}
+
 impl Outbox {
     /// The outbox of `store`'s organisation.
     pub fn new(store: OrgStore) -> Outbox {
@@ -560,7 +586,7 @@ impl Outbox {
             state: DeliveryState::Pending,
             allow_private_address: target.allow_private_address,
         };
-        self.store.put_json(AREA, &key(&n), &n)?;
+        self.store.write(AREA, stored(None, &n)?)?;
         Ok(n)
     }
 
@@ -596,7 +622,7 @@ impl Outbox {
             state: DeliveryState::Pending,
             allow_private_address: target.allow_private_address,
         };
-        self.store.put_json(AREA, &key(&n), &n)?;
+        self.store.write(AREA, stored(None, &n)?)?;
         Ok(n)
     }
 
@@ -607,17 +633,68 @@ impl Outbox {
         Ok(all)
     }
 
+    /// The pending notifications due at `now`, read through the due index
+    /// (index keys left by a record that moved on are dropped).
+    fn due(&self, now: DateTime<Utc>) -> Result<Vec<Notification>, StoreError> {
+        self.build_due_index()?;
+        let mut due = Vec::new();
+        let mut stale = Vec::new();
+        let mut after: Option<Vec<u8>> = None;
+        'pages: loop {
+            let page = self.store.scan_page(AREA, b"d/", after.as_deref(), 64)?;
+            let Some((last, _)) = page.last() else {
+                break;
+            };
+            after = Some(last.clone());
+            for (k, _) in page {
+                let text = String::from_utf8_lossy(&k[2..]).into_owned();
+                let Some((_, id)) = text.split_once('/') else {
+                    stale.push((k, None));
+                    continue;
+                };
+                let n: Option<Notification> =
+                    self.store.get_json(AREA, format!("n/{id}").as_bytes())?;
+                match n {
+                    Some(n) if n.state == DeliveryState::Pending && due_key(&n) == k => {
+                        if n.next_at > now {
+                            break 'pages;
+                        }
+                        due.push(n);
+                    }
+                    _ => stale.push((k, None)),
+                }
+            }
+        }
+        if !stale.is_empty() {
+            self.store.write(AREA, stale)?;
+        }
+        Ok(due)
+    }
+
+    /// Index the pending notifications of an outbox written before the due
+    /// index existed (once; every write since keeps it).
+    fn build_due_index(&self) -> Result<(), StoreError> {
+        if self.store.get(AREA, DUE_INDEX_BUILT)?.is_some() {
+            return Ok(());
+        }
+        let mut writes: Vec<Write> = Vec::new();
+        for (_, value) in self.store.scan(AREA, b"n/")? {
+            let n: Notification = crate::store::decode(AREA, &value)?;
+            if n.state == DeliveryState::Pending {
+                writes.push((due_key(&n), Some(Vec::new())));
+            }
+        }
+        writes.push((DUE_INDEX_BUILT.to_vec(), Some(b"1".to_vec())));
+        self.store.write(AREA, writes)
+    }
+
     /// Try every pending notification that is due at `now`, once.
     pub fn deliver_due(&self, now: DateTime<Utc>) -> Result<Delivery, StoreError> {
         let _round = self
             .delivering
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let due: Vec<Notification> = self
-            .list()?
-            .into_iter()
-            .filter(|n| n.state == DeliveryState::Pending && n.next_at <= now)
-            .collect();
+        let due = self.due(now)?;
         let mut report = Delivery::default();
         if due.is_empty() {
             return Ok(report);
@@ -684,7 +761,8 @@ impl Outbox {
                 }
             });
         }
-        for (mut n, sent) in outcomes {
+        for (before, sent) in outcomes {
+            let mut n = before.clone();
             n.attempts += 1;
             match sent {
                 Ok(status) if status.is_success() => {
@@ -715,7 +793,7 @@ impl Outbox {
                     }
                 }
             }
-            self.store.put_json(AREA, &key(&n), &n)?;
+            self.store.write(AREA, stored(Some(&before), &n)?)?;
         }
         Ok(report)
     }

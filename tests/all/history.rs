@@ -829,3 +829,69 @@ fn a_page_of_tasks_and_a_restart_read_those_tasks_not_every_task_ever_requested(
     assert!(read <= 25, "{read} records read: the index was built again");
     Ok(())
 }
+
+/// A delivery round reads the notifications that are due through an index
+/// by when they are next due, never every notification ever queued (the
+/// outbox keeps delivered ones); an outbox written before the index is
+/// indexed once and delivers the same.
+#[test]
+fn a_delivery_round_reads_the_notifications_due_not_every_one_ever_queued() -> Result<()> {
+    use clancy::notify::{Event, Format, Target};
+    let (_dir, store, host, _clock) = counted_host_on_a_clock()?;
+    let receiver = crate::notify::Receiver::start(Vec::new())?;
+    let target = Target {
+        url: receiver.url(),
+        format: Format::Json,
+        events: Default::default(),
+        include_content: false,
+        allow_private_address: true,
+    };
+    let push = |n: usize| -> Result<()> {
+        for i in 0..n {
+            host.outbox().push_notice(
+                &target,
+                Event::Checkpoint,
+                serde_json::json!({ "n": i }),
+                host.now(),
+            )?;
+        }
+        Ok(())
+    };
+    push(200)?;
+    let first = host.outbox().deliver_due(host.now())?;
+    assert_eq!(first.delivered.len(), 200);
+    assert_eq!(receiver.received().len(), 200);
+
+    // Nothing due: the round reads (almost) nothing, with 200 delivered kept.
+    store.take("outbox");
+    store.take_got("outbox");
+    let idle = host.outbox().deliver_due(host.now())?;
+    assert!(idle.delivered.is_empty() && idle.retrying.is_empty());
+    let read = store.take("outbox") + store.take_got("outbox");
+    assert!(read <= 3, "{read} outbox records read with nothing due");
+    push(2)?;
+    store.take("outbox");
+    store.take_got("outbox");
+    assert_eq!(host.outbox().deliver_due(host.now())?.delivered.len(), 2);
+    let read = store.take("outbox") + store.take_got("outbox");
+    assert!(read <= 8, "{read} outbox records read to deliver 2");
+
+    // An outbox written before the index: indexed once, and each pending
+    // notification delivered once.
+    let mut unindexed = Vec::new();
+    for prefix in ["default/d/", "default/d-index-built"] {
+        for (key, _) in store.inner.scan("outbox", prefix.as_bytes())? {
+            unindexed.push((key, None));
+        }
+    }
+    store.inner.write("outbox", unindexed)?;
+    push(1)?;
+    assert_eq!(host.outbox().deliver_due(host.now())?.delivered.len(), 1);
+    assert_eq!(receiver.received().len(), 203);
+    store.take("outbox");
+    store.take_got("outbox");
+    host.outbox().deliver_due(host.now())?;
+    let read = store.take("outbox") + store.take_got("outbox");
+    assert!(read <= 3, "{read} records read: the index was built again");
+    Ok(())
+}
