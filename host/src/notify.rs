@@ -504,6 +504,8 @@ pub struct Outbox {
     /// timer and `POST /api/v1/notifications/deliver`) would send the same
     /// notification twice.
     delivering: std::sync::Mutex<()>,
+    /// Whether the indexes are known to cover every notification.
+    indexed: std::sync::atomic::AtomicBool,
 }
 
 fn key(n: &Notification) -> Vec<u8> {
@@ -518,16 +520,33 @@ fn due_key(n: &Notification) -> Vec<u8> {
     format!("d/{nanos:020}/{}", n.id).into_bytes()
 }
 
-/// Set once the due index covers every pending notification (built once
-/// from the records, for an outbox written before it existed).
-const DUE_INDEX_BUILT: &[u8] = b"d-index-built";
+/// The index of notifications in the order they were queued
+/// (`c/<nanoseconds>/<id>`): the outbox is listed a page at a time, and a
+/// page does not shift as notifications are added or retried.
+fn order_key(queued_at: DateTime<Utc>, id: &str) -> Vec<u8> {
+    let nanos = queued_at.timestamp_nanos_opt().unwrap_or(i64::MAX).max(0);
+    format!("c/{nanos:020}/{id}").into_bytes()
+}
 
-/// The writes that store `n`, replacing `before` (its stored form, if any):
-/// the record, and its place in the due index while it is pending.
+/// Where a notification stands in the order queued (when, and its id): a
+/// page of the outbox ends at one, and the next starts after it.
+pub type OutboxPlace = (DateTime<Utc>, String);
+
+/// Set once the due and order indexes cover every notification (built
+/// once from the records, for an outbox written before they existed).
+const INDEXES_BUILT: &[u8] = b"d-index-built";
+
+/// The writes that store `n`, replacing `before` (its stored form; `None`
+/// when it is new): the record, its place in the due index while it is
+/// pending, and (when new) its place in the order queued.
 fn stored(before: Option<&Notification>, n: &Notification) -> Result<Vec<Write>, StoreError> {
     let mut writes = Vec::with_capacity(3);
-    if let Some(before) = before.filter(|b| b.state == DeliveryState::Pending) {
-        writes.push((due_key(before), None));
+    match before {
+        Some(before) if before.state == DeliveryState::Pending => {
+            writes.push((due_key(before), None));
+        }
+        Some(_) => {}
+        None => writes.push((order_key(n.next_at, &n.id), Some(Vec::new()))),
     }
     if n.state == DeliveryState::Pending {
         writes.push((due_key(n), Some(Vec::new())));
@@ -542,6 +561,7 @@ impl Outbox {
         Outbox {
             store,
             delivering: std::sync::Mutex::new(()),
+            indexed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -586,6 +606,8 @@ impl Outbox {
             state: DeliveryState::Pending,
             allow_private_address: target.allow_private_address,
         };
+        // An outbox written before the indexes is indexed before this joins it.
+        self.build_indexes()?;
         self.store.write(AREA, stored(None, &n)?)?;
         Ok(n)
     }
@@ -622,21 +644,79 @@ impl Outbox {
             state: DeliveryState::Pending,
             allow_private_address: target.allow_private_address,
         };
+        // An outbox written before the indexes is indexed before this joins it.
+        self.build_indexes()?;
         self.store.write(AREA, stored(None, &n)?)?;
         Ok(n)
     }
 
-    /// Every notification, oldest first.
+    /// Every notification, in the order queued.
     pub fn list(&self) -> Result<Vec<Notification>, StoreError> {
-        let mut all: Vec<Notification> = self.store.scan_json(AREA, b"n/")?;
-        all.sort_by(|a, b| a.next_at.cmp(&b.next_at).then(a.id.cmp(&b.id)));
+        let mut all = Vec::new();
+        self.for_each_page(|page| {
+            all.extend_from_slice(page);
+            Ok::<(), StoreError>(())
+        })?;
         Ok(all)
+    }
+
+    /// Every notification, in the order queued, a page at a time (memory
+    /// does not grow with how many were ever queued).
+    pub fn for_each_page<E: From<StoreError>>(
+        &self,
+        mut each: impl FnMut(&[Notification]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut after = None;
+        loop {
+            let (page, next) = self.page(after.as_ref(), 256)?;
+            each(&page)?;
+            match next {
+                Some(next) => after = Some(next),
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// At most `limit` notifications in the order they were queued, after
+    /// the one `after` names (when it was queued, and its id); and what
+    /// names the last of them, if more follow. Read through the order
+    /// index: a page costs about its own notifications.
+    pub fn page(
+        &self,
+        after: Option<&OutboxPlace>,
+        limit: usize,
+    ) -> Result<(Vec<Notification>, Option<OutboxPlace>), StoreError> {
+        self.build_indexes()?;
+        let from = after.map(|(time, id)| order_key(*time, id));
+        let keys = self
+            .store
+            .scan_page(AREA, b"c/", from.as_deref(), limit.saturating_add(1))?;
+        let more = keys.len() > limit;
+        let mut found = Vec::with_capacity(limit.min(keys.len()));
+        let mut last = None;
+        for (k, _) in keys.into_iter().take(limit) {
+            let text = String::from_utf8_lossy(&k[2..]).into_owned();
+            let Some((nanos, id)) = text.split_once('/') else {
+                continue;
+            };
+            let n: Option<Notification> =
+                self.store.get_json(AREA, format!("n/{id}").as_bytes())?;
+            if let Some(n) = n {
+                found.push(n);
+            }
+            let queued = nanos
+                .parse::<i64>()
+                .map(DateTime::from_timestamp_nanos)
+                .unwrap_or_default();
+            last = Some((queued, id.to_string()));
+        }
+        Ok((found, last.filter(|_| more)))
     }
 
     /// The pending notifications due at `now`, read through the due index
     /// (index keys left by a record that moved on are dropped).
     fn due(&self, now: DateTime<Utc>) -> Result<Vec<Notification>, StoreError> {
-        self.build_due_index()?;
+        self.build_indexes()?;
         let mut due = Vec::new();
         let mut stale = Vec::new();
         let mut after: Option<Vec<u8>> = None;
@@ -671,21 +751,31 @@ impl Outbox {
         Ok(due)
     }
 
-    /// Index the pending notifications of an outbox written before the due
-    /// index existed (once; every write since keeps it).
-    fn build_due_index(&self) -> Result<(), StoreError> {
-        if self.store.get(AREA, DUE_INDEX_BUILT)?.is_some() {
+    /// Index the notifications of an outbox written before the due and
+    /// order indexes existed (once; every write since keeps them). Their
+    /// order is by when each was last due, the nearest to when it was
+    /// queued that they record.
+    fn build_indexes(&self) -> Result<(), StoreError> {
+        use std::sync::atomic::Ordering;
+        if self.indexed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        if self.store.get(AREA, INDEXES_BUILT)?.is_some() {
+            self.indexed.store(true, Ordering::Release);
             return Ok(());
         }
         let mut writes: Vec<Write> = Vec::new();
         for (_, value) in self.store.scan(AREA, b"n/")? {
             let n: Notification = crate::store::decode(AREA, &value)?;
+            writes.push((order_key(n.next_at, &n.id), Some(Vec::new())));
             if n.state == DeliveryState::Pending {
                 writes.push((due_key(&n), Some(Vec::new())));
             }
         }
-        writes.push((DUE_INDEX_BUILT.to_vec(), Some(b"1".to_vec())));
-        self.store.write(AREA, writes)
+        writes.push((INDEXES_BUILT.to_vec(), Some(b"1".to_vec())));
+        self.store.write(AREA, writes)?;
+        self.indexed.store(true, Ordering::Release);
+        Ok(())
     }
 
     /// Try every pending notification that is due at `now`, once.

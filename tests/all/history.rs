@@ -837,7 +837,7 @@ fn a_page_of_tasks_and_a_restart_read_those_tasks_not_every_task_ever_requested(
 #[test]
 fn a_delivery_round_reads_the_notifications_due_not_every_one_ever_queued() -> Result<()> {
     use clancy::notify::{Event, Format, Target};
-    let (_dir, store, host, _clock) = counted_host_on_a_clock()?;
+    let (dir, store, host, _clock) = counted_host_on_a_clock()?;
     let receiver = crate::notify::Receiver::start(Vec::new())?;
     let target = Target {
         url: receiver.url(),
@@ -846,7 +846,7 @@ fn a_delivery_round_reads_the_notifications_due_not_every_one_ever_queued() -> R
         include_content: false,
         allow_private_address: true,
     };
-    let push = |n: usize| -> Result<()> {
+    let push = |host: &Org, n: usize| -> Result<()> {
         for i in 0..n {
             host.outbox().push_notice(
                 &target,
@@ -857,7 +857,7 @@ fn a_delivery_round_reads_the_notifications_due_not_every_one_ever_queued() -> R
         }
         Ok(())
     };
-    push(200)?;
+    push(&host, 200)?;
     let first = host.outbox().deliver_due(host.now())?;
     assert_eq!(first.delivered.len(), 200);
     assert_eq!(receiver.received().len(), 200);
@@ -869,23 +869,27 @@ fn a_delivery_round_reads_the_notifications_due_not_every_one_ever_queued() -> R
     assert!(idle.delivered.is_empty() && idle.retrying.is_empty());
     let read = store.take("outbox") + store.take_got("outbox");
     assert!(read <= 3, "{read} outbox records read with nothing due");
-    push(2)?;
+    push(&host, 2)?;
     store.take("outbox");
     store.take_got("outbox");
     assert_eq!(host.outbox().deliver_due(host.now())?.delivered.len(), 2);
     let read = store.take("outbox") + store.take_got("outbox");
     assert!(read <= 8, "{read} outbox records read to deliver 2");
 
-    // An outbox written before the index: indexed once, and each pending
-    // notification delivered once.
+    // An outbox written before the indexes, opened by the next process:
+    // indexed once, and each pending notification delivered once.
+    push(&host, 1)?;
+    drop(host);
     let mut unindexed = Vec::new();
-    for prefix in ["default/d/", "default/d-index-built"] {
+    for prefix in ["default/d/", "default/c/", "default/d-index-built"] {
         for (key, _) in store.inner.scan("outbox", prefix.as_bytes())? {
             unindexed.push((key, None));
         }
     }
+    assert!(unindexed.len() > 200);
     store.inner.write("outbox", unindexed)?;
-    push(1)?;
+    let host = Org::open_with_store(&dir.path().join("data"), "default", store.clone())?;
+    assert_eq!(host.outbox().list()?.len(), 203);
     assert_eq!(host.outbox().deliver_due(host.now())?.delivered.len(), 1);
     assert_eq!(receiver.received().len(), 203);
     store.take("outbox");
@@ -893,5 +897,70 @@ fn a_delivery_round_reads_the_notifications_due_not_every_one_ever_queued() -> R
     host.outbox().deliver_due(host.now())?;
     let read = store.take("outbox") + store.take_got("outbox");
     assert!(read <= 3, "{read} records read: the index was built again");
+    Ok(())
+}
+
+/// The outbox is listed a page at a time through an index of notifications
+/// in the order queued: a page reads that page, and paging returns every
+/// notification exactly once while notifications are added and retried.
+#[test]
+fn the_outbox_is_listed_a_page_at_a_time_each_notification_once() -> Result<()> {
+    use clancy::notify::{Event, Format, Target};
+    let (_dir, store, host, clock) = counted_host_on_a_clock()?;
+    // A receiver that fails every first try: notifications are retried
+    // (their next time moves) while the operator pages.
+    let receiver = crate::notify::Receiver::start(vec![500; 40])?;
+    let target = Target {
+        url: receiver.url(),
+        format: Format::Json,
+        events: Default::default(),
+        include_content: false,
+        allow_private_address: true,
+    };
+    let push = |n: usize| -> Result<Vec<String>> {
+        let mut ids = Vec::new();
+        for i in 0..n {
+            let pushed = host.outbox().push_notice(
+                &target,
+                Event::Checkpoint,
+                serde_json::json!({ "n": i }),
+                host.now(),
+            )?;
+            ids.push(pushed.id);
+            clock.advance(chrono::Duration::milliseconds(1));
+        }
+        Ok(ids)
+    };
+    let mut queued = push(120)?;
+    store.take("outbox");
+    store.take_got("outbox");
+    let (first, next) = host.outbox().page(None, 10)?;
+    let read = store.take("outbox") + store.take_got("outbox");
+    assert!(read <= 25, "{read} outbox records read for a page of 10");
+    assert_eq!(
+        first.iter().map(|n| n.id.clone()).collect::<Vec<_>>(),
+        queued[..10].to_vec()
+    );
+    let mut seen: Vec<String> = first.into_iter().map(|n| n.id).collect();
+    let mut after = next;
+    let mut round = 0;
+    while let Some(cursor) = after {
+        let (page, next) = host.outbox().page(Some(&cursor), 25)?;
+        seen.extend(page.into_iter().map(|n| n.id));
+        after = next;
+        round += 1;
+        if round == 1 {
+            // Some are tried (and fail, to be retried later) meanwhile,
+            // and more are queued.
+            host.outbox().deliver_due(host.now())?;
+        }
+        if round <= 3 {
+            queued.extend(push(5)?);
+        }
+    }
+    assert_eq!(
+        seen, queued,
+        "a notification was listed twice, skipped or out of order"
+    );
     Ok(())
 }

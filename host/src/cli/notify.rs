@@ -48,28 +48,32 @@ pub(super) fn run(
         }
         NotifyCommand::List { json } => {
             let host = open(global, DataDirMode::Existing)?;
-            let list = host.outbox().list()?;
-            for n in &list {
-                if json {
-                    writeln!(out, "{}", serde_json::to_string(n)?)?;
-                } else {
-                    writeln!(
-                        out,
-                        "{} {} about {} -> {}: {:?} after {} attempt(s){}",
-                        n.id,
-                        n.event.name(),
-                        n.approval,
-                        crate::notify::origin(&n.url),
-                        n.state,
-                        n.attempts,
-                        n.last_error
-                            .as_ref()
-                            .map(|e| format!(" ({e})"))
-                            .unwrap_or_default()
-                    )?;
+            let mut listed = 0;
+            host.outbox().for_each_page(|page| {
+                listed += page.len();
+                for n in page {
+                    if json {
+                        writeln!(out, "{}", serde_json::to_string(n)?)?;
+                    } else {
+                        writeln!(
+                            out,
+                            "{} {} about {} -> {}: {:?} after {} attempt(s){}",
+                            n.id,
+                            n.event.name(),
+                            n.approval,
+                            crate::notify::origin(&n.url),
+                            n.state,
+                            n.attempts,
+                            n.last_error
+                                .as_ref()
+                                .map(|e| format!(" ({})", crate::human::line(e)))
+                                .unwrap_or_default()
+                        )?;
+                    }
                 }
-            }
-            if list.is_empty() && !json {
+                Ok::<(), anyhow::Error>(())
+            })?;
+            if listed == 0 && !json {
                 writeln!(out, "no notifications")?;
             }
             Ok(ExitCode::SUCCESS)
@@ -102,8 +106,7 @@ fn through_daemon(
             writeln!(out, "{}", line(&answer["secret"]))?;
         }
         NotifyCommand::List { json } => {
-            let list = remote.get("/api/v1/notifications", &[])?;
-            let items = list["items"].as_array().cloned().unwrap_or_default();
+            let items = remote.all_pages("/api/v1/notifications", &[], "cursor")?;
             for n in &items {
                 if json {
                     writeln!(out, "{n}")?;

@@ -249,11 +249,11 @@ pub(super) struct PageQuery {
     limit: Option<u32>,
     /// The `next_cursor` of the previous page.
     #[param(pattern = "^[A-Za-z0-9_-]{1,200}$")]
-    cursor: Option<String>,
+    pub(super) cursor: Option<String>,
 }
 
 impl PageQuery {
-    fn limit(&self) -> Result<usize, Problem> {
+    pub(super) fn limit(&self) -> Result<usize, Problem> {
         match self.limit {
             None => Ok(100),
             Some(n @ 1..=500) => Ok(n as usize),
@@ -267,7 +267,7 @@ impl PageQuery {
 /// A cursor names the last item of a page by its place in the queue's
 /// order (creation time, then id), so items added meanwhile never shift a
 /// page: each is listed exactly once.
-fn encode_cursor(time: DateTime<Utc>, id: &str) -> String {
+pub(super) fn encode_cursor(time: DateTime<Utc>, id: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!(
         "{}|{id}",
@@ -275,7 +275,7 @@ fn encode_cursor(time: DateTime<Utc>, id: &str) -> String {
     ))
 }
 
-fn decode_cursor(cursor: &str) -> Result<(DateTime<Utc>, String), Problem> {
+pub(super) fn decode_cursor(cursor: &str) -> Result<(DateTime<Utc>, String), Problem> {
     use base64::Engine as _;
     let bad = || Problem::bad_request("the cursor is not one this API gave out");
     let text = base64::engine::general_purpose::URL_SAFE_NO_PAD

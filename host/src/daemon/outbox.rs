@@ -3,12 +3,14 @@
 //! Receivers' URLs are shown by their origin only: a webhook URL often
 //! carries its own secret in the path.
 
+use axum::extract::Query;
+use axum::extract::rejection::QueryRejection;
 use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::api::{Problem, Refusals};
+use super::api::{PageQuery, Problem, Refusals, decode_cursor, encode_cursor};
 use super::auth::Caller;
 use super::with_org;
 use crate::notify::{DeliveryState, Notification};
@@ -48,30 +50,40 @@ impl From<&Notification> for NotificationView {
     }
 }
 
-/// The outbox, oldest first.
+/// A page of the outbox, in the order queued.
 #[derive(Serialize, ToSchema)]
 pub(super) struct NotificationList {
     items: Vec<NotificationView>,
+    /// Pass as `cursor` for the next page; absent on the last.
+    next_cursor: Option<String>,
 }
 
 /// `GET /api/v1/notifications`: what was sent, what waits for a retry,
-/// what was given up.
+/// what was given up; in the order queued, a page at a time.
 #[utoipa::path(
     get,
     path = "/api/v1/notifications",
     tag = "notifications",
-    responses((status = 200, description = "The outbox", body = NotificationList), Refusals),
+    params(PageQuery),
+    responses((status = 200, description = "A page of the outbox", body = NotificationList), Refusals),
     security(("bearer" = []), ("session" = []))
 )]
 pub(super) async fn list(
     Extension(caller): Extension<Caller>,
+    query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Json<NotificationList>, Problem> {
     caller.needs(Role::Manager)?;
-    let all = with_org(&caller.org, |org| org.outbox().list())
-        .await?
-        .map_err(Problem::internal)?;
+    let Query(query) = query.map_err(Problem::bad_request)?;
+    let limit = query.limit()?;
+    let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
+    let (page, next) = with_org(&caller.org, move |org| {
+        org.outbox().page(after.as_ref(), limit)
+    })
+    .await?
+    .map_err(Problem::internal)?;
     Ok(Json(NotificationList {
-        items: all.iter().map(NotificationView::from).collect(),
+        items: page.iter().map(NotificationView::from).collect(),
+        next_cursor: next.map(|(time, id)| encode_cursor(time, &id)),
     }))
 }
 

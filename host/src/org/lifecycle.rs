@@ -125,8 +125,9 @@ impl Org {
 
     /// Everything the organisation holds, as one JSON document (pretty
     /// printed, then a newline) written to `out` as it is read: one part at a
-    /// time, the tasks and the audit log a page at a time, so memory does not
-    /// grow with the log or with how many tasks were ever requested.
+    /// time, the tasks, notifications and the audit log a page at a time, so
+    /// memory does not grow with the log or with how many tasks or
+    /// notifications there ever were.
     /// Audited (who exported) before a byte is written. The document covers
     /// the log as it was when the export began.
     pub fn export_organisation_to(
@@ -186,20 +187,19 @@ impl Org {
             Ok::<(), OrgError>(())
         })?;
         doc.end_list()?;
-        let notifications: Vec<Value> = self
-            .outbox()
-            .list()?
-            .into_iter()
-            .map(|n| {
-                json!({
+        doc.begin_list("notifications")?;
+        self.outbox().for_each_page(|page| {
+            for n in page {
+                doc.item(&json!({
                     "id": n.id, "event": n.event.name(), "approval": n.approval,
                     "target": crate::notify::origin(&n.url), "state": n.state,
                     "attempts": n.attempts, "last_error": n.last_error,
                     "body": n.body,
-                })
-            })
-            .collect();
-        doc.field("notifications", &notifications)?;
+                }))?;
+            }
+            Ok::<(), OrgError>(())
+        })?;
+        doc.end_list()?;
         doc.field("sandbox", &self.sandbox().snapshot()?)?;
         doc.field("files", &self.file_listing()?)?;
         // Read before the log, as `audit export` does: every checkpoint in
