@@ -964,3 +964,62 @@ fn the_outbox_is_listed_a_page_at_a_time_each_notification_once() -> Result<()> 
     );
     Ok(())
 }
+
+/// The approvals queue and a new submission read the versions of employees
+/// still waiting for an admin through an index, not every version ever
+/// submitted; versions submitted before the index are indexed once.
+#[test]
+fn the_queue_reads_the_versions_waiting_not_every_one_ever_submitted() -> Result<()> {
+    use clancy::operators::{Operator, Role};
+    let (_dir, store, host, _employee) = counted_host_with_hostile()?;
+    let admin = Operator {
+        name: "ada".into(),
+        role: Role::Admin,
+    };
+    let component = std::fs::read(clancy_guests::HOSTILE)?;
+    // Wider than the version in force: gmail may also be read under "sales".
+    let wider = format!(
+        "name = \"test-employee\"\ncomponent = \"ignored.wasm\"\n{}\n[[grant]]\nintegration = \"gmail\"\nscope = \"label:sales\"\nactions = [\"read\"]\n",
+        crate::env::HOSTILE_GRANTS
+    );
+    let submit = || -> Result<String> {
+        match host.submit_employee(&wider, &component, "alice")? {
+            clancy::org::Submitted::Waiting(u) => Ok(u.id),
+            other => anyhow::bail!("not waiting: {other:?}"),
+        }
+    };
+    for _ in 0..40 {
+        let id = submit()?;
+        host.decide_upgrade(&id, false, &admin)?;
+    }
+    let waiting = submit()?;
+    store.take("upgrades");
+    store.take_got("upgrades");
+    let pending = host.pending_upgrades()?;
+    assert_eq!(
+        pending.iter().map(|u| u.id.clone()).collect::<Vec<_>>(),
+        vec![waiting.clone()]
+    );
+    let read = store.take("upgrades") + store.take_got("upgrades");
+    assert!(read <= 4, "{read} versions read to find the one waiting");
+    // The same version again is the same request, found the same way.
+    assert_eq!(submit()?, waiting);
+    assert_eq!(host.upgrades()?.len(), 41);
+
+    // Versions submitted before the index: indexed once.
+    let mut unindexed = Vec::new();
+    for prefix in ["default/w/", "default/w-index-built"] {
+        for (key, _) in store.inner.scan("upgrades", prefix.as_bytes())? {
+            unindexed.push((key, None));
+        }
+    }
+    assert_eq!(unindexed.len(), 2);
+    store.inner.write("upgrades", unindexed)?;
+    assert_eq!(host.pending_upgrades()?.len(), 1);
+    store.take("upgrades");
+    store.take_got("upgrades");
+    assert_eq!(host.pending_upgrades()?.len(), 1);
+    let read = store.take("upgrades") + store.take_got("upgrades");
+    assert!(read <= 4, "{read} versions read: the index was built again");
+    Ok(())
+}

@@ -405,8 +405,12 @@ fn approvals(host: &Org, command: ApprovalsCommand, out: &mut impl Write) -> Res
             }
             // Versions that may widen an employee wait in the same queue,
             // shown as the daemon's queue shows them.
-            let upgrades: Vec<crate::org::Upgrade> = host
-                .upgrades()?
+            let upgrades: Vec<crate::org::Upgrade> = if all {
+                host.upgrades()?
+            } else {
+                host.pending_upgrades()?
+            };
+            let upgrades: Vec<crate::org::Upgrade> = upgrades
                 .into_iter()
                 .filter(|u| all || u.status == crate::org::UpgradeStatus::Pending)
                 .filter(|u| employee.as_ref().is_none_or(|e| &u.employee == e))

@@ -201,12 +201,15 @@ pub(super) fn run(
         EmployeesCommand::Add(s) => submit_local(&host, true, s, out),
         EmployeesCommand::Upgrade(s) => submit_local(&host, false, s, out),
         EmployeesCommand::Upgrades { all, json } => {
-            let list: Vec<Value> = host
-                .upgrades()?
-                .iter()
-                .filter(|u| all || u.status == crate::org::UpgradeStatus::Pending)
-                .map(upgrade_json)
-                .collect();
+            let list: Vec<Value> = if all {
+                host.upgrades()?
+            } else {
+                host.pending_upgrades()?
+            }
+            .iter()
+            .filter(|u| all || u.status == crate::org::UpgradeStatus::Pending)
+            .map(upgrade_json)
+            .collect();
             print_upgrades(out, &list, all, json)
         }
         EmployeesCommand::List { json } => {

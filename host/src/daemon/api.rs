@@ -315,7 +315,7 @@ pub(super) async fn list_approvals(
         Ok::<_, crate::store::StoreError>((
             org.approvals()
                 .pending_page(from, limit.saturating_add(1))?,
-            org.upgrades()?,
+            org.pending_upgrades()?,
         ))
     })
     .await?

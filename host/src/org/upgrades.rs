@@ -23,6 +23,16 @@ use super::{Org, OrgError};
 
 const AREA: &str = "upgrades";
 
+/// The index of versions still waiting (`w/<id>`): the approvals queue and
+/// a new submission read those, not every version ever submitted.
+fn waiting_key(id: &str) -> Vec<u8> {
+    format!("w/{id}").into_bytes()
+}
+
+/// Set once the index covers every waiting version (built once from the
+/// records, for versions submitted before it existed).
+const WAITING_INDEX_BUILT: &[u8] = b"w-index-built";
+
 /// Where a submitted version stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
@@ -163,9 +173,8 @@ impl Org {
         }
         // The same version submitted again while it waits is the same request.
         let base = before.as_ref().map(digest_of);
-        if let Some(same) = self.upgrades()?.into_iter().find(|u| {
-            u.status == UpgradeStatus::Pending
-                && u.employee == after.name
+        if let Some(same) = self.pending_upgrades()?.into_iter().find(|u| {
+            u.employee == after.name
                 && u.base == base
                 && digest_of(&u.manifest) == digest_of(&after)
         }) {
@@ -182,8 +191,16 @@ impl Org {
             status: UpgradeStatus::Pending,
             decided_by: None,
         };
-        self.org
-            .put_json(AREA, format!("u/{}", upgrade.id).as_bytes(), &upgrade)?;
+        self.org.write(
+            AREA,
+            vec![
+                (
+                    format!("u/{}", upgrade.id).into_bytes(),
+                    Some(crate::store::encode(&upgrade)?),
+                ),
+                (waiting_key(&upgrade.id), Some(Vec::new())),
+            ],
+        )?;
         self.audit_operator_action(
             "employees-submitted",
             &format!("{} {}", upgrade.employee, upgrade.id),
@@ -201,6 +218,35 @@ impl Org {
             return Ok(None);
         }
         self.org.get_json(AREA, format!("u/{id}").as_bytes())
+    }
+
+    /// The versions still waiting for an admin, oldest first: read through
+    /// the waiting index, not every version ever submitted.
+    pub fn pending_upgrades(&self) -> Result<Vec<Upgrade>, StoreError> {
+        if self.org.get(AREA, WAITING_INDEX_BUILT)?.is_none() {
+            let mut writes: Vec<crate::store::Write> = self
+                .upgrades()?
+                .iter()
+                .filter(|u| u.status == UpgradeStatus::Pending)
+                .map(|u| (waiting_key(&u.id), Some(Vec::new())))
+                .collect();
+            writes.push((WAITING_INDEX_BUILT.to_vec(), Some(b"1".to_vec())));
+            self.org.write(AREA, writes)?;
+        }
+        let mut waiting = Vec::new();
+        let mut stale = Vec::new();
+        for (key, _) in self.org.scan(AREA, b"w/")? {
+            let id = String::from_utf8_lossy(&key[2..]).into_owned();
+            match self.upgrade(&id)? {
+                Some(u) if u.status == UpgradeStatus::Pending => waiting.push(u),
+                _ => stale.push((key, None)),
+            }
+        }
+        if !stale.is_empty() {
+            self.org.write(AREA, stale)?;
+        }
+        waiting.sort_by(|a, b| (a.requested_at, &a.id).cmp(&(b.requested_at, &b.id)));
+        Ok(waiting)
     }
 
     /// Every submitted version that waited, newest last.
@@ -249,7 +295,13 @@ impl Org {
         if upgrade.status == UpgradeStatus::Approved {
             self.load(upgrade.manifest.clone())?;
         }
-        self.org.put_json(AREA, key.as_bytes(), &upgrade)?;
+        self.org.write(
+            AREA,
+            vec![
+                (key.into_bytes(), Some(crate::store::encode(&upgrade)?)),
+                (waiting_key(&upgrade.id), None),
+            ],
+        )?;
         self.audit_operator_action(
             "employees-upgrade",
             &format!("{} {}", upgrade.employee, upgrade.id),
