@@ -534,6 +534,27 @@ impl ApprovalQueue {
         self.store.get_json(AREA, &key(id))
     }
 
+    /// Every request in the order made (ids sort so), a page at a time:
+    /// memory does not grow with how many were ever queued.
+    pub fn for_each_page<E: From<StoreError>>(
+        &self,
+        mut each: impl FnMut(&[Approval]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page = self.store.scan_page(AREA, b"a/", after.as_deref(), 256)?;
+            let Some((last, _)) = page.last() else {
+                return Ok(());
+            };
+            after = Some(last.clone());
+            let approvals = page
+                .iter()
+                .map(|(_, v)| crate::store::decode(AREA, v))
+                .collect::<Result<Vec<Approval>, StoreError>>()?;
+            each(&approvals)?;
+        }
+    }
+
     /// Every request, oldest first.
     pub fn list(&self) -> Result<Vec<Approval>, StoreError> {
         let mut all: Vec<Approval> = self.store.scan_json(AREA, b"a/")?;

@@ -125,9 +125,9 @@ impl Org {
 
     /// Everything the organisation holds, as one JSON document (pretty
     /// printed, then a newline) written to `out` as it is read: one part at a
-    /// time, the tasks, notifications and the audit log a page at a time, so
-    /// memory does not grow with the log or with how many tasks or
-    /// notifications there ever were.
+    /// time, the requests, tasks, notifications and the audit log a page at
+    /// a time, so memory does not grow with the log or with how many of
+    /// those there ever were.
     /// Audited (who exported) before a byte is written. The document covers
     /// the log as it was when the export began.
     pub fn export_organisation_to(
@@ -178,7 +178,14 @@ impl Org {
         }
         doc.field("employees", &employees)?;
         doc.field("upgrades", &self.upgrades()?)?;
-        doc.field("approvals", &self.approvals().list()?)?;
+        doc.begin_list("approvals")?;
+        self.approvals().for_each_page(|page| {
+            for approval in page {
+                doc.item(approval)?;
+            }
+            Ok::<(), OrgError>(())
+        })?;
+        doc.end_list()?;
         doc.begin_list("tasks")?;
         self.for_each_task_page(|page| {
             for task in page {
