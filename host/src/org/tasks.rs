@@ -117,7 +117,6 @@ fn queue_key(record: &TaskRecord) -> Vec<u8> {
     format!("q/{:020}", record.seq).into_bytes()
 }
 
-/// The last number given to a request.
 /// The index of tasks in the order they were requested (`s/<number>`, the
 /// id as value): listing a page reads that page, not every task ever.
 fn order_key(seq: u64) -> Vec<u8> {
@@ -137,6 +136,7 @@ const INDEXES_BUILT: &[u8] = b"s-index-built";
 /// Tasks read at a time through the order index.
 const PAGE: usize = 256;
 
+/// The last number given to a request.
 const COUNTER: &[u8] = b"n";
 
 fn audit_error(e: crate::audit::AuditError) -> OrgError {
