@@ -488,13 +488,17 @@ async fn streamed<E: std::fmt::Display>(
     let org = org.clone();
     tokio::task::spawn_blocking(move || {
         let mut out = std::io::BufWriter::with_capacity(64 * 1024, ChannelWriter(tx.clone()));
-        let written = write(&org, &mut out)
-            .map_err(|e| e.to_string())
-            .and_then(|()| out.into_inner().map(drop).map_err(|e| e.to_string()));
-        // What is still buffered after a failure is not sent.
-        let last = match written {
-            Ok(()) => Chunk::Done,
-            Err(e) => Chunk::Failed(e),
+        let last = match write(&org, &mut out) {
+            Ok(()) => match out.into_inner() {
+                Ok(_) => Chunk::Done,
+                Err(e) => Chunk::Failed(e.to_string()),
+            },
+            Err(e) => {
+                // What is still buffered is not sent: a failure before the
+                // first 64 KiB leaves the status to decide.
+                drop(out.into_parts());
+                Chunk::Failed(e.to_string())
+            }
         };
         let _ = tx.blocking_send(last);
     });
@@ -1075,12 +1079,16 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
 mod tests {
     use super::{Arc, Org, host_allowed, streamed};
 
-    /// A body written by `write` (200,000 bytes, then `end`), served at `/`.
+    /// A body of 200,000 bytes then `end` (for `Err("at once")`: 1,000
+    /// bytes, then that failure).
     fn route(org: &Arc<Org>, end: Result<(), &'static str>) -> axum::routing::MethodRouter {
         let org = org.clone();
         axum::routing::get(move || async move {
             streamed(&org, "text/plain", move |_, out| {
                 if end == Err("at once") {
+                    // Still within the first 64 KiB: nothing is sent.
+                    out.write_all(&[b'a'; 1000])
+                        .map_err(|_| "the client left")?;
                     return end;
                 }
                 out.write_all(&[b'a'; 200_000])
