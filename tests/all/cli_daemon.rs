@@ -231,6 +231,11 @@ fn every_cli_command_goes_through_a_running_daemon_as_the_tokens_operator() -> R
     )?;
     let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&whole)?)?;
     assert_eq!(doc["organisation"], "default");
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&whole)?.permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the export is readable by others: {mode:o}");
+    }
     assert!(doc.to_string().contains(&task));
     let busy = as_token(
         &data,

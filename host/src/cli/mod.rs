@@ -215,6 +215,7 @@ pub(super) fn housekeeping(host: &Org) -> Result<()> {
 /// Write an export to `path` (or to `out` if none) as `write` makes it. A
 /// file appears whole or not at all: it is written beside `path` under a
 /// temporary name and renamed once complete, and removed if `write` fails.
+/// It is readable by this user only (mode 0600).
 pub(super) fn write_export(
     path: Option<&std::path::Path>,
     out: &mut dyn std::io::Write,
@@ -232,7 +233,16 @@ pub(super) fn write_export(
         std::process::id()
     ));
     let made = (|| -> Result<()> {
-        let file = std::fs::File::create(&partial)
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        // The organisation's records: readable by this user only.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            options.mode(0o600);
+        }
+        let file = options
+            .open(&partial)
             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
         let mut file = std::io::BufWriter::new(file);
         write(&mut file)?;
