@@ -371,35 +371,41 @@ fn approvals(host: &Org, command: ApprovalsCommand, out: &mut impl Write) -> Res
             all,
             json,
         } => {
-            // The whole history only when asked for (`--all`).
-            let requests = if all {
-                host.approvals().list()?
-            } else {
-                host.approvals().open()?
-            };
-            let list: Vec<Approval> = requests
-                .into_iter()
-                .filter(|a| all || a.status == Status::Pending)
-                .filter(|a| employee.as_ref().is_none_or(|e| &a.request.employee == e))
-                .collect();
-            for a in &list {
+            let mut shown = 0;
+            let mut show = |a: &Approval| -> Result<()> {
+                if employee.as_ref().is_some_and(|e| &a.request.employee != e) {
+                    return Ok(());
+                }
+                shown += 1;
                 if json {
                     writeln!(out, "{}", serde_json::to_string(a)?)?;
-                } else {
-                    writeln!(out, "{}", a.preview())?;
-                    if let Some(by) = &a.decided_by {
-                        writeln!(
-                            out,
-                            "  decided by {}{}",
-                            human::line(by),
-                            a.comment
-                                .as_ref()
-                                .map(|c| format!(": {}", human::line(c)))
-                                .unwrap_or_default()
-                        )?;
-                    }
-                    if let Some(o) = &a.outcome {
-                        writeln!(out, "  outcome: {}", human::line(o))?;
+                    return Ok(());
+                }
+                writeln!(out, "{}", a.preview())?;
+                if let Some(by) = &a.decided_by {
+                    writeln!(
+                        out,
+                        "  decided by {}{}",
+                        human::line(by),
+                        a.comment
+                            .as_ref()
+                            .map(|c| format!(": {}", human::line(c)))
+                            .unwrap_or_default()
+                    )?;
+                }
+                if let Some(o) = &a.outcome {
+                    writeln!(out, "  outcome: {}", human::line(o))?;
+                }
+                Ok(())
+            };
+            if all {
+                // The whole history only when asked for, a page at a time.
+                host.approvals()
+                    .for_each_page(|page| page.iter().try_for_each(&mut show))?;
+            } else {
+                for a in host.approvals().open()? {
+                    if a.status == Status::Pending {
+                        show(&a)?;
                     }
                 }
             }
@@ -422,7 +428,7 @@ fn approvals(host: &Org, command: ApprovalsCommand, out: &mut impl Write) -> Res
                     writeln!(out, "{}", u.preview())?;
                 }
             }
-            if list.is_empty() && upgrades.is_empty() && !json {
+            if shown == 0 && upgrades.is_empty() && !json {
                 writeln!(out, "no {}requests", if all { "" } else { "pending " })?;
             }
             return Ok(ExitCode::SUCCESS);
