@@ -196,6 +196,19 @@ fn post_request(n: usize) -> ActionRequest {
     }
 }
 
+/// A row for an operation whose memory must stay flat: what it grew by,
+/// against 64 MiB.
+fn memory_row(what: &str, grew: u64) -> Row {
+    Row {
+        metric: format!("{what}: memory grown"),
+        figure: mib(grew),
+        baseline: "—".into(),
+        ratio: grew as f64 / (64u64 << 20) as f64,
+        target: "≤ 64 MiB".into(),
+        met: grew <= 64 << 20,
+    }
+}
+
 /// Run `op(caller, round)` `per` times on each of `callers` threads at
 /// once; every call's latency, sorted, and how long they all took.
 fn concurrently(
@@ -686,33 +699,21 @@ fn run() -> Result<bool> {
     }
     let (verified, grew) = peak_growth(|| Ok(long.verify_audit(None)?))?;
     ensure!(verified.is_intact(), "{:?}", verified.problems);
-    rows.push(Row {
-        metric: format!("audit verify, {entries} entries: memory grown"),
-        figure: mib(grew),
-        baseline: "—".into(),
-        ratio: grew as f64 / (64u64 << 20) as f64,
-        target: "≤ 64 MiB".into(),
-        met: grew <= 64 << 20,
-    });
+    rows.push(memory_row(
+        &format!("audit verify, {entries} entries"),
+        grew,
+    ));
     let ((), grew) = peak_growth(|| Ok(long.audit_export_to("bench", &mut std::io::sink())?))?;
-    rows.push(Row {
-        metric: format!("audit export, {entries} entries: memory grown"),
-        figure: mib(grew),
-        baseline: "—".into(),
-        ratio: grew as f64 / (64u64 << 20) as f64,
-        target: "≤ 64 MiB".into(),
-        met: grew <= 64 << 20,
-    });
+    rows.push(memory_row(
+        &format!("audit export, {entries} entries"),
+        grew,
+    ));
     let ((), grew) =
         peak_growth(|| Ok(long.export_organisation_to("bench", &mut std::io::sink())?))?;
-    rows.push(Row {
-        metric: format!("organisation export, {entries} entries: memory grown"),
-        figure: mib(grew),
-        baseline: "—".into(),
-        ratio: grew as f64 / (64u64 << 20) as f64,
-        target: "≤ 64 MiB".into(),
-        met: grew <= 64 << 20,
-    });
+    rows.push(memory_row(
+        &format!("organisation export, {entries} entries"),
+        grew,
+    ));
     let one_task = format!("task-{}", entries / 20);
     let lookup = Sample::time(200, || {
         let found = long.audit().task_entries(&one_task)?;

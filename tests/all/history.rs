@@ -45,6 +45,11 @@ impl Counting {
 }
 
 impl Counting {
+    /// Records of `area` read by scans or one by one since the last call.
+    fn reads(&self, area: &str) -> usize {
+        self.take(area) + self.take_got(area)
+    }
+
     /// Records of `area` read one by one since the last call.
     fn take_got(&self, area: &str) -> usize {
         self.got
@@ -227,15 +232,13 @@ fn the_timer_reads_the_requests_that_are_due_not_every_open_one() -> Result<()> 
         queue(&host, n)?;
     }
     host.tick()?;
-    store.take("approvals");
-    store.take_got("approvals");
+    store.reads("approvals");
     // A timer round and a decision read a few records, not the 200.
     assert!(host.tick()?.is_empty());
     let one = host.approvals().open()?.remove(0).id;
-    store.take("approvals");
-    store.take_got("approvals");
+    store.reads("approvals");
     host.decide(&one, Verdict::Deny, "alice", None)?;
-    let read = store.take("approvals") + store.take_got("approvals");
+    let read = store.reads("approvals");
     assert!(
         read <= 20,
         "{read} approval records read to decide one of 200 waiting"
@@ -310,10 +313,9 @@ fn the_timer_reads_the_widenings_still_running_not_every_one_ever_granted() -> R
     // 200 widenings whose end is on record, one running for an hour more.
     ended_and_running_widenings(&host, clock.now())?;
     host.tick()?;
-    store.take("approvals");
-    store.take_got("approvals");
+    store.reads("approvals");
     host.tick()?;
-    let read = store.take("approvals") + store.take_got("approvals");
+    let read = store.reads("approvals");
     assert!(
         read <= 12,
         "{read} approval records read by a timer round with 1 widening running among 201"
@@ -340,10 +342,9 @@ fn a_task_start_reads_the_widenings_still_running_not_every_one_ever_granted() -
     // 200 widenings of this employee whose end is on record, one running.
     ended_and_running_widenings(&host, chrono::Utc::now())?;
     employee.run("post note 0")?;
-    store.take("approvals");
-    store.take_got("approvals");
+    store.reads("approvals");
     employee.run("post note 1")?;
-    let read = store.take("approvals") + store.take_got("approvals");
+    let read = store.reads("approvals");
     assert!(
         read <= 12,
         "{read} approval records read by a task with 1 widening running among 201"
@@ -380,10 +381,9 @@ fn a_page_of_the_pending_list_reads_that_page_not_every_waiting_request() -> Res
         .map(|(_, id)| id.clone())
         .collect();
     assert!(!waiting.is_empty());
-    store.take("approvals");
-    store.take_got("approvals");
+    store.reads("approvals");
     let first = host.approvals().pending_page(None, 10)?;
-    let read = store.take("approvals") + store.take_got("approvals");
+    let read = store.reads("approvals");
     assert!(read <= 40, "{read} approval records read for a page of 10");
     assert_eq!(
         first.iter().map(|a| a.id.clone()).collect::<Vec<_>>(),
@@ -771,10 +771,9 @@ fn a_page_of_tasks_and_a_restart_read_those_tasks_not_every_task_ever_requested(
     }
     assert_eq!(taken, requested[..3].to_vec(), "the oldest are taken first");
 
-    store.take("tasks");
-    store.take_got("tasks");
+    store.reads("tasks");
     let first = host.tasks_page(None, 10, |_| true)?;
-    let read = store.take("tasks") + store.take_got("tasks");
+    let read = store.reads("tasks");
     assert!(read <= 25, "{read} task records read for a page of 10");
     assert_eq!(
         first.iter().map(|t| t.id.clone()).collect::<Vec<_>>(),
@@ -797,10 +796,9 @@ fn a_page_of_tasks_and_a_restart_read_those_tasks_not_every_task_ever_requested(
     assert_eq!(seen, expected);
 
     // A restart: the running ones, read through their index.
-    store.take("tasks");
-    store.take_got("tasks");
+    store.reads("tasks");
     assert_eq!(host.interrupt_running_tasks()?, 3);
-    let read = store.take("tasks") + store.take_got("tasks");
+    let read = store.reads("tasks");
     assert!(read <= 12, "{read} task records read to find 3 running");
     for id in &taken {
         let task = host.task(id)?.context("gone")?;
@@ -821,11 +819,10 @@ fn a_page_of_tasks_and_a_restart_read_those_tasks_not_every_task_ever_requested(
     requested.push(running.id.clone());
     let listed: Vec<String> = host.tasks()?.into_iter().map(|t| t.id).collect();
     assert_eq!(listed, requested);
-    store.take("tasks");
-    store.take_got("tasks");
+    store.reads("tasks");
     let again = host.tasks_page(None, 10, |_| true)?;
     assert_eq!(again.len(), 10);
-    let read = store.take("tasks") + store.take_got("tasks");
+    let read = store.reads("tasks");
     assert!(read <= 25, "{read} records read: the index was built again");
     Ok(())
 }
@@ -836,16 +833,10 @@ fn a_page_of_tasks_and_a_restart_read_those_tasks_not_every_task_ever_requested(
 /// indexed once and delivers the same.
 #[test]
 fn a_delivery_round_reads_the_notifications_due_not_every_one_ever_queued() -> Result<()> {
-    use clancy::notify::{Event, Format, Target};
+    use clancy::notify::Event;
     let (dir, store, host, _clock) = counted_host_on_a_clock()?;
     let receiver = crate::notify::Receiver::start(Vec::new())?;
-    let target = Target {
-        url: receiver.url(),
-        format: Format::Json,
-        events: Default::default(),
-        include_content: false,
-        allow_private_address: true,
-    };
+    let target = loopback_target(&receiver);
     let push = |host: &Org, n: usize| -> Result<()> {
         for i in 0..n {
             host.outbox().push_notice(
@@ -863,17 +854,15 @@ fn a_delivery_round_reads_the_notifications_due_not_every_one_ever_queued() -> R
     assert_eq!(receiver.received().len(), 200);
 
     // Nothing due: the round reads (almost) nothing, with 200 delivered kept.
-    store.take("outbox");
-    store.take_got("outbox");
+    store.reads("outbox");
     let idle = host.outbox().deliver_due(host.now())?;
     assert!(idle.delivered.is_empty() && idle.retrying.is_empty());
-    let read = store.take("outbox") + store.take_got("outbox");
+    let read = store.reads("outbox");
     assert!(read <= 3, "{read} outbox records read with nothing due");
     push(&host, 2)?;
-    store.take("outbox");
-    store.take_got("outbox");
+    store.reads("outbox");
     assert_eq!(host.outbox().deliver_due(host.now())?.delivered.len(), 2);
-    let read = store.take("outbox") + store.take_got("outbox");
+    let read = store.reads("outbox");
     assert!(read <= 8, "{read} outbox records read to deliver 2");
 
     // An outbox written before the indexes, opened by the next process:
@@ -892,10 +881,9 @@ fn a_delivery_round_reads_the_notifications_due_not_every_one_ever_queued() -> R
     assert_eq!(host.outbox().list()?.len(), 203);
     assert_eq!(host.outbox().deliver_due(host.now())?.delivered.len(), 1);
     assert_eq!(receiver.received().len(), 203);
-    store.take("outbox");
-    store.take_got("outbox");
+    store.reads("outbox");
     host.outbox().deliver_due(host.now())?;
-    let read = store.take("outbox") + store.take_got("outbox");
+    let read = store.reads("outbox");
     assert!(read <= 3, "{read} records read: the index was built again");
     Ok(())
 }
@@ -905,18 +893,12 @@ fn a_delivery_round_reads_the_notifications_due_not_every_one_ever_queued() -> R
 /// notification exactly once while notifications are added and retried.
 #[test]
 fn the_outbox_is_listed_a_page_at_a_time_each_notification_once() -> Result<()> {
-    use clancy::notify::{Event, Format, Target};
+    use clancy::notify::Event;
     let (_dir, store, host, clock) = counted_host_on_a_clock()?;
     // A receiver that fails every first try: notifications are retried
     // (their next time moves) while the operator pages.
     let receiver = crate::notify::Receiver::start(vec![500; 40])?;
-    let target = Target {
-        url: receiver.url(),
-        format: Format::Json,
-        events: Default::default(),
-        include_content: false,
-        allow_private_address: true,
-    };
+    let target = loopback_target(&receiver);
     let push = |n: usize| -> Result<Vec<String>> {
         let mut ids = Vec::new();
         for i in 0..n {
@@ -932,10 +914,9 @@ fn the_outbox_is_listed_a_page_at_a_time_each_notification_once() -> Result<()> 
         Ok(ids)
     };
     let mut queued = push(120)?;
-    store.take("outbox");
-    store.take_got("outbox");
+    store.reads("outbox");
     let (first, next) = host.outbox().page(None, 10)?;
-    let read = store.take("outbox") + store.take_got("outbox");
+    let read = store.reads("outbox");
     assert!(read <= 25, "{read} outbox records read for a page of 10");
     assert_eq!(
         first.iter().map(|n| n.id.clone()).collect::<Vec<_>>(),
@@ -993,14 +974,13 @@ fn the_queue_reads_the_versions_waiting_not_every_one_ever_submitted() -> Result
         host.decide_upgrade(&id, false, &admin)?;
     }
     let waiting = submit()?;
-    store.take("upgrades");
-    store.take_got("upgrades");
+    store.reads("upgrades");
     let pending = host.pending_upgrades()?;
     assert_eq!(
         pending.iter().map(|u| u.id.clone()).collect::<Vec<_>>(),
         vec![waiting.clone()]
     );
-    let read = store.take("upgrades") + store.take_got("upgrades");
+    let read = store.reads("upgrades");
     assert!(read <= 4, "{read} versions read to find the one waiting");
     // The same version again is the same request, found the same way.
     assert_eq!(submit()?, waiting);
@@ -1016,10 +996,20 @@ fn the_queue_reads_the_versions_waiting_not_every_one_ever_submitted() -> Result
     assert_eq!(unindexed.len(), 2);
     store.inner.write("upgrades", unindexed)?;
     assert_eq!(host.pending_upgrades()?.len(), 1);
-    store.take("upgrades");
-    store.take_got("upgrades");
+    store.reads("upgrades");
     assert_eq!(host.pending_upgrades()?.len(), 1);
-    let read = store.take("upgrades") + store.take_got("upgrades");
+    let read = store.reads("upgrades");
     assert!(read <= 4, "{read} versions read: the index was built again");
     Ok(())
+}
+
+/// A webhook target for `receiver`, on this machine.
+fn loopback_target(receiver: &crate::notify::Receiver) -> clancy::notify::Target {
+    clancy::notify::Target {
+        url: receiver.url(),
+        format: clancy::notify::Format::Json,
+        events: Default::default(),
+        include_content: false,
+        allow_private_address: true,
+    }
 }
