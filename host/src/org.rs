@@ -43,7 +43,7 @@ pub use decisions::{DecideError, Verdict};
 pub use lifecycle::Deleted;
 pub use registry::describe as describe_employee;
 pub use rollback::{UndoError, UndoOutcome, UndoReport};
-pub use tasks::{MAX_QUEUED, TaskError, TaskRecord, TaskState};
+pub use tasks::{MAX_QUEUED, TaskError, TaskRecord, TaskState, TasksRead};
 pub use upgrades::{Disabled, Submitted, Upgrade, UpgradeError, UpgradeStatus, widens};
 
 /// Opening the host or loading an employee failed.

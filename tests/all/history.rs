@@ -772,7 +772,7 @@ fn a_page_of_tasks_and_a_restart_read_those_tasks_not_every_task_ever_requested(
     assert_eq!(taken, requested[..3].to_vec(), "the oldest are taken first");
 
     store.reads("tasks");
-    let first = host.tasks_page(None, 10, |_| true)?;
+    let first = host.tasks_page(None, 10, usize::MAX, |_| true)?.tasks;
     let read = store.reads("tasks");
     assert!(read <= 25, "{read} task records read for a page of 10");
     assert_eq!(
@@ -784,7 +784,9 @@ fn a_page_of_tasks_and_a_restart_read_those_tasks_not_every_task_ever_requested(
     let mut seen = Vec::new();
     let mut after = None;
     loop {
-        let page = host.tasks_page(after, 25, |t| t.task != "print 40")?;
+        let page = host
+            .tasks_page(after, 25, usize::MAX, |t| t.task != "print 40")?
+            .tasks;
         let Some(last) = page.last() else {
             break;
         };
@@ -794,6 +796,37 @@ fn a_page_of_tasks_and_a_restart_read_those_tasks_not_every_task_ever_requested(
     let mut expected = requested.clone();
     expected.remove(40);
     assert_eq!(seen, expected);
+
+    // A filter that passes over most tasks (a user's few employees) reads
+    // at most its budget for a page and says where it stopped; paging on
+    // from there finds each wanted task once.
+    let wanted = |t: &clancy::org::TaskRecord| t.task.ends_with('7');
+    let (mut found, mut after, mut pages) = (Vec::new(), None, 0);
+    loop {
+        store.reads("tasks");
+        let page = host.tasks_page(after, 10, 40, wanted)?;
+        let read = store.reads("tasks");
+        assert!(read <= 85, "{read} task records read on a budget of 40");
+        pages += 1;
+        let next = if page.tasks.len() == 10 {
+            page.tasks.last().map(|t| t.id.clone())
+        } else {
+            page.stopped_at.map(|(_, id)| id)
+        };
+        found.extend(page.tasks.into_iter().map(|t| t.id));
+        match next {
+            Some(id) => after = Some(host.task(&id)?.context("gone")?.seq),
+            None => break,
+        }
+    }
+    let expected: Vec<String> = requested
+        .iter()
+        .enumerate()
+        .filter(|(n, _)| n % 10 == 7)
+        .map(|(_, id)| id.clone())
+        .collect();
+    assert_eq!(found, expected);
+    assert!(pages >= 300 / 40, "{pages} pages on a budget of 40");
 
     // A restart: the running ones, read through their index.
     store.reads("tasks");
@@ -820,7 +853,7 @@ fn a_page_of_tasks_and_a_restart_read_those_tasks_not_every_task_ever_requested(
     let listed: Vec<String> = host.tasks()?.into_iter().map(|t| t.id).collect();
     assert_eq!(listed, requested);
     store.reads("tasks");
-    let again = host.tasks_page(None, 10, |_| true)?;
+    let again = host.tasks_page(None, 10, usize::MAX, |_| true)?.tasks;
     assert_eq!(again.len(), 10);
     let read = store.reads("tasks");
     assert!(read <= 25, "{read} records read: the index was built again");

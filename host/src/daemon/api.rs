@@ -867,7 +867,12 @@ pub(super) async fn start_task(
     Ok(response)
 }
 
-/// `GET /api/v1/tasks`: requested tasks, oldest first, a page at a time.
+/// The most tasks one page of `GET /api/v1/tasks` reads.
+const TASKS_READ_A_PAGE: usize = 2_000;
+
+/// `GET /api/v1/tasks`: requested tasks, oldest first, a page at a time (a
+/// page may be short, even empty, and still have a next cursor: the tasks
+/// read for it were of employees the caller does not work with).
 #[utoipa::path(
     get,
     path = "/api/v1/tasks",
@@ -895,7 +900,9 @@ pub(super) async fn list_tasks(
             None => None,
         };
         let assigned = org.operators().assigned(&operator.name)?;
-        org.tasks_page(after, limit + 1, |t| {
+        // A user's employees may have few of the tasks: a page reads at
+        // most so many, and may come back short with a cursor.
+        org.tasks_page(after, limit + 1, TASKS_READ_A_PAGE, |t| {
             operator.may_work_with(&t.employee, &assigned)
         })
         .map(Some)
@@ -903,13 +910,15 @@ pub(super) async fn list_tasks(
     .await?
     .map_err(|e: crate::store::StoreError| Problem::internal(e))?
     .ok_or_else(|| Problem::bad_request("the cursor is not one this API gave out"))?;
-    let more = page.len() > limit;
-    let items: Vec<TaskRecord> = page.into_iter().take(limit).collect();
+    let full = page.tasks.len() > limit;
+    let items: Vec<TaskRecord> = page.tasks.into_iter().take(limit).collect();
+    let next = if full {
+        items.last().map(|t| (t.requested_at, t.id.clone()))
+    } else {
+        page.stopped_at
+    };
     Ok(Json(TaskPage {
-        next_cursor: items
-            .last()
-            .filter(|_| more)
-            .map(|t| encode_cursor(t.requested_at, &t.id)),
+        next_cursor: next.map(|(time, id)| encode_cursor(time, &id)),
         items: items.into_iter().map(TaskView::from).collect(),
     }))
 }

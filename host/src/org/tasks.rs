@@ -136,6 +136,17 @@ const INDEXES_BUILT: &[u8] = b"s-index-built";
 /// Tasks read at a time through the order index.
 const PAGE: usize = 256;
 
+/// What [`Org::tasks_page`] read.
+#[derive(Debug)]
+pub struct TasksRead {
+    /// The tasks wanted, in the order requested.
+    pub tasks: Vec<TaskRecord>,
+    /// When the budget ran out before the page was full: the last task
+    /// read (when it was requested, and its id), which more may follow.
+    /// `None` when the page is full or no task is left.
+    pub stopped_at: Option<(DateTime<Utc>, String)>,
+}
+
 /// The last number given to a request.
 const COUNTER: &[u8] = b"n";
 
@@ -272,7 +283,7 @@ impl Org {
     ) -> Result<(), E> {
         let mut after = None;
         loop {
-            let page = self.tasks_page(after, PAGE, |_| true)?;
+            let page = self.tasks_page(after, PAGE, usize::MAX, |_| true)?.tasks;
             let Some(last) = page.last() else {
                 return Ok(());
             };
@@ -282,41 +293,57 @@ impl Org {
     }
 
     /// At most `limit` tasks for which `wanted` holds, in the order they
-    /// were requested, after the task numbered `after` (if given): read
-    /// through the order index, so a page costs about its own tasks (plus
-    /// those `wanted` passes over), not every task ever requested.
+    /// were requested, after the task numbered `after` (if given), reading
+    /// at most `budget` tasks: through the order index, so a page costs
+    /// about its own tasks (plus those `wanted` passes over, up to the
+    /// budget), not every task ever requested.
     pub fn tasks_page(
         &self,
         after: Option<u64>,
         limit: usize,
+        budget: usize,
         wanted: impl Fn(&TaskRecord) -> bool,
-    ) -> Result<Vec<TaskRecord>, StoreError> {
+    ) -> Result<TasksRead, StoreError> {
         self.build_task_indexes()?;
-        let mut found = Vec::new();
+        let mut read = TasksRead {
+            tasks: Vec::new(),
+            stopped_at: None,
+        };
         let mut from = after.map(order_key);
         let mut page_size = limit.clamp(1, PAGE);
-        while found.len() < limit {
+        let mut left = budget;
+        'pages: while read.tasks.len() < limit {
             let page = self
                 .org
-                .scan_page(AREA, b"s/", from.as_deref(), page_size)?;
+                .scan_page(AREA, b"s/", from.as_deref(), page_size.min(left))?;
             page_size = (page_size * 4).min(PAGE);
             let Some((last, _)) = page.last() else {
                 break;
             };
             from = Some(last.clone());
+            let mut last_read = None;
             for (_, id) in page {
+                left -= 1;
                 let id = String::from_utf8_lossy(&id).into_owned();
-                if let Some(record) = self.task(&id)?
-                    && wanted(&record)
-                {
-                    found.push(record);
-                    if found.len() >= limit {
-                        break;
+                let Some(record) = self.task(&id)? else {
+                    continue;
+                };
+                last_read = Some((record.requested_at, record.id.clone()));
+                if wanted(&record) {
+                    read.tasks.push(record);
+                    if read.tasks.len() >= limit {
+                        break 'pages;
                     }
                 }
             }
+            if left == 0 {
+                // Out of budget short of a full page: the caller goes on
+                // after the last task read.
+                read.stopped_at = last_read;
+                break;
+            }
         }
-        Ok(found)
+        Ok(read)
     }
 
     /// Index the tasks requested before the order and running indexes
