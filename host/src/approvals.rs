@@ -663,32 +663,26 @@ impl ApprovalQueue {
     /// Index the pending requests of a queue made before those indexes
     /// existed (once; every write since keeps them).
     fn build_pending_index(&self) -> Result<(), StoreError> {
-        if self.store.get(AREA, PENDING_INDEX_BUILT)?.is_some() {
-            return Ok(());
-        }
-        let mut writes: Vec<crate::store::Write> = self
-            .open()?
-            .iter()
-            .flat_map(|a| pending_index_writes(None, a))
-            .collect();
-        writes.push((PENDING_INDEX_BUILT.to_vec(), Some(b"1".to_vec())));
-        self.store.write(AREA, writes)
+        self.store.index_once(AREA, PENDING_INDEX_BUILT, || {
+            Ok(self
+                .open()?
+                .iter()
+                .flat_map(|a| pending_index_writes(None, a))
+                .collect())
+        })
     }
 
     /// Index the open requests of a queue made before the index existed
     /// (once; every write since keeps it).
     fn build_open_index(&self) -> Result<(), StoreError> {
-        if self.store.get(AREA, OPEN_INDEX_BUILT)?.is_some() {
-            return Ok(());
-        }
-        let mut writes: Vec<crate::store::Write> = self
-            .list()?
-            .iter()
-            .filter(|a| !a.status.is_final())
-            .map(open_write)
-            .collect();
-        writes.push((OPEN_INDEX_BUILT.to_vec(), Some(b"1".to_vec())));
-        self.store.write(AREA, writes)
+        self.store.index_once(AREA, OPEN_INDEX_BUILT, || {
+            Ok(self
+                .list()?
+                .iter()
+                .filter(|a| !a.status.is_final())
+                .map(open_write)
+                .collect())
+        })
     }
 
     /// The guard and writes that move `current` to `next`, to be written
@@ -839,9 +833,9 @@ impl ApprovalQueue {
 
     /// The unended widenings indexed under `prefix` (of `x/`).
     fn unended_under(&self, prefix: &[u8]) -> Result<Vec<Elevation>, StoreError> {
-        if self.store.get(AREA, UNENDED_INDEX_BUILT)?.is_none() {
-            // A data dir from before the index: index it once.
-            let mut writes: Vec<crate::store::Write> = self
+        // A data dir from before the index: index it once.
+        self.store.index_once(AREA, UNENDED_INDEX_BUILT, || {
+            Ok(self
                 .all_elevations()?
                 .iter()
                 .filter(|e| !e.ended)
@@ -851,10 +845,8 @@ impl ApprovalQueue {
                         Some(b"1".to_vec()),
                     )
                 })
-                .collect();
-            writes.push((UNENDED_INDEX_BUILT.to_vec(), Some(b"1".to_vec())));
-            self.store.write(AREA, writes)?;
-        }
+                .collect())
+        })?;
         let mut unended = Vec::new();
         let mut stale = Vec::new();
         for (k, _) in self.store.scan(AREA, prefix)? {

@@ -1750,30 +1750,27 @@ impl AuditLog {
     /// (once, a page of the log at a time).
     fn build_running_index(&self) -> Result<(), StoreError> {
         self.chain.write_pending()?;
-        if self.store.get(AREA, RUNNING_INDEX_BUILT)?.is_some() {
-            return Ok(());
-        }
-        let mut running = std::collections::BTreeMap::new();
-        self.for_each_page(|page| {
-            for e in page {
-                match e.kind {
-                    Kind::TaskStart => {
-                        running.insert(e.record.task.clone(), e.seq);
+        self.store.index_once(AREA, RUNNING_INDEX_BUILT, || {
+            let mut running = std::collections::BTreeMap::new();
+            self.for_each_page(|page| {
+                for e in page {
+                    match e.kind {
+                        Kind::TaskStart => {
+                            running.insert(e.record.task.clone(), e.seq);
+                        }
+                        Kind::TaskEnd => {
+                            running.remove(&e.record.task);
+                        }
+                        _ => {}
                     }
-                    Kind::TaskEnd => {
-                        running.remove(&e.record.task);
-                    }
-                    _ => {}
                 }
-            }
-            Ok::<(), StoreError>(())
-        })?;
-        let mut writes: Vec<crate::store::Write> = running
-            .into_iter()
-            .map(|(task, seq)| (running_key(&task), Some(seq.to_string().into_bytes())))
-            .collect();
-        writes.push((RUNNING_INDEX_BUILT.to_vec(), Some(b"1".to_vec())));
-        self.store.write(AREA, writes)
+                Ok::<(), StoreError>(())
+            })?;
+            Ok(running
+                .into_iter()
+                .map(|(task, seq)| (running_key(&task), Some(seq.to_string().into_bytes())))
+                .collect())
+        })
     }
 
     /// Index the entries of a log written before the task index existed

@@ -760,20 +760,17 @@ impl Outbox {
         if self.indexed.load(Ordering::Acquire) {
             return Ok(());
         }
-        if self.store.get(AREA, INDEXES_BUILT)?.is_some() {
-            self.indexed.store(true, Ordering::Release);
-            return Ok(());
-        }
-        let mut writes: Vec<Write> = Vec::new();
-        for (_, value) in self.store.scan(AREA, b"n/")? {
-            let n: Notification = crate::store::decode(AREA, &value)?;
-            writes.push((order_key(n.next_at, &n.id), Some(Vec::new())));
-            if n.state == DeliveryState::Pending {
-                writes.push((due_key(&n), Some(Vec::new())));
+        self.store.index_once(AREA, INDEXES_BUILT, || {
+            let mut writes: Vec<Write> = Vec::new();
+            for (_, value) in self.store.scan(AREA, b"n/")? {
+                let n: Notification = crate::store::decode(AREA, &value)?;
+                writes.push((order_key(n.next_at, &n.id), Some(Vec::new())));
+                if n.state == DeliveryState::Pending {
+                    writes.push((due_key(&n), Some(Vec::new())));
+                }
             }
-        }
-        writes.push((INDEXES_BUILT.to_vec(), Some(b"1".to_vec())));
-        self.store.write(AREA, writes)?;
+            Ok(writes)
+        })?;
         self.indexed.store(true, Ordering::Release);
         Ok(())
     }

@@ -1069,6 +1069,24 @@ impl OrgStore {
     ) -> Result<(), StoreError> {
         self.write(area, vec![(key.to_vec(), Some(encode(value)?))])
     }
+
+    /// Build an index of `area` once: unless `built` (the index's marker)
+    /// is set, write what `index` returns (read from the records) and the
+    /// marker with it, in one write. For records written before the index
+    /// existed; every write since keeps the index itself.
+    pub fn index_once(
+        &self,
+        area: &str,
+        built: &[u8],
+        index: impl FnOnce() -> Result<Vec<Write>, StoreError>,
+    ) -> Result<(), StoreError> {
+        if self.get(area, built)?.is_some() {
+            return Ok(());
+        }
+        let mut writes = index()?;
+        writes.push((built.to_vec(), Some(b"1".to_vec())));
+        self.write(area, writes)
+    }
 }
 
 /// Validate an organisation name (used in keys and paths).

@@ -349,19 +349,17 @@ impl Org {
     /// Index the tasks requested before the order and running indexes
     /// existed (once; every write since keeps them).
     fn build_task_indexes(&self) -> Result<(), StoreError> {
-        if self.org.get(AREA, INDEXES_BUILT)?.is_some() {
-            return Ok(());
-        }
-        let mut writes = Vec::new();
-        for record in self.org.scan_json::<TaskRecord>(AREA, b"t/")? {
-            let id = Some(record.id.clone().into_bytes());
-            writes.push((order_key(record.seq), id.clone()));
-            if record.state == TaskState::Running {
-                writes.push((running_key(record.seq), id));
+        self.org.index_once(AREA, INDEXES_BUILT, || {
+            let mut writes = Vec::new();
+            for record in self.org.scan_json::<TaskRecord>(AREA, b"t/")? {
+                let id = Some(record.id.clone().into_bytes());
+                writes.push((order_key(record.seq), id.clone()));
+                if record.state == TaskState::Running {
+                    writes.push((running_key(record.seq), id));
+                }
             }
-        }
-        writes.push((INDEXES_BUILT.to_vec(), Some(b"1".to_vec())));
-        self.org.write(AREA, writes)
+            Ok(writes)
+        })
     }
 
     /// Store how `record`, taken to run, ended: it leaves the running index.

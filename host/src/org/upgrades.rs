@@ -223,16 +223,14 @@ impl Org {
     /// The versions still waiting for an admin, oldest first: read through
     /// the waiting index, not every version ever submitted.
     pub fn pending_upgrades(&self) -> Result<Vec<Upgrade>, StoreError> {
-        if self.org.get(AREA, WAITING_INDEX_BUILT)?.is_none() {
-            let mut writes: Vec<crate::store::Write> = self
+        self.org.index_once(AREA, WAITING_INDEX_BUILT, || {
+            Ok(self
                 .upgrades()?
                 .iter()
                 .filter(|u| u.status == UpgradeStatus::Pending)
                 .map(|u| (waiting_key(&u.id), Some(Vec::new())))
-                .collect();
-            writes.push((WAITING_INDEX_BUILT.to_vec(), Some(b"1".to_vec())));
-            self.org.write(AREA, writes)?;
-        }
+                .collect())
+        })?;
         let mut waiting = Vec::new();
         let mut stale = Vec::new();
         for (key, _) in self.org.scan(AREA, b"w/")? {
