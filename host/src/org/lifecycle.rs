@@ -83,8 +83,8 @@ impl<'a> Document<'a> {
         self.nested(value, b"  ")
     }
 
-    /// Open field `name` as a list: then [`Document::item`] for each item
-    /// and [`Document::end_list`].
+    /// Open field `name` as a list: then [`Document::items`] for each page
+    /// of it and [`Document::end_list`].
     fn begin_list(&mut self, name: &str) -> Result<(), OrgError> {
         self.key(name)?;
         self.write(b"[")?;
@@ -92,11 +92,15 @@ impl<'a> Document<'a> {
         Ok(())
     }
 
-    fn item(&mut self, value: &impl serde::Serialize) -> Result<(), OrgError> {
-        let items = self.items.unwrap_or_default();
-        self.write(if items == 0 { b"\n    " } else { b",\n    " })?;
-        self.items = Some(items + 1);
-        self.nested(value, b"    ")
+    /// The next items of the open list.
+    fn items(&mut self, values: &[impl serde::Serialize]) -> Result<(), OrgError> {
+        for value in values {
+            let items = self.items.unwrap_or_default();
+            self.write(if items == 0 { b"\n    " } else { b",\n    " })?;
+            self.items = Some(items + 1);
+            self.nested(value, b"    ")?;
+        }
+        Ok(())
     }
 
     fn end_list(&mut self) -> Result<(), OrgError> {
@@ -179,32 +183,25 @@ impl Org {
         doc.field("employees", &employees)?;
         doc.field("upgrades", &self.upgrades()?)?;
         doc.begin_list("approvals")?;
-        self.approvals().for_each_page(|page| {
-            for approval in page {
-                doc.item(approval)?;
-            }
-            Ok::<(), OrgError>(())
-        })?;
+        self.approvals().for_each_page(|page| doc.items(page))?;
         doc.end_list()?;
         doc.begin_list("tasks")?;
-        self.for_each_task_page(|page| {
-            for task in page {
-                doc.item(task)?;
-            }
-            Ok::<(), OrgError>(())
-        })?;
+        self.for_each_task_page(|page| doc.items(page))?;
         doc.end_list()?;
         doc.begin_list("notifications")?;
         self.outbox().for_each_page(|page| {
-            for n in page {
-                doc.item(&json!({
-                    "id": n.id, "event": n.event.name(), "approval": n.approval,
-                    "target": crate::notify::origin(&n.url), "state": n.state,
-                    "attempts": n.attempts, "last_error": n.last_error,
-                    "body": n.body,
-                }))?;
-            }
-            Ok::<(), OrgError>(())
+            let shown: Vec<Value> = page
+                .iter()
+                .map(|n| {
+                    json!({
+                        "id": n.id, "event": n.event.name(), "approval": n.approval,
+                        "target": crate::notify::origin(&n.url), "state": n.state,
+                        "attempts": n.attempts, "last_error": n.last_error,
+                        "body": n.body,
+                    })
+                })
+                .collect();
+            doc.items(&shown)
         })?;
         doc.end_list()?;
         doc.field("sandbox", &self.sandbox().snapshot()?)?;
@@ -213,12 +210,7 @@ impl Org {
         // the document covers entries in it.
         let anchors = self.audit_anchors(None, None)?;
         doc.begin_list("audit")?;
-        self.audit().for_each_page(|page| {
-            for entry in page {
-                doc.item(entry)?;
-            }
-            Ok::<(), OrgError>(())
-        })?;
+        self.audit().for_each_page(|page| doc.items(page))?;
         doc.end_list()?;
         let checkpoints: Vec<_> = anchors
             .checkpoints
@@ -385,9 +377,8 @@ mod tests {
         doc.begin_list("none")?;
         doc.end_list()?;
         doc.begin_list("items")?;
-        for item in &items {
-            doc.item(item)?;
-        }
+        doc.items(&items[..1])?;
+        doc.items(&items[1..])?;
         doc.end_list()?;
         doc.field("after", &whole.after)?;
         doc.end()?;
