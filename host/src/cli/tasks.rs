@@ -94,12 +94,20 @@ pub(super) fn run(
             Ok(ExitCode::SUCCESS)
         }
         TasksCommand::List { json } => {
-            let list: Vec<Value> = host
-                .tasks()?
-                .into_iter()
-                .map(serde_json::to_value)
-                .collect::<Result<_, _>>()?;
-            print_list(out, &list, json)
+            // A page at a time: every task ever requested is never held at once.
+            let mut listed = 0;
+            host.for_each_task_page(|page| {
+                listed += page.len();
+                let page: Vec<Value> = page
+                    .iter()
+                    .map(serde_json::to_value)
+                    .collect::<Result<_, _>>()?;
+                print_tasks(out, &page, json)
+            })?;
+            if listed == 0 && !json {
+                writeln!(out, "no tasks")?;
+            }
+            Ok(ExitCode::SUCCESS)
         }
         TasksCommand::Show { id, json } => {
             let t = host
@@ -295,6 +303,15 @@ fn print_task(out: &mut impl Write, t: &Value, json: bool) -> Result<ExitCode> {
 }
 
 fn print_list(out: &mut impl Write, list: &[Value], json: bool) -> Result<ExitCode> {
+    print_tasks(out, list, json)?;
+    if list.is_empty() && !json {
+        writeln!(out, "no tasks")?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One line per task (or its JSON).
+fn print_tasks(out: &mut impl Write, list: &[Value], json: bool) -> Result<()> {
     for t in list {
         if json {
             writeln!(out, "{t}")?;
@@ -311,8 +328,5 @@ fn print_list(out: &mut impl Write, list: &[Value], json: bool) -> Result<ExitCo
             )?;
         }
     }
-    if list.is_empty() && !json {
-        writeln!(out, "no tasks")?;
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

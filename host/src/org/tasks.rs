@@ -312,6 +312,7 @@ impl Org {
         let mut from = after.map(order_key);
         let mut page_size = limit.clamp(1, PAGE);
         let mut left = budget;
+        let mut last_read = None;
         'pages: while read.tasks.len() < limit {
             let page = self
                 .org
@@ -321,7 +322,6 @@ impl Org {
                 break;
             };
             from = Some(last.clone());
-            let mut last_read = None;
             for (_, id) in page {
                 left -= 1;
                 let id = String::from_utf8_lossy(&id).into_owned();
