@@ -45,6 +45,20 @@ impl Counting {
 }
 
 impl Counting {
+    /// Remove every key of `area` under `prefixes` (an index and its
+    /// marker), as a store written before the index has none; how many.
+    fn unindex(&self, area: &str, prefixes: &[&str]) -> Result<usize> {
+        let mut gone = Vec::new();
+        for prefix in prefixes {
+            for (key, _) in self.inner.scan(area, prefix.as_bytes())? {
+                gone.push((key, None));
+            }
+        }
+        let n = gone.len();
+        self.inner.write(area, gone)?;
+        Ok(n)
+    }
+
     /// Records of `area` read by scans or one by one since the last call.
     fn reads(&self, area: &str) -> usize {
         self.take(area) + self.take_got(area)
@@ -840,14 +854,11 @@ fn a_page_of_tasks_and_a_restart_read_those_tasks_not_every_task_ever_requested(
     assert_eq!(host.interrupt_running_tasks()?, 0, "interrupted twice");
 
     // A store written before the indexes: they are built once, the same.
-    let mut unindexed = Vec::new();
-    for prefix in ["default/s/", "default/r/", "default/s-index-built"] {
-        for (key, _) in store.inner.scan("tasks", prefix.as_bytes())? {
-            unindexed.push((key, None));
-        }
-    }
-    assert!(unindexed.len() > 300);
-    store.inner.write("tasks", unindexed)?;
+    let unindexed = store.unindex(
+        "tasks",
+        &["default/s/", "default/r/", "default/s-index-built"],
+    )?;
+    assert!(unindexed > 300);
     let running = host.request_task("test-employee", "print again", "alice")?;
     requested.push(running.id.clone());
     let listed: Vec<String> = host.tasks()?.into_iter().map(|t| t.id).collect();
@@ -902,14 +913,11 @@ fn a_delivery_round_reads_the_notifications_due_not_every_one_ever_queued() -> R
     // indexed once, and each pending notification delivered once.
     push(&host, 1)?;
     drop(host);
-    let mut unindexed = Vec::new();
-    for prefix in ["default/d/", "default/c/", "default/d-index-built"] {
-        for (key, _) in store.inner.scan("outbox", prefix.as_bytes())? {
-            unindexed.push((key, None));
-        }
-    }
-    assert!(unindexed.len() > 200);
-    store.inner.write("outbox", unindexed)?;
+    let unindexed = store.unindex(
+        "outbox",
+        &["default/d/", "default/c/", "default/d-index-built"],
+    )?;
+    assert!(unindexed > 200);
     let host = Org::open_with_store(&dir.path().join("data"), "default", store.clone())?;
     assert_eq!(host.outbox().list()?.len(), 203);
     assert_eq!(host.outbox().deliver_due(host.now())?.delivered.len(), 1);
@@ -1020,14 +1028,8 @@ fn the_queue_reads_the_versions_waiting_not_every_one_ever_submitted() -> Result
     assert_eq!(host.upgrades()?.len(), 41);
 
     // Versions submitted before the index: indexed once.
-    let mut unindexed = Vec::new();
-    for prefix in ["default/w/", "default/w-index-built"] {
-        for (key, _) in store.inner.scan("upgrades", prefix.as_bytes())? {
-            unindexed.push((key, None));
-        }
-    }
-    assert_eq!(unindexed.len(), 2);
-    store.inner.write("upgrades", unindexed)?;
+    let unindexed = store.unindex("upgrades", &["default/w/", "default/w-index-built"])?;
+    assert_eq!(unindexed, 2);
     assert_eq!(host.pending_upgrades()?.len(), 1);
     store.reads("upgrades");
     assert_eq!(host.pending_upgrades()?.len(), 1);

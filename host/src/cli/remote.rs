@@ -33,13 +33,21 @@ fn refused(status: u16, body: &Value) -> anyhow::Error {
 }
 
 impl Remote {
+    /// Send a request with the token; the answer as it starts to arrive.
+    fn response(
+        &self,
+        request: reqwest::blocking::RequestBuilder,
+    ) -> Result<reqwest::blocking::Response> {
+        request
+            .bearer_auth(&self.token)
+            .send()
+            .with_context(|| format!("cannot reach the daemon at {}", self.url))
+    }
+
     /// Send a request with the token; the status and the JSON answer
     /// (`null` when it is not JSON).
     pub fn send(&self, request: reqwest::blocking::RequestBuilder) -> Result<(u16, Value)> {
-        let response = request
-            .bearer_auth(&self.token)
-            .send()
-            .with_context(|| format!("cannot reach the daemon at {}", self.url))?;
+        let response = self.response(request)?;
         let status = response.status().as_u16();
         let text = response
             .text()
@@ -52,12 +60,7 @@ impl Remote {
     /// refusal is an error, and so is an answer broken off midway (the
     /// daemon aborts the body when its export fails).
     pub fn download(&self, path: &str, out: &mut dyn std::io::Write) -> Result<()> {
-        let mut response = self
-            .client
-            .get(format!("{}{path}", self.url))
-            .bearer_auth(&self.token)
-            .send()
-            .with_context(|| format!("cannot reach the daemon at {}", self.url))?;
+        let mut response = self.response(self.client.get(format!("{}{path}", self.url)))?;
         let status = response.status().as_u16();
         if status != 200 {
             let text = response.text().unwrap_or_default();
